@@ -1,0 +1,69 @@
+//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), and the
+//! one channel type every client of it uses, whether the server is across the
+//! network or in the same process.
+
+pub mod v1 {
+    tonic::include_proto!("xmppd.v1");
+}
+
+pub use v1::*;
+
+use std::convert::Infallible;
+
+use tonic::body::Body;
+use tonic::transport::Endpoint;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt};
+
+/// A gRPC channel: a real HTTP/2 connection in a cluster, or a direct call into
+/// a server object in the all-in-one process. Services only ever see this
+/// type, so both deployments run the same code.
+pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// A lazily connecting channel to `address` (`http://host:port`). It
+/// reconnects by itself after the peer restarts.
+pub fn remote_channel(address: &str) -> Result<GrpcChannel, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(address.to_string())?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect_lazy();
+    Ok(BoxCloneSyncService::new(channel.map_err(BoxError::from)))
+}
+
+/// A channel that calls `server` (a generated `*Server`) in this process,
+/// without a socket.
+pub fn local_channel<S>(server: S) -> GrpcChannel
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(server.map_err(|never| match never {}))
+}
+
+impl Kind {
+    /// The stanza element name of this kind.
+    pub fn element_name(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Presence => "presence",
+            Kind::Iq => "iq",
+            Kind::Unspecified => "",
+        }
+    }
+
+    pub fn from_element_name(name: &str) -> Option<Self> {
+        match name {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+}
