@@ -1,0 +1,165 @@
+//! The session registry: which resources are bound on which connection-manager,
+//! their presence, the directed presence they sent, and which nodes are alive.
+//!
+//! # Layout
+//!
+//! - [`Registry`]: the one interface every service codes against.
+//! - [`MemoryRegistry`]: for the all-in-one process, where nothing outlives it.
+//! - [`RedisRegistry`]: for a cluster, where every node sees the same state.
+//! - [`connect`]: picks one from a configuration URL.
+//!
+//! Both implementations apply the same rules (private `rules` module) for what
+//! bind, unbind and presence updates do to an entry, so they cannot drift apart.
+//!
+//! # Redis key layout
+//!
+//! Every key starts with the configured prefix `{p}` (so that tests and
+//! several deployments can share one Redis). Values are prost-encoded
+//! [`xmppd_grpc`] messages.
+//!
+//! | key               | type   | content                                                      |
+//! |-------------------|--------|--------------------------------------------------------------|
+//! | `{p}res:{bare}`   | HASH   | resource → [`BoundSession`]; one `HGET`/`HVALS` per lookup    |
+//! | `{p}sess:{node}`  | SET    | full JIDs bound on connection-manager `node`                 |
+//! | `{p}nodes`        | SET    | node ids whose `sess:` set is not empty                      |
+//! | `{p}hb:{node}`    | STRING | the [`Node`], expiring (`PX`) when its heartbeat stops       |
+//! | `{p}role:{ROLE}`  | SET    | node ids that heartbeated with that role (`ROLE_ROUTER`, …)  |
+//! | `{p}dir:{full}`   | SET    | JIDs `full` sent directed available presence to              |
+//!
+//! Invariants: a full JID is in `sess:{node}` exactly when its `res:` entry
+//! names `node`, and `nodes` holds exactly the nodes with a non-empty `sess:`
+//! set. Every write to a `res:` entry goes through one compare-and-swap Lua
+//! script that updates all three together. `role:` sets may name nodes whose
+//! heartbeat expired; [`Registry::live_nodes`] prunes them.
+//!
+//! The scripts touch keys of several hash slots, so Redis Cluster is not
+//! supported; a single primary (with replicas or Sentinel) is.
+
+mod memory;
+mod redis_registry;
+mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use memory::MemoryRegistry;
+pub use redis_registry::RedisRegistry;
+pub use xmppd_grpc::{BoundSession, Node, Role};
+
+/// The registry as services hold it: one instance shared by every task.
+pub type SharedRegistry = Arc<dyn Registry>;
+
+#[async_trait::async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Registers a resource. Returns the session it replaced (same full JID,
+    /// any node/conn), if any — the caller kicks that one with `<conflict/>`.
+    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError>;
+
+    /// Removes the resource only if it is still held by (`node_id`, `conn_id`)
+    /// — a replaced connection's late unbind must not remove its replacement.
+    /// Returns the removed session.
+    async fn unbind(
+        &self,
+        full_jid: &str,
+        node_id: &str,
+        conn_id: u64,
+    ) -> Result<Option<BoundSession>, RegistryError>;
+
+    /// Updates availability, priority and last presence of a bound resource.
+    /// `Ok(false)` (and no change) if `conn_id` does not hold it.
+    async fn set_presence(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        available: bool,
+        priority: i32,
+        presence: bytes::Bytes,
+    ) -> Result<bool, RegistryError>;
+
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError>;
+
+    /// All resources of a bare JID (`user@domain`), available or not, sorted
+    /// by full JID.
+    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError>;
+
+    /// Sessions bound on one node (to clean up after that node died), sorted
+    /// by full JID.
+    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError>;
+
+    /// Every session, sorted by full JID. For admin listings: it reads the
+    /// whole registry.
+    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError>;
+
+    async fn count_sessions(&self) -> Result<u64, RegistryError>;
+
+    /// Directed presence (RFC 6121 §4.6): remembers that `full_jid` sent
+    /// available presence to `to`, so that `to` gets unavailable presence
+    /// when the session ends.
+    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError>;
+
+    async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError>;
+
+    /// Returns (sorted) and forgets the directed-presence recipients of
+    /// `full_jid`.
+    async fn take_directed(&self, full_jid: &str) -> Result<Vec<String>, RegistryError>;
+
+    /// Registers or refreshes a node. It counts as live until `ttl` (rounded
+    /// to milliseconds, at least one) passes without another heartbeat.
+    async fn heartbeat(&self, node: &Node, ttl: Duration) -> Result<(), RegistryError>;
+
+    /// Marks a node as gone at once, as on a clean shutdown.
+    async fn deregister(&self, node_id: &str) -> Result<(), RegistryError>;
+
+    /// Live nodes of one role, sorted by id.
+    async fn live_nodes(&self, role: Role) -> Result<Vec<Node>, RegistryError>;
+
+    /// Ids (sorted) of the nodes that still own sessions but whose heartbeat
+    /// expired, for the reaper to clean up.
+    async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("undecodable registry entry {key}: {source}")]
+    Decode {
+        key: String,
+        source: prost::DecodeError,
+    },
+    /// Writers kept changing the entry between our read and our write.
+    #[error("registry entry {0} kept changing, gave up")]
+    Contended(String),
+}
+
+/// The bare JID of a full JID: the text before the first `/` (a resource may
+/// contain `/`, a bare JID may not).
+pub fn bare_of(full_jid: &str) -> &str {
+    split_full(full_jid).0
+}
+
+/// (bare JID, resource); the resource is empty when there is none.
+fn split_full(full_jid: &str) -> (&str, &str) {
+    full_jid.split_once('/').unwrap_or((full_jid, ""))
+}
+
+fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {
+    sessions.sort_unstable_by(|a, b| a.full_jid.cmp(&b.full_jid));
+    sessions
+}
+
+/// A registry for `url`: in memory when there is none, Redis for
+/// `redis://…` (or `redis+unix://…`). `key_prefix` starts every Redis key.
+pub async fn connect(url: Option<&str>, key_prefix: &str) -> Result<SharedRegistry, RegistryError> {
+    match url {
+        None => {
+            tracing::info!("session registry in memory");
+            Ok(Arc::new(MemoryRegistry::default()))
+        }
+        Some(url) => {
+            let registry = RedisRegistry::connect(url, key_prefix).await?;
+            tracing::info!(prefix = key_prefix, "session registry in redis");
+            Ok(Arc::new(registry))
+        }
+    }
+}

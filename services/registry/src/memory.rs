@@ -1,0 +1,238 @@
+//! The registry of the all-in-one process: plain maps behind std locks, which
+//! are never held across an await (no method of this registry awaits).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use xmppd_grpc::{BoundSession, Node, Role};
+
+use crate::rules::{self, Change};
+use crate::{Registry, RegistryError, sort_by_jid, split_full};
+
+#[derive(Default)]
+pub struct MemoryRegistry {
+    /// Read for every routed stanza, so readers must not wait for each other.
+    sessions: RwLock<Sessions>,
+    /// Full JID → recipients of its directed presence.
+    directed: RwLock<HashMap<String, HashSet<String>>>,
+    /// Node id → the node and when its heartbeat expires.
+    nodes: RwLock<HashMap<String, (Node, Instant)>>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// Bare JID → resource → session, so that `resources()` is one lookup.
+    by_bare: HashMap<String, HashMap<String, BoundSession>>,
+    /// Node id → full JIDs bound there; a node leaves with its last session,
+    /// so the keys are exactly the nodes that own sessions.
+    by_node: HashMap<String, HashSet<String>>,
+}
+
+impl Sessions {
+    fn get(&self, full_jid: &str) -> Option<&BoundSession> {
+        let (bare, resource) = split_full(full_jid);
+        self.by_bare.get(bare)?.get(resource)
+    }
+
+    fn insert(&mut self, session: BoundSession) {
+        // Removing first keeps `by_node` right when the JID moves between nodes.
+        self.remove(&session.full_jid);
+        self.by_node
+            .entry(session.node_id.clone())
+            .or_default()
+            .insert(session.full_jid.clone());
+        let (bare, resource) = split_full(&session.full_jid);
+        let (bare, resource) = (bare.to_owned(), resource.to_owned());
+        self.by_bare
+            .entry(bare)
+            .or_default()
+            .insert(resource, session);
+    }
+
+    fn remove(&mut self, full_jid: &str) {
+        let (bare, resource) = split_full(full_jid);
+        let Some(resources) = self.by_bare.get_mut(bare) else {
+            return;
+        };
+        let Some(removed) = resources.remove(resource) else {
+            return;
+        };
+        if resources.is_empty() {
+            self.by_bare.remove(bare);
+        }
+        if let Some(jids) = self.by_node.get_mut(&removed.node_id) {
+            jids.remove(full_jid);
+            if jids.is_empty() {
+                self.by_node.remove(&removed.node_id);
+            }
+        }
+    }
+
+    fn apply<T>(
+        &mut self,
+        full_jid: &str,
+        decide: impl FnOnce(Option<&BoundSession>) -> Change<T>,
+    ) -> T {
+        match decide(self.get(full_jid)) {
+            Change::Keep(outcome) => outcome,
+            Change::Put(session, outcome) => {
+                self.insert(session);
+                outcome
+            }
+            Change::Delete(outcome) => {
+                self.remove(full_jid);
+                outcome
+            }
+        }
+    }
+}
+
+// No critical section below can panic halfway through an update, so a
+// poisoned lock still guards consistent data.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[async_trait::async_trait]
+impl Registry for MemoryRegistry {
+    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
+        let full_jid = session.full_jid.clone();
+        Ok(write(&self.sessions).apply(&full_jid, |current| rules::bind(&session, current)))
+    }
+
+    async fn unbind(
+        &self,
+        full_jid: &str,
+        node_id: &str,
+        conn_id: u64,
+    ) -> Result<Option<BoundSession>, RegistryError> {
+        Ok(write(&self.sessions).apply(full_jid, |current| {
+            rules::unbind(node_id, conn_id, current)
+        }))
+    }
+
+    async fn set_presence(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        available: bool,
+        priority: i32,
+        presence: Bytes,
+    ) -> Result<bool, RegistryError> {
+        Ok(write(&self.sessions).apply(full_jid, |current| {
+            rules::set_presence(conn_id, available, priority, &presence, current)
+        }))
+    }
+
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
+        Ok(read(&self.sessions).get(full_jid).cloned())
+    }
+
+    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+        let sessions = read(&self.sessions);
+        let found = sessions
+            .by_bare
+            .get(bare_jid)
+            .map(|resources| resources.values().cloned().collect())
+            .unwrap_or_default();
+        Ok(sort_by_jid(found))
+    }
+
+    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
+        let sessions = read(&self.sessions);
+        let found = sessions
+            .by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|full_jid| sessions.get(full_jid).cloned())
+            .collect();
+        Ok(sort_by_jid(found))
+    }
+
+    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError> {
+        let sessions = read(&self.sessions);
+        let all = sessions
+            .by_bare
+            .values()
+            .flat_map(HashMap::values)
+            .cloned()
+            .collect();
+        Ok(sort_by_jid(all))
+    }
+
+    async fn count_sessions(&self) -> Result<u64, RegistryError> {
+        let sessions = read(&self.sessions);
+        let count: usize = sessions.by_bare.values().map(HashMap::len).sum();
+        Ok(count as u64)
+    }
+
+    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
+        write(&self.directed)
+            .entry(full_jid.to_owned())
+            .or_default()
+            .insert(to.to_owned());
+        Ok(())
+    }
+
+    async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
+        let mut directed = write(&self.directed);
+        if let Some(recipients) = directed.get_mut(full_jid) {
+            recipients.remove(to);
+            if recipients.is_empty() {
+                directed.remove(full_jid);
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_directed(&self, full_jid: &str) -> Result<Vec<String>, RegistryError> {
+        let taken = write(&self.directed).remove(full_jid).unwrap_or_default();
+        let mut taken: Vec<String> = taken.into_iter().collect();
+        taken.sort_unstable();
+        Ok(taken)
+    }
+
+    async fn heartbeat(&self, node: &Node, ttl: Duration) -> Result<(), RegistryError> {
+        let expires = Instant::now() + ttl.max(Duration::from_millis(1));
+        write(&self.nodes).insert(node.id.clone(), (node.clone(), expires));
+        Ok(())
+    }
+
+    async fn deregister(&self, node_id: &str) -> Result<(), RegistryError> {
+        write(&self.nodes).remove(node_id);
+        Ok(())
+    }
+
+    async fn live_nodes(&self, role: Role) -> Result<Vec<Node>, RegistryError> {
+        let now = Instant::now();
+        let mut nodes = write(&self.nodes);
+        // Pruning here keeps the map from growing with every node that ever ran.
+        nodes.retain(|_, (_, expires)| *expires > now);
+        let mut live: Vec<Node> = nodes
+            .values()
+            .filter(|(node, _)| node.role() == role)
+            .map(|(node, _)| node.clone())
+            .collect();
+        live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
+    }
+
+    async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError> {
+        let owners: Vec<String> = read(&self.sessions).by_node.keys().cloned().collect();
+        let now = Instant::now();
+        let nodes = read(&self.nodes);
+        let mut dead: Vec<String> = owners
+            .into_iter()
+            .filter(|id| nodes.get(id).is_none_or(|(_, expires)| *expires <= now))
+            .collect();
+        dead.sort_unstable();
+        Ok(dead)
+    }
+}

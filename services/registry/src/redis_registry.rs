@@ -1,0 +1,430 @@
+//! The cluster's registry, in Redis (key layout in the crate documentation).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use xmppd_grpc::{BoundSession, Node, Role};
+
+use crate::rules::{self, Change};
+use crate::{Registry, RegistryError, bare_of, sort_by_jid, split_full};
+
+/// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
+/// step with it. An empty string stands for "absent": an encoded session never
+/// is empty, since its full JID is not.
+///
+/// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`.
+/// ARGV: resource, expected entry, new entry, full JID, old node, new node.
+const SWAP_LUA: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+if ARGV[5] ~= '' and ARGV[5] ~= ARGV[6] then
+  redis.call('SREM', KEYS[3], ARGV[4])
+  if redis.call('SCARD', KEYS[3]) == 0 then redis.call('SREM', KEYS[2], ARGV[5]) end
+end
+if ARGV[6] ~= '' then
+  redis.call('SADD', KEYS[4], ARGV[4])
+  redis.call('SADD', KEYS[2], ARGV[6])
+end
+return 1
+";
+
+/// Drops the role-set members whose heartbeat key is (still) gone: checking
+/// again inside the script spares a node that heartbeated since we looked.
+///
+/// KEYS: `role:{ROLE}`, then one `hb:{id}` per id. ARGV: the ids.
+const PRUNE_ROLE_LUA: &str = r"
+for i, id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('SREM', KEYS[1], id) end
+end
+";
+
+/// How often a read-modify-write is retried when other writers get in
+/// between. Writers of one full JID are one client's connections, so more
+/// than a couple of rounds means something is wrong.
+const MAX_ATTEMPTS: usize = 16;
+
+/// How many keys one `SCAN` round asks for.
+const SCAN_COUNT: usize = 512;
+
+pub struct RedisRegistry {
+    /// Reconnects by itself; cloned per call, which is cheap.
+    conn: ConnectionManager,
+    keys: Keys,
+    swap: Script,
+    prune_role: Script,
+}
+
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn resources(&self, bare_jid: &str) -> String {
+        format!("{}res:{bare_jid}", self.prefix)
+    }
+
+    fn node_sessions(&self, node_id: &str) -> String {
+        format!("{}sess:{node_id}", self.prefix)
+    }
+
+    fn nodes_with_sessions(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    fn heartbeat(&self, node_id: &str) -> String {
+        format!("{}hb:{node_id}", self.prefix)
+    }
+
+    fn role(&self, role: Role) -> String {
+        format!("{}role:{}", self.prefix, role.as_str_name())
+    }
+
+    fn directed(&self, full_jid: &str) -> String {
+        format!("{}dir:{full_jid}", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every `res:` key; the prefix is escaped so
+    /// that a `*` in it matches only itself.
+    fn all_resources_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 5);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("res:*");
+        pattern
+    }
+}
+
+/// A resource entry as read, raw bytes kept to compare-and-swap against.
+struct Entry {
+    raw: Vec<u8>,
+    session: BoundSession,
+}
+
+fn decode<M: Message + Default>(key: &str, raw: Vec<u8>) -> Result<M, RegistryError> {
+    // Through `Bytes`, so the presence stanza is a view, not a copy.
+    M::decode(Bytes::from(raw)).map_err(|source| RegistryError::Decode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl RedisRegistry {
+    /// Connects to `url` (`redis://…`); every key starts with `key_prefix`.
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, RegistryError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            keys: Keys {
+                prefix: key_prefix.to_owned(),
+            },
+            swap: Script::new(SWAP_LUA),
+            prune_role: Script::new(PRUNE_ROLE_LUA),
+        })
+    }
+
+    async fn read(&self, full_jid: &str) -> Result<Option<Entry>, RegistryError> {
+        let (bare, resource) = split_full(full_jid);
+        let key = self.keys.resources(bare);
+        let raw: Option<Vec<u8>> = self.conn.clone().hget(&key, resource).await?;
+        raw.map(|raw| {
+            let session = decode(&key, raw.clone())?;
+            Ok(Entry { raw, session })
+        })
+        .transpose()
+    }
+
+    /// Writes `new` (or deletes, if `None`) as the entry of `full_jid` if it
+    /// still is `expected`. False if another writer got in between.
+    async fn swap(
+        &self,
+        full_jid: &str,
+        expected: Option<&Entry>,
+        new: Option<&BoundSession>,
+    ) -> Result<bool, RegistryError> {
+        let (bare, resource) = split_full(full_jid);
+        let old_node = expected.map_or("", |entry| entry.session.node_id.as_str());
+        let new_node = new.map_or("", |session| session.node_id.as_str());
+        let swapped: i64 = self
+            .swap
+            .key(self.keys.resources(bare))
+            .key(self.keys.nodes_with_sessions())
+            .key(self.keys.node_sessions(old_node))
+            .key(self.keys.node_sessions(new_node))
+            .arg(resource)
+            .arg(expected.map_or(&[][..], |entry| &entry.raw[..]))
+            .arg(new.map(Message::encode_to_vec).unwrap_or_default())
+            .arg(full_jid)
+            .arg(old_node)
+            .arg(new_node)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(swapped == 1)
+    }
+
+    /// Applies a [`rules`] decision to the entry of `full_jid`, optimistically:
+    /// read, decide, swap if unchanged, else start over.
+    async fn update<T>(
+        &self,
+        full_jid: &str,
+        decide: impl Fn(Option<&BoundSession>) -> Change<T>,
+    ) -> Result<T, RegistryError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.read(full_jid).await?;
+            let (new, outcome) = match decide(current.as_ref().map(|entry| &entry.session)) {
+                Change::Keep(outcome) => return Ok(outcome),
+                Change::Put(session, outcome) => (Some(session), outcome),
+                Change::Delete(outcome) => (None, outcome),
+            };
+            if self.swap(full_jid, current.as_ref(), new.as_ref()).await? {
+                return Ok(outcome);
+            }
+        }
+        tracing::warn!(full_jid, "registry entry contended, giving up");
+        Err(RegistryError::Contended(full_jid.to_owned()))
+    }
+
+    async fn nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError> {
+        let ids = self
+            .conn
+            .clone()
+            .smembers(self.keys.nodes_with_sessions())
+            .await?;
+        Ok(ids)
+    }
+
+    /// Every `res:` key, by `SCAN` so that Redis never blocks on a full listing.
+    async fn resource_keys(&self) -> Result<Vec<String>, RegistryError> {
+        let pattern = self.keys.all_resources_pattern();
+        let mut conn = self.conn.clone();
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Registry for RedisRegistry {
+    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
+        self.update(&session.full_jid, |current| rules::bind(&session, current))
+            .await
+    }
+
+    async fn unbind(
+        &self,
+        full_jid: &str,
+        node_id: &str,
+        conn_id: u64,
+    ) -> Result<Option<BoundSession>, RegistryError> {
+        self.update(full_jid, |current| rules::unbind(node_id, conn_id, current))
+            .await
+    }
+
+    async fn set_presence(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        available: bool,
+        priority: i32,
+        presence: Bytes,
+    ) -> Result<bool, RegistryError> {
+        self.update(full_jid, |current| {
+            rules::set_presence(conn_id, available, priority, &presence, current)
+        })
+        .await
+    }
+
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
+        Ok(self.read(full_jid).await?.map(|entry| entry.session))
+    }
+
+    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+        let key = self.keys.resources(bare_jid);
+        let raws: Vec<Vec<u8>> = self.conn.clone().hvals(&key).await?;
+        let sessions = raws
+            .into_iter()
+            .map(|raw| decode(&key, raw))
+            .collect::<Result<_, _>>()?;
+        Ok(sort_by_jid(sessions))
+    }
+
+    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
+        let full_jids: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.keys.node_sessions(node_id))
+            .await?;
+        let keys: Vec<String> = full_jids
+            .iter()
+            .map(|full_jid| self.keys.resources(bare_of(full_jid)))
+            .collect();
+        let mut pipe = redis::pipe();
+        for (key, full_jid) in keys.iter().zip(&full_jids) {
+            pipe.hget(key, split_full(full_jid).1);
+        }
+        let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut sessions = Vec::with_capacity(raws.len());
+        for (key, raw) in keys.iter().zip(raws) {
+            // Unbound between the two reads.
+            let Some(raw) = raw else { continue };
+            let session: BoundSession = decode(key, raw)?;
+            // The JID may have moved to another node between the two reads.
+            if session.node_id == node_id {
+                sessions.push(session);
+            }
+        }
+        Ok(sort_by_jid(sessions))
+    }
+
+    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError> {
+        let keys = self.resource_keys().await?;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.hvals(key);
+        }
+        let raws: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut sessions = Vec::new();
+        for (key, raws) in keys.iter().zip(raws) {
+            for raw in raws {
+                sessions.push(decode(key, raw)?);
+            }
+        }
+        Ok(sort_by_jid(sessions))
+    }
+
+    async fn count_sessions(&self) -> Result<u64, RegistryError> {
+        let ids = self.nodes_with_sessions().await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.scard(self.keys.node_sessions(id));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
+        let () = self
+            .conn
+            .clone()
+            .sadd(self.keys.directed(full_jid), to)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
+        let () = self
+            .conn
+            .clone()
+            .srem(self.keys.directed(full_jid), to)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_directed(&self, full_jid: &str) -> Result<Vec<String>, RegistryError> {
+        let key = self.keys.directed(full_jid);
+        let (mut taken,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .smembers(&key)
+            .del(&key)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        taken.sort_unstable();
+        Ok(taken)
+    }
+
+    async fn heartbeat(&self, node: &Node, ttl: Duration) -> Result<(), RegistryError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let () = redis::pipe()
+            .atomic()
+            .pset_ex(self.keys.heartbeat(&node.id), node.encode_to_vec(), ttl_ms)
+            .ignore()
+            .sadd(self.keys.role(node.role()), &node.id)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, node_id: &str) -> Result<(), RegistryError> {
+        // Its `role:` membership goes at the next `live_nodes` of that role.
+        let () = self
+            .conn
+            .clone()
+            .del(self.keys.heartbeat(node_id))
+            .await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self, role: Role) -> Result<Vec<Node>, RegistryError> {
+        let role_key = self.keys.role(role);
+        let ids: Vec<String> = self.conn.clone().smembers(&role_key).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hb_keys: Vec<String> = ids.iter().map(|id| self.keys.heartbeat(id)).collect();
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&hb_keys)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut expired = Vec::new();
+        for ((id, key), raw) in ids.iter().zip(&hb_keys).zip(raws) {
+            match raw {
+                Some(raw) => live.push(decode::<Node>(key, raw)?),
+                None => expired.push((id, key)),
+            }
+        }
+        if !expired.is_empty() {
+            let mut prune = self.prune_role.key(&role_key);
+            for (id, key) in expired {
+                prune.key(key).arg(id);
+            }
+            let () = prune.invoke_async(&mut self.conn.clone()).await?;
+        }
+        live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
+    }
+
+    async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError> {
+        let ids = self.nodes_with_sessions().await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.exists(self.keys.heartbeat(id));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut dead: Vec<String> = ids
+            .into_iter()
+            .zip(alive)
+            .filter_map(|(id, alive)| (!alive).then_some(id))
+            .collect();
+        dead.sort_unstable();
+        Ok(dead)
+    }
+}

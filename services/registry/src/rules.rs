@@ -1,0 +1,56 @@
+//! What bind, unbind and presence updates do to one resource entry, decided
+//! from its current value. The memory registry applies a decision under its
+//! lock, the Redis registry with a compare-and-swap, so both keep one set of
+//! rules.
+
+use bytes::Bytes;
+use xmppd_grpc::BoundSession;
+
+/// The write to make to a resource entry, and what to answer the caller.
+pub(crate) enum Change<T> {
+    Keep(T),
+    Put(BoundSession, T),
+    Delete(T),
+}
+
+/// A new binding always wins; the one it replaced goes back to be kicked.
+pub(crate) fn bind(
+    session: &BoundSession,
+    current: Option<&BoundSession>,
+) -> Change<Option<BoundSession>> {
+    Change::Put(session.clone(), current.cloned())
+}
+
+pub(crate) fn unbind(
+    node_id: &str,
+    conn_id: u64,
+    current: Option<&BoundSession>,
+) -> Change<Option<BoundSession>> {
+    match current {
+        Some(held) if held.node_id == node_id && held.conn_id == conn_id => {
+            Change::Delete(Some(held.clone()))
+        }
+        _ => Change::Keep(None),
+    }
+}
+
+pub(crate) fn set_presence(
+    conn_id: u64,
+    available: bool,
+    priority: i32,
+    presence: &Bytes,
+    current: Option<&BoundSession>,
+) -> Change<bool> {
+    match current {
+        Some(held) if held.conn_id == conn_id => {
+            let updated = BoundSession {
+                available,
+                priority,
+                presence: presence.clone(),
+                ..held.clone()
+            };
+            Change::Put(updated, true)
+        }
+        _ => Change::Keep(false),
+    }
+}

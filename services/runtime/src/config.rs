@@ -1,0 +1,428 @@
+//! The configuration schema shared by every service, and its loader.
+//!
+//! Each service reads one TOML file with the sections it needs; every key has
+//! a default, so an empty file (or none) is a working configuration. Any key
+//! can be overridden by an environment variable named `XMPPD_<SECTION>__<KEY>`
+//! (upper case, `__` between levels), e.g. `XMPPD_STORAGE__URL`. Values in the
+//! environment are read as TOML (`5222`, `true`, `["a"]`) and otherwise as
+//! plain strings. `docs/configuration.md` lists every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+const ENV_PREFIX: &str = "XMPPD_";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub storage: StorageConfig,
+    pub registry: RegistryConfig,
+    pub cluster: ClusterConfig,
+    pub observability: ObservabilityConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The XMPP domain served (the part after `@`).
+    pub domain: String,
+    /// Where generated certificates and the embedded database live.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Client streams with STARTTLS (RFC 6120). Empty disables.
+    pub c2s: String,
+    /// Client streams over direct TLS (XEP-0368). Empty disables.
+    pub c2s_tls: String,
+    /// gRPC server of the router or session service.
+    pub grpc: String,
+    /// The address other nodes use to reach `grpc` (defaults to it).
+    pub grpc_advertise: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; when unset a self-signed one is generated.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key matching `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require STARTTLS before authentication on the c2s listener.
+    pub require_tls: bool,
+    /// Offer SASL PLAIN (only ever inside TLS unless `require_tls` is off).
+    pub allow_plain: bool,
+    /// XEP-0077 in-band registration of new accounts.
+    pub registration: bool,
+    /// Failed authentications allowed per client IP per minute.
+    pub failures_per_ip_per_minute: u32,
+    /// Failed authentications allowed per account per minute.
+    pub failures_per_account_per_minute: u32,
+    /// In-band registrations allowed per client IP per hour (0 = unlimited).
+    pub registrations_per_ip_per_hour: u32,
+    /// PBKDF2 iterations for newly stored SCRAM keys.
+    pub scram_iterations: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (RFC 6120 §13.12: at least 10000).
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted inside a stanza.
+    pub max_depth: usize,
+    /// Most attributes accepted on one element.
+    pub max_attributes: usize,
+    /// Concurrent client connections from one IP address (0 = unlimited).
+    pub connections_per_ip: u32,
+    /// Sustained stanzas per second per connection (0 = unlimited).
+    pub stanzas_per_second: u32,
+    /// Burst of stanzas allowed above the sustained rate.
+    pub stanza_burst: u32,
+    /// Seconds a stream may stay silent before the server pings it.
+    pub ping_after_secs: u64,
+    /// Seconds of silence (ping unanswered) after which the stream is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds allowed from connect to a bound resource.
+    pub negotiation_timeout_secs: u64,
+    /// Messages kept in offline storage per account.
+    pub max_offline_messages: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite://path` or `postgres://user@host/db`. Empty: SQLite under data_dir.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `redis://host:port`; empty keeps the registry in memory (all-in-one only).
+    pub url: String,
+    /// Prefix of every Redis key, so several clusters can share one Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id; empty: generated from the host name and process id.
+    pub node_id: String,
+    /// Milliseconds between heartbeats in the registry.
+    pub heartbeat_ms: u64,
+    /// Milliseconds after the last heartbeat when a node counts as dead.
+    pub node_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// `/metrics`, `/healthz` and `/readyz`. Empty disables.
+    pub http: String,
+    /// Log filter in `RUST_LOG` syntax.
+    pub log: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            data_dir: "data".into(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            c2s: "127.0.0.1:5222".into(),
+            c2s_tls: "127.0.0.1:5223".into(),
+            grpc: "127.0.0.1:7000".into(),
+            grpc_advertise: String::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            require_tls: true,
+            allow_plain: true,
+            registration: false,
+            failures_per_ip_per_minute: 20,
+            failures_per_account_per_minute: 5,
+            registrations_per_ip_per_hour: 10,
+            scram_iterations: 4096,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            max_attributes: 64,
+            connections_per_ip: 100,
+            stanzas_per_second: 50,
+            stanza_burst: 200,
+            ping_after_secs: 120,
+            idle_timeout_secs: 180,
+            negotiation_timeout_secs: 60,
+            max_offline_messages: 1000,
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "xmppd:".into(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            heartbeat_ms: 1000,
+            node_ttl_ms: 5000,
+        }
+    }
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            http: String::new(),
+            log: "info".into(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The configured URL, or the embedded SQLite database under `data_dir`.
+    pub fn url_or_embedded(&self, data_dir: &Path) -> String {
+        if self.url.is_empty() {
+            format!("sqlite://{}", data_dir.join("xmppd.db").display())
+        } else {
+            self.url.clone()
+        }
+    }
+}
+
+impl ListenConfig {
+    pub fn grpc_advertised(&self) -> String {
+        let address = if self.grpc_advertise.is_empty() {
+            &self.grpc
+        } else {
+            &self.grpc_advertise
+        };
+        format!("http://{address}")
+    }
+}
+
+impl ClusterConfig {
+    /// The configured id, or one that is unique per process on this host.
+    pub fn node_id_or_generated(&self, role: &str) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        format!("{role}-{host}-{}", std::process::id())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration (file and environment): {0}")]
+    Invalid(toml::de::Error),
+    #[error("invalid address {value:?} for {key}: {source}")]
+    Address {
+        key: &'static str,
+        value: String,
+        source: std::net::AddrParseError,
+    },
+}
+
+impl Config {
+    /// Reads `path` (if any), then applies `XMPPD_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        apply_env_overrides(&mut table, env);
+        Value::Table(table)
+            .try_into()
+            .map_err(ConfigError::Invalid)
+    }
+}
+
+/// Parses a listen address, naming the key in the error.
+pub fn parse_address(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|source| ConfigError::Address {
+        key,
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse().map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Sections a variable may name; other `XMPPD_*` variables (for example the
+/// test suite's) are not configuration and are left alone.
+fn known_sections() -> BTreeMap<String, ()> {
+    let defaults = Value::try_from(Config::default()).expect("defaults serialise");
+    defaults
+        .as_table()
+        .map(|table| table.keys().map(|key| (key.clone(), ())).collect())
+        .unwrap_or_default()
+}
+
+fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+    let sections = known_sections();
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if path.len() < 2 || !sections.contains_key(&path[0]) {
+            continue;
+        }
+        set_path(table, &path, env_value(&raw));
+    }
+}
+
+fn env_value(raw: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut parsed| parsed.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: Value) {
+    let (last, parents) = path.split_last().expect("path has at least two parts");
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("just made a table");
+    }
+    current.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_gives_defaults() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(config.server.domain, "localhost");
+        assert!(config.auth.require_tls);
+        assert!(!config.auth.registration);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xmppd.toml");
+        std::fs::write(&path, "[server]\ndomain = \"example.org\"\n[limits]\nmax_depth = 10\n")
+            .unwrap();
+        let config = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("XMPPD_LIMITS__MAX_DEPTH", "20"),
+                ("XMPPD_AUTH__REGISTRATION", "true"),
+                ("XMPPD_STORAGE__URL", "postgres://root@127.0.0.1/x"),
+                ("XMPPD_TEST_POSTGRES_URL", "not configuration"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.domain, "example.org");
+        assert_eq!(config.limits.max_depth, 20);
+        assert!(config.auth.registration);
+        assert_eq!(config.storage.url, "postgres://root@127.0.0.1/x");
+    }
+
+    #[test]
+    fn unknown_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xmppd.toml");
+        std::fs::write(&path, "[server]\ndomian = \"typo\"\n").unwrap();
+        let error = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
+        assert!(error.to_string().contains("domian"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_in_environment_is_an_error() {
+        let error =
+            Config::load_with_env(None, env(&[("XMPPD_LIMITS__MAX_DEPTH", "deep")])).unwrap_err();
+        assert!(error.to_string().contains("max_depth"), "{error}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let error = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[]))
+            .unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/x.toml"));
+    }
+}

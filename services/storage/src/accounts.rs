@@ -1,0 +1,168 @@
+//! Accounts and their SCRAM credentials.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::store::now_ms;
+use crate::{Store, StoreError, decode_error};
+
+/// What SCRAM needs to authenticate one mechanism (RFC 5802 §3); the password itself is never
+/// stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// "SCRAM-SHA-1" or "SCRAM-SHA-256": one credential per hash function.
+    pub mechanism: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl Credential {
+    fn from_row(row: &AnyRow) -> Result<Credential, sqlx::Error> {
+        let iterations: i64 = row.try_get("iterations")?;
+        Ok(Credential {
+            mechanism: row.try_get("mechanism")?,
+            salt: row.try_get("salt")?,
+            iterations: u32::try_from(iterations).map_err(decode_error)?,
+            stored_key: row.try_get("stored_key")?,
+            server_key: row.try_get("server_key")?,
+        })
+    }
+}
+
+/// Account methods. `jid` is always a normalised bare JID, `user@domain`.
+impl Store {
+    /// Fails with [`StoreError::AlreadyExists`] if the JID is taken.
+    pub async fn create_account(
+        &self,
+        jid: &str,
+        credentials: &[Credential],
+    ) -> Result<(), StoreError> {
+        let domain = jid.split_once('@').map_or(jid, |(_, domain)| domain);
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jid) DO NOTHING",
+        )
+        .bind(jid)
+        .bind(domain)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        insert_credentials(&mut tx, jid, credentials).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn account_exists(&self, jid: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
+            .bind(jid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Empty if there is no such account.
+    pub async fn credentials(&self, jid: &str) -> Result<Vec<Credential>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT mechanism, salt, iterations, stored_key, server_key \
+             FROM credentials WHERE jid = $1 ORDER BY mechanism",
+        )
+        .bind(jid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(Credential::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces all credentials (a password change); [`StoreError::NotFound`] if there is no
+    /// such account.
+    pub async fn set_credentials(
+        &self,
+        jid: &str,
+        credentials: &[Credential],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM credentials WHERE jid = $1")
+            .bind(jid)
+            .execute(&mut *tx)
+            .await?;
+        let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
+            .bind(jid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        insert_credentials(&mut tx, jid, credentials).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes the account and everything it owns (credentials, roster, offline messages,
+    /// last activity) at once. False if there was no such account.
+    pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Credentials go by ON DELETE CASCADE, roster groups with their items.
+        let deleted = sqlx::query("DELETE FROM accounts WHERE jid = $1")
+            .bind(jid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // Run even when the account is gone, to sweep rows written without one.
+        for sql in [
+            "DELETE FROM roster_items WHERE jid = $1",
+            "DELETE FROM roster_versions WHERE jid = $1",
+            "DELETE FROM offline_messages WHERE jid = $1",
+            "DELETE FROM last_activity WHERE jid = $1",
+        ] {
+            sqlx::query(sql).bind(jid).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    /// Bare JIDs in byte order, all of them or those of one domain.
+    pub async fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let query = match domain {
+            None => sqlx::query("SELECT jid FROM accounts ORDER BY jid"),
+            Some(domain) => {
+                sqlx::query("SELECT jid FROM accounts WHERE domain = $1 ORDER BY jid").bind(domain)
+            }
+        };
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("jid"))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+async fn insert_credentials(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jid: &str,
+    credentials: &[Credential],
+) -> Result<(), sqlx::Error> {
+    for credential in credentials {
+        sqlx::query(
+            "INSERT INTO credentials (jid, mechanism, salt, iterations, stored_key, server_key) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(jid)
+        .bind(&credential.mechanism)
+        .bind(&credential.salt)
+        .bind(i64::from(credential.iterations))
+        .bind(&credential.stored_key)
+        .bind(&credential.server_key)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Persistent data of the XMPP server (accounts, SCRAM credentials, rosters, offline messages,
+//! last activity) over sqlx, with one code path for Postgres and SQLite.
+//!
+//! # Layout
+//!
+//! - [`Store`] (`store.rs`): the connection pool, URL handling, SQLite pragmas, migrations on
+//!   connect. Queries go through the sqlx `Any` driver, so each method is written once: `$n`
+//!   placeholders, `ON CONFLICT` upserts, `RETURNING`, times as BIGINT unix milliseconds,
+//!   booleans as 0/1 integers.
+//! - `migrations.rs`: the SQL files of `migrations/postgres` and `migrations/sqlite`, embedded in
+//!   the binary. Both folders hold the same numbered files; only the DDL dialect differs.
+//! - `accounts.rs`, `roster.rs`, `offline.rs`: the queries, one module per concern.
+//!
+//! # Concurrency
+//!
+//! The router gives each bare JID one owning session replica, so writes for one account are
+//! already serialised; multi-statement operations still run in transactions so that a crash
+//! never leaves half an operation behind. Every write transaction starts with a write, because
+//! a SQLite transaction that reads first and then writes fails at once (no busy wait) when
+//! another connection wrote in between.
+
+mod accounts;
+mod migrations;
+mod offline;
+mod roster;
+mod store;
+
+pub use accounts::Credential;
+pub use offline::{LastActivity, OfflineMessage};
+pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};
+pub use store::{Backend, Store};
+
+/// Everything a [`Store`] method can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("not found")]
+    NotFound,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+}
+
+/// Reports a value read from the database that the schema should have prevented.
+fn decode_error(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
+}

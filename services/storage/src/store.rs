@@ -1,0 +1,197 @@
+//! The pool, its URL, and the setup every new connection gets.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, Executor};
+
+use crate::StoreError;
+use crate::migrations;
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Handle on the database: cheap to clone, all clones share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+/// Applied to every SQLite connection: the Any driver only passes the URL through, so these
+/// cannot be set as `SqliteConnectOptions`. WAL lets readers run beside the one writer;
+/// `synchronous = NORMAL` is durable in WAL mode except on power loss of the last commits.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+];
+
+/// What a database URL designates, once checked.
+enum Target {
+    Postgres,
+    SqliteFile(PathBuf),
+    SqliteMemory,
+}
+
+impl Store {
+    /// Connects to `postgres://...`, `sqlite://path/to/file.db` (file and parent folders are
+    /// created when missing) or `sqlite::memory:`, then runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let target = Target::parse(url)?;
+        let (backend, url) = match &target {
+            Target::Postgres => (Backend::Postgres, url.to_owned()),
+            Target::SqliteFile(path) => {
+                create_parent(path)?;
+                (Backend::Sqlite, create_if_missing(url))
+            }
+            Target::SqliteMemory => (Backend::Sqlite, url.to_owned()),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = pool_options(&target).connect_with(options).await?;
+        migrations::migrator(backend).await?.run(&pool).await?;
+        tracing::debug!(?backend, "store connected, migrations applied");
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Waits for the connections in use to be returned, then closes them all: call on shutdown
+    /// so that SQLite checkpoints its WAL and Postgres sees clean disconnects.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Target::Postgres);
+        }
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return Err(StoreError::InvalidUrl(format!(
+                "{url:?}: expected postgres://, sqlite://FILE or sqlite::memory:"
+            )));
+        };
+        let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+        if database == ":memory:" || params.split('&').any(|p| p == "mode=memory") {
+            return Ok(Target::SqliteMemory);
+        }
+        if database.is_empty() {
+            return Err(StoreError::InvalidUrl(format!("{url:?}: no file name")));
+        }
+        // Let sqlx resolve the file name (percent-decoding) so that we create the very folder
+        // it will open.
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| StoreError::InvalidUrl(format!("{url:?}: {err}")))?;
+        Ok(Target::SqliteFile(options.get_filename().to_owned()))
+    }
+}
+
+fn create_parent(path: &std::path::Path) -> Result<(), StoreError> {
+    match path.parent() {
+        // Once at start-up, so the blocking call costs nothing worth a thread hop.
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
+            .map_err(|err| StoreError::Database(sqlx::Error::Io(err))),
+        _ => Ok(()),
+    }
+}
+
+/// Adds `mode=rwc` unless the caller chose a mode (read-only, say).
+fn create_if_missing(url: &str) -> String {
+    match url.split_once('?') {
+        Some((_, params)) if params.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    }
+}
+
+fn pool_options(target: &Target) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new();
+    let options = match target {
+        Target::Postgres => return options,
+        // sqlx gives each connection to `:memory:` a database of its own, so the pool must hold
+        // exactly one connection and never recycle it, or data would vanish.
+        Target::SqliteMemory => options
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None),
+        Target::SqliteFile(_) => options,
+    };
+    options.after_connect(|conn, _meta| {
+        Box::pin(async move {
+            for pragma in SQLITE_PRAGMAS {
+                conn.execute(*pragma).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Now as unix milliseconds, the unit of every time column.
+pub(crate) fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_classified() {
+        assert!(matches!(
+            Target::parse("postgres://root@host/db"),
+            Ok(Target::Postgres)
+        ));
+        assert!(matches!(
+            Target::parse("sqlite::memory:"),
+            Ok(Target::SqliteMemory)
+        ));
+        assert!(matches!(
+            Target::parse("sqlite://?mode=memory"),
+            Ok(Target::SqliteMemory)
+        ));
+        match Target::parse("sqlite://data/my%20db.sqlite") {
+            Ok(Target::SqliteFile(path)) => assert_eq!(path, PathBuf::from("data/my db.sqlite")),
+            _ => panic!("expected a file"),
+        }
+        assert!(matches!(
+            Target::parse("mysql://x"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            Target::parse("sqlite://"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn create_mode_is_added_only_when_no_mode_is_given() {
+        assert_eq!(create_if_missing("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            create_if_missing("sqlite://a.db?cache=private"),
+            "sqlite://a.db?cache=private&mode=rwc"
+        );
+        assert_eq!(
+            create_if_missing("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
+    }
+}

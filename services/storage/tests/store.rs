@@ -1,0 +1,403 @@
+//! Every test runs twice: on SQLite in a temporary folder, and on a fresh Postgres database
+//! (created from `XMPPD_TEST_POSTGRES_URL`, default `postgres://root@127.0.0.1:5432/postgres`,
+//! and dropped afterwards) so that tests run in parallel.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
+use xmppd_storage::{Backend, Credential, RosterItem, Store, StoreError, Subscription};
+
+const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $test() {
+                crate::with_sqlite(super::$test).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                crate::with_postgres(super::$test).await;
+            })*
+        }
+    };
+}
+
+on_both_backends![
+    create_account_and_duplicate,
+    delete_account_removes_everything,
+    set_credentials_replaces_all,
+    list_accounts_sorted_by_domain,
+    roster_put_remove_and_versions,
+    roster_groups_round_trip,
+    offline_quota_order_and_take,
+    last_activity_is_replaced,
+    migrations_idempotent_on_reconnect,
+];
+
+/// Runs `test` on the URL of a SQLite file whose parent folders do not exist yet.
+async fn with_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not/yet/there/xmppd.db");
+    test(format!("sqlite://{}", path.display())).await;
+}
+
+/// Runs `test` on the URL of a new Postgres database, dropped afterwards even if it panics.
+async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url =
+        std::env::var("XMPPD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|err| panic!("postgres at {admin_url} (XMPPD_TEST_POSTGRES_URL): {err}"));
+    let name = unique_database_name();
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(test(sibling_database(&admin_url, &name))).await;
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+fn unique_database_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("xmppd_test_{}_{nanos}_{n}", std::process::id())
+}
+
+/// The admin URL with its database name swapped for `name`.
+fn sibling_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let (scheme, rest) = base.split_once("://").expect("url with a scheme");
+    let server = rest.split_once('/').map_or(rest, |(server, _)| server);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{scheme}://{server}/{name}{query}")
+}
+
+fn credential(mechanism: &str, byte: u8) -> Credential {
+    Credential {
+        mechanism: mechanism.to_owned(),
+        salt: vec![byte; 16],
+        iterations: 4096,
+        stored_key: vec![byte.wrapping_add(1); 32],
+        server_key: vec![byte.wrapping_add(2); 32],
+    }
+}
+
+fn item(contact: &str, groups: &[&str]) -> RosterItem {
+    RosterItem {
+        contact: contact.to_owned(),
+        name: None,
+        subscription: Subscription::None,
+        ask_out: false,
+        pending_in: false,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+async fn create_account_and_duplicate(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let expected_backend = if url.starts_with("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    assert_eq!(store.backend(), expected_backend);
+
+    let mut sha1 = credential("SCRAM-SHA-1", 1);
+    sha1.iterations = u32::MAX;
+    let creds = vec![sha1, credential("SCRAM-SHA-256", 7)];
+    assert!(!store.account_exists("juliet@example.com").await.unwrap());
+    assert!(store.credentials("juliet@example.com").await.unwrap().is_empty());
+
+    store.create_account("juliet@example.com", &creds).await.unwrap();
+    assert!(store.account_exists("juliet@example.com").await.unwrap());
+    assert_eq!(store.credentials("juliet@example.com").await.unwrap(), creds);
+
+    let again = store.create_account("juliet@example.com", &[]).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists)), "{again:?}");
+    assert_eq!(store.credentials("juliet@example.com").await.unwrap(), creds);
+}
+
+async fn delete_account_removes_everything(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "romeo@example.net";
+    store
+        .create_account(jid, &[credential("SCRAM-SHA-256", 3)])
+        .await
+        .unwrap();
+    store
+        .put_roster_item(jid, &item("juliet@example.com", &["Lovers"]))
+        .await
+        .unwrap();
+    assert!(store.store_offline(jid, b"<message/>", 5, 10).await.unwrap());
+    store.set_last_activity(jid, 9, "gone").await.unwrap();
+    store.create_account("other@example.net", &[]).await.unwrap();
+    store
+        .put_roster_item("other@example.net", &item("juliet@example.com", &[]))
+        .await
+        .unwrap();
+
+    assert!(store.delete_account(jid).await.unwrap());
+    assert!(!store.account_exists(jid).await.unwrap());
+    assert!(store.credentials(jid).await.unwrap().is_empty());
+    let roster = store.roster(jid).await.unwrap();
+    assert!(roster.items.is_empty());
+    assert_eq!(roster.version, 0);
+    assert_eq!(store.count_offline(jid).await.unwrap(), 0);
+    assert!(store.last_activity(jid).await.unwrap().is_none());
+    assert!(!store.delete_account(jid).await.unwrap());
+
+    // Another account sharing a contact keeps its data.
+    let other = store.roster("other@example.net").await.unwrap();
+    assert_eq!(other.items.len(), 1);
+
+    // The JID can be registered again from scratch.
+    store.create_account(jid, &[]).await.unwrap();
+    assert!(store.credentials(jid).await.unwrap().is_empty());
+}
+
+async fn set_credentials_replaces_all(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "nurse@example.com";
+    store
+        .create_account(
+            jid,
+            &[credential("SCRAM-SHA-1", 1), credential("SCRAM-SHA-256", 2)],
+        )
+        .await
+        .unwrap();
+
+    let new = vec![credential("SCRAM-SHA-256", 9)];
+    store.set_credentials(jid, &new).await.unwrap();
+    assert_eq!(store.credentials(jid).await.unwrap(), new);
+
+    let missing = store.set_credentials("nobody@example.com", &new).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert!(store.credentials("nobody@example.com").await.unwrap().is_empty());
+}
+
+async fn list_accounts_sorted_by_domain(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    for jid in [
+        "b@example.com",
+        "Z@example.com",
+        "a@example.org",
+        "a@example.com",
+        "c@sub.example.com",
+    ] {
+        store.create_account(jid, &[]).await.unwrap();
+    }
+    assert_eq!(
+        store.list_accounts(None).await.unwrap(),
+        [
+            "Z@example.com",
+            "a@example.com",
+            "a@example.org",
+            "b@example.com",
+            "c@sub.example.com"
+        ]
+    );
+    assert_eq!(
+        store.list_accounts(Some("example.com")).await.unwrap(),
+        ["Z@example.com", "a@example.com", "b@example.com"]
+    );
+    assert!(
+        store
+            .list_accounts(Some("nowhere.test"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn roster_put_remove_and_versions(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "juliet@example.com";
+    store.create_account(jid, &[]).await.unwrap();
+    assert_eq!(store.roster_version(jid).await.unwrap(), 0);
+    assert!(store.roster(jid).await.unwrap().items.is_empty());
+
+    let mut romeo = item("romeo@example.net", &[]);
+    assert_eq!(store.put_roster_item(jid, &romeo).await.unwrap(), 1);
+    let nurse = RosterItem {
+        name: Some("Nurse".to_owned()),
+        subscription: Subscription::From,
+        pending_in: true,
+        ..item("nurse@example.com", &[])
+    };
+    assert_eq!(store.put_roster_item(jid, &nurse).await.unwrap(), 2);
+
+    romeo.subscription = Subscription::Both;
+    romeo.ask_out = true;
+    romeo.name = Some("Romeo".to_owned());
+    assert_eq!(store.put_roster_item(jid, &romeo).await.unwrap(), 3);
+    assert_eq!(store.roster_version(jid).await.unwrap(), 3);
+
+    let roster = store.roster(jid).await.unwrap();
+    assert_eq!(roster.version, 3);
+    assert_eq!(roster.items, [nurse.clone(), romeo.clone()]);
+    assert_eq!(
+        store.roster_item(jid, "romeo@example.net").await.unwrap(),
+        Some(romeo)
+    );
+    assert_eq!(store.roster_item(jid, "tybalt@example.net").await.unwrap(), None);
+
+    assert_eq!(
+        store.remove_roster_item(jid, "romeo@example.net").await.unwrap(),
+        Some(4)
+    );
+    assert_eq!(
+        store.remove_roster_item(jid, "romeo@example.net").await.unwrap(),
+        None
+    );
+    assert_eq!(store.roster_version(jid).await.unwrap(), 4);
+    assert_eq!(store.roster(jid).await.unwrap().items, [nurse]);
+
+    // Versions are per account.
+    assert_eq!(
+        store
+            .put_roster_item("romeo@example.net", &item(jid, &[]))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn roster_groups_round_trip(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "juliet@example.com";
+    let romeo = item("romeo@example.net", &["Zeta", "Friends", "Ünïcode ✓", "Zeta"]);
+    store.put_roster_item(jid, &romeo).await.unwrap();
+    store
+        .put_roster_item(jid, &item("nurse@example.com", &["Staff"]))
+        .await
+        .unwrap();
+
+    let got = store.roster_item(jid, "romeo@example.net").await.unwrap().unwrap();
+    assert_eq!(got.groups, ["Zeta", "Friends", "Ünïcode ✓"]);
+
+    let regrouped = item("romeo@example.net", &["Work"]);
+    store.put_roster_item(jid, &regrouped).await.unwrap();
+    let ungrouped = item("nurse@example.com", &[]);
+    store.put_roster_item(jid, &ungrouped).await.unwrap();
+    assert_eq!(
+        store.roster(jid).await.unwrap().items,
+        [ungrouped, regrouped]
+    );
+
+    // Removing an item removes its groups: re-adding it starts with none.
+    store.remove_roster_item(jid, "romeo@example.net").await.unwrap();
+    let bare = item("romeo@example.net", &[]);
+    store.put_roster_item(jid, &bare).await.unwrap();
+    assert_eq!(
+        store.roster_item(jid, "romeo@example.net").await.unwrap(),
+        Some(bare)
+    );
+}
+
+async fn offline_quota_order_and_take(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "juliet@example.com";
+    assert!(store.take_offline(jid).await.unwrap().is_empty());
+
+    // Stored times deliberately out of order: arrival order wins.
+    for (i, at) in [(0_u8, 300), (1, 100), (2, 200)] {
+        assert!(store.store_offline(jid, &[b'<', i, 0xff], at, 3).await.unwrap());
+    }
+    assert!(!store.store_offline(jid, b"<over/>", 400, 3).await.unwrap());
+    assert!(store.store_offline("other@example.com", b"<m/>", 1, 3).await.unwrap());
+    assert_eq!(store.count_offline(jid).await.unwrap(), 3);
+
+    let taken = store.take_offline(jid).await.unwrap();
+    let got: Vec<(Vec<u8>, i64)> = taken
+        .into_iter()
+        .map(|m| (m.stanza, m.stored_at_ms))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (vec![b'<', 0, 0xff], 300),
+            (vec![b'<', 1, 0xff], 100),
+            (vec![b'<', 2, 0xff], 200)
+        ]
+    );
+    assert_eq!(store.count_offline(jid).await.unwrap(), 0);
+    assert!(store.take_offline(jid).await.unwrap().is_empty());
+    assert_eq!(store.count_offline("other@example.com").await.unwrap(), 1);
+
+    // Taking frees the quota.
+    assert!(store.store_offline(jid, b"<again/>", 500, 3).await.unwrap());
+    assert!(!store.store_offline(jid, b"<none/>", 500, 0).await.unwrap());
+}
+
+async fn last_activity_is_replaced(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let jid = "juliet@example.com";
+    assert!(store.last_activity(jid).await.unwrap().is_none());
+    store.set_last_activity(jid, 1_700_000_000_000, "Heading home").await.unwrap();
+    store.set_last_activity(jid, 1_700_000_060_000, "").await.unwrap();
+    let last = store.last_activity(jid).await.unwrap().unwrap();
+    assert_eq!((last.at_ms, last.status.as_str()), (1_700_000_060_000, ""));
+}
+
+async fn migrations_idempotent_on_reconnect(url: String) {
+    let first = Store::connect(&url).await.unwrap();
+    first.create_account("juliet@example.com", &[]).await.unwrap();
+    first.close().await;
+
+    let second = Store::connect(&url).await.unwrap();
+    let third = Store::connect(&url).await.unwrap();
+    assert!(second.account_exists("juliet@example.com").await.unwrap());
+    assert!(third.account_exists("juliet@example.com").await.unwrap());
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_data_across_calls() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.create_account("juliet@example.com", &[]).await.unwrap();
+    let clone = store.clone();
+    assert!(clone.account_exists("juliet@example.com").await.unwrap());
+    // Parallel users of the single connection queue instead of seeing another database.
+    let (a, b) = tokio::join!(
+        store.put_roster_item("juliet@example.com", &item("a@example.com", &[])),
+        clone.put_roster_item("juliet@example.com", &item("b@example.com", &[]))
+    );
+    let mut versions = [a.unwrap(), b.unwrap()];
+    versions.sort_unstable();
+    assert_eq!(versions, [1, 2]);
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_rejected() {
+    let err = Store::connect("mysql://localhost/xmppd").await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
+}
