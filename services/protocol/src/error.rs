@@ -119,10 +119,17 @@ impl StanzaErrorCondition {
             }
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation | Redirect
             | UndefinedCondition => ErrorType::Modify,
-            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint
-            | UnexpectedRequest => ErrorType::Wait,
-            Conflict | FeatureNotImplemented | Gone | InternalServerError | ItemNotFound
-            | NotAllowed | RemoteServerNotFound | ServiceUnavailable => ErrorType::Cancel,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => {
+                ErrorType::Wait
+            }
+            Conflict
+            | FeatureNotImplemented
+            | Gone
+            | InternalServerError
+            | ItemNotFound
+            | NotAllowed
+            | RemoteServerNotFound
+            | ServiceUnavailable => ErrorType::Cancel,
         }
     }
 }
@@ -246,7 +253,12 @@ mod tests {
 
     #[test]
     fn condition_names_round_trip() {
-        for name in ["bad-format", "see-other-host", "unsupported-version", "reset"] {
+        for name in [
+            "bad-format",
+            "see-other-host",
+            "unsupported-version",
+            "reset",
+        ] {
             let condition = StreamErrorCondition::from_name(name).unwrap();
             assert_eq!(condition.name(), name);
         }
@@ -265,7 +277,10 @@ mod tests {
         assert_eq!(C::Forbidden.default_type(), ErrorType::Auth);
         assert_eq!(C::ServiceUnavailable.default_type(), ErrorType::Cancel);
         assert_eq!(C::RecipientUnavailable.default_type(), ErrorType::Wait);
-        assert_eq!(StanzaError::new(C::ItemNotFound).error_type, ErrorType::Cancel);
+        assert_eq!(
+            StanzaError::new(C::ItemNotFound).error_type,
+            ErrorType::Cancel
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl Jid {
         let node = node.map(prepare_localpart).transpose()?;
         let domain = prepare_domain(domain)?;
         let resource = resource.map(prepare_resource).transpose()?;
-        Ok(Self::assemble(node.as_deref(), &domain, resource.as_deref()))
+        Ok(Self::assemble(
+            node.as_deref(),
+            &domain,
+            resource.as_deref(),
+        ))
     }
 
     /// Joins already-normalised parts.
@@ -96,9 +100,7 @@ impl Jid {
     }
 
     pub fn node(&self) -> Option<&str> {
-        self.domain_start
-            .checked_sub(1)
-            .map(|at| &self.full[..at])
+        self.domain_start.checked_sub(1).map(|at| &self.full[..at])
     }
 
     pub fn domain(&self) -> &str {
@@ -163,14 +165,22 @@ fn prepare_localpart(raw: &str) -> Result<Cow<'_, str>, JidError> {
     {
         return Err(JidError::ForbiddenLocalpartChar(c));
     }
-    check_len(&prepared, JidError::EmptyLocalpart, JidError::LocalpartTooLong)?;
+    check_len(
+        &prepared,
+        JidError::EmptyLocalpart,
+        JidError::LocalpartTooLong,
+    )?;
     Ok(prepared)
 }
 
 fn prepare_resource(raw: &str) -> Result<Cow<'_, str>, JidError> {
     check_raw_len(raw, JidError::EmptyResource, JidError::ResourceTooLong)?;
     let prepared = OpaqueString::enforce(raw).map_err(|_| JidError::InvalidResource)?;
-    check_len(&prepared, JidError::EmptyResource, JidError::ResourceTooLong)?;
+    check_len(
+        &prepared,
+        JidError::EmptyResource,
+        JidError::ResourceTooLong,
+    )?;
     Ok(prepared)
 }
 
@@ -273,7 +283,10 @@ mod tests {
     #[test]
     fn rfc7622_invalid_examples() {
         let cases = [
-            ("\"juliet\"@example.com", JidError::ForbiddenLocalpartChar('"')),
+            (
+                "\"juliet\"@example.com",
+                JidError::ForbiddenLocalpartChar('"'),
+            ),
             ("foo bar@example.com", JidError::InvalidLocalpart),
             ("juliet@example.com/\u{7}", JidError::InvalidResource),
             ("@example.com/", JidError::EmptyLocalpart),
@@ -314,7 +327,10 @@ mod tests {
 
     #[test]
     fn domain_normalisation() {
-        assert_eq!(Jid::parse("a@Example.com.").unwrap().domain(), "example.com");
+        assert_eq!(
+            Jid::parse("a@Example.com.").unwrap().domain(),
+            "example.com"
+        );
         assert_eq!(Jid::parse("192.168.0.1").unwrap().domain(), "192.168.0.1");
         assert_eq!(
             Jid::parse("u@[2001:DB8::0:1]/r").unwrap().domain(),
@@ -336,7 +352,7 @@ mod tests {
             Jid::parse(&format!("example.com/{long}")),
             Err(JidError::ResourceTooLong)
         );
-        let domain = format!("{}.com", ["a".repeat(60); 17].join("."));
+        let domain = format!("{}.com", vec!["a".repeat(60); 17].join("."));
         assert_eq!(Jid::parse(&domain), Err(JidError::DomainTooLong));
         assert_eq!(
             Jid::parse(&"a".repeat(100_000)),

@@ -92,7 +92,11 @@ mod tests {
         assert_eq!(stems_in("migrations/postgres"), embedded);
         assert_eq!(stems_in("migrations/sqlite"), embedded);
         for m in MIGRATIONS {
-            assert!(m.stem.starts_with(&format!("{:04}_", m.version)), "{}", m.stem);
+            assert!(
+                m.stem.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.stem
+            );
         }
     }
 }

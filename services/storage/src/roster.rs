@@ -115,7 +115,10 @@ impl Store {
             .bind(jid)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| row.try_get("version")).transpose()?.unwrap_or(0))
+        Ok(row
+            .map(|row| row.try_get("version"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     pub async fn roster_item(

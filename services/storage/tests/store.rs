@@ -135,15 +135,30 @@ async fn create_account_and_duplicate(url: String) {
     sha1.iterations = u32::MAX;
     let creds = vec![sha1, credential("SCRAM-SHA-256", 7)];
     assert!(!store.account_exists("juliet@example.com").await.unwrap());
-    assert!(store.credentials("juliet@example.com").await.unwrap().is_empty());
+    assert!(
+        store
+            .credentials("juliet@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    store.create_account("juliet@example.com", &creds).await.unwrap();
+    store
+        .create_account("juliet@example.com", &creds)
+        .await
+        .unwrap();
     assert!(store.account_exists("juliet@example.com").await.unwrap());
-    assert_eq!(store.credentials("juliet@example.com").await.unwrap(), creds);
+    assert_eq!(
+        store.credentials("juliet@example.com").await.unwrap(),
+        creds
+    );
 
     let again = store.create_account("juliet@example.com", &[]).await;
     assert!(matches!(again, Err(StoreError::AlreadyExists)), "{again:?}");
-    assert_eq!(store.credentials("juliet@example.com").await.unwrap(), creds);
+    assert_eq!(
+        store.credentials("juliet@example.com").await.unwrap(),
+        creds
+    );
 }
 
 async fn delete_account_removes_everything(url: String) {
@@ -157,9 +172,17 @@ async fn delete_account_removes_everything(url: String) {
         .put_roster_item(jid, &item("juliet@example.com", &["Lovers"]))
         .await
         .unwrap();
-    assert!(store.store_offline(jid, b"<message/>", 5, 10).await.unwrap());
+    assert!(
+        store
+            .store_offline(jid, b"<message/>", 5, 10)
+            .await
+            .unwrap()
+    );
     store.set_last_activity(jid, 9, "gone").await.unwrap();
-    store.create_account("other@example.net", &[]).await.unwrap();
+    store
+        .create_account("other@example.net", &[])
+        .await
+        .unwrap();
     store
         .put_roster_item("other@example.net", &item("juliet@example.com", &[]))
         .await
@@ -201,7 +224,13 @@ async fn set_credentials_replaces_all(url: String) {
 
     let missing = store.set_credentials("nobody@example.com", &new).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
-    assert!(store.credentials("nobody@example.com").await.unwrap().is_empty());
+    assert!(
+        store
+            .credentials("nobody@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn list_accounts_sorted_by_domain(url: String) {
@@ -268,14 +297,23 @@ async fn roster_put_remove_and_versions(url: String) {
         store.roster_item(jid, "romeo@example.net").await.unwrap(),
         Some(romeo)
     );
-    assert_eq!(store.roster_item(jid, "tybalt@example.net").await.unwrap(), None);
+    assert_eq!(
+        store.roster_item(jid, "tybalt@example.net").await.unwrap(),
+        None
+    );
 
     assert_eq!(
-        store.remove_roster_item(jid, "romeo@example.net").await.unwrap(),
+        store
+            .remove_roster_item(jid, "romeo@example.net")
+            .await
+            .unwrap(),
         Some(4)
     );
     assert_eq!(
-        store.remove_roster_item(jid, "romeo@example.net").await.unwrap(),
+        store
+            .remove_roster_item(jid, "romeo@example.net")
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(store.roster_version(jid).await.unwrap(), 4);
@@ -294,14 +332,21 @@ async fn roster_put_remove_and_versions(url: String) {
 async fn roster_groups_round_trip(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let jid = "juliet@example.com";
-    let romeo = item("romeo@example.net", &["Zeta", "Friends", "Ünïcode ✓", "Zeta"]);
+    let romeo = item(
+        "romeo@example.net",
+        &["Zeta", "Friends", "Ünïcode ✓", "Zeta"],
+    );
     store.put_roster_item(jid, &romeo).await.unwrap();
     store
         .put_roster_item(jid, &item("nurse@example.com", &["Staff"]))
         .await
         .unwrap();
 
-    let got = store.roster_item(jid, "romeo@example.net").await.unwrap().unwrap();
+    let got = store
+        .roster_item(jid, "romeo@example.net")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.groups, ["Zeta", "Friends", "Ünïcode ✓"]);
 
     let regrouped = item("romeo@example.net", &["Work"]);
@@ -314,7 +359,10 @@ async fn roster_groups_round_trip(url: String) {
     );
 
     // Removing an item removes its groups: re-adding it starts with none.
-    store.remove_roster_item(jid, "romeo@example.net").await.unwrap();
+    store
+        .remove_roster_item(jid, "romeo@example.net")
+        .await
+        .unwrap();
     let bare = item("romeo@example.net", &[]);
     store.put_roster_item(jid, &bare).await.unwrap();
     assert_eq!(
@@ -330,10 +378,20 @@ async fn offline_quota_order_and_take(url: String) {
 
     // Stored times deliberately out of order: arrival order wins.
     for (i, at) in [(0_u8, 300), (1, 100), (2, 200)] {
-        assert!(store.store_offline(jid, &[b'<', i, 0xff], at, 3).await.unwrap());
+        assert!(
+            store
+                .store_offline(jid, &[b'<', i, 0xff], at, 3)
+                .await
+                .unwrap()
+        );
     }
     assert!(!store.store_offline(jid, b"<over/>", 400, 3).await.unwrap());
-    assert!(store.store_offline("other@example.com", b"<m/>", 1, 3).await.unwrap());
+    assert!(
+        store
+            .store_offline("other@example.com", b"<m/>", 1, 3)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.count_offline(jid).await.unwrap(), 3);
 
     let taken = store.take_offline(jid).await.unwrap();
@@ -362,15 +420,24 @@ async fn last_activity_is_replaced(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let jid = "juliet@example.com";
     assert!(store.last_activity(jid).await.unwrap().is_none());
-    store.set_last_activity(jid, 1_700_000_000_000, "Heading home").await.unwrap();
-    store.set_last_activity(jid, 1_700_000_060_000, "").await.unwrap();
+    store
+        .set_last_activity(jid, 1_700_000_000_000, "Heading home")
+        .await
+        .unwrap();
+    store
+        .set_last_activity(jid, 1_700_000_060_000, "")
+        .await
+        .unwrap();
     let last = store.last_activity(jid).await.unwrap().unwrap();
     assert_eq!((last.at_ms, last.status.as_str()), (1_700_000_060_000, ""));
 }
 
 async fn migrations_idempotent_on_reconnect(url: String) {
     let first = Store::connect(&url).await.unwrap();
-    first.create_account("juliet@example.com", &[]).await.unwrap();
+    first
+        .create_account("juliet@example.com", &[])
+        .await
+        .unwrap();
     first.close().await;
 
     let second = Store::connect(&url).await.unwrap();
@@ -383,13 +450,17 @@ async fn migrations_idempotent_on_reconnect(url: String) {
 async fn in_memory_sqlite_keeps_data_across_calls() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
-    store.create_account("juliet@example.com", &[]).await.unwrap();
+    store
+        .create_account("juliet@example.com", &[])
+        .await
+        .unwrap();
     let clone = store.clone();
     assert!(clone.account_exists("juliet@example.com").await.unwrap());
     // Parallel users of the single connection queue instead of seeing another database.
+    let (a, b) = (item("a@example.com", &[]), item("b@example.com", &[]));
     let (a, b) = tokio::join!(
-        store.put_roster_item("juliet@example.com", &item("a@example.com", &[])),
-        clone.put_roster_item("juliet@example.com", &item("b@example.com", &[]))
+        store.put_roster_item("juliet@example.com", &a),
+        clone.put_roster_item("juliet@example.com", &b)
     );
     let mut versions = [a.unwrap(), b.unwrap()];
     versions.sort_unstable();
@@ -400,4 +471,20 @@ async fn in_memory_sqlite_keeps_data_across_calls() {
 async fn unknown_scheme_is_rejected() {
     let err = Store::connect("mysql://localhost/xmppd").await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/xmppd.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store
+        .create_account("juliet@example.com", &[])
+        .await
+        .unwrap();
+    assert!(path.is_file());
+    // The write-ahead log lives beside the database while connections are open.
+    assert!(path.with_file_name("xmppd.db-wal").is_file());
 }
