@@ -100,7 +100,9 @@ pub fn derive_keys(
     if iterations == 0 {
         return Err(SaslError::MalformedRequest);
     }
-    let prepared = OpaqueString::prepare(password).map_err(|_| SaslError::MalformedRequest)?;
+    // PRECIS "enforce" applies the profile's mapping and normalisation rules; "prepare"
+    // would only check the string class.
+    let prepared = OpaqueString::enforce(password).map_err(|_| SaslError::MalformedRequest)?;
     let salted = hash.salted_password(prepared.as_bytes(), salt, iterations);
     let client_key = hash.hmac(&salted, b"Client Key");
     Ok(ScramKeys {
@@ -156,7 +158,7 @@ mod tests {
             hex("0fe09258b3ac852ba502cc62ba903eaacdbf7d31")
         );
 
-        let salt = hex("5b6d99689d12358eeca04b14123efa81");
+        let salt = hex("5b6d99689d12358eeca04b141236fa81");
         let sha256 = derive_keys(ScramHash::Sha256, "pencil", &salt, 4096).unwrap();
         assert_eq!(
             sha256.stored_key,

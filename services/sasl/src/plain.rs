@@ -50,7 +50,7 @@ pub fn parse_plain(message: &[u8]) -> Result<PlainCredentials, SaslError> {
 
 /// Prepares a username with UsernameCaseMapped (RFC 8265 §3.3), as XMPP localparts are.
 pub(crate) fn prepare_username(username: &str) -> Result<String, SaslError> {
-    UsernameCaseMapped::prepare(username)
+    UsernameCaseMapped::enforce(username)
         .map(|prepared| prepared.into_owned())
         .map_err(|_| SaslError::MalformedRequest)
 }

@@ -1,0 +1,178 @@
+//! Loading a certificate chain and key from PEM files, or generating and keeping a
+//! self-signed one so that a fresh install speaks TLS with no configuration.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::TlsError;
+
+/// A certificate chain and its private key, with the files they came from (for error messages
+/// and logs).
+#[derive(Debug)]
+pub struct CertifiedKeyFiles {
+    /// Leaf first, as rustls wants it.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+/// Loads `cert` and `key`, or, when neither is configured, a self-signed certificate for
+/// `domain` kept under `data_dir` as `{domain}.crt.pem` and `{domain}.key.pem`, generated on
+/// first use so that restarts (and clients that pinned it) keep the same certificate.
+///
+/// The SANs of a generated certificate are `domain`, plus 127.0.0.1 and ::1 when the domain is
+/// `localhost`. Processes sharing a `data_dir` must not generate at the same instant: each
+/// writes whole files, but the last writer of the certificate and of the key may differ.
+pub fn load_or_generate(
+    domain: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    data_dir: &Path,
+) -> Result<CertifiedKeyFiles, TlsError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => load(cert, key),
+        (None, None) => load_generated(domain, data_dir),
+        (Some(_), None) => Err(TlsError::IncompleteConfig {
+            configured: "certificate",
+        }),
+        (None, Some(_)) => Err(TlsError::IncompleteConfig { configured: "key" }),
+    }
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKeyFiles, TlsError> {
+    let chain = rustls_pemfile::certs(&mut read(cert_path)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| pem_error(cert_path, error))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut read(key_path)?.as_slice())
+        .map_err(|error| pem_error(key_path, error))?
+        .ok_or_else(|| TlsError::NoPrivateKey {
+            path: key_path.to_owned(),
+        })?;
+    Ok(CertifiedKeyFiles {
+        chain,
+        key,
+        cert_path: cert_path.to_owned(),
+        key_path: key_path.to_owned(),
+    })
+}
+
+fn load_generated(domain: &str, data_dir: &Path) -> Result<CertifiedKeyFiles, TlsError> {
+    check_domain(domain)?;
+    let cert_path = data_dir.join(format!("{domain}.crt.pem"));
+    let key_path = data_dir.join(format!("{domain}.key.pem"));
+    if !(exists(&cert_path)? && exists(&key_path)?) {
+        let (cert_pem, key_pem) = generate(domain)?;
+        fs::create_dir_all(data_dir).map_err(|error| write_error(data_dir, error))?;
+        // The key first: a crash in between leaves no certificate, so the next start
+        // generates a fresh pair instead of loading a certificate without its key.
+        write_atomically(&key_path, key_pem.as_bytes(), true)?;
+        write_atomically(&cert_path, cert_pem.as_bytes(), false)?;
+        tracing::warn!(
+            domain,
+            cert = %cert_path.display(),
+            "no tls certificate configured, generated a self-signed one"
+        );
+    }
+    load(&cert_path, &key_path)
+}
+
+/// The domain becomes a file name, so only DNS characters are allowed in it.
+fn check_domain(domain: &str) -> Result<(), TlsError> {
+    let valid = !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.contains("..")
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(TlsError::InvalidDomain {
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// A self-signed certificate and its key, both PEM.
+fn generate(domain: &str) -> Result<(String, String), TlsError> {
+    let generate_error = |error| TlsError::Generate {
+        domain: domain.to_owned(),
+        error,
+    };
+    let mut names = vec![domain.to_owned()];
+    if domain == "localhost" {
+        names.extend(["127.0.0.1".to_owned(), "::1".to_owned()]);
+    }
+    let mut params = rcgen::CertificateParams::new(names).map_err(generate_error)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    let key = rcgen::KeyPair::generate().map_err(generate_error)?;
+    let cert = params.self_signed(&key).map_err(generate_error)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Writes through a temporary file and a rename, so readers never see half a file.
+fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let written = new_file(&tmp, private)
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    written.map_err(|error| {
+        let _ = fs::remove_file(&tmp);
+        write_error(path, error)
+    })
+}
+
+fn new_file(path: &Path, private: bool) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options.open(path)
+}
+
+fn exists(path: &Path) -> Result<bool, TlsError> {
+    path.try_exists().map_err(|error| TlsError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+fn pem_error(path: &Path, error: std::io::Error) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+fn write_error(path: &Path, error: std::io::Error) -> TlsError {
+    TlsError::Write {
+        path: path.to_owned(),
+        error,
+    }
+}
