@@ -8,6 +8,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+mod envelope;
+
 use std::convert::Infallible;
 
 use tonic::body::Body;
@@ -18,7 +20,25 @@ use tower::{BoxError, ServiceExt};
 /// A gRPC channel: a real HTTP/2 connection in a cluster, or a direct call into
 /// a server object in the all-in-one process. Services only ever see this
 /// type, so both deployments run the same code.
-pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, ChannelError>;
+
+/// The transport error of a [`GrpcChannel`]. A concrete type rather than a
+/// boxed trait object, so that futures calling through the channel stay
+/// `Send` for every lifetime, as `async_trait` service methods need.
+#[derive(Debug)]
+pub struct ChannelError(BoxError);
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
 
 /// A lazily connecting channel to `address` (`http://host:port`). It
 /// reconnects by itself after the peer restarts.
@@ -30,7 +50,9 @@ pub fn remote_channel(address: &str) -> Result<GrpcChannel, tonic::transport::Er
         .keep_alive_while_idle(true)
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect_lazy();
-    Ok(BoxCloneSyncService::new(channel.map_err(BoxError::from)))
+    Ok(BoxCloneSyncService::new(
+        channel.map_err(|error| ChannelError(error.into())),
+    ))
 }
 
 /// A channel that calls `server` (a generated `*Server`) in this process,
@@ -65,5 +87,22 @@ impl Kind {
             "iq" => Some(Kind::Iq),
             _ => None,
         }
+    }
+}
+
+/// Opens channels to other nodes of the cluster. The cluster dials their
+/// registered gRPC address; the all-in-one process hands out in-process
+/// channels to the services it composed.
+pub trait Connector: Send + Sync + 'static {
+    fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError>;
+}
+
+/// Dials `Node::grpc_address`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RemoteConnector;
+
+impl Connector for RemoteConnector {
+    fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError> {
+        Ok(remote_channel(&node.grpc_address)?)
     }
 }

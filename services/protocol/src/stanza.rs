@@ -228,12 +228,25 @@ struct Header {
 pub fn error_reply(stanza: &Stanza, error: &StanzaError, server_from: &str) -> Bytes {
     let from = stanza.to().unwrap_or(server_from);
     let to = stanza.from().unwrap_or_default();
-    error_element(stanza.name(), stanza.namespace(), stanza.id(), from, to, error)
+    error_element(
+        stanza.name(),
+        stanza.namespace(),
+        stanza.id(),
+        from,
+        to,
+        error,
+    )
 }
 
 /// An error stanza built from header fields alone, for services that never
 /// parse the stanza they answer (the router works from an envelope).
-pub fn error_stanza(name: &str, id: Option<&str>, from: &str, to: &str, error: &StanzaError) -> Bytes {
+pub fn error_stanza(
+    name: &str,
+    id: Option<&str>,
+    from: &str,
+    to: &str,
+    error: &StanzaError,
+) -> Bytes {
     error_element(name, ns::CLIENT, id, from, to, error)
 }
 

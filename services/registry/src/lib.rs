@@ -35,6 +35,7 @@
 //! The scripts touch keys of several hash slots, so Redis Cluster is not
 //! supported; a single primary (with replicas or Sentinel) is.
 
+pub mod membership;
 mod memory;
 mod redis_registry;
 mod rules;
@@ -150,6 +151,9 @@ fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {
 
 /// A registry for `url`: in memory when there is none, Redis for
 /// `redis://…` (or `redis+unix://…`). `key_prefix` starts every Redis key.
+///
+/// Redis must answer now; after that the connection reconnects by itself,
+/// and calls made while it is down fail with [`RegistryError::Redis`].
 pub async fn connect(url: Option<&str>, key_prefix: &str) -> Result<SharedRegistry, RegistryError> {
     match url {
         None => {

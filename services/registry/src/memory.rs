@@ -112,9 +112,8 @@ impl Registry for MemoryRegistry {
         node_id: &str,
         conn_id: u64,
     ) -> Result<Option<BoundSession>, RegistryError> {
-        Ok(write(&self.sessions).apply(full_jid, |current| {
-            rules::unbind(node_id, conn_id, current)
-        }))
+        Ok(write(&self.sessions)
+            .apply(full_jid, |current| rules::unbind(node_id, conn_id, current)))
     }
 
     async fn set_presence(

@@ -108,13 +108,13 @@ impl Keys {
 
 /// A resource entry as read, raw bytes kept to compare-and-swap against.
 struct Entry {
-    raw: Vec<u8>,
+    raw: Bytes,
     session: BoundSession,
 }
 
-fn decode<M: Message + Default>(key: &str, raw: Vec<u8>) -> Result<M, RegistryError> {
-    // Through `Bytes`, so the presence stanza is a view, not a copy.
-    M::decode(Bytes::from(raw)).map_err(|source| RegistryError::Decode {
+/// Decodes from `Bytes`, so that the presence stanza is a view, not a copy.
+fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, RegistryError> {
+    M::decode(raw.into()).map_err(|source| RegistryError::Decode {
         key: key.to_owned(),
         source,
     })
@@ -140,6 +140,7 @@ impl RedisRegistry {
         let key = self.keys.resources(bare);
         let raw: Option<Vec<u8>> = self.conn.clone().hget(&key, resource).await?;
         raw.map(|raw| {
+            let raw = Bytes::from(raw);
             let session = decode(&key, raw.clone())?;
             Ok(Entry { raw, session })
         })
@@ -374,11 +375,7 @@ impl Registry for RedisRegistry {
 
     async fn deregister(&self, node_id: &str) -> Result<(), RegistryError> {
         // Its `role:` membership goes at the next `live_nodes` of that role.
-        let () = self
-            .conn
-            .clone()
-            .del(self.keys.heartbeat(node_id))
-            .await?;
+        let () = self.conn.clone().del(self.keys.heartbeat(node_id)).await?;
         Ok(())
     }
 

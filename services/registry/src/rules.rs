@@ -18,6 +18,8 @@ pub(crate) fn bind(
     session: &BoundSession,
     current: Option<&BoundSession>,
 ) -> Change<Option<BoundSession>> {
+    // The Redis registry tells "no node" by an empty id.
+    debug_assert!(!session.node_id.is_empty(), "session bound on no node");
     Change::Put(session.clone(), current.cloned())
 }
 

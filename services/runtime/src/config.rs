@@ -290,9 +290,7 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env_overrides(&mut table, env);
-        Value::Table(table)
-            .try_into()
-            .map_err(ConfigError::Invalid)
+        Value::Table(table).try_into().map_err(ConfigError::Invalid)
     }
 }
 
@@ -385,8 +383,11 @@ mod tests {
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xmppd.toml");
-        std::fs::write(&path, "[server]\ndomain = \"example.org\"\n[limits]\nmax_depth = 10\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[server]\ndomain = \"example.org\"\n[limits]\nmax_depth = 10\n",
+        )
+        .unwrap();
         let config = Config::load_with_env(
             Some(&path),
             env(&[
@@ -421,8 +422,8 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let error = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[]))
-            .unwrap_err();
+        let error =
+            Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[])).unwrap_err();
         assert!(error.to_string().contains("/nonexistent/x.toml"));
     }
 }

@@ -121,6 +121,15 @@ pub fn new_keys(hash: ScramHash, password: &str, iterations: u32) -> Result<Scra
     derive_keys(hash, password, &salt, iterations)
 }
 
+/// Keys for every hash this server stores, for a new or changed password.
+/// Slow on purpose (PBKDF2): async callers run it with `spawn_blocking`.
+pub fn new_credentials(password: &str, iterations: u32) -> Result<Vec<ScramKeys>, SaslError> {
+    [ScramHash::Sha1, ScramHash::Sha256]
+        .into_iter()
+        .map(|hash| new_keys(hash, password, iterations))
+        .collect()
+}
+
 /// Whether `password` matches `keys`, as PLAIN needs. The StoredKey comparison is constant-time.
 pub fn verify_password(keys: &ScramKeys, password: &str) -> bool {
     derive_keys(keys.hash, password, &keys.salt, keys.iterations)

@@ -29,7 +29,10 @@ pub mod plain;
 pub mod scram;
 
 pub use error::SaslError;
-pub use keys::{DEFAULT_ITERATIONS, ScramHash, ScramKeys, derive_keys, new_keys, verify_password};
+pub use keys::{
+    DEFAULT_ITERATIONS, ScramHash, ScramKeys, derive_keys, new_credentials, new_keys,
+    verify_password,
+};
 pub use mechanism::{ChannelBinding, ChannelBindingType, Mechanism};
 pub use plain::{PlainCredentials, parse_plain};
 pub use scram::{ClientFirst, ScramServer};

@@ -1,0 +1,429 @@
+//! The connection-manager's side of the cluster: one stream to every live
+//! router, and the local mailboxes of the bound client streams.
+//!
+//! Each bound client stream is pinned to one router stream (chosen by
+//! rendezvous hash of its full JID), so its stanzas reach the router, and
+//! from there their recipients, in the order the client sent them (RFC 6120
+//! §10.1). If that router stream breaks, the client streams pinned to it are
+//! closed with a stream error: the router may or may not have routed what
+//! was in flight, and the client, told so, reconnects and resends rather
+//! than losing a stanza silently.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use xmppd_grpc::router_client::RouterClient;
+use xmppd_grpc::{
+    BindRequest, Connector, Credential, CredentialsRequest, EdgeDown, EdgeUp, Envelope,
+    GrpcChannel, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded, bind_reply, edge_down,
+    edge_up,
+};
+use xmppd_registry::{SharedRegistry, membership};
+
+/// Frames buffered towards one router before client streams wait.
+const ROUTER_BUFFER: usize = 4096;
+/// Stanzas queued for one client stream; a client that falls this far
+/// behind is disconnected rather than holding up everyone else.
+const MAILBOX_SIZE: usize = 1024;
+
+/// What the cluster hands a bound client stream.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A stanza to write to the client as is.
+    Stanza(Bytes),
+    /// Close the stream with this RFC 6120 §4.9.3 condition.
+    Close { condition: String, text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no router is reachable")]
+    NoRouter,
+    #[error("router call failed: {0}")]
+    Rpc(#[from] Status),
+    #[error("the router stream this session is pinned to is gone")]
+    RouteLost,
+}
+
+/// A bound client stream's way into the cluster.
+pub struct SessionRoute {
+    pub full_jid: String,
+    pub conn_id: u64,
+    router: Weak<RouterLink>,
+    cluster: Cluster,
+}
+
+impl SessionRoute {
+    /// Sends a client stanza on the pinned router stream.
+    pub async fn send(&self, envelope: Envelope) -> Result<(), ClusterError> {
+        let link = self.router.upgrade().ok_or(ClusterError::RouteLost)?;
+        let frame = EdgeUp {
+            frame: Some(edge_up::Frame::Stanza(envelope)),
+        };
+        link.up
+            .send(frame)
+            .await
+            .map_err(|_| ClusterError::RouteLost)
+    }
+}
+
+impl Drop for SessionRoute {
+    /// The stream ended: forget the mailbox and tell the account's replica,
+    /// through the same router stream so it arrives after the last stanza.
+    fn drop(&mut self) {
+        self.cluster
+            .end_session(&self.full_jid, self.conn_id, &self.router);
+    }
+}
+
+struct LocalSession {
+    conn_id: u64,
+    mailbox: mpsc::Sender<Delivery>,
+    router_id: String,
+}
+
+struct RouterLink {
+    node: Node,
+    client: RouterClient<GrpcChannel>,
+    up: mpsc::Sender<EdgeUp>,
+}
+
+/// Cheap to clone; clones share one state.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    connector: Arc<dyn Connector>,
+    registry: SharedRegistry,
+    next_conn_id: AtomicU64,
+    // Std locks with short critical sections, never held across an await.
+    routers: RwLock<HashMap<String, Arc<RouterLink>>>,
+    /// Routers with an open stream, sorted: the pinning domain.
+    router_nodes: RwLock<Vec<Node>>,
+    sessions: RwLock<HashMap<String, LocalSession>>,
+}
+
+impl Cluster {
+    pub fn new(node_id: String, connector: Arc<dyn Connector>, registry: SharedRegistry) -> Self {
+        let node = Node {
+            id: node_id,
+            role: Role::ConnectionManager as i32,
+            grpc_address: String::new(),
+        };
+        Cluster {
+            inner: Arc::new(Inner {
+                node,
+                connector,
+                registry,
+                next_conn_id: AtomicU64::new(1),
+                routers: RwLock::default(),
+                router_nodes: RwLock::default(),
+                sessions: RwLock::default(),
+            }),
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.inner.registry
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn router_count(&self) -> usize {
+        self.inner
+            .router_nodes
+            .read()
+            .expect("router nodes lock")
+            .len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.read().expect("sessions lock").len()
+    }
+
+    /// Follows the live routers in the registry, attaching to new ones.
+    pub async fn follow_routers(self, interval: Duration) {
+        let mut members =
+            membership::watch_members(self.inner.registry.clone(), Role::Router, interval);
+        loop {
+            let nodes = members.borrow_and_update().clone();
+            self.update_routers(&nodes).await;
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn update_routers(&self, members: &[Node]) {
+        let known: Vec<String> = self
+            .inner
+            .routers
+            .read()
+            .expect("routers lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in known
+            .iter()
+            .filter(|id| !members.iter().any(|m| &m.id == *id))
+        {
+            tracing::info!(router = %id, "router left");
+            self.retire(id);
+        }
+        for node in members.iter().filter(|m| !known.contains(&m.id)) {
+            match self.attach(node.clone()).await {
+                Ok(()) => tracing::info!(router = %node.id, "attached to router"),
+                Err(error) => tracing::warn!(router = %node.id, %error, "cannot attach to router"),
+            }
+        }
+    }
+
+    async fn attach(&self, node: Node) -> Result<(), ClusterError> {
+        let channel = self
+            .inner
+            .connector
+            .channel(&node)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        let mut client = RouterClient::new(channel);
+        let (up, rx) = mpsc::channel(ROUTER_BUFFER);
+        let hello = EdgeUp {
+            frame: Some(edge_up::Frame::Hello(self.inner.node.clone())),
+        };
+        up.send(hello).await.map_err(|_| ClusterError::NoRouter)?;
+        let downstream = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+        let link = Arc::new(RouterLink {
+            node: node.clone(),
+            client,
+            up,
+        });
+        self.inner
+            .routers
+            .write()
+            .expect("routers lock")
+            .insert(node.id.clone(), link);
+        self.refresh_router_nodes();
+        tokio::spawn(self.clone().read_router(node.id, downstream));
+        Ok(())
+    }
+
+    async fn read_router(self, router_id: String, mut downstream: tonic::Streaming<EdgeDown>) {
+        loop {
+            match downstream.message().await {
+                Ok(Some(EdgeDown { frame: Some(frame) })) => self.dispatch(frame),
+                Ok(Some(EdgeDown { frame: None })) => {}
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(router = %router_id, %status, "router stream failed");
+                    break;
+                }
+            }
+        }
+        self.retire(&router_id);
+    }
+
+    /// Forgets a router and closes the client streams pinned to it.
+    fn retire(&self, router_id: &str) {
+        if self
+            .inner
+            .routers
+            .write()
+            .expect("routers lock")
+            .remove(router_id)
+            .is_none()
+        {
+            return;
+        }
+        self.refresh_router_nodes();
+        let sessions = self.inner.sessions.read().expect("sessions lock");
+        let pinned = sessions.values().filter(|s| s.router_id == router_id);
+        let mut closed = 0;
+        for session in pinned {
+            closed += 1;
+            let _ = session.mailbox.try_send(Delivery::Close {
+                condition: "internal-server-error".into(),
+                text: "the cluster route of this stream was lost; please reconnect".into(),
+            });
+        }
+        tracing::warn!(
+            router = router_id,
+            sessions = closed,
+            "router gone, closing its client streams"
+        );
+    }
+
+    fn refresh_router_nodes(&self) {
+        let mut nodes: Vec<Node> = self
+            .inner
+            .routers
+            .read()
+            .expect("routers lock")
+            .values()
+            .map(|link| link.node.clone())
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        *self.inner.router_nodes.write().expect("router nodes lock") = nodes;
+    }
+
+    /// A router stream delivered something for a local client stream.
+    fn dispatch(&self, frame: edge_down::Frame) {
+        let sessions = self.inner.sessions.read().expect("sessions lock");
+        let (full_jid, delivery, conn_id) = match frame {
+            edge_down::Frame::Stanza(envelope) => {
+                let delivery = Delivery::Stanza(envelope.payload);
+                (envelope.to, delivery, None)
+            }
+            edge_down::Frame::Kick(kick) => {
+                let delivery = Delivery::Close {
+                    condition: kick.condition,
+                    text: kick.text,
+                };
+                (kick.full_jid, delivery, Some(kick.conn_id))
+            }
+        };
+        let Some(session) = sessions.get(&full_jid) else {
+            tracing::debug!(%full_jid, "stanza for a stream that is gone");
+            return;
+        };
+        if conn_id.is_some_and(|conn_id| conn_id != session.conn_id) {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = session.mailbox.try_send(delivery) {
+            tracing::warn!(%full_jid, "client too slow, its mailbox is full");
+            let _ = session.mailbox.try_send(Delivery::Close {
+                condition: "resource-constraint".into(),
+                text: "too many stanzas waiting for this client".into(),
+            });
+        }
+    }
+
+    fn router_for(&self, key: &str) -> Result<Arc<RouterLink>, ClusterError> {
+        let nodes = self.inner.router_nodes.read().expect("router nodes lock");
+        let node = membership::owner(key, &nodes).ok_or(ClusterError::NoRouter)?;
+        self.inner
+            .routers
+            .read()
+            .expect("routers lock")
+            .get(&node.id)
+            .cloned()
+            .ok_or(ClusterError::NoRouter)
+    }
+
+    /// SCRAM credentials of an account; empty when it does not exist.
+    pub async fn credentials(&self, bare_jid: &str) -> Result<Vec<Credential>, ClusterError> {
+        let mut client = self.router_for(bare_jid)?.client.clone();
+        let request = CredentialsRequest {
+            jid: bare_jid.to_string(),
+        };
+        Ok(client
+            .get_credentials(request)
+            .await?
+            .into_inner()
+            .credentials)
+    }
+
+    /// XEP-0077 account creation with keys derived at the edge.
+    pub async fn register(
+        &self,
+        bare_jid: &str,
+        credentials: Vec<Credential>,
+    ) -> Result<RegisterOutcome, ClusterError> {
+        let mut client = self.router_for(bare_jid)?.client.clone();
+        let request = RegisterRequest {
+            jid: bare_jid.to_string(),
+            credentials,
+        };
+        Ok(client.register(request).await?.into_inner().outcome())
+    }
+
+    /// Binds a resource (RFC 6120 §7) and opens the stream's mailbox.
+    /// `Ok(Err(condition))` is a refusal to report to the client.
+    pub async fn bind(
+        &self,
+        bare_jid: &str,
+        resource: Option<&str>,
+    ) -> Result<Result<(SessionRoute, mpsc::Receiver<Delivery>), String>, ClusterError> {
+        let conn_id = self.next_conn_id();
+        let mut client = self.router_for(bare_jid)?.client.clone();
+        let request = BindRequest {
+            bare_jid: bare_jid.to_string(),
+            resource: resource.unwrap_or_default().to_string(),
+            node_id: self.inner.node.id.clone(),
+            conn_id,
+        };
+        let full_jid = match client.bind(request).await?.into_inner().outcome {
+            Some(bind_reply::Outcome::FullJid(full_jid)) => full_jid,
+            Some(bind_reply::Outcome::ErrorCondition(condition)) => return Ok(Err(condition)),
+            None => return Ok(Err("internal-server-error".into())),
+        };
+        let router = self.router_for(&full_jid)?;
+        let (mailbox, deliveries) = mpsc::channel(MAILBOX_SIZE);
+        let previous = self.inner.sessions.write().expect("sessions lock").insert(
+            full_jid.clone(),
+            LocalSession {
+                conn_id,
+                mailbox,
+                router_id: router.node.id.clone(),
+            },
+        );
+        // The same full JID bound again on this node: the old stream yields.
+        if let Some(previous) = previous {
+            let _ = previous.mailbox.try_send(Delivery::Close {
+                condition: "conflict".into(),
+                text: "replaced by a new session".into(),
+            });
+        }
+        let route = SessionRoute {
+            full_jid,
+            conn_id,
+            router: Arc::downgrade(&router),
+            cluster: self.clone(),
+        };
+        Ok(Ok((route, deliveries)))
+    }
+
+    fn end_session(&self, full_jid: &str, conn_id: u64, router: &Weak<RouterLink>) {
+        {
+            let mut sessions = self.inner.sessions.write().expect("sessions lock");
+            if sessions.get(full_jid).is_some_and(|s| s.conn_id == conn_id) {
+                sessions.remove(full_jid);
+            }
+        }
+        let ended = EdgeUp {
+            frame: Some(edge_up::Frame::Ended(SessionEnded {
+                full_jid: full_jid.to_string(),
+                node_id: self.inner.node.id.clone(),
+                conn_id,
+            })),
+        };
+        // The pinned router keeps the order; if it is gone, any other will
+        // do, and if none is, the reaper ends the session once this node's
+        // heartbeat is missed... which it is not, so say so loudly.
+        let link = router.upgrade().or_else(|| self.router_for(full_jid).ok());
+        match link {
+            Some(link) => {
+                if let Err(mpsc::error::TrySendError::Full(frame)) = link.up.try_send(ended) {
+                    let up = link.up.clone();
+                    tokio::spawn(async move {
+                        let _ = up.send(frame).await;
+                    });
+                }
+            }
+            None => tracing::error!(full_jid, "no router to report the end of a session to"),
+        }
+    }
+}

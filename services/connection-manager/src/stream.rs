@@ -1,0 +1,151 @@
+//! One client's XML stream: the transport, the incremental parser over it,
+//! and the few things written at the stream level (headers, features,
+//! stream errors).
+
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use xmppd_protocol::error::{StreamError, StreamErrorCondition};
+use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
+use xmppd_protocol::xml::escape_attr;
+
+use crate::transport::Transport;
+
+/// Bytes read from the socket at a time. Small, because idle connections
+/// must be cheap; the parser keeps what a stanza needs.
+const READ_CHUNK: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    #[error("client closed the connection")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stream error sent: {0}")]
+    Error(StreamError),
+}
+
+pub struct XmppStream {
+    transport: Transport,
+    parser: StreamParser,
+    limits: Limits,
+    /// When the client last sent anything, whitespace included.
+    pub last_heard: Instant,
+    header_sent: bool,
+}
+
+impl XmppStream {
+    pub fn new(transport: Transport, limits: Limits) -> Self {
+        XmppStream {
+            transport,
+            parser: StreamParser::new(limits.clone()),
+            limits,
+            last_heard: Instant::now(),
+            header_sent: false,
+        }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The next event, reading as needed. Cancel-safe: a read that did not
+    /// complete leaves nothing behind.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, StreamEnd> {
+        loop {
+            match self.parser.next_event() {
+                Ok(Some(event)) => return Ok(event),
+                Ok(None) => self.fill().await?,
+                Err(error) => return Err(self.fail(error).await),
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), StreamEnd> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let read = self.transport.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(StreamEnd::Closed);
+        }
+        self.last_heard = Instant::now();
+        self.parser.feed(&chunk[..read]);
+        Ok(())
+    }
+
+    /// Releases buffer memory while the client is quiet.
+    pub fn shrink(&mut self) {
+        self.parser.shrink();
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
+        self.transport.write_all(data).await?;
+        self.transport.flush().await?;
+        Ok(())
+    }
+
+    /// Answers the client's stream header with ours (RFC 6120 §4.2).
+    pub async fn open(&mut self, domain: &str, client: &StreamHeader) -> Result<(), StreamEnd> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let mut header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{}' version='1.0' xml:lang='en'",
+            escape_attr(domain)
+        );
+        if let Some(from) = &client.from {
+            header.push_str(&format!(" to='{}'", escape_attr(from)));
+        }
+        header.push('>');
+        self.header_sent = true;
+        self.write(header.as_bytes()).await
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
+    pub async fn fail(&mut self, error: StreamError) -> StreamEnd {
+        let mut out = String::new();
+        if !self.header_sent {
+            out.push_str(
+                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                 xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+            );
+            self.header_sent = true;
+        }
+        out.push_str(&error.to_xml());
+        out.push_str("</stream:stream>");
+        let _ = self.write(out.as_bytes()).await;
+        let _ = self.transport.shutdown().await;
+        StreamEnd::Error(error)
+    }
+
+    pub async fn fail_with(&mut self, condition: StreamErrorCondition, text: &str) -> StreamEnd {
+        let mut error = StreamError::new(condition);
+        if !text.is_empty() {
+            error = error.with_text(text);
+        }
+        self.fail(error).await
+    }
+
+    /// Closes the stream cleanly from our side.
+    pub async fn close(&mut self) {
+        let _ = self.write(b"</stream:stream>").await;
+        let _ = self.transport.shutdown().await;
+    }
+
+    /// After SASL success: the client opens a new stream over the same
+    /// transport (RFC 6120 §6.4.6).
+    pub fn restart(&mut self) {
+        self.parser.reset();
+        self.header_sent = false;
+    }
+
+    /// Upgrades a plain transport to TLS after `<proceed/>` was sent
+    /// (RFC 6120 §5.4.3.3). Bytes the client sent before the handshake are
+    /// discarded with the old parser, as the RFC requires.
+    pub async fn start_tls(self, acceptor: &TlsAcceptor) -> Result<XmppStream, StreamEnd> {
+        let Transport::Plain(tcp) = self.transport else {
+            return Err(StreamEnd::Closed);
+        };
+        let tls = acceptor.accept(tcp).await?;
+        Ok(XmppStream::new(Transport::Tls(Box::new(tls)), self.limits))
+    }
+}

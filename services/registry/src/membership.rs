@@ -1,0 +1,149 @@
+//! Cluster membership seen from one node: which nodes of a role are alive,
+//! and which of them owns an account.
+//!
+//! Ownership is rendezvous hashing (highest random weight) of the bare JID
+//! over the live replicas: every node computes the same owner from the same
+//! member list, and when a replica joins or leaves only the accounts it
+//! gains or loses move.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use xmppd_grpc::{Node, Role};
+
+use crate::SharedRegistry;
+
+/// The live node whose id wins the rendezvous for `key` (a bare JID).
+pub fn owner<'a>(key: &str, nodes: &'a [Node]) -> Option<&'a Node> {
+    nodes
+        .iter()
+        .max_by_key(|node| (rendezvous_weight(&node.id, key), &node.id))
+}
+
+/// A stable 64-bit weight of (node, key): FNV-1a over both, then a
+/// SplitMix64 finaliser so that similar ids still spread evenly. Stable
+/// across processes and versions, unlike `std`'s hasher.
+fn rendezvous_weight(node_id: &str, key: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    for byte in node_id.bytes().chain([0xff]).chain(key.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// Polls the registry for the live nodes of `role` every `interval` and
+/// publishes the list whenever it changes. The task ends when every receiver
+/// is gone.
+pub fn watch_members(
+    registry: SharedRegistry,
+    role: Role,
+    interval: Duration,
+) -> watch::Receiver<Vec<Node>> {
+    let (tx, rx) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tx.closed() => return,
+            }
+            match registry.live_nodes(role).await {
+                Ok(nodes) => {
+                    tx.send_if_modified(|current| {
+                        let changed = *current != nodes;
+                        if changed {
+                            *current = nodes;
+                        }
+                        changed
+                    });
+                }
+                Err(error) => tracing::warn!(%error, ?role, "cannot list live nodes"),
+            }
+        }
+    });
+    rx
+}
+
+/// Keeps `node` registered in the registry: a heartbeat every `interval`,
+/// each valid for `ttl`, until `shutdown` resolves; then deregisters it so
+/// that peers stop using it at once instead of waiting for the TTL.
+pub async fn keep_registered(
+    registry: SharedRegistry,
+    node: Node,
+    interval: Duration,
+    ttl: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(error) = registry.heartbeat(&node, ttl).await {
+                    tracing::warn!(%error, node = %node.id, "heartbeat failed");
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    if let Err(error) = registry.deregister(&node.id).await {
+        tracing::warn!(%error, node = %node.id, "deregistration failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[&str]) -> Vec<Node> {
+        ids.iter()
+            .map(|id| Node {
+                id: id.to_string(),
+                role: Role::Session as i32,
+                grpc_address: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_nodes_no_owner() {
+        assert!(owner("a@b", &[]).is_none());
+    }
+
+    #[test]
+    fn owner_does_not_depend_on_list_order() {
+        let forward = nodes(&["s1", "s2", "s3"]);
+        let backward = nodes(&["s3", "s2", "s1"]);
+        for i in 0..100 {
+            let key = format!("user{i}@example.org");
+            assert_eq!(
+                owner(&key, &forward).unwrap().id,
+                owner(&key, &backward).unwrap().id
+            );
+        }
+    }
+
+    #[test]
+    fn accounts_spread_and_only_the_leavers_move() {
+        let three = nodes(&["s1", "s2", "s3"]);
+        let two = nodes(&["s1", "s2"]);
+        let mut per_node = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let key = format!("user{i}@example.org");
+            let before = &owner(&key, &three).unwrap().id;
+            *per_node.entry(before.clone()).or_insert(0) += 1;
+            let after = &owner(&key, &two).unwrap().id;
+            if before != "s3" {
+                assert_eq!(before, after, "{key} moved without its owner leaving");
+            }
+        }
+        for count in per_node.values() {
+            assert!((800..1200).contains(count), "uneven spread: {per_node:?}");
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! One suite, run against both registries: the all-in-one process and the
+//! cluster must behave the same.
+//!
+//! The Redis half needs a real Redis at `redis://127.0.0.1:6379`, or at
+//! `XMPPD_TEST_REDIS_URL`. Each test works under its own key prefix and
+//! deletes its keys when done, so tests run in parallel against one Redis.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use xmppd_registry::{BoundSession, Node, Role, SharedRegistry, bare_of};
+
+macro_rules! registry_tests {
+    ($($test:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let registry = xmppd_registry::connect(None, "").await.unwrap();
+                    super::$test(registry).await;
+                }
+            )*
+        }
+
+        mod in_redis {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let scratch = super::RedisScratch::new();
+                    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix)
+                        .await
+                        .unwrap();
+                    super::$test(registry).await;
+                }
+            )*
+        }
+    };
+}
+
+registry_tests!(
+    bind_replace_and_unbind,
+    stale_unbind_is_ignored,
+    set_presence_needs_the_holding_connection,
+    resources_of_a_bare_jid,
+    sessions_on_node_counts_and_listing,
+    directed_presence,
+    expired_heartbeat_makes_a_node_dead,
+    live_nodes_by_role,
+    concurrent_binds_replace_one_another,
+);
+
+/// A key prefix of its own, whose keys are deleted on drop — even when the
+/// test panicked, which is why this uses a blocking connection.
+struct RedisScratch {
+    url: String,
+    prefix: String,
+}
+
+impl RedisScratch {
+    fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self {
+            url: std::env::var("XMPPD_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            prefix: format!("xmppd-test:{}:{nanos}:{n}:", std::process::id()),
+        }
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url.as_str())?.get_connection()
+    }
+
+    fn keys(&self, conn: &mut redis::Connection) -> redis::RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .query(conn)?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    fn delete_keys(&self) -> redis::RedisResult<()> {
+        let mut conn = self.connection()?;
+        let keys = self.keys(&mut conn)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(keys).exec(&mut conn)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisScratch {
+    fn drop(&mut self) {
+        if let Err(error) = self.delete_keys() {
+            eprintln!("could not delete test keys {}*: {error}", self.prefix);
+        }
+    }
+}
+
+fn bound(full_jid: &str, node_id: &str, conn_id: u64) -> BoundSession {
+    BoundSession {
+        full_jid: full_jid.to_owned(),
+        node_id: node_id.to_owned(),
+        conn_id,
+        bound_at: 1_700_000_000_000,
+        ..BoundSession::default()
+    }
+}
+
+fn node(id: &str, role: Role, grpc_address: &str) -> Node {
+    Node {
+        id: id.to_owned(),
+        role: role.into(),
+        grpc_address: grpc_address.to_owned(),
+    }
+}
+
+fn jids(sessions: &[BoundSession]) -> Vec<&str> {
+    sessions.iter().map(|s| s.full_jid.as_str()).collect()
+}
+
+fn ids(nodes: &[Node]) -> Vec<&str> {
+    nodes.iter().map(|n| n.id.as_str()).collect()
+}
+
+async fn bind_replace_and_unbind(registry: SharedRegistry) {
+    let first = bound("alice@example.org/phone", "cm1", 1);
+    assert_eq!(registry.bind(first.clone()).await.unwrap(), None);
+    assert_eq!(
+        registry.session("alice@example.org/phone").await.unwrap(),
+        Some(first.clone())
+    );
+
+    // The same full JID from another node replaces the first, which moves.
+    let second = bound("alice@example.org/phone", "cm2", 7);
+    assert_eq!(registry.bind(second.clone()).await.unwrap(), Some(first));
+    assert_eq!(
+        registry.session("alice@example.org/phone").await.unwrap(),
+        Some(second.clone())
+    );
+    assert!(registry.sessions_on_node("cm1").await.unwrap().is_empty());
+    assert_eq!(registry.dead_nodes_with_sessions().await.unwrap(), ["cm2"]);
+    assert_eq!(registry.count_sessions().await.unwrap(), 1);
+
+    let removed = registry
+        .unbind("alice@example.org/phone", "cm2", 7)
+        .await
+        .unwrap();
+    assert_eq!(removed, Some(second));
+    assert_eq!(
+        registry.session("alice@example.org/phone").await.unwrap(),
+        None
+    );
+    assert_eq!(registry.count_sessions().await.unwrap(), 0);
+    assert!(registry.all_sessions().await.unwrap().is_empty());
+    assert!(
+        registry
+            .dead_nodes_with_sessions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn stale_unbind_is_ignored(registry: SharedRegistry) {
+    registry
+        .bind(bound("bob@example.org/laptop", "cm1", 1))
+        .await
+        .unwrap();
+    let replacement = bound("bob@example.org/laptop", "cm1", 2);
+    registry.bind(replacement.clone()).await.unwrap();
+
+    // The replaced connection closes late; its unbind must miss.
+    let late = registry.unbind("bob@example.org/laptop", "cm1", 1).await;
+    assert_eq!(late.unwrap(), None);
+    // Same conn id, other node: not the holder either.
+    let other_node = registry.unbind("bob@example.org/laptop", "cm9", 2).await;
+    assert_eq!(other_node.unwrap(), None);
+    let unknown = registry.unbind("nobody@example.org/x", "cm1", 2).await;
+    assert_eq!(unknown.unwrap(), None);
+
+    assert_eq!(
+        registry.session("bob@example.org/laptop").await.unwrap(),
+        Some(replacement.clone())
+    );
+    assert_eq!(
+        registry.sessions_on_node("cm1").await.unwrap(),
+        [replacement]
+    );
+}
+
+async fn set_presence_needs_the_holding_connection(registry: SharedRegistry) {
+    let session = bound("carol@example.org/desk", "cm1", 3);
+    registry.bind(session.clone()).await.unwrap();
+    let presence = Bytes::from_static(b"<presence><priority>5</priority></presence>");
+
+    let wrong_conn = registry
+        .set_presence("carol@example.org/desk", 4, true, 5, presence.clone())
+        .await;
+    assert!(!wrong_conn.unwrap());
+    let not_bound = registry
+        .set_presence("carol@example.org/other", 3, true, 5, presence.clone())
+        .await;
+    assert!(!not_bound.unwrap());
+    assert_eq!(
+        registry.session("carol@example.org/desk").await.unwrap(),
+        Some(session.clone())
+    );
+
+    let updated = registry
+        .set_presence("carol@example.org/desk", 3, true, -1, presence.clone())
+        .await;
+    assert!(updated.unwrap());
+    let expected = BoundSession {
+        available: true,
+        priority: -1,
+        presence,
+        ..session
+    };
+    assert_eq!(
+        registry.session("carol@example.org/desk").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        registry.resources("carol@example.org").await.unwrap(),
+        [expected]
+    );
+}
+
+async fn resources_of_a_bare_jid(registry: SharedRegistry) {
+    for (full_jid, conn_id) in [
+        ("dave@example.org/tablet", 1),
+        ("dave@example.org/phone/2", 2),
+        ("erin@example.org/phone", 3),
+    ] {
+        registry
+            .bind(bound(full_jid, "cm1", conn_id))
+            .await
+            .unwrap();
+    }
+    assert_eq!(bare_of("dave@example.org/phone/2"), "dave@example.org");
+    assert_eq!(bare_of("dave@example.org"), "dave@example.org");
+
+    let dave = registry.resources("dave@example.org").await.unwrap();
+    assert_eq!(
+        jids(&dave),
+        ["dave@example.org/phone/2", "dave@example.org/tablet"]
+    );
+    assert!(
+        registry
+            .resources("nobody@example.org")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    registry
+        .unbind("dave@example.org/phone/2", "cm1", 2)
+        .await
+        .unwrap();
+    let dave = registry.resources("dave@example.org").await.unwrap();
+    assert_eq!(jids(&dave), ["dave@example.org/tablet"]);
+}
+
+async fn sessions_on_node_counts_and_listing(registry: SharedRegistry) {
+    for (full_jid, node_id, conn_id) in [
+        ("u2@example.org/a", "cm1", 1),
+        ("u1@example.org/a", "cm1", 2),
+        ("u1@example.org/b", "cm2", 1),
+        ("u3@example.org/a", "cm2", 2),
+    ] {
+        registry
+            .bind(bound(full_jid, node_id, conn_id))
+            .await
+            .unwrap();
+    }
+
+    let cm1 = registry.sessions_on_node("cm1").await.unwrap();
+    assert_eq!(jids(&cm1), ["u1@example.org/a", "u2@example.org/a"]);
+    assert!(cm1.iter().all(|s| s.node_id == "cm1"));
+    assert!(registry.sessions_on_node("cm3").await.unwrap().is_empty());
+    assert_eq!(registry.count_sessions().await.unwrap(), 4);
+    assert_eq!(
+        jids(&registry.all_sessions().await.unwrap()),
+        [
+            "u1@example.org/a",
+            "u1@example.org/b",
+            "u2@example.org/a",
+            "u3@example.org/a"
+        ]
+    );
+}
+
+async fn directed_presence(registry: SharedRegistry) {
+    let from = "frank@example.org/home";
+    for to in [
+        "room@muc.example.org/frank",
+        "gina@other.example",
+        "gina@other.example",
+    ] {
+        registry.add_directed(from, to).await.unwrap();
+    }
+    registry
+        .add_directed(from, "hal@example.org")
+        .await
+        .unwrap();
+    registry
+        .remove_directed(from, "hal@example.org")
+        .await
+        .unwrap();
+    registry
+        .remove_directed("nobody@example.org/x", "hal@example.org")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        registry.take_directed(from).await.unwrap(),
+        ["gina@other.example", "room@muc.example.org/frank"]
+    );
+    assert!(registry.take_directed(from).await.unwrap().is_empty());
+}
+
+async fn expired_heartbeat_makes_a_node_dead(registry: SharedRegistry) {
+    let short = node("cm-short", Role::ConnectionManager, "");
+    let long = node("cm-long", Role::ConnectionManager, "");
+    registry
+        .bind(bound("ivy@example.org/a", "cm-short", 1))
+        .await
+        .unwrap();
+    registry
+        .bind(bound("ivy@example.org/b", "cm-long", 1))
+        .await
+        .unwrap();
+    // Heartbeats last, so that the short one is still running when checked.
+    registry
+        .heartbeat(&long, Duration::from_secs(30))
+        .await
+        .unwrap();
+    registry
+        .heartbeat(&short, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        registry
+            .dead_nodes_with_sessions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        registry.dead_nodes_with_sessions().await.unwrap(),
+        ["cm-short"]
+    );
+    let live = registry.live_nodes(Role::ConnectionManager).await.unwrap();
+    assert_eq!(ids(&live), ["cm-long"]);
+
+    // What the reaper does: unbind what the dead node held.
+    for session in registry.sessions_on_node("cm-short").await.unwrap() {
+        registry
+            .unbind(&session.full_jid, &session.node_id, session.conn_id)
+            .await
+            .unwrap();
+    }
+    assert!(
+        registry
+            .dead_nodes_with_sessions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(registry.count_sessions().await.unwrap(), 1);
+}
+
+async fn live_nodes_by_role(registry: SharedRegistry) {
+    let ttl = Duration::from_secs(30);
+    let nodes = [
+        node("router-b", Role::Router, "http://10.0.0.2:50051"),
+        node("router-a", Role::Router, "http://10.0.0.1:50051"),
+        node("session-a", Role::Session, "http://10.0.0.3:50052"),
+        node("cm-a", Role::ConnectionManager, ""),
+    ];
+    for node in &nodes {
+        registry.heartbeat(node, ttl).await.unwrap();
+    }
+    assert_eq!(
+        registry.live_nodes(Role::Router).await.unwrap(),
+        [nodes[1].clone(), nodes[0].clone()]
+    );
+    assert_eq!(
+        registry.live_nodes(Role::Session).await.unwrap(),
+        [nodes[2].clone()]
+    );
+
+    // A heartbeat also refreshes what the node advertises.
+    let moved = node("router-b", Role::Router, "http://10.0.0.9:50051");
+    registry.heartbeat(&moved, ttl).await.unwrap();
+    registry.deregister("router-a").await.unwrap();
+    assert_eq!(registry.live_nodes(Role::Router).await.unwrap(), [moved]);
+    assert_eq!(
+        ids(&registry.live_nodes(Role::ConnectionManager).await.unwrap()),
+        ["cm-a"]
+    );
+}
+
+async fn concurrent_binds_replace_one_another(registry: SharedRegistry) {
+    const BINDERS: u64 = 8;
+    let binds: Vec<_> = (0..BINDERS)
+        .map(|conn_id| {
+            let registry = registry.clone();
+            let node_id = format!("cm{}", conn_id % 3);
+            tokio::spawn(async move {
+                let session = bound("jay@example.org/phone", &node_id, conn_id);
+                registry.bind(session).await.unwrap()
+            })
+        })
+        .collect();
+    let mut replaced = Vec::new();
+    for bind in binds {
+        replaced.extend(bind.await.unwrap());
+    }
+
+    // Every bind but the first replaced exactly one other, and the survivor
+    // was replaced by nobody.
+    let survivor = registry
+        .session("jay@example.org/phone")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn_ids: Vec<u64> = replaced.iter().map(|s| s.conn_id).collect();
+    conn_ids.push(survivor.conn_id);
+    conn_ids.sort_unstable();
+    assert_eq!(conn_ids, (0..BINDERS).collect::<Vec<_>>());
+    assert_eq!(registry.count_sessions().await.unwrap(), 1);
+    assert_eq!(
+        registry.sessions_on_node(&survivor.node_id).await.unwrap(),
+        [survivor]
+    );
+}
+
+/// The node sets must shrink with the resource hashes down to nothing, or
+/// keys would pile up and the reaper would chase nodes without sessions.
+#[tokio::test]
+async fn redis_keeps_no_keys_for_unbound_sessions() {
+    let scratch = RedisScratch::new();
+    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix)
+        .await
+        .unwrap();
+    registry
+        .bind(bound("kim@example.org/a", "cm1", 1))
+        .await
+        .unwrap();
+    registry
+        .bind(bound("kim@example.org/b", "cm2", 1))
+        .await
+        .unwrap();
+    registry
+        .bind(bound("kim@example.org/a", "cm2", 2))
+        .await
+        .unwrap();
+    registry
+        .set_presence("kim@example.org/a", 2, true, 0, Bytes::new())
+        .await
+        .unwrap();
+    registry
+        .unbind("kim@example.org/a", "cm2", 2)
+        .await
+        .unwrap();
+    registry
+        .unbind("kim@example.org/b", "cm2", 1)
+        .await
+        .unwrap();
+
+    let mut conn = scratch.connection().unwrap();
+    assert_eq!(scratch.keys(&mut conn).unwrap(), Vec::<String>::new());
+}

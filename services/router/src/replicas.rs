@@ -1,0 +1,282 @@
+//! This router's streams to the session replicas, and which replica owns
+//! which account.
+//!
+//! Frames sent to a replica are kept until it acknowledges them. When the
+//! stream to a replica breaks, the unacknowledged frames are re-sent to the
+//! accounts' new owners (at least once), so a replica's death loses nothing
+//! that was in flight. While no replica is reachable at all, frames are
+//! parked and flushed when one appears.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use xmppd_grpc::session_client::SessionClient;
+use xmppd_grpc::{Connector, GrpcChannel, Node, SessionDown, SessionUp, session_up};
+use xmppd_registry::membership;
+
+/// Frames buffered towards one replica before senders wait.
+const STREAM_BUFFER: usize = 4096;
+
+/// What the router does with frames a replica sends back.
+pub trait Downstream: Send + Sync + 'static {
+    fn handle(&self, frame: SessionDown) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A frame on its way to the replica owning `owner` (a bare JID).
+#[derive(Clone)]
+struct Pending {
+    owner: String,
+    frame: session_up::Frame,
+}
+
+struct Link {
+    node: Node,
+    client: SessionClient<GrpcChannel>,
+    stream: AsyncMutex<LinkStream>,
+}
+
+/// Sequence numbers and the unacknowledged frames move together with the
+/// send, under one lock, so that they stay in stream order.
+struct LinkStream {
+    next_seq: u64,
+    unacked: VecDeque<(u64, Pending)>,
+    up: mpsc::Sender<SessionUp>,
+}
+
+pub struct Replicas {
+    connector: Arc<dyn Connector>,
+    // Std locks, never held across an await.
+    links: RwLock<HashMap<String, Arc<Link>>>,
+    /// Live replica nodes with an open stream, sorted: the ownership domain.
+    owners: RwLock<Vec<Node>>,
+    parked: Mutex<Vec<Pending>>,
+}
+
+impl Replicas {
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Replicas {
+            connector,
+            links: RwLock::default(),
+            owners: RwLock::default(),
+            parked: Mutex::default(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.owners.read().expect("owners lock").len()
+    }
+
+    /// The unary client of the replica owning `owner`.
+    pub fn client_for(&self, owner: &str) -> Result<SessionClient<GrpcChannel>, Status> {
+        self.link_for(owner)
+            .map(|link| link.client.clone())
+            .ok_or_else(|| Status::unavailable("no session replica is reachable"))
+    }
+
+    /// Sends `frame` to the replica owning `owner`, or parks it.
+    pub async fn send(&self, owner: String, frame: session_up::Frame) {
+        let mut pending = Pending { owner, frame };
+        loop {
+            let Some(link) = self.link_for(&pending.owner) else {
+                tracing::warn!(owner = %pending.owner, "no session replica reachable, parking frame");
+                self.parked.lock().expect("parked lock").push(pending);
+                return;
+            };
+            match link.send(pending).await {
+                Ok(()) => return,
+                // The stream closed under us: that link is gone, try the next owner.
+                Err(returned) => {
+                    Box::pin(self.retire(&link)).await;
+                    pending = returned;
+                }
+            }
+        }
+    }
+
+    fn link_for(&self, owner: &str) -> Option<Arc<Link>> {
+        let owners = self.owners.read().expect("owners lock");
+        let node = membership::owner(owner, &owners)?;
+        self.links
+            .read()
+            .expect("links lock")
+            .get(&node.id)
+            .cloned()
+    }
+
+    /// Opens streams to new members and closes those of departed ones.
+    pub async fn update_members<D: Downstream>(
+        self: &Arc<Self>,
+        members: &[Node],
+        downstream: &Arc<D>,
+    ) {
+        let known: Vec<String> = self
+            .links
+            .read()
+            .expect("links lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in known
+            .iter()
+            .filter(|id| !members.iter().any(|m| &m.id == *id))
+        {
+            tracing::info!(replica = %id, "session replica left");
+            let link = self.links.read().expect("links lock").get(id).cloned();
+            if let Some(link) = link {
+                self.retire(&link).await;
+            }
+        }
+        for node in members.iter().filter(|m| !known.contains(&m.id)) {
+            match self.open(node.clone(), downstream).await {
+                Ok(()) => tracing::info!(replica = %node.id, "session replica joined"),
+                Err(error) => {
+                    tracing::warn!(replica = %node.id, %error, "cannot open session stream")
+                }
+            }
+        }
+        self.flush_parked().await;
+    }
+
+    async fn open<D: Downstream>(
+        self: &Arc<Self>,
+        node: Node,
+        downstream: &Arc<D>,
+    ) -> Result<(), Status> {
+        let channel = self
+            .connector
+            .channel(&node)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        let mut client = SessionClient::new(channel);
+        let (up, rx) = mpsc::channel(STREAM_BUFFER);
+        let responses = client.process(ReceiverStream::new(rx)).await?.into_inner();
+        let link = Arc::new(Link {
+            node: node.clone(),
+            client,
+            stream: AsyncMutex::new(LinkStream {
+                next_seq: 1,
+                unacked: VecDeque::new(),
+                up,
+            }),
+        });
+        self.links
+            .write()
+            .expect("links lock")
+            .insert(node.id.clone(), link.clone());
+        self.refresh_owners();
+        tokio::spawn(read_replica(
+            Arc::downgrade(self),
+            link,
+            responses,
+            downstream.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Retires `link` if it is still the current one for its node (a stream
+    /// that failed after its node re-joined must not retire the new one),
+    /// and hands its unacknowledged frames to their new owners.
+    async fn retire(&self, link: &Arc<Link>) {
+        let removed = {
+            let mut links = self.links.write().expect("links lock");
+            let is_current = links
+                .get(&link.node.id)
+                .is_some_and(|current| Arc::ptr_eq(current, link));
+            if is_current {
+                links.remove(&link.node.id);
+            }
+            is_current
+        };
+        if removed {
+            self.refresh_owners();
+            self.resend_unacked(link).await;
+        }
+    }
+
+    fn refresh_owners(&self) {
+        let mut nodes: Vec<Node> = self
+            .links
+            .read()
+            .expect("links lock")
+            .values()
+            .map(|link| link.node.clone())
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        *self.owners.write().expect("owners lock") = nodes;
+    }
+
+    async fn resend_unacked(&self, link: &Link) {
+        let unacked: Vec<Pending> = {
+            let mut stream = link.stream.lock().await;
+            stream
+                .unacked
+                .drain(..)
+                .map(|(_, pending)| pending)
+                .collect()
+        };
+        if !unacked.is_empty() {
+            tracing::warn!(replica = %link.node.id, frames = unacked.len(), "re-routing unacknowledged frames");
+        }
+        for pending in unacked {
+            Box::pin(self.send(pending.owner, pending.frame)).await;
+        }
+    }
+
+    async fn flush_parked(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock().expect("parked lock"));
+        for pending in parked {
+            Box::pin(self.send(pending.owner, pending.frame)).await;
+        }
+    }
+}
+
+impl Link {
+    async fn send(&self, pending: Pending) -> Result<(), Pending> {
+        let mut stream = self.stream.lock().await;
+        let seq = stream.next_seq;
+        let frame = SessionUp {
+            seq,
+            owner: pending.owner.clone(),
+            frame: Some(pending.frame.clone()),
+        };
+        if stream.up.send(frame).await.is_err() {
+            return Err(pending);
+        }
+        stream.next_seq += 1;
+        stream.unacked.push_back((seq, pending));
+        Ok(())
+    }
+
+    async fn acknowledge(&self, up_to: u64) {
+        let mut stream = self.stream.lock().await;
+        while stream.unacked.front().is_some_and(|(seq, _)| *seq <= up_to) {
+            stream.unacked.pop_front();
+        }
+    }
+}
+
+async fn read_replica<D: Downstream>(
+    replicas: Weak<Replicas>,
+    link: Arc<Link>,
+    mut responses: tonic::Streaming<SessionDown>,
+    downstream: Arc<D>,
+) {
+    loop {
+        match responses.message().await {
+            Ok(Some(SessionDown {
+                frame: Some(xmppd_grpc::session_down::Frame::Ack(seq)),
+            })) => link.acknowledge(seq).await,
+            Ok(Some(frame)) => downstream.handle(frame).await,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::warn!(replica = %link.node.id, %status, "session stream failed");
+                break;
+            }
+        }
+    }
+    if let Some(replicas) = replicas.upgrade() {
+        replicas.retire(&link).await;
+    }
+}

@@ -1,0 +1,430 @@
+//! The RFC 6121 §8 delivery rules as pure functions of an envelope's header
+//! and the recipient's bound resources: no I/O, no XML.
+
+use xmppd_grpc::{BoundSession, Envelope, Kind, Stage};
+use xmppd_protocol::error::StanzaErrorCondition;
+
+/// Where a stanza goes, decided from its header alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Hand it to the session replica that owns this account (bare JID).
+    Session(&'a str),
+    /// Look up the recipient's resources, then apply [`select`].
+    Recipient {
+        bare: &'a str,
+        resource: Option<&'a str>,
+    },
+    /// Answer the sender with this error.
+    Bounce(StanzaErrorCondition),
+    /// Nothing to do; RFC 6121 allows ignoring it.
+    Ignore,
+}
+
+/// What to do once the recipient's resources are known.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Selection<'r> {
+    Deliver(Vec<&'r BoundSession>),
+    /// No resource takes it: the recipient's session replica decides
+    /// (offline storage, or an error if the account does not exist).
+    Session,
+    Bounce(StanzaErrorCondition),
+    Ignore,
+}
+
+/// The parts of a normalised JID, without allocating.
+pub fn split_jid(jid: &str) -> (Option<&str>, &str, Option<&str>) {
+    let (bare, resource) = match jid.split_once('/') {
+        Some((bare, resource)) => (bare, Some(resource)),
+        None => (jid, None),
+    };
+    match bare.split_once('@') {
+        Some((node, domain)) => (Some(node), domain, resource),
+        None => (None, bare, resource),
+    }
+}
+
+pub fn bare(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+/// Decides the next hop of `envelope` in a server for `domain`.
+pub fn target<'a>(envelope: &'a Envelope, domain: &str) -> Target<'a> {
+    let sender = bare(&envelope.from);
+    let to = if envelope.to.is_empty() {
+        sender
+    } else {
+        envelope.to.as_str()
+    };
+    let (node, to_domain, resource) = split_jid(to);
+    let is_error = envelope.r#type == "error";
+    if to_domain != domain {
+        // Server-to-server federation is not built yet.
+        return if is_error {
+            Target::Ignore
+        } else {
+            Target::Bounce(StanzaErrorCondition::RemoteServerNotFound)
+        };
+    }
+    let to_bare = bare(to);
+    match Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient) {
+        Stage::Inbound => Target::Session(to_bare),
+        Stage::Deliver => match node {
+            Some(_) => Target::Recipient {
+                bare: to_bare,
+                resource,
+            },
+            None => Target::Ignore,
+        },
+        Stage::FromClient => from_client(envelope.kind(), sender, node, to_bare, resource),
+    }
+}
+
+fn from_client<'a>(
+    kind: Kind,
+    sender: &'a str,
+    node: Option<&str>,
+    to_bare: &'a str,
+    resource: Option<&'a str>,
+) -> Target<'a> {
+    match kind {
+        // Presence always gets outbound processing by the sender's replica.
+        Kind::Presence => Target::Session(sender),
+        // The server itself, or an IQ the server answers for an account.
+        _ if node.is_none() => Target::Session(sender),
+        Kind::Iq if resource.is_none() => Target::Session(to_bare),
+        Kind::Iq | Kind::Message => Target::Recipient {
+            bare: to_bare,
+            resource,
+        },
+        Kind::Unspecified => Target::Bounce(StanzaErrorCondition::BadRequest),
+    }
+}
+
+/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) over the resources the
+/// registry holds for the recipient.
+pub fn select<'r>(
+    envelope: &Envelope,
+    resource: Option<&str>,
+    resources: &'r [BoundSession],
+) -> Selection<'r> {
+    let kind = envelope.kind();
+    let stage = Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient);
+    if let Some(resource) = resource {
+        if let Some(bound) = resources
+            .iter()
+            .find(|s| resource_of(&s.full_jid) == resource)
+        {
+            return Selection::Deliver(vec![bound]);
+        }
+        return unknown_resource(kind, &envelope.r#type, stage, resources);
+    }
+    match (kind, stage) {
+        (Kind::Message, Stage::FromClient) => message_to_bare(&envelope.r#type, resources),
+        // Presence broadcasts and server-generated stanzas reach every
+        // available resource, whatever its priority.
+        _ => {
+            let available: Vec<_> = resources.iter().filter(|s| s.available).collect();
+            if !available.is_empty() {
+                Selection::Deliver(available)
+            } else if kind == Kind::Message
+                && !matches!(envelope.r#type.as_str(), "error" | "headline")
+            {
+                Selection::Session
+            } else {
+                Selection::Ignore
+            }
+        }
+    }
+}
+
+fn resource_of(full_jid: &str) -> &str {
+    full_jid
+        .split_once('/')
+        .map_or("", |(_, resource)| resource)
+}
+
+/// §8.5.3.2: the full JID names no connected resource.
+fn unknown_resource<'r>(
+    kind: Kind,
+    stanza_type: &str,
+    stage: Stage,
+    resources: &'r [BoundSession],
+) -> Selection<'r> {
+    if stanza_type == "error" {
+        return Selection::Ignore;
+    }
+    match (kind, stanza_type) {
+        // A processed message (an offline one being handed out) whose
+        // resource left meanwhile goes back to storage.
+        (Kind::Message, "headline") => Selection::Ignore,
+        (Kind::Message, _) if stage == Stage::Deliver => Selection::Session,
+        _ if stage == Stage::Deliver => Selection::Ignore,
+        (Kind::Message, "groupchat") => Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
+        (Kind::Message, _) => message_to_bare(stanza_type, resources),
+        (Kind::Iq, _) => Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
+        _ => Selection::Ignore,
+    }
+}
+
+/// §8.5.2.1: messages go to available resources of non-negative priority;
+/// chat and normal to those of the highest priority (all of them on a tie),
+/// headline to all.
+fn message_to_bare<'r>(stanza_type: &str, resources: &'r [BoundSession]) -> Selection<'r> {
+    match stanza_type {
+        "error" => return Selection::Ignore,
+        "groupchat" => return Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
+        _ => {}
+    }
+    let eligible = resources.iter().filter(|s| s.available && s.priority >= 0);
+    let chosen: Vec<_> = if stanza_type == "headline" {
+        eligible.collect()
+    } else {
+        let top = eligible.clone().map(|s| s.priority).max();
+        eligible.filter(|s| Some(s.priority) == top).collect()
+    };
+    if !chosen.is_empty() {
+        Selection::Deliver(chosen)
+    } else if stanza_type == "headline" {
+        Selection::Ignore
+    } else {
+        Selection::Session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = "example.org";
+
+    fn envelope(kind: Kind, stanza_type: &str, to: &str, stage: Stage) -> Envelope {
+        Envelope {
+            to: to.into(),
+            from: "juliet@example.org/balcony".into(),
+            kind: kind as i32,
+            r#type: stanza_type.into(),
+            stage: stage as i32,
+            ..Default::default()
+        }
+    }
+
+    fn session(resource: &str, available: bool, priority: i32) -> BoundSession {
+        BoundSession {
+            full_jid: format!("romeo@example.org/{resource}"),
+            node_id: "cm1".into(),
+            available,
+            priority,
+            ..Default::default()
+        }
+    }
+
+    fn delivered<'r>(selection: Selection<'r>) -> Vec<&'r str> {
+        match selection {
+            Selection::Deliver(sessions) => {
+                sessions.iter().map(|s| resource_of(&s.full_jid)).collect()
+            }
+            other => panic!("expected delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_jid_parts() {
+        assert_eq!(split_jid("a@b/c/d"), (Some("a"), "b", Some("c/d")));
+        assert_eq!(split_jid("b"), (None, "b", None));
+        assert_eq!(split_jid("b/r"), (None, "b", Some("r")));
+    }
+
+    #[test]
+    fn presence_from_client_goes_to_senders_replica() {
+        let e = envelope(
+            Kind::Presence,
+            "subscribe",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(target(&e, DOMAIN), Target::Session("juliet@example.org"));
+    }
+
+    #[test]
+    fn inbound_goes_to_recipients_replica() {
+        let e = envelope(
+            Kind::Presence,
+            "subscribe",
+            "romeo@example.org",
+            Stage::Inbound,
+        );
+        assert_eq!(target(&e, DOMAIN), Target::Session("romeo@example.org"));
+    }
+
+    #[test]
+    fn iq_without_to_or_to_server_or_bare_is_answered_by_a_replica() {
+        let e = envelope(Kind::Iq, "get", "", Stage::FromClient);
+        assert_eq!(target(&e, DOMAIN), Target::Session("juliet@example.org"));
+        let e = envelope(Kind::Iq, "get", DOMAIN, Stage::FromClient);
+        assert_eq!(target(&e, DOMAIN), Target::Session("juliet@example.org"));
+        let e = envelope(Kind::Iq, "get", "romeo@example.org", Stage::FromClient);
+        assert_eq!(target(&e, DOMAIN), Target::Session("romeo@example.org"));
+    }
+
+    #[test]
+    fn iq_and_message_to_full_jid_go_to_the_recipient() {
+        let e = envelope(
+            Kind::Iq,
+            "get",
+            "romeo@example.org/orchard",
+            Stage::FromClient,
+        );
+        assert_eq!(
+            target(&e, DOMAIN),
+            Target::Recipient {
+                bare: "romeo@example.org",
+                resource: Some("orchard")
+            }
+        );
+    }
+
+    #[test]
+    fn remote_domains_bounce_until_federation_exists() {
+        let e = envelope(Kind::Message, "chat", "x@elsewhere.net", Stage::FromClient);
+        assert_eq!(
+            target(&e, DOMAIN),
+            Target::Bounce(StanzaErrorCondition::RemoteServerNotFound)
+        );
+        let e = envelope(Kind::Message, "error", "x@elsewhere.net", Stage::FromClient);
+        assert_eq!(target(&e, DOMAIN), Target::Ignore);
+    }
+
+    #[test]
+    fn chat_to_bare_goes_to_all_of_top_priority() {
+        let resources = [
+            session("a", true, 5),
+            session("b", true, 5),
+            session("c", true, 1),
+        ];
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(delivered(select(&e, None, &resources)), ["a", "b"]);
+    }
+
+    #[test]
+    fn headline_to_bare_goes_to_all_non_negative() {
+        let resources = [
+            session("a", true, 5),
+            session("b", true, -1),
+            session("c", true, 0),
+        ];
+        let e = envelope(
+            Kind::Message,
+            "headline",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(delivered(select(&e, None, &resources)), ["a", "c"]);
+    }
+
+    #[test]
+    fn negative_priority_and_unavailable_resources_get_no_messages() {
+        let resources = [session("a", true, -1), session("b", false, 10)];
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(select(&e, None, &resources), Selection::Session);
+    }
+
+    #[test]
+    fn no_resources_means_offline_for_chat_and_nothing_for_headline() {
+        let e = envelope(
+            Kind::Message,
+            "normal",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(select(&e, None, &[]), Selection::Session);
+        let e = envelope(
+            Kind::Message,
+            "headline",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(select(&e, None, &[]), Selection::Ignore);
+        let e = envelope(
+            Kind::Message,
+            "groupchat",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(
+            select(&e, None, &[]),
+            Selection::Bounce(StanzaErrorCondition::ServiceUnavailable)
+        );
+    }
+
+    #[test]
+    fn full_jid_delivers_to_that_resource_even_if_lower_priority() {
+        let resources = [session("a", true, 5), session("b", true, 1)];
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org/b",
+            Stage::FromClient,
+        );
+        assert_eq!(delivered(select(&e, Some("b"), &resources)), ["b"]);
+    }
+
+    #[test]
+    fn unknown_full_jid_rules() {
+        let resources = [session("a", true, 5)];
+        let chat = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org/x",
+            Stage::FromClient,
+        );
+        assert_eq!(delivered(select(&chat, Some("x"), &resources)), ["a"]);
+        let iq = envelope(Kind::Iq, "get", "romeo@example.org/x", Stage::FromClient);
+        assert_eq!(
+            select(&iq, Some("x"), &resources),
+            Selection::Bounce(StanzaErrorCondition::ServiceUnavailable)
+        );
+        let presence = envelope(Kind::Presence, "", "romeo@example.org/x", Stage::Deliver);
+        assert_eq!(select(&presence, Some("x"), &resources), Selection::Ignore);
+        let headline = envelope(
+            Kind::Message,
+            "headline",
+            "romeo@example.org/x",
+            Stage::FromClient,
+        );
+        assert_eq!(select(&headline, Some("x"), &resources), Selection::Ignore);
+    }
+
+    #[test]
+    fn processed_message_whose_resources_left_goes_back_to_storage() {
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org/gone",
+            Stage::Deliver,
+        );
+        assert_eq!(select(&e, Some("gone"), &[]), Selection::Session);
+        let e = envelope(Kind::Message, "chat", "romeo@example.org", Stage::Deliver);
+        assert_eq!(select(&e, None, &[]), Selection::Session);
+    }
+
+    #[test]
+    fn presence_broadcast_reaches_every_available_resource() {
+        let resources = [
+            session("a", true, -5),
+            session("b", false, 0),
+            session("c", true, 0),
+        ];
+        let e = envelope(Kind::Presence, "", "romeo@example.org", Stage::Deliver);
+        assert_eq!(delivered(select(&e, None, &resources)), ["a", "c"]);
+    }
+}

@@ -1,0 +1,288 @@
+//! The gRPC `Router` service: attached connection-manager streams in, routing
+//! decisions applied, stanzas out to connection-managers and session replicas.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use xmppd_grpc::router_server::Router;
+use xmppd_grpc::{
+    BindReply, BindRequest, Connector, CredentialsReply, CredentialsRequest, EdgeDown, EdgeUp,
+    Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown, edge_down, edge_up,
+    session_down, session_up,
+};
+use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
+use xmppd_registry::{SharedRegistry, membership};
+
+use crate::edges::Edges;
+use crate::metrics::RouterMetrics;
+use crate::replicas::{Downstream, Replicas};
+use crate::routing::{self, Selection, Target};
+
+/// Frames buffered towards one connection-manager before the router waits.
+const EDGE_BUFFER: usize = 4096;
+
+/// The router. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct RouterService {
+    core: Arc<Core>,
+}
+
+struct Core {
+    domain: String,
+    registry: SharedRegistry,
+    edges: Edges,
+    replicas: Arc<Replicas>,
+    metrics: RouterMetrics,
+}
+
+impl RouterService {
+    pub fn new(
+        domain: String,
+        registry: SharedRegistry,
+        connector: Arc<dyn Connector>,
+        metrics: RouterMetrics,
+    ) -> Self {
+        RouterService {
+            core: Arc::new(Core {
+                domain,
+                registry,
+                edges: Edges::default(),
+                replicas: Arc::new(Replicas::new(connector)),
+                metrics,
+            }),
+        }
+    }
+
+    /// Follows the live session replicas in the registry, opening and closing
+    /// streams as they come and go. Runs until the registry watch ends.
+    pub async fn follow_session_replicas(self, interval: Duration) {
+        let mut members =
+            membership::watch_members(self.core.registry.clone(), Role::Session, interval);
+        loop {
+            let nodes = members.borrow_and_update().clone();
+            self.core.replicas.update_members(&nodes, &self.core).await;
+            self.core
+                .metrics
+                .session_replicas
+                .set(self.core.replicas.count() as i64);
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether the router can route: at least one session replica is reachable.
+    pub fn is_ready(&self) -> bool {
+        self.core.replicas.count() > 0
+    }
+}
+
+impl Core {
+    async fn route(&self, envelope: Envelope) {
+        match routing::target(&envelope, &self.domain) {
+            Target::Session(owner) => {
+                let owner = owner.to_string();
+                self.to_session(owner, envelope).await;
+            }
+            Target::Recipient { bare, resource } => {
+                let (bare, resource) = (bare.to_string(), resource.map(str::to_string));
+                self.to_recipient(envelope, &bare, resource.as_deref())
+                    .await;
+            }
+            Target::Bounce(condition) => self.bounce(&envelope, condition).await,
+            Target::Ignore => self.metrics.count("ignored"),
+        }
+    }
+
+    async fn to_session(&self, owner: String, envelope: Envelope) {
+        self.metrics.count("to_session");
+        self.replicas
+            .send(owner, session_up::Frame::Stanza(envelope))
+            .await;
+    }
+
+    async fn to_recipient(&self, envelope: Envelope, bare: &str, resource: Option<&str>) {
+        let resources = match self.registry.resources(bare).await {
+            Ok(resources) => resources,
+            Err(error) => {
+                tracing::warn!(%error, "registry look-up failed, bouncing");
+                return self
+                    .bounce(&envelope, StanzaErrorCondition::InternalServerError)
+                    .await;
+            }
+        };
+        match routing::select(&envelope, resource, &resources) {
+            Selection::Deliver(sessions) => {
+                let mut undelivered = 0;
+                for session in sessions {
+                    if !self
+                        .deliver(&session.node_id, &session.full_jid, envelope.clone())
+                        .await
+                    {
+                        undelivered += 1;
+                    }
+                }
+                // The resources' node is gone: a message still reaches the
+                // account through offline storage.
+                if undelivered > 0 && must_reach_account(&envelope) {
+                    self.to_session(bare.to_string(), envelope).await;
+                }
+            }
+            Selection::Session => self.to_session(bare.to_string(), envelope).await,
+            Selection::Bounce(condition) => self.bounce(&envelope, condition).await,
+            Selection::Ignore => self.metrics.count("ignored"),
+        }
+    }
+
+    /// Hands `envelope` to the connection-manager holding `full_jid`.
+    async fn deliver(&self, node_id: &str, full_jid: &str, mut envelope: Envelope) -> bool {
+        let Some(edge) = self.edges.get(node_id) else {
+            self.metrics.count("undeliverable");
+            return false;
+        };
+        full_jid.clone_into(&mut envelope.to);
+        let frame = EdgeDown {
+            frame: Some(edge_down::Frame::Stanza(envelope)),
+        };
+        let sent = edge.send(Ok(frame)).await.is_ok();
+        self.metrics
+            .count(if sent { "delivered" } else { "undeliverable" });
+        sent
+    }
+
+    /// Answers the sender of `envelope` with a stanza error.
+    async fn bounce(&self, envelope: &Envelope, condition: StanzaErrorCondition) {
+        match envelope.error_reply(&StanzaError::new(condition), &self.domain) {
+            Some(reply) => {
+                self.metrics.count("bounced");
+                Box::pin(self.route(reply)).await;
+            }
+            None => self.metrics.count("ignored"),
+        }
+    }
+
+    async fn from_edge(&self, frame: edge_up::Frame) {
+        match frame {
+            edge_up::Frame::Stanza(envelope) => self.route(envelope).await,
+            edge_up::Frame::Ended(ended) => {
+                let owner = routing::bare(&ended.full_jid).to_string();
+                self.replicas
+                    .send(owner, session_up::Frame::Ended(ended))
+                    .await;
+            }
+            edge_up::Frame::Hello(node) => {
+                tracing::warn!(node = %node.id, "unexpected second hello ignored");
+            }
+        }
+    }
+}
+
+/// A message that must reach the account even when its resource is gone:
+/// the account's replica stores it offline.
+fn must_reach_account(envelope: &Envelope) -> bool {
+    envelope.kind() == Kind::Message && !matches!(envelope.r#type.as_str(), "error" | "headline")
+}
+
+impl Downstream for Core {
+    async fn handle(&self, frame: SessionDown) {
+        match frame.frame {
+            Some(session_down::Frame::Stanza(envelope)) => self.route(envelope).await,
+            Some(session_down::Frame::Kick(kick)) => {
+                if let Some(edge) = self.edges.get(&kick.node_id) {
+                    let frame = EdgeDown {
+                        frame: Some(edge_down::Frame::Kick(kick)),
+                    };
+                    let _ = edge.send(Ok(frame)).await;
+                }
+            }
+            Some(session_down::Frame::Ack(_)) | None => {}
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Router for RouterService {
+    type AttachStream = ReceiverStream<Result<EdgeDown, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<EdgeUp>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let node = match inbound.message().await? {
+            Some(EdgeUp {
+                frame: Some(edge_up::Frame::Hello(node)),
+            }) => node,
+            _ => return Err(Status::invalid_argument("the first frame must be hello")),
+        };
+        let (tx, rx) = mpsc::channel(EDGE_BUFFER);
+        self.core.edges.attach(&node.id, tx.clone());
+        self.core
+            .metrics
+            .attached_edges
+            .set(self.core.edges.count() as i64);
+        tracing::info!(node = %node.id, "connection-manager attached");
+        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_credentials(
+        &self,
+        request: Request<CredentialsRequest>,
+    ) -> Result<Response<CredentialsReply>, Status> {
+        let owner = request.get_ref().jid.clone();
+        self.core
+            .replicas
+            .client_for(&owner)?
+            .get_credentials(request.into_inner())
+            .await
+    }
+
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let owner = request.get_ref().jid.clone();
+        self.core
+            .replicas
+            .client_for(&owner)?
+            .register(request.into_inner())
+            .await
+    }
+
+    async fn bind(&self, request: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
+        let owner = request.get_ref().bare_jid.clone();
+        self.core
+            .replicas
+            .client_for(&owner)?
+            .bind(request.into_inner())
+            .await
+    }
+}
+
+/// Routes one connection-manager's frames in the order they arrive, which
+/// keeps each client stream's stanzas in order (RFC 6120 §10.1).
+async fn serve_edge(
+    core: Arc<Core>,
+    node: Node,
+    mut inbound: Streaming<EdgeUp>,
+    tx: crate::edges::EdgeSender,
+) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(EdgeUp { frame: Some(frame) })) => core.from_edge(frame).await,
+            Ok(Some(EdgeUp { frame: None })) => {}
+            Ok(None) => break,
+            Err(status) => {
+                tracing::warn!(node = %node.id, %status, "connection-manager stream failed");
+                break;
+            }
+        }
+    }
+    core.edges.detach(&node.id, &tx);
+    core.metrics.attached_edges.set(core.edges.count() as i64);
+    tracing::info!(node = %node.id, "connection-manager detached");
+}

@@ -1,0 +1,119 @@
+//! Messages for accounts with no resource to take them: XEP-0160 offline
+//! storage, handed out at the next available presence with a XEP-0203
+//! delay stamp.
+
+use bytes::Bytes;
+use xmppd_grpc::{Envelope, Kind};
+use xmppd_protocol::error::StanzaErrorCondition;
+use xmppd_protocol::ns;
+use xmppd_protocol::stanza::Stanza;
+use xmppd_protocol::xml::Element;
+
+use crate::clock::{format_utc, now_ms};
+use crate::handler::{bare, bounce};
+use crate::outbox::Outbox;
+use crate::service::Core;
+
+/// A message the router could not deliver (RFC 6121 §8.5.2.2, §8.5.3.2).
+pub async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
+    let recipient = bare(&envelope.to);
+    match envelope.r#type.as_str() {
+        "error" | "headline" => return Ok(()),
+        "groupchat" => {
+            bounce(
+                core,
+                envelope,
+                StanzaErrorCondition::ServiceUnavailable,
+                out,
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    if !recipient.contains('@') || !core.store.account_exists(recipient).await? {
+        bounce(
+            core,
+            envelope,
+            StanzaErrorCondition::ServiceUnavailable,
+            out,
+        );
+        return Ok(());
+    }
+    // A resource may have come online since the router looked: this runs
+    // after that resource's initial presence on the same account worker.
+    let online = core
+        .registry
+        .resources(recipient)
+        .await?
+        .iter()
+        .any(|r| r.available && r.priority >= 0);
+    if online {
+        out.deliver(
+            recipient,
+            &envelope.from,
+            Kind::Message,
+            &envelope.r#type,
+            envelope.payload.clone(),
+        );
+        return Ok(());
+    }
+    let now = now_ms();
+    let stamped = with_delay(&envelope.payload, &core.domain, now);
+    let max = core.settings.max_offline_messages;
+    if core
+        .store
+        .store_offline(recipient, &stamped, now, max)
+        .await?
+    {
+        core.metrics.count("offline_stored");
+    } else {
+        tracing::info!(account = recipient, max, "offline storage full, bouncing");
+        bounce(
+            core,
+            envelope,
+            StanzaErrorCondition::ServiceUnavailable,
+            out,
+        );
+    }
+    Ok(())
+}
+
+/// Hands the stored messages of `user` to the resource `full` that just
+/// became available.
+pub async fn flush(core: &Core, user: &str, full: &str, out: &mut Outbox) -> anyhow::Result<()> {
+    for message in core.store.take_offline(user).await? {
+        let payload = Bytes::from(message.stanza);
+        let (from, stanza_type) = Stanza::from_bytes(payload.clone(), ns::CLIENT)
+            .map(|s| {
+                (
+                    s.from().unwrap_or_default().to_string(),
+                    s.stanza_type().unwrap_or_default().to_string(),
+                )
+            })
+            .unwrap_or_default();
+        out.deliver(full, &from, Kind::Message, &stanza_type, payload);
+        core.metrics.count("offline_delivered");
+    }
+    Ok(())
+}
+
+/// The stanza with `<delay xmlns='urn:xmpp:delay'/>` added, unless this
+/// server already stamped it (a message that went back to storage).
+fn with_delay(payload: &Bytes, domain: &str, now: i64) -> Vec<u8> {
+    let Ok(mut element) = Stanza::from_bytes(payload.clone(), ns::CLIENT).and_then(|s| s.element())
+    else {
+        return payload.to_vec();
+    };
+    let stamped = element
+        .children()
+        .any(|child| child.is("delay", ns::DELAY) && child.get_attr("from") == Some(domain));
+    if !stamped {
+        element.push_child(
+            Element::new("delay", ns::DELAY)
+                .attr("from", domain)
+                .attr("stamp", format_utc(now))
+                .text("Offline storage"),
+        );
+    }
+    element.to_xml(ns::CLIENT).into_bytes()
+}

@@ -1,0 +1,61 @@
+//! The frames one handler run produces, sent back to the router in order.
+
+use bytes::Bytes;
+use xmppd_grpc::{Envelope, Kick, Kind, Stage, session_down};
+use xmppd_protocol::ns;
+use xmppd_protocol::xml::Element;
+
+#[derive(Default, Debug)]
+pub struct Outbox {
+    pub frames: Vec<session_down::Frame>,
+}
+
+impl Outbox {
+    /// A fully processed stanza, for the addressed resource(s) only.
+    pub fn deliver(&mut self, to: &str, from: &str, kind: Kind, stanza_type: &str, payload: Bytes) {
+        self.push(Stage::Deliver, to, from, kind, stanza_type, payload);
+    }
+
+    /// A stanza for the recipient account's replica to process.
+    pub fn inbound(&mut self, to: &str, from: &str, kind: Kind, stanza_type: &str, payload: Bytes) {
+        self.push(Stage::Inbound, to, from, kind, stanza_type, payload);
+    }
+
+    /// Delivers a stanza built here; its header is read off the element.
+    pub fn deliver_element(&mut self, element: &Element) {
+        let kind = Kind::from_element_name(element.name()).unwrap_or(Kind::Unspecified);
+        let payload = Bytes::from(element.to_xml(ns::CLIENT));
+        self.deliver(
+            element.get_attr("to").unwrap_or_default(),
+            element.get_attr("from").unwrap_or_default(),
+            kind,
+            element.get_attr("type").unwrap_or_default(),
+            payload,
+        );
+    }
+
+    pub fn kick(&mut self, kick: Kick) {
+        self.frames.push(session_down::Frame::Kick(kick));
+    }
+
+    fn push(
+        &mut self,
+        stage: Stage,
+        to: &str,
+        from: &str,
+        kind: Kind,
+        stanza_type: &str,
+        payload: Bytes,
+    ) {
+        self.frames.push(session_down::Frame::Stanza(Envelope {
+            to: to.to_string(),
+            from: from.to_string(),
+            kind: kind as i32,
+            r#type: stanza_type.to_string(),
+            id: String::new(),
+            payload,
+            stage: stage as i32,
+            trace_context: Default::default(),
+        }));
+    }
+}

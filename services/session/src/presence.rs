@@ -1,0 +1,400 @@
+//! Presence (RFC 6121 §4): broadcast, probes, directed presence, and the
+//! subscription requests of §3 with their roster updates.
+
+use bytes::Bytes;
+use xmppd_grpc::{BoundSession, Envelope, Kind, SessionEnded};
+use xmppd_protocol::ns;
+use xmppd_protocol::stanza::Stanza;
+use xmppd_protocol::xml::Element;
+use xmppd_storage::{RosterItem, Subscription};
+
+use crate::clock::now_ms;
+use crate::handler::bare;
+use crate::offline;
+use crate::outbox::Outbox;
+use crate::roster;
+use crate::service::Core;
+use crate::subscription::{self, Request, Transition};
+
+type Result = anyhow::Result<()>;
+
+fn receives_presence(item: &RosterItem) -> bool {
+    matches!(item.subscription, Subscription::From | Subscription::Both)
+}
+
+fn sees_presence(item: &RosterItem) -> bool {
+    matches!(item.subscription, Subscription::To | Subscription::Both)
+}
+
+/// A presence stanza built by the server.
+fn presence(from: &str, to: &str, stanza_type: &str) -> Element {
+    let mut element = Element::new("presence", ns::CLIENT).attr("from", from);
+    if !to.is_empty() {
+        element.set_attr("to", Some(to.to_string()));
+    }
+    if !stanza_type.is_empty() {
+        element.set_attr("type", Some(stanza_type.to_string()));
+    }
+    element
+}
+
+fn to_bytes(element: &Element) -> Bytes {
+    Bytes::from(element.to_xml(ns::CLIENT))
+}
+
+/// Presence a client sent: outbound processing by the sender's replica.
+pub async fn outbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
+    if let Some(request) = Request::from_type(&envelope.r#type) {
+        return subscription_outbound(core, envelope, request, out).await;
+    }
+    let to_server = envelope.to.is_empty() || envelope.to == core.domain;
+    match (to_server, envelope.r#type.as_str()) {
+        (true, "") => available(core, envelope, out).await,
+        (true, "unavailable") => {
+            unavailable(core, &envelope.from, envelope.payload.clone(), out).await
+        }
+        (false, "" | "unavailable") => directed(core, envelope, out).await,
+        (false, "error") => {
+            out.deliver(
+                &envelope.to,
+                &envelope.from,
+                Kind::Presence,
+                "error",
+                envelope.payload.clone(),
+            );
+            Ok(())
+        }
+        // Clients do not probe, and unknown types carry nothing to act on.
+        _ => Ok(()),
+    }
+}
+
+/// Presence from another account's replica: subscription requests and probes.
+pub async fn inbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
+    let user = bare(&envelope.to);
+    let contact = bare(&envelope.from);
+    if envelope.r#type == "probe" {
+        return probe(core, user, contact, out).await;
+    }
+    let Some(request) = Request::from_type(&envelope.r#type) else {
+        return Ok(());
+    };
+    let current = core.store.roster_item(user, contact).await?;
+    let transition = subscription::inbound(request, contact, current.as_ref());
+    apply(core, user, contact, current.as_ref(), &transition, out).await?;
+    if request == Request::Subscribe && !transition.forward {
+        // Already approved: the server answers for the user (§3.1.3).
+        out.inbound(
+            contact,
+            user,
+            Kind::Presence,
+            "subscribed",
+            to_bytes(&presence(user, contact, "subscribed")),
+        );
+    }
+    if transition.forward {
+        let stanza = presence(contact, user, &envelope.r#type);
+        out.deliver(
+            user,
+            contact,
+            Kind::Presence,
+            &envelope.r#type,
+            to_bytes(&stanza),
+        );
+    }
+    Ok(())
+}
+
+/// §3.1.2, §3.1.5, §3.2.2, §3.3.2.
+async fn subscription_outbound(
+    core: &Core,
+    envelope: &Envelope,
+    request: Request,
+    out: &mut Outbox,
+) -> Result {
+    let user = bare(&envelope.from);
+    let contact = bare(&envelope.to);
+    if contact == user || contact.is_empty() {
+        return Ok(());
+    }
+    let current = core.store.roster_item(user, contact).await?;
+    let transition = subscription::outbound(request, contact, current.as_ref());
+    apply(core, user, contact, current.as_ref(), &transition, out).await?;
+    if !transition.forward {
+        return Ok(());
+    }
+    // Subscription stanzas leave with the user's bare JID (§3.1.2).
+    let stanza = presence(user, contact, &envelope.r#type);
+    out.inbound(
+        contact,
+        user,
+        Kind::Presence,
+        &envelope.r#type,
+        to_bytes(&stanza),
+    );
+    let resources = available_resources(core, user).await?;
+    match request {
+        // The new subscriber sees the user's current presence at once.
+        Request::Subscribed => {
+            for resource in &resources {
+                out.deliver(
+                    contact,
+                    &resource.full_jid,
+                    Kind::Presence,
+                    "",
+                    resource.presence.clone(),
+                );
+            }
+        }
+        Request::Unsubscribed => {
+            for resource in &resources {
+                let gone = presence(&resource.full_jid, contact, "unavailable");
+                out.deliver(
+                    contact,
+                    &resource.full_jid,
+                    Kind::Presence,
+                    "unavailable",
+                    to_bytes(&gone),
+                );
+            }
+        }
+        Request::Subscribe | Request::Unsubscribe => {}
+    }
+    Ok(())
+}
+
+/// Stores a subscription transition and pushes it to the user's resources.
+async fn apply(
+    core: &Core,
+    user: &str,
+    contact: &str,
+    before: Option<&RosterItem>,
+    transition: &Transition,
+    out: &mut Outbox,
+) -> Result {
+    if !transition.changed {
+        return Ok(());
+    }
+    let visible_before = before.is_some_and(|item| !subscription::is_pending_only(item));
+    let version = match &transition.item {
+        Some(item) => core.store.put_roster_item(user, item).await?,
+        None => match core.store.remove_roster_item(user, contact).await? {
+            Some(version) => version,
+            None => return Ok(()),
+        },
+    };
+    match &transition.item {
+        Some(item) if !subscription::is_pending_only(item) => {
+            roster::push(core, user, roster::item_element(item), version, out).await
+        }
+        _ if visible_before => {
+            roster::push(core, user, roster::removed_element(contact), version, out).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// §4.3.2: a contact asks for the user's current presence.
+async fn probe(core: &Core, user: &str, contact: &str, out: &mut Outbox) -> Result {
+    let item = core.store.roster_item(user, contact).await?;
+    if !item.as_ref().is_some_and(receives_presence) {
+        return Ok(());
+    }
+    let resources = available_resources(core, user).await?;
+    if resources.is_empty() {
+        let gone = presence(user, contact, "unavailable");
+        out.deliver(
+            contact,
+            user,
+            Kind::Presence,
+            "unavailable",
+            to_bytes(&gone),
+        );
+    }
+    for resource in resources {
+        out.deliver(
+            contact,
+            &resource.full_jid,
+            Kind::Presence,
+            "",
+            resource.presence,
+        );
+    }
+    Ok(())
+}
+
+async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<BoundSession>> {
+    let mut resources = core.registry.resources(user).await?;
+    resources.retain(|resource| resource.available);
+    Ok(resources)
+}
+
+/// §4.2 initial presence and §4.4 later updates.
+async fn available(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
+    let full = envelope.from.as_str();
+    let user = bare(full);
+    let Some(session) = core.registry.session(full).await? else {
+        return Ok(());
+    };
+    let priority = priority_of(&envelope.payload);
+    core.registry
+        .set_presence(
+            full,
+            session.conn_id,
+            true,
+            priority,
+            envelope.payload.clone(),
+        )
+        .await?;
+    let roster = core.store.roster(user).await?;
+    for item in roster.items.iter().filter(|item| receives_presence(item)) {
+        out.deliver(
+            &item.contact,
+            full,
+            Kind::Presence,
+            "",
+            envelope.payload.clone(),
+        );
+    }
+    // The user's own resources, this one included, see it too.
+    out.deliver(user, full, Kind::Presence, "", envelope.payload.clone());
+    if session.available {
+        return Ok(());
+    }
+    // Initial presence: learn the contacts' presence, and hand over what
+    // waited while the user was away.
+    for item in roster.items.iter().filter(|item| sees_presence(item)) {
+        let probe = presence(user, &item.contact, "probe");
+        out.inbound(
+            &item.contact,
+            user,
+            Kind::Presence,
+            "probe",
+            to_bytes(&probe),
+        );
+    }
+    for other in available_resources(core, user).await? {
+        if other.full_jid != full {
+            out.deliver(full, &other.full_jid, Kind::Presence, "", other.presence);
+        }
+    }
+    for item in roster.items.iter().filter(|item| item.pending_in) {
+        let request = presence(&item.contact, user, "subscribe");
+        out.deliver(
+            full,
+            &item.contact,
+            Kind::Presence,
+            "subscribe",
+            to_bytes(&request),
+        );
+    }
+    offline::flush(core, user, full, out).await
+}
+
+/// `<priority/>` of an available presence, 0 when absent or invalid.
+fn priority_of(payload: &Bytes) -> i32 {
+    Stanza::from_bytes(payload.clone(), ns::CLIENT)
+        .ok()
+        .and_then(|stanza| stanza.element().ok())
+        .and_then(|element| {
+            element
+                .get_child("priority", ns::CLIENT)
+                .and_then(|priority| priority.text_content().trim().parse::<i8>().ok())
+        })
+        .map_or(0, i32::from)
+}
+
+/// §4.5: the resource goes unavailable but stays connected.
+async fn unavailable(core: &Core, full: &str, payload: Bytes, out: &mut Outbox) -> Result {
+    let Some(session) = core.registry.session(full).await? else {
+        return Ok(());
+    };
+    core.registry
+        .set_presence(full, session.conn_id, false, 0, Bytes::new())
+        .await?;
+    broadcast_unavailable(core, full, session.available, payload, out).await
+}
+
+/// The client stream closed, or its connection-manager died.
+pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) -> Result {
+    let removed = core
+        .registry
+        .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)
+        .await?;
+    // A replaced session's late end must not touch its replacement.
+    let Some(session) = removed else {
+        return Ok(());
+    };
+    core.metrics.count("unbound");
+    let gone = to_bytes(&presence(&session.full_jid, "", "unavailable"));
+    broadcast_unavailable(core, &session.full_jid, session.available, gone, out).await
+}
+
+async fn broadcast_unavailable(
+    core: &Core,
+    full: &str,
+    was_available: bool,
+    payload: Bytes,
+    out: &mut Outbox,
+) -> Result {
+    let user = bare(full);
+    for to in core.registry.take_directed(full).await? {
+        out.deliver(&to, full, Kind::Presence, "unavailable", payload.clone());
+    }
+    if !was_available {
+        return Ok(());
+    }
+    let roster = core.store.roster(user).await?;
+    for item in roster.items.iter().filter(|item| receives_presence(item)) {
+        out.deliver(
+            &item.contact,
+            full,
+            Kind::Presence,
+            "unavailable",
+            payload.clone(),
+        );
+    }
+    out.deliver(user, full, Kind::Presence, "unavailable", payload.clone());
+    if available_resources(core, user).await?.is_empty() {
+        let status = status_of(&payload);
+        core.store
+            .set_last_activity(user, now_ms(), &status)
+            .await?;
+    }
+    Ok(())
+}
+
+fn status_of(payload: &Bytes) -> String {
+    Stanza::from_bytes(payload.clone(), ns::CLIENT)
+        .ok()
+        .and_then(|stanza| stanza.element().ok())
+        .and_then(|element| {
+            element
+                .get_child("status", ns::CLIENT)
+                .map(Element::text_content)
+        })
+        .unwrap_or_default()
+}
+
+/// §4.6: presence sent to one entity rather than broadcast.
+async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
+    let full = envelope.from.as_str();
+    let to = envelope.to.as_str();
+    let item = core.store.roster_item(bare(full), bare(to)).await?;
+    // Contacts that get broadcasts need no tracking.
+    if !item.as_ref().is_some_and(receives_presence) {
+        if envelope.r#type.is_empty() {
+            core.registry.add_directed(full, to).await?;
+        } else {
+            core.registry.remove_directed(full, to).await?;
+        }
+    }
+    out.deliver(
+        to,
+        full,
+        Kind::Presence,
+        &envelope.r#type,
+        envelope.payload.clone(),
+    );
+    Ok(())
+}

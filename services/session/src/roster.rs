@@ -1,0 +1,221 @@
+//! Roster management (RFC 6121 §2) with XEP-0237 versioning.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use xmppd_grpc::{Envelope, Kind};
+use xmppd_protocol::error::StanzaErrorCondition;
+use xmppd_protocol::jid::Jid;
+use xmppd_protocol::ns;
+use xmppd_protocol::xml::Element;
+use xmppd_storage::{RosterItem, Subscription};
+
+use crate::handler::bare;
+use crate::iq::{IqReply, result_with};
+use crate::outbox::Outbox;
+use crate::service::Core;
+use crate::subscription;
+
+/// Ids of roster pushes: unique per process is enough, replies are ignored.
+static PUSH_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Longest group name or item name accepted, in bytes.
+const MAX_NAME_BYTES: usize = 1023;
+
+pub fn item_element(item: &RosterItem) -> Element {
+    let mut element = Element::new("item", ns::ROSTER)
+        .attr("jid", item.contact.clone())
+        .attr("subscription", item.subscription.as_str());
+    if let Some(name) = &item.name {
+        element.set_attr("name", Some(name.clone()));
+    }
+    if item.ask_out {
+        element.set_attr("ask", Some("subscribe".into()));
+    }
+    for group in &item.groups {
+        element.push_child(Element::new("group", ns::ROSTER).text(group.clone()));
+    }
+    element
+}
+
+pub fn removed_element(contact: &str) -> Element {
+    Element::new("item", ns::ROSTER)
+        .attr("jid", contact)
+        .attr("subscription", "remove")
+}
+
+/// Sends a roster push (§2.1.6) to every resource of `user`.
+pub async fn push(
+    core: &Core,
+    user: &str,
+    item: Element,
+    version: i64,
+    out: &mut Outbox,
+) -> anyhow::Result<()> {
+    let query = Element::new("query", ns::ROSTER)
+        .attr("ver", version.to_string())
+        .child(item);
+    for resource in core.registry.resources(user).await? {
+        let id = format!("push{}", PUSH_IDS.fetch_add(1, Ordering::Relaxed));
+        let iq = Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", id)
+            .attr("to", resource.full_jid.clone())
+            .child(query.clone());
+        out.deliver(
+            &resource.full_jid,
+            user,
+            Kind::Iq,
+            "set",
+            Bytes::from(iq.to_xml(ns::CLIENT)),
+        );
+    }
+    Ok(())
+}
+
+/// A roster get or set from the account's own resource.
+pub async fn handle(
+    core: &Core,
+    envelope: &Envelope,
+    query: &Element,
+    out: &mut Outbox,
+) -> anyhow::Result<IqReply> {
+    let user = bare(&envelope.from);
+    match envelope.r#type.as_str() {
+        "get" => get(core, user, query).await,
+        _ => set(core, user, query, out).await,
+    }
+}
+
+async fn get(core: &Core, user: &str, query: &Element) -> anyhow::Result<IqReply> {
+    let roster = core.store.roster(user).await?;
+    let version = roster.version.to_string();
+    // XEP-0237: an up-to-date cache gets an empty result.
+    if query.get_attr("ver") == Some(version.as_str()) {
+        return Ok(IqReply::Result(None));
+    }
+    let mut answer = Element::new("query", ns::ROSTER).attr("ver", version);
+    for item in roster
+        .items
+        .iter()
+        .filter(|item| !subscription::is_pending_only(item))
+    {
+        answer.push_child(item_element(item));
+    }
+    Ok(result_with(answer))
+}
+
+async fn set(
+    core: &Core,
+    user: &str,
+    query: &Element,
+    out: &mut Outbox,
+) -> anyhow::Result<IqReply> {
+    let mut items = query
+        .children()
+        .filter(|child| child.is("item", ns::ROSTER));
+    let (Some(item), None) = (items.next(), items.next()) else {
+        return Ok(IqReply::Error(StanzaErrorCondition::BadRequest));
+    };
+    let Some(contact) = item.get_attr("jid").and_then(|jid| Jid::parse(jid).ok()) else {
+        return Ok(IqReply::Error(StanzaErrorCondition::JidMalformed));
+    };
+    let contact = contact.to_string();
+    if contact == user {
+        return Ok(IqReply::Error(StanzaErrorCondition::NotAllowed));
+    }
+    let current = core.store.roster_item(user, &contact).await?;
+    if item.get_attr("subscription") == Some("remove") {
+        return remove(core, user, &contact, current, out).await;
+    }
+    let Some(edited) = edited_item(item, &contact, current) else {
+        return Ok(IqReply::Error(StanzaErrorCondition::NotAcceptable));
+    };
+    let version = core.store.put_roster_item(user, &edited).await?;
+    push(core, user, item_element(&edited), version, out).await?;
+    Ok(IqReply::Result(None))
+}
+
+/// The item as the client edits it: name and groups change, the
+/// subscription state stays the server's.
+fn edited_item(item: &Element, contact: &str, current: Option<RosterItem>) -> Option<RosterItem> {
+    let name = item
+        .get_attr("name")
+        .filter(|name| !name.is_empty())
+        .map(str::to_string);
+    let mut groups: Vec<String> = Vec::new();
+    for group in item
+        .children()
+        .filter(|child| child.is("group", ns::ROSTER))
+    {
+        let group = group.text_content();
+        // §2.1.2.2: empty and duplicate groups are errors.
+        if group.is_empty() || group.len() > MAX_NAME_BYTES || groups.contains(&group) {
+            return None;
+        }
+        groups.push(group);
+    }
+    if name
+        .as_ref()
+        .is_some_and(|name| name.len() > MAX_NAME_BYTES)
+    {
+        return None;
+    }
+    let base = current.unwrap_or(RosterItem {
+        contact: contact.to_string(),
+        name: None,
+        subscription: Subscription::None,
+        ask_out: false,
+        pending_in: false,
+        groups: Vec::new(),
+    });
+    Some(RosterItem {
+        name,
+        groups,
+        ..base
+    })
+}
+
+/// §2.5: removing an item also cancels the subscriptions both ways.
+async fn remove(
+    core: &Core,
+    user: &str,
+    contact: &str,
+    current: Option<RosterItem>,
+    out: &mut Outbox,
+) -> anyhow::Result<IqReply> {
+    let Some(current) = current else {
+        return Ok(IqReply::Error(StanzaErrorCondition::ItemNotFound));
+    };
+    let cancels = [
+        (
+            matches!(current.subscription, Subscription::To | Subscription::Both)
+                || current.ask_out,
+            "unsubscribe",
+        ),
+        (
+            matches!(
+                current.subscription,
+                Subscription::From | Subscription::Both
+            ) || current.pending_in,
+            "unsubscribed",
+        ),
+    ];
+    for (_, stanza_type) in cancels.iter().filter(|(due, _)| *due) {
+        let stanza = Element::new("presence", ns::CLIENT)
+            .attr("from", user)
+            .attr("to", contact)
+            .attr("type", *stanza_type);
+        out.inbound(
+            contact,
+            user,
+            Kind::Presence,
+            stanza_type,
+            Bytes::from(stanza.to_xml(ns::CLIENT)),
+        );
+    }
+    if let Some(version) = core.store.remove_roster_item(user, contact).await? {
+        push(core, user, removed_element(contact), version, out).await?;
+    }
+    Ok(IqReply::Result(None))
+}

@@ -1,0 +1,286 @@
+//! The gRPC `Session` service, and the state one replica shares between its
+//! workers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use xmppd_grpc::session_server::Session;
+use xmppd_grpc::{
+    BindReply, BindRequest, BoundSession, Credential, CredentialsReply, CredentialsRequest, Kick,
+    RegisterOutcome, RegisterReply, RegisterRequest, SessionDown, SessionUp, bind_reply,
+    session_down,
+};
+use xmppd_protocol::jid::Jid;
+use xmppd_registry::SharedRegistry;
+use xmppd_storage::{Store, StoreError};
+
+use crate::clock::now_ms;
+use crate::metrics::SessionMetrics;
+use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, down};
+
+/// Frames buffered towards one router before workers wait.
+const STREAM_BUFFER: usize = 4096;
+
+/// What a replica needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub domain: String,
+    pub node_id: String,
+    /// XEP-0077 in-band registration allowed.
+    pub registration: bool,
+    pub scram_iterations: u32,
+    pub max_offline_messages: u32,
+}
+
+/// State shared by a replica's workers.
+pub struct Core {
+    pub domain: String,
+    pub settings: Settings,
+    pub store: Store,
+    pub registry: SharedRegistry,
+    pub metrics: SessionMetrics,
+    pub started: Instant,
+    /// Open streams from routers; any of them can route what the replica
+    /// produces on its own (kicks, clean-up after a dead node).
+    routers: Mutex<Vec<RouterSender>>,
+}
+
+impl Core {
+    pub async fn send_to_any_router(&self, frames: Vec<session_down::Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let router = {
+            let mut routers = self.routers.lock().expect("routers lock");
+            routers.retain(|router| !router.is_closed());
+            routers.first().cloned()
+        };
+        let Some(router) = router else {
+            tracing::warn!(frames = frames.len(), "no router attached, output dropped");
+            return;
+        };
+        for frame in frames {
+            let _ = router.send(Ok(down(frame))).await;
+        }
+    }
+}
+
+/// A session replica. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionService {
+    core: Arc<Core>,
+    shards: Arc<Shards>,
+}
+
+impl SessionService {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        registry: SharedRegistry,
+        metrics: SessionMetrics,
+    ) -> Self {
+        let core = Arc::new(Core {
+            domain: settings.domain.clone(),
+            settings,
+            store,
+            registry,
+            metrics,
+            started: Instant::now(),
+            routers: Mutex::default(),
+        });
+        let shards = Arc::new(Shards::start(core.clone()));
+        SessionService { core, shards }
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub fn shards(&self) -> &Arc<Shards> {
+        &self.shards
+    }
+
+    /// The bare JID of a local account, or the reason it is not one.
+    fn local_account(&self, jid: &str) -> Result<Jid, Status> {
+        let jid = Jid::parse(jid).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if jid.node().is_none() || jid.resource().is_some() || jid.domain() != self.core.domain {
+            return Err(Status::invalid_argument(format!(
+                "{jid} is not a local account"
+            )));
+        }
+        Ok(jid)
+    }
+}
+
+fn storage_status(error: StoreError) -> Status {
+    tracing::error!(%error, "storage failed");
+    Status::unavailable(format!("storage: {error}"))
+}
+
+#[tonic::async_trait]
+impl Session for SessionService {
+    type ProcessStream = ReceiverStream<Result<SessionDown, Status>>;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<SessionUp>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out, rx) = mpsc::channel(STREAM_BUFFER);
+        self.core
+            .routers
+            .lock()
+            .expect("routers lock")
+            .push(out.clone());
+        let shards = self.shards.clone();
+        tokio::spawn(async move {
+            let acks = Arc::new(AckTracker::default());
+            loop {
+                match inbound.message().await {
+                    Ok(Some(up)) => {
+                        let sink = Sink::Stream {
+                            out: out.clone(),
+                            acks: acks.clone(),
+                            seq: up.seq,
+                        };
+                        shards
+                            .dispatch(Job {
+                                owner: up.owner,
+                                frame: up.frame,
+                                sink,
+                            })
+                            .await;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(%status, "router stream failed");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_credentials(
+        &self,
+        request: Request<CredentialsRequest>,
+    ) -> Result<Response<CredentialsReply>, Status> {
+        let jid = self.local_account(&request.get_ref().jid)?;
+        let credentials = self
+            .core
+            .store
+            .credentials(jid.as_str())
+            .await
+            .map_err(storage_status)?;
+        Ok(Response::new(CredentialsReply {
+            found: !credentials.is_empty(),
+            credentials: credentials.into_iter().map(to_wire).collect(),
+        }))
+    }
+
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let reply = |outcome: RegisterOutcome| {
+            Ok(Response::new(RegisterReply {
+                outcome: outcome as i32,
+            }))
+        };
+        if !self.core.settings.registration {
+            return reply(RegisterOutcome::NotAllowed);
+        }
+        let request = request.into_inner();
+        let jid = self.local_account(&request.jid)?;
+        let credentials: Vec<_> = request.credentials.into_iter().map(from_wire).collect();
+        match self
+            .core
+            .store
+            .create_account(jid.as_str(), &credentials)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%jid, "account registered");
+                reply(RegisterOutcome::Created)
+            }
+            Err(StoreError::AlreadyExists) => reply(RegisterOutcome::Conflict),
+            Err(error) => Err(storage_status(error)),
+        }
+    }
+
+    async fn bind(&self, request: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
+        let request = request.into_inner();
+        let bare = self.local_account(&request.bare_jid)?;
+        let resource = if request.resource.is_empty() {
+            generated_resource()
+        } else {
+            request.resource
+        };
+        let Ok(full) = bare.with_resource(&resource) else {
+            return Ok(Response::new(BindReply {
+                outcome: Some(bind_reply::Outcome::ErrorCondition("bad-request".into())),
+            }));
+        };
+        let session = BoundSession {
+            full_jid: full.to_string(),
+            node_id: request.node_id.clone(),
+            conn_id: request.conn_id,
+            bound_at: now_ms(),
+            ..Default::default()
+        };
+        let replaced = self
+            .core
+            .registry
+            .bind(session)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.core.metrics.count("bound");
+        if let Some(old) =
+            replaced.filter(|old| old.node_id != request.node_id || old.conn_id != request.conn_id)
+        {
+            // RFC 6120 §7.7.2.2: the new session wins, the old one is closed.
+            let kick = Kick {
+                node_id: old.node_id,
+                full_jid: old.full_jid,
+                conn_id: old.conn_id,
+                condition: "conflict".into(),
+                text: "replaced by a new session".into(),
+            };
+            self.core
+                .send_to_any_router(vec![session_down::Frame::Kick(kick)])
+                .await;
+        }
+        Ok(Response::new(BindReply {
+            outcome: Some(bind_reply::Outcome::FullJid(full.to_string())),
+        }))
+    }
+}
+
+/// A resource nobody else will pick: 64 random bits.
+fn generated_resource() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn to_wire(credential: xmppd_storage::Credential) -> Credential {
+    Credential {
+        mechanism: credential.mechanism,
+        salt: credential.salt,
+        iterations: credential.iterations,
+        stored_key: credential.stored_key,
+        server_key: credential.server_key,
+    }
+}
+
+pub fn from_wire(credential: Credential) -> xmppd_storage::Credential {
+    xmppd_storage::Credential {
+        mechanism: credential.mechanism,
+        salt: credential.salt,
+        iterations: credential.iterations,
+        stored_key: credential.stored_key,
+        server_key: credential.server_key,
+    }
+}

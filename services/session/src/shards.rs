@@ -1,0 +1,139 @@
+//! Per-account serialisation inside one replica.
+//!
+//! Frames are spread over a fixed set of workers by a hash of the account
+//! they touch: one account's frames run one at a time and in arrival order
+//! (whichever router stream they came on), different accounts in parallel.
+//! A frame is acknowledged to its router once its output is queued on that
+//! router's stream.
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use xmppd_grpc::{SessionDown, session_down, session_up};
+
+use crate::handler;
+use crate::service::Core;
+
+/// Workers per replica: enough to overlap storage round trips.
+const WORKERS: usize = 64;
+const WORKER_QUEUE: usize = 1024;
+
+pub type RouterSender = mpsc::Sender<Result<SessionDown, Status>>;
+
+/// Where a job's output goes.
+pub enum Sink {
+    /// Back on the router stream the frame came from, then acknowledged.
+    Stream {
+        out: RouterSender,
+        acks: Arc<AckTracker>,
+        seq: u64,
+    },
+    /// Work the replica started itself (the reaper): any router stream.
+    AnyRouter,
+}
+
+pub struct Job {
+    pub owner: String,
+    pub frame: Option<session_up::Frame>,
+    pub sink: Sink,
+}
+
+pub struct Shards {
+    workers: Vec<mpsc::Sender<Job>>,
+    hasher: RandomState,
+}
+
+impl Shards {
+    pub fn start(core: Arc<Core>) -> Self {
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+                tokio::spawn(work(core.clone(), rx));
+                tx
+            })
+            .collect();
+        Shards {
+            workers,
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub async fn dispatch(&self, job: Job) {
+        let index = self.hasher.hash_one(&job.owner) as usize % self.workers.len();
+        if self.workers[index].send(job).await.is_err() {
+            tracing::error!("session worker stopped");
+        }
+    }
+}
+
+async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        let frames = match job.frame {
+            Some(frame) => handler::handle(&core, &job.owner, frame).await,
+            None => Vec::new(),
+        };
+        match job.sink {
+            Sink::Stream { out, acks, seq } => {
+                for frame in frames {
+                    let _ = out.send(Ok(down(frame))).await;
+                }
+                if let Some(acked) = acks.complete(seq) {
+                    let _ = out.send(Ok(down(session_down::Frame::Ack(acked)))).await;
+                }
+            }
+            Sink::AnyRouter => core.send_to_any_router(frames).await,
+        }
+    }
+}
+
+pub fn down(frame: session_down::Frame) -> SessionDown {
+    SessionDown { frame: Some(frame) }
+}
+
+/// Turns out-of-order completions into a cumulative acknowledgement.
+#[derive(Default)]
+pub struct AckTracker {
+    state: Mutex<AckState>,
+}
+
+#[derive(Default)]
+struct AckState {
+    acked: u64,
+    done_ahead: BTreeSet<u64>,
+}
+
+impl AckTracker {
+    /// Marks `seq` done; returns the new cumulative acknowledgement if it
+    /// advanced.
+    pub fn complete(&self, seq: u64) -> Option<u64> {
+        let mut state = self.state.lock().expect("ack lock");
+        state.done_ahead.insert(seq);
+        let before = state.acked;
+        loop {
+            let next = state.acked + 1;
+            if !state.done_ahead.remove(&next) {
+                break;
+            }
+            state.acked = next;
+        }
+        (state.acked > before).then_some(state.acked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledges_only_contiguous_prefixes() {
+        let acks = AckTracker::default();
+        assert_eq!(acks.complete(2), None);
+        assert_eq!(acks.complete(3), None);
+        assert_eq!(acks.complete(1), Some(3));
+        assert_eq!(acks.complete(5), None);
+        assert_eq!(acks.complete(4), Some(5));
+    }
+}
