@@ -214,7 +214,7 @@ impl Default for ClusterConfig {
 impl Default for ObservabilityConfig {
     fn default() -> Self {
         Self {
-            http: String::new(),
+            http: "127.0.0.1:9090".into(),
             log: "info".into(),
         }
     }

@@ -2,7 +2,6 @@
 //! `/metrics` in the Prometheus text format, `/healthz` (the process runs) and
 //! `/readyz` (it can do its job: storage reachable, upstreams connected).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -56,20 +55,24 @@ struct HttpState {
     readiness: Readiness,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `address` until shutdown.
+/// Serves `/metrics`, `/healthz`, `/readyz` and the service's own `extra`
+/// routes on `address` until shutdown.
 pub async fn serve_http(
-    address: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Registry>,
     readiness: Readiness,
+    extra: Router,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz_handler))
-        .with_state(HttpState { metrics, readiness });
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "metrics and health endpoint listening");
+        .with_state(HttpState { metrics, readiness })
+        .merge(extra);
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "metrics and health endpoint listening");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await

@@ -1,0 +1,318 @@
+//! SASL authentication (RFC 6120 §6): SCRAM-SHA-1/256 and their -PLUS
+//! variants with channel binding, and PLAIN (only inside TLS unless the
+//! configuration relaxes it). Failed attempts are counted per client IP and
+//! per account; past the limit, attempts are refused outright with
+//! `<temporary-auth-failure/>` until the window passes.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::time::Instant;
+use xmppd_grpc::Credential;
+use xmppd_protocol::error::StreamErrorCondition;
+use xmppd_protocol::jid::Jid;
+use xmppd_protocol::ns;
+use xmppd_protocol::stanza::Stanza;
+use xmppd_protocol::stream::StreamEvent;
+use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, ScramServer};
+
+use crate::edge::{Edge, EdgeSettings};
+use crate::stream::{StreamEnd, XmppStream};
+
+pub enum Outcome {
+    Authenticated(Jid),
+    /// A `<failure/>` was sent; the client may try again.
+    Failed,
+}
+
+/// Why an attempt failed, as the `<failure/>` child names it.
+enum Refusal {
+    Sasl(SaslError),
+    /// Throttled, or the cluster could not be asked.
+    TemporaryAuthFailure,
+}
+
+impl Refusal {
+    fn condition(&self) -> &'static str {
+        match self {
+            Refusal::Sasl(error) => error.condition(),
+            Refusal::TemporaryAuthFailure => "temporary-auth-failure",
+        }
+    }
+}
+
+impl From<SaslError> for Refusal {
+    fn from(error: SaslError) -> Self {
+        Refusal::Sasl(error)
+    }
+}
+
+/// The mechanisms offered on a stream, strongest first.
+pub fn offered(settings: &EdgeSettings, tls: bool, channel_binding: bool) -> Vec<Mechanism> {
+    Mechanism::ALL
+        .into_iter()
+        .filter(|mechanism| match mechanism {
+            Mechanism::ScramSha256Plus | Mechanism::ScramSha1Plus => channel_binding,
+            Mechanism::ScramSha256 | Mechanism::ScramSha1 => true,
+            Mechanism::Plain => settings.allow_plain && (tls || !settings.require_tls),
+        })
+        .collect()
+}
+
+/// Runs one SASL exchange started by `auth`.
+pub async fn authenticate(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    auth: &Stanza,
+    ip: IpAddr,
+    offered: &[Mechanism],
+    bindings: Vec<ChannelBinding>,
+    deadline: Instant,
+) -> Result<Outcome, StreamEnd> {
+    let result = exchange(edge, stream, auth, ip, offered, bindings, deadline).await?;
+    match result {
+        Ok(jid) => {
+            edge.metrics.authentication("success");
+            tracing::debug!(%jid, "authenticated");
+            Ok(Outcome::Authenticated(jid))
+        }
+        Err((refusal, account)) => {
+            if matches!(refusal, Refusal::Sasl(SaslError::NotAuthorized)) {
+                edge.auth_failures_by_ip.record(ip);
+                if let Some(account) = account {
+                    edge.auth_failures_by_account.record(account);
+                }
+            }
+            edge.metrics.authentication(refusal.condition());
+            let failure = format!(
+                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
+                refusal.condition()
+            );
+            stream.write(failure.as_bytes()).await?;
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+/// A refusal, with the account it was for when known (for throttling).
+type Attempt = Result<Jid, (Refusal, Option<String>)>;
+
+async fn exchange(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    auth: &Stanza,
+    ip: IpAddr,
+    offered: &[Mechanism],
+    bindings: Vec<ChannelBinding>,
+    deadline: Instant,
+) -> Result<Attempt, StreamEnd> {
+    let Ok(element) = auth.element() else {
+        return Ok(Err((SaslError::MalformedRequest.into(), None)));
+    };
+    let mechanism = element
+        .get_attr("mechanism")
+        .and_then(Mechanism::from_name)
+        .filter(|mechanism| offered.contains(mechanism));
+    let Some(mechanism) = mechanism else {
+        return Ok(Err((SaslError::InvalidMechanism.into(), None)));
+    };
+    if edge.auth_failures_by_ip.exhausted(&ip) {
+        return Ok(Err((Refusal::TemporaryAuthFailure, None)));
+    }
+    let initial = match decode(&element.text_content()) {
+        Ok(initial) => initial,
+        Err(error) => return Ok(Err((error.into(), None))),
+    };
+    match mechanism.scram_hash() {
+        Some(hash) => scram(edge, stream, mechanism, hash, initial, bindings, deadline).await,
+        None => Ok(plain(edge, initial.unwrap_or_default()).await),
+    }
+}
+
+/// SASL payloads are base64; a lone `=` is an empty one and no text at all
+/// means none was sent (RFC 6120 §6.4.2).
+fn decode(text: &str) -> Result<Option<Vec<u8>>, SaslError> {
+    match text.trim() {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        text => BASE64
+            .decode(text)
+            .map(Some)
+            .map_err(|_| SaslError::IncorrectEncoding),
+    }
+}
+
+/// The account a SASL username names, checked against the authzid.
+fn account(
+    edge: &Edge,
+    username: &str,
+    authzid: Option<&str>,
+) -> Result<Jid, (Refusal, Option<String>)> {
+    let jid = Jid::new(Some(username), &edge.settings.domain, None)
+        .map_err(|_| (Refusal::Sasl(SaslError::NotAuthorized), None))?;
+    if let Some(authzid) = authzid.filter(|authzid| !authzid.is_empty())
+        && Jid::parse(authzid).ok().as_ref() != Some(&jid)
+    {
+        return Err((SaslError::InvalidAuthzid.into(), Some(jid.to_string())));
+    }
+    if edge.auth_failures_by_account.exhausted(&jid.to_string()) {
+        return Err((Refusal::TemporaryAuthFailure, Some(jid.to_string())));
+    }
+    Ok(jid)
+}
+
+async fn credentials(edge: &Edge, jid: &Jid) -> Result<Vec<Credential>, (Refusal, Option<String>)> {
+    edge.cluster
+        .credentials(jid.as_str())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "credential look-up failed");
+            (Refusal::TemporaryAuthFailure, None)
+        })
+}
+
+fn keys_for(hash: ScramHash, credentials: &[Credential]) -> Option<ScramKeys> {
+    credentials
+        .iter()
+        .find(|credential| credential.mechanism == hash.mechanism_name())
+        .map(|credential| ScramKeys {
+            hash,
+            salt: credential.salt.clone(),
+            iterations: credential.iterations,
+            stored_key: credential.stored_key.clone(),
+            server_key: credential.server_key.clone(),
+        })
+}
+
+async fn scram(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    mechanism: Mechanism,
+    hash: ScramHash,
+    initial: Option<Vec<u8>>,
+    bindings: Vec<ChannelBinding>,
+    deadline: Instant,
+) -> Result<Attempt, StreamEnd> {
+    // A client that says "y" (it supports channel binding but thinks we do
+    // not) is accepted even though -PLUS was offered: clients that only know
+    // tls-unique, which TLS 1.3 lacks, honestly say "y" after their -PLUS
+    // attempt fails (slixmpp does). XEP-0440 tells clients which types we
+    // have; the downgrade check would only lock those clients out.
+    let mut server = ScramServer::new(mechanism, bindings, false);
+    let client_first = match initial {
+        Some(initial) => initial,
+        None => {
+            stream
+                .write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>=</challenge>")
+                .await?;
+            match read_response(stream, deadline).await? {
+                Ok(response) => response,
+                Err(refusal) => return Ok(Err((refusal, None))),
+            }
+        }
+    };
+    let first = match server.client_first(&client_first) {
+        Ok(first) => first,
+        Err(error) => return Ok(Err((error.into(), None))),
+    };
+    let jid = match account(edge, &first.username, first.authzid.as_deref()) {
+        Ok(jid) => jid,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let keys = match credentials(edge, &jid).await {
+        Ok(credentials) => keys_for(hash, &credentials),
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let server_first = server.server_first(keys);
+    let challenge = format!(
+        "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+        BASE64.encode(server_first)
+    );
+    stream.write(challenge.as_bytes()).await?;
+    let client_final = match read_response(stream, deadline).await? {
+        Ok(response) => response,
+        Err(refusal) => return Ok(Err((refusal, Some(jid.to_string())))),
+    };
+    match server.client_final(&client_final) {
+        Ok(server_final) => {
+            let success = format!(
+                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
+                BASE64.encode(server_final)
+            );
+            stream.write(success.as_bytes()).await?;
+            Ok(Ok(jid))
+        }
+        Err(error) => Ok(Err((error.into(), Some(jid.to_string())))),
+    }
+}
+
+/// The client's next `<response/>`; `<abort/>` or anything else ends the
+/// exchange.
+async fn read_response(
+    stream: &mut XmppStream,
+    deadline: Instant,
+) -> Result<Result<Vec<u8>, Refusal>, StreamEnd> {
+    let event = match tokio::time::timeout_at(deadline, stream.next_event()).await {
+        Ok(event) => event?,
+        Err(_) => {
+            return Err(stream
+                .fail_with(
+                    StreamErrorCondition::ConnectionTimeout,
+                    "negotiation took too long",
+                )
+                .await);
+        }
+    };
+    let StreamEvent::Stanza(stanza) = event else {
+        return Err(stream
+            .fail_with(StreamErrorCondition::BadFormat, "expected a SASL response")
+            .await);
+    };
+    match (stanza.namespace(), stanza.name()) {
+        (ns::SASL, "response") => {
+            let text = stanza
+                .element()
+                .map(|e| e.text_content())
+                .unwrap_or_default();
+            Ok(decode(&text)
+                .map(Option::unwrap_or_default)
+                .map_err(Refusal::Sasl))
+        }
+        (ns::SASL, "abort") => Ok(Err(Refusal::Sasl(SaslError::Aborted))),
+        _ => Err(stream
+            .fail_with(
+                StreamErrorCondition::NotAuthorized,
+                "SASL exchange interrupted",
+            )
+            .await),
+    }
+}
+
+/// PLAIN, checked against the stored SCRAM keys (RFC 4616).
+async fn plain(edge: &Edge, message: Vec<u8>) -> Attempt {
+    let plain = xmppd_sasl::parse_plain(&message).map_err(|error| (error.into(), None))?;
+    let jid = account(edge, &plain.username, plain.authzid.as_deref())?;
+    let credentials = credentials(edge, &jid).await?;
+    let keys = keys_for(ScramHash::Sha256, &credentials)
+        .or_else(|| keys_for(ScramHash::Sha1, &credentials));
+    let not_authorized = || {
+        (
+            Refusal::Sasl(SaslError::NotAuthorized),
+            Some(jid.to_string()),
+        )
+    };
+    let Some(keys) = keys else {
+        return Err(not_authorized());
+    };
+    // PBKDF2 is slow on purpose: keep it off the async workers.
+    let password = plain.password;
+    let valid = tokio::task::spawn_blocking(move || xmppd_sasl::verify_password(&keys, &password))
+        .await
+        .unwrap_or(false);
+    if valid {
+        Ok(jid)
+    } else {
+        Err(not_authorized())
+    }
+}

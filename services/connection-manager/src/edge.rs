@@ -1,0 +1,101 @@
+//! What all connections of one connection-manager share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use xmppd_protocol::stream::Limits;
+use xmppd_runtime::Config;
+use xmppd_runtime::shutdown::Shutdown;
+use xmppd_tls::ServerTls;
+
+use crate::cluster::Cluster;
+use crate::limits::{ConnectionsPerIp, WindowCounter};
+use crate::metrics::EdgeMetrics;
+
+/// The configuration the edge acts on, read once from [`Config`].
+#[derive(Clone, Debug)]
+pub struct EdgeSettings {
+    pub domain: String,
+    pub require_tls: bool,
+    pub allow_plain: bool,
+    pub registration: bool,
+    pub scram_iterations: u32,
+    pub limits: Limits,
+    pub connections_per_ip: u32,
+    pub stanzas_per_second: u32,
+    pub stanza_burst: u32,
+    pub ping_after: Duration,
+    pub idle_timeout: Duration,
+    pub negotiation_timeout: Duration,
+    pub failures_per_ip_per_minute: u32,
+    pub failures_per_account_per_minute: u32,
+    pub registrations_per_ip_per_hour: u32,
+}
+
+impl EdgeSettings {
+    pub fn from_config(config: &Config) -> Self {
+        EdgeSettings {
+            domain: config.server.domain.clone(),
+            require_tls: config.auth.require_tls,
+            allow_plain: config.auth.allow_plain,
+            registration: config.auth.registration,
+            scram_iterations: config.auth.scram_iterations,
+            limits: Limits {
+                max_stanza_bytes: config.limits.max_stanza_bytes,
+                max_depth: config.limits.max_depth,
+                max_attributes: config.limits.max_attributes,
+            },
+            connections_per_ip: config.limits.connections_per_ip,
+            stanzas_per_second: config.limits.stanzas_per_second,
+            stanza_burst: config.limits.stanza_burst,
+            ping_after: Duration::from_secs(config.limits.ping_after_secs),
+            idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs),
+            negotiation_timeout: Duration::from_secs(config.limits.negotiation_timeout_secs),
+            failures_per_ip_per_minute: config.auth.failures_per_ip_per_minute,
+            failures_per_account_per_minute: config.auth.failures_per_account_per_minute,
+            registrations_per_ip_per_hour: config.auth.registrations_per_ip_per_hour,
+        }
+    }
+}
+
+pub struct Edge {
+    pub settings: EdgeSettings,
+    pub cluster: Cluster,
+    pub tls: ServerTls,
+    pub metrics: EdgeMetrics,
+    pub shutdown: Shutdown,
+    pub connections: Arc<ConnectionsPerIp>,
+    pub auth_failures_by_ip: WindowCounter<IpAddr>,
+    pub auth_failures_by_account: WindowCounter<String>,
+    pub registrations_by_ip: WindowCounter<IpAddr>,
+}
+
+impl Edge {
+    pub fn new(
+        settings: EdgeSettings,
+        cluster: Cluster,
+        tls: ServerTls,
+        metrics: EdgeMetrics,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let minute = Duration::from_secs(60);
+        Arc::new(Edge {
+            auth_failures_by_ip: WindowCounter::new(settings.failures_per_ip_per_minute, minute),
+            auth_failures_by_account: WindowCounter::new(
+                settings.failures_per_account_per_minute,
+                minute,
+            ),
+            registrations_by_ip: WindowCounter::new(
+                settings.registrations_per_ip_per_hour,
+                60 * minute,
+            ),
+            connections: Arc::default(),
+            settings,
+            cluster,
+            tls,
+            metrics,
+            shutdown,
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! The connection-manager: the edge of an xmppd cluster.
+//!
+//! It accepts client streams (TCP with STARTTLS, direct TLS), negotiates
+//! them (TLS, SASL, resource binding), stamps the `from` of every stanza a
+//! client sends, and forwards stanzas to a router. It keeps nothing another
+//! node could not rebuild: when it dies, its clients reconnect elsewhere and
+//! the session replicas clean up after it.
+//!
+//! # Layout
+//! - [`listener`]: accept loops and the per-IP connection limit.
+//! - [`stream`], [`transport`]: one client's XML stream over TCP or TLS.
+//! - [`negotiation`]: RFC 6120 §4-§7 up to a bound resource.
+//! - [`auth`]: SASL (SCRAM with channel binding, PLAIN) and its throttles.
+//! - [`registration`]: XEP-0077 account creation before authentication.
+//! - [`session`]: the bound stream: stanzas in, deliveries out, keepalives.
+//! - [`cluster`]: router streams and the mailboxes of bound streams.
+//! - [`limits`]: counters and token buckets behind the limits.
+
+pub mod auth;
+pub mod cluster;
+pub mod edge;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod negotiation;
+pub mod registration;
+pub mod session;
+pub mod stream;
+pub mod transport;
+
+pub use cluster::Cluster;
+pub use edge::{Edge, EdgeSettings};

@@ -1,0 +1,384 @@
+//! Stream negotiation up to a bound resource (RFC 6120 §4-§7): stream
+//! headers, STARTTLS, SASL (and XEP-0077 registration before it), then
+//! resource binding. Anything else a client sends before it is bound ends
+//! the stream with `<not-authorized/>`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
+use xmppd_protocol::jid::Jid;
+use xmppd_protocol::ns;
+use xmppd_protocol::stanza::{Stanza, error_reply};
+use xmppd_protocol::stream::{StreamEvent, StreamHeader};
+use xmppd_protocol::xml::{Element, escape_text};
+
+use crate::auth::{self, Outcome};
+use crate::edge::Edge;
+use crate::registration;
+use crate::session::{self, Bound};
+use crate::stream::{StreamEnd, XmppStream};
+use crate::transport::Transport;
+
+/// Failed SASL attempts allowed on one stream (RFC 6120 §6.4.5 asks for
+/// between 2 and 5).
+const MAX_AUTH_ATTEMPTS: u32 = 5;
+
+/// Runs one client connection from its first byte to its end.
+pub async fn serve(edge: &Arc<Edge>, transport: Transport, peer: SocketAddr) {
+    let stream = XmppStream::new(transport, edge.settings.limits.clone());
+    let deadline = Instant::now() + edge.settings.negotiation_timeout;
+    match negotiate(edge, stream, peer, deadline).await {
+        Ok((stream, bound)) => session::run(edge, stream, bound).await,
+        Err(StreamEnd::Error(error)) => {
+            edge.metrics.stream_error(error.condition.name());
+            tracing::debug!(%peer, %error, "stream failed during negotiation");
+        }
+        Err(end) => tracing::debug!(%peer, %end, "stream ended during negotiation"),
+    }
+}
+
+/// Reads the next event, or fails the stream with `connection-timeout`
+/// once the negotiation deadline has passed.
+async fn next_event(stream: &mut XmppStream, deadline: Instant) -> Result<StreamEvent, StreamEnd> {
+    match tokio::time::timeout_at(deadline, stream.next_event()).await {
+        Ok(event) => event,
+        Err(_) => Err(stream
+            .fail_with(
+                StreamErrorCondition::ConnectionTimeout,
+                "negotiation took too long",
+            )
+            .await),
+    }
+}
+
+async fn negotiate(
+    edge: &Arc<Edge>,
+    mut stream: XmppStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Result<(XmppStream, Bound), StreamEnd> {
+    let mut failed_attempts = 0;
+    let mut user: Option<Jid> = None;
+    loop {
+        open_stream(edge, &mut stream, deadline).await?;
+        let Some(account) = &user else {
+            match authenticate(edge, &mut stream, peer, deadline, &mut failed_attempts).await? {
+                Step::StartTls => {
+                    stream = stream.start_tls(&edge.tls.acceptor()).await?;
+                }
+                Step::Authenticated(jid) => {
+                    stream.restart();
+                    user = Some(jid);
+                }
+            }
+            continue;
+        };
+        let bound = bind(edge, &mut stream, account, deadline).await?;
+        return Ok((stream, bound));
+    }
+}
+
+/// Reads the client's stream header and answers it (RFC 6120 §4.2, §4.7).
+async fn open_stream(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    deadline: Instant,
+) -> Result<StreamHeader, StreamEnd> {
+    let header = match next_event(stream, deadline).await? {
+        StreamEvent::Open(header) => header,
+        _ => {
+            return Err(stream
+                .fail_with(StreamErrorCondition::BadFormat, "expected a stream header")
+                .await);
+        }
+    };
+    let to_us = header
+        .to
+        .as_deref()
+        .and_then(|to| Jid::parse(to).ok())
+        .is_some_and(|to| to.as_str() == edge.settings.domain);
+    if !to_us {
+        return Err(stream
+            .fail_with(StreamErrorCondition::HostUnknown, "")
+            .await);
+    }
+    if header.version.as_deref() != Some("1.0") {
+        let major = header
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+        if major != Some(1) {
+            return Err(stream
+                .fail_with(StreamErrorCondition::UnsupportedVersion, "")
+                .await);
+        }
+    }
+    if header.default_ns != ns::CLIENT {
+        return Err(stream
+            .fail_with(StreamErrorCondition::InvalidNamespace, "")
+            .await);
+    }
+    stream.open(&edge.settings.domain, &header).await?;
+    Ok(header)
+}
+
+enum Step {
+    StartTls,
+    Authenticated(Jid),
+}
+
+/// The pre-authentication stream: STARTTLS, SASL, registration.
+async fn authenticate(
+    edge: &Arc<Edge>,
+    stream: &mut XmppStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    failed_attempts: &mut u32,
+) -> Result<Step, StreamEnd> {
+    let tls = stream.transport().is_tls();
+    let may_authenticate = tls || !edge.settings.require_tls;
+    let bindings = stream
+        .transport()
+        .tls_connection()
+        .map(|connection| edge.tls.channel_bindings(connection))
+        .unwrap_or_default();
+    let mechanisms = auth::offered(&edge.settings, tls, !bindings.is_empty());
+    stream
+        .write(features_before_auth(edge, tls, may_authenticate, &mechanisms, &bindings).as_bytes())
+        .await?;
+    loop {
+        let stanza = match next_event(stream, deadline).await? {
+            StreamEvent::Stanza(stanza) => stanza,
+            StreamEvent::Close => {
+                stream.close().await;
+                return Err(StreamEnd::Closed);
+            }
+            StreamEvent::Open(_) => {
+                return Err(stream
+                    .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
+                    .await);
+            }
+        };
+        match (stanza.namespace(), stanza.name()) {
+            (ns::TLS, "starttls") if !tls => {
+                stream
+                    .write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                    .await?;
+                return Ok(Step::StartTls);
+            }
+            (ns::SASL, "auth") if may_authenticate => {
+                match auth::authenticate(
+                    edge,
+                    stream,
+                    &stanza,
+                    peer.ip(),
+                    &mechanisms,
+                    bindings.clone(),
+                    deadline,
+                )
+                .await?
+                {
+                    Outcome::Authenticated(jid) => return Ok(Step::Authenticated(jid)),
+                    Outcome::Failed => {
+                        *failed_attempts += 1;
+                        if *failed_attempts >= MAX_AUTH_ATTEMPTS {
+                            return Err(stream
+                                .fail_with(
+                                    StreamErrorCondition::PolicyViolation,
+                                    "too many failed authentication attempts",
+                                )
+                                .await);
+                        }
+                    }
+                }
+            }
+            (ns::SASL, "abort") => {
+                stream
+                    .write(
+                        b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><aborted/></failure>",
+                    )
+                    .await?;
+            }
+            (ns::CLIENT, "iq")
+                if may_authenticate
+                    && edge.settings.registration
+                    && registration::is_registration(&stanza) =>
+            {
+                registration::handle(edge, stream, &stanza, peer.ip()).await?;
+            }
+            _ if !tls && edge.settings.require_tls => {
+                return Err(stream
+                    .fail_with(
+                        StreamErrorCondition::PolicyViolation,
+                        "STARTTLS is required first",
+                    )
+                    .await);
+            }
+            _ => {
+                return Err(stream
+                    .fail_with(StreamErrorCondition::NotAuthorized, "")
+                    .await);
+            }
+        }
+    }
+}
+
+fn features_before_auth(
+    edge: &Edge,
+    tls: bool,
+    may_authenticate: bool,
+    mechanisms: &[xmppd_sasl::Mechanism],
+    bindings: &[xmppd_sasl::ChannelBinding],
+) -> String {
+    let mut features = String::from("<stream:features>");
+    if !tls {
+        features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+        if edge.settings.require_tls {
+            features.push_str("<required/>");
+        }
+        features.push_str("</starttls>");
+    }
+    if may_authenticate {
+        features.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+        for mechanism in mechanisms {
+            features.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+        }
+        features.push_str("</mechanisms>");
+        // XEP-0440: which channel bindings this connection supports.
+        if !bindings.is_empty() {
+            features.push_str("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
+            for binding in bindings {
+                features.push_str(&format!(
+                    "<channel-binding type='{}'/>",
+                    binding.kind.name()
+                ));
+            }
+            features.push_str("</sasl-channel-binding>");
+        }
+        if edge.settings.registration {
+            features.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
+        }
+    }
+    features.push_str("</stream:features>");
+    features
+}
+
+/// Resource binding (RFC 6120 §7); the legacy session IQ is answered too.
+async fn bind(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    account: &Jid,
+    deadline: Instant,
+) -> Result<Bound, StreamEnd> {
+    stream
+        .write(
+            b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+              <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
+              <ver xmlns='urn:xmpp:features:rosterver'/></stream:features>",
+        )
+        .await?;
+    loop {
+        let stanza = match next_event(stream, deadline).await? {
+            StreamEvent::Stanza(stanza) => stanza,
+            StreamEvent::Close => {
+                stream.close().await;
+                return Err(StreamEnd::Closed);
+            }
+            StreamEvent::Open(_) => {
+                return Err(stream
+                    .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
+                    .await);
+            }
+        };
+        let request = (stanza.name() == "iq" && stanza.stanza_type() == Some("set"))
+            .then(|| stanza.element().ok())
+            .flatten();
+        let Some(iq) = request else {
+            return Err(stream
+                .fail_with(StreamErrorCondition::NotAuthorized, "bind a resource first")
+                .await);
+        };
+        if iq.get_child("session", ns::SESSION).is_some() {
+            stream.write(&iq_result(&stanza, None)).await?;
+            continue;
+        }
+        let Some(request) = iq.get_child("bind", ns::BIND) else {
+            return Err(stream
+                .fail_with(StreamErrorCondition::NotAuthorized, "bind a resource first")
+                .await);
+        };
+        let resource = request
+            .get_child("resource", ns::BIND)
+            .map(Element::text_content)
+            .filter(|resource| !resource.is_empty());
+        if let Some(resource) = &resource
+            && account.with_resource(resource).is_err()
+        {
+            stream
+                .write(&error_reply(
+                    &stanza,
+                    &StanzaError::new(StanzaErrorCondition::BadRequest),
+                    &edge.settings.domain,
+                ))
+                .await?;
+            continue;
+        }
+        match edge
+            .cluster
+            .bind(account.as_str(), resource.as_deref())
+            .await
+        {
+            Ok(Ok((route, mailbox))) => {
+                let full =
+                    Jid::parse(&route.full_jid).expect("the session service returns a valid JID");
+                let answer = format!(
+                    "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>{}</jid></bind>",
+                    escape_text(full.as_str())
+                );
+                stream.write(&iq_result(&stanza, Some(&answer))).await?;
+                return Ok(Bound {
+                    full,
+                    route,
+                    mailbox,
+                });
+            }
+            Ok(Err(condition)) => {
+                let condition = StanzaErrorCondition::from_name(&condition)
+                    .unwrap_or(StanzaErrorCondition::InternalServerError);
+                stream
+                    .write(&error_reply(
+                        &stanza,
+                        &StanzaError::new(condition),
+                        &edge.settings.domain,
+                    ))
+                    .await?;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "bind failed");
+                let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
+                stream
+                    .write(&error_reply(&stanza, &error, &edge.settings.domain))
+                    .await?;
+            }
+        }
+    }
+}
+
+/// `<iq type='result'/>` answering `request`, with an optional payload.
+pub fn iq_result(request: &Stanza, payload: Option<&str>) -> Vec<u8> {
+    let mut out = String::from("<iq type='result'");
+    if let Some(id) = request.id() {
+        out.push_str(&format!(" id='{}'", xmppd_protocol::xml::escape_attr(id)));
+    }
+    match payload {
+        Some(payload) => {
+            out.push('>');
+            out.push_str(payload);
+            out.push_str("</iq>");
+        }
+        None => out.push_str("/>"),
+    }
+    out.into_bytes()
+}

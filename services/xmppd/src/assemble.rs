@@ -1,0 +1,216 @@
+//! The building blocks every deployment assembles: the all-in-one process
+//! and each cluster role use the same ones, so they run the same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry as Metrics;
+use xmppd_connection_manager::listener::{self, Security};
+use xmppd_connection_manager::metrics::EdgeMetrics;
+use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
+use xmppd_grpc::{Node, Role};
+use xmppd_registry::{SharedRegistry, membership};
+use xmppd_runtime::Config;
+use xmppd_runtime::config::parse_address;
+use xmppd_runtime::observability::{Readiness, serve_http};
+use xmppd_runtime::shutdown::Shutdown;
+use xmppd_session::Settings;
+use xmppd_storage::Store;
+use xmppd_tls::ServerTls;
+
+pub fn heartbeat_interval(config: &Config) -> Duration {
+    Duration::from_millis(config.cluster.heartbeat_ms)
+}
+
+pub fn node_ttl(config: &Config) -> Duration {
+    Duration::from_millis(config.cluster.node_ttl_ms)
+}
+
+pub fn node(id: String, role: Role, grpc_address: String) -> Node {
+    Node {
+        id,
+        role: role as i32,
+        grpc_address,
+    }
+}
+
+/// The session registry: Redis when configured, else memory, which only a
+/// single process (the all-in-one) may use.
+pub async fn registry(config: &Config, role: &str) -> anyhow::Result<SharedRegistry> {
+    let url = (!config.registry.url.is_empty()).then_some(config.registry.url.as_str());
+    if url.is_none() && role != "all-in-one" {
+        anyhow::bail!(
+            "the {role} shares its state with the other nodes: set registry.url \
+             (or XMPPD_REGISTRY__URL), e.g. redis://127.0.0.1:6379"
+        );
+    }
+    xmppd_registry::connect(url, &config.registry.key_prefix)
+        .await
+        .with_context(|| format!("cannot open the registry {}", url.unwrap_or("in memory")))
+}
+
+/// The store; the embedded SQLite database lives under `data_dir`.
+pub async fn store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot create data_dir {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let url = config.storage.url_or_embedded(&config.server.data_dir);
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the store {}", redact(&url)))
+}
+
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn session_settings(config: &Config, node_id: &str) -> Settings {
+    Settings {
+        domain: config.server.domain.clone(),
+        node_id: node_id.to_string(),
+        registration: config.auth.registration,
+        scram_iterations: config.auth.scram_iterations,
+        max_offline_messages: config.limits.max_offline_messages,
+    }
+}
+
+/// Keeps `node` registered until shutdown.
+pub fn keep_registered(
+    registry: &SharedRegistry,
+    node: Node,
+    config: &Config,
+    shutdown: &Shutdown,
+) {
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(membership::keep_registered(
+        registry.clone(),
+        node,
+        heartbeat_interval(config),
+        node_ttl(config),
+        async move { shutdown.wait().await },
+    ));
+}
+
+/// The edge with its client listeners; returns what it listens on.
+pub async fn edge(
+    config: &Config,
+    cluster: Cluster,
+    metrics: &mut Metrics,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(Arc<Edge>, Vec<String>)> {
+    let tls = ServerTls::load(
+        &config.server.domain,
+        config.tls.cert_file.as_deref(),
+        config.tls.key_file.as_deref(),
+        &config.server.data_dir,
+    )
+    .context("TLS certificate")?;
+    let edge_metrics = EdgeMetrics::default();
+    edge_metrics.register(metrics);
+    let edge = Edge::new(
+        EdgeSettings::from_config(config),
+        cluster,
+        tls,
+        edge_metrics,
+        shutdown.clone(),
+    );
+    let mut listening = Vec::new();
+    for (key, address, security) in [
+        ("listen.c2s", &config.listen.c2s, Security::StartTls),
+        (
+            "listen.c2s_tls",
+            &config.listen.c2s_tls,
+            Security::DirectTls,
+        ),
+    ] {
+        if address.is_empty() {
+            continue;
+        }
+        let address = parse_address(key, address)?;
+        let socket = listener::bind(address).await?;
+        let label = match security {
+            Security::StartTls => "STARTTLS",
+            Security::DirectTls => "direct TLS",
+        };
+        listening.push(format!("{} ({label})", socket.local_addr()?));
+        tokio::spawn(listener::serve(edge.clone(), socket, security));
+    }
+    Ok((edge, listening))
+}
+
+/// `/metrics`, `/healthz`, `/readyz` (and `extra`) when configured.
+pub async fn http(
+    config: &Config,
+    metrics: Metrics,
+    readiness: Readiness,
+    extra: axum::Router,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if config.observability.http.is_empty() {
+        return Ok(None);
+    }
+    let address = parse_address("observability.http", &config.observability.http)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (observability.http)"))?;
+    let address = listener.local_addr()?;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) =
+            serve_http(listener, Arc::new(metrics), readiness, extra, shutdown).await
+        {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    Ok(Some(address))
+}
+
+/// Flips `readiness` as `check` says, every second.
+pub fn track_readiness(readiness: Readiness, check: impl Fn() -> bool + Send + 'static) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            readiness.set(check());
+        }
+    });
+}
+
+/// Waits for the edge's connections to close after shutdown began, at most
+/// `limit`, so that clients get their stream error and the cluster hears
+/// every session end.
+pub async fn drain(edge: &Edge, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while edge.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the last session-ended frames reach the routers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,79 @@
+//! `xmppd`: the all-in-one server, each cluster role, and the admin CLI.
+//!
+//! ```text
+//! xmppd [run]                 all-in-one: every service in one process
+//! xmppd connection-manager    cluster role: the edge
+//! xmppd router                cluster role: the stanza switch
+//! xmppd session               cluster role: accounts, rosters, presence
+//! xmppd user add|remove|list|passwd, xmppd sessions    administration
+//! ```
+
+mod admin;
+mod assemble;
+mod local;
+mod roles;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use xmppd_runtime::Config;
+
+#[derive(Parser)]
+#[command(name = "xmppd", version, about = "A clustered XMPP server")]
+struct Cli {
+    /// TOML configuration file; every key can also be set as
+    /// XMPPD_<SECTION>__<KEY> in the environment.
+    #[arg(long, short, global = true, env = "XMPPD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process (the default).
+    Run,
+    /// Run a connection-manager (cluster role).
+    ConnectionManager,
+    /// Run a router (cluster role).
+    Router,
+    /// Run a session replica (cluster role).
+    Session,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// List the connected sessions.
+    Sessions,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("xmppd: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => roles::all_in_one(config).await,
+            Command::ConnectionManager => roles::connection_manager(config).await,
+            Command::Router => roles::router(config).await,
+            Command::Session => roles::session(config).await,
+            Command::User(command) => admin::user(&config, command).await,
+            Command::Sessions => admin::sessions(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xmppd: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Each deployment shape, assembled from [`crate::assemble`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry as Metrics;
+use tonic::transport::Server;
+use xmppd_connection_manager::Cluster;
+use xmppd_grpc::router_server::RouterServer;
+use xmppd_grpc::session_server::SessionServer;
+use xmppd_grpc::{Connector, RemoteConnector, Role, local_channel};
+use xmppd_router::RouterService;
+use xmppd_router::metrics::RouterMetrics;
+use xmppd_runtime::Config;
+use xmppd_runtime::config::parse_address;
+use xmppd_runtime::observability::{Readiness, init_logging};
+use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
+use xmppd_session::SessionService;
+use xmppd_session::metrics::SessionMetrics;
+
+use crate::admin;
+use crate::assemble::{self, drain, heartbeat_interval, keep_registered, node};
+use crate::local::LocalConnector;
+
+/// How long connections get to close when the server stops.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Every service in one process, talking through in-process channels.
+pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.observability.log);
+    let (trigger, shutdown) = Shutdown::new();
+    let mut metrics = Metrics::with_prefix("");
+    let registry = assemble::registry(&config, "all-in-one").await?;
+    let store = assemble::store(&config).await?;
+    let connector = Arc::new(LocalConnector::default());
+
+    let session_id = config.cluster.node_id_or_generated("session");
+    let session_metrics = SessionMetrics::default();
+    session_metrics.register(&mut metrics);
+    let session = SessionService::new(
+        assemble::session_settings(&config, &session_id),
+        store,
+        registry.clone(),
+        session_metrics,
+    );
+    connector.add(&session_id, local_channel(SessionServer::new(session)));
+    keep_registered(
+        &registry,
+        node(session_id, Role::Session, String::new()),
+        &config,
+        &shutdown,
+    );
+
+    let router_id = config.cluster.node_id_or_generated("router");
+    let router = start_router(&config, registry.clone(), connector.clone(), &mut metrics);
+    connector.add(&router_id, local_channel(RouterServer::new(router.clone())));
+    keep_registered(
+        &registry,
+        node(router_id, Role::Router, String::new()),
+        &config,
+        &shutdown,
+    );
+
+    let cluster = start_cluster(&config, registry.clone(), connector, &shutdown);
+    let (edge, listening) =
+        assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
+    let readiness = Readiness::new();
+    assemble::track_readiness(readiness.clone(), move || cluster.router_count() > 0);
+    let extra = admin::sessions_route(registry);
+    let http = assemble::http(&config, metrics, readiness, extra, &shutdown).await?;
+    print_banner(&config, &listening, http);
+    wait_for_stop(trigger).await;
+    drain(&edge, DRAIN_LIMIT).await;
+    Ok(())
+}
+
+fn start_router(
+    config: &Config,
+    registry: xmppd_registry::SharedRegistry,
+    connector: Arc<dyn Connector>,
+    metrics: &mut Metrics,
+) -> RouterService {
+    let router_metrics = RouterMetrics::default();
+    router_metrics.register(metrics);
+    let router = RouterService::new(
+        config.server.domain.clone(),
+        registry,
+        connector,
+        router_metrics,
+    );
+    tokio::spawn(
+        router
+            .clone()
+            .follow_session_replicas(heartbeat_interval(config)),
+    );
+    router
+}
+
+fn start_cluster(
+    config: &Config,
+    registry: xmppd_registry::SharedRegistry,
+    connector: Arc<dyn Connector>,
+    shutdown: &Shutdown,
+) -> Cluster {
+    let id = config.cluster.node_id_or_generated("cm");
+    let cluster = Cluster::new(id, connector, registry.clone());
+    keep_registered(&registry, cluster.node().clone(), config, shutdown);
+    tokio::spawn(cluster.clone().follow_routers(heartbeat_interval(config)));
+    cluster
+}
+
+/// Cluster role: the edge.
+pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.observability.log);
+    let (trigger, shutdown) = Shutdown::new();
+    let mut metrics = Metrics::default();
+    let registry = assemble::registry(&config, "connection-manager").await?;
+    let cluster = start_cluster(&config, registry, Arc::new(RemoteConnector), &shutdown);
+    let (edge, listening) =
+        assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
+    let readiness = Readiness::new();
+    assemble::track_readiness(readiness.clone(), move || cluster.router_count() > 0);
+    assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
+    tracing::info!(listening = ?listening, "connection-manager started");
+    wait_for_stop(trigger).await;
+    drain(&edge, DRAIN_LIMIT).await;
+    Ok(())
+}
+
+/// Cluster role: the stanza switch.
+pub async fn router(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.observability.log);
+    let (trigger, shutdown) = Shutdown::new();
+    let mut metrics = Metrics::default();
+    let registry = assemble::registry(&config, "router").await?;
+    let router = start_router(
+        &config,
+        registry.clone(),
+        Arc::new(RemoteConnector),
+        &mut metrics,
+    );
+    let address = parse_address("listen.grpc", &config.listen.grpc)?;
+    let id = config.cluster.node_id_or_generated("router");
+    keep_registered(
+        &registry,
+        node(id, Role::Router, config.listen.grpc_advertised()),
+        &config,
+        &shutdown,
+    );
+    let readiness = Readiness::new();
+    let ready = router.clone();
+    assemble::track_readiness(readiness.clone(), move || ready.is_ready());
+    assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
+    tracing::info!(%address, "router started");
+    serve_grpc(
+        address,
+        grpc_server().add_service(RouterServer::new(router)),
+        trigger,
+        shutdown,
+    )
+    .await
+}
+
+/// Cluster role: a session replica.
+pub async fn session(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.observability.log);
+    let (trigger, shutdown) = Shutdown::new();
+    let mut metrics = Metrics::default();
+    let registry = assemble::registry(&config, "session service").await?;
+    let store = assemble::store(&config).await?;
+    let id = config.cluster.node_id_or_generated("session");
+    let session_metrics = SessionMetrics::default();
+    session_metrics.register(&mut metrics);
+    let session = SessionService::new(
+        assemble::session_settings(&config, &id),
+        store,
+        registry.clone(),
+        session_metrics,
+    );
+    let members = xmppd_registry::membership::watch_members(
+        registry.clone(),
+        Role::Session,
+        heartbeat_interval(&config),
+    );
+    tokio::spawn(xmppd_session::reaper::run(
+        session.core().clone(),
+        session.shards().clone(),
+        members,
+        heartbeat_interval(&config),
+    ));
+    let address = parse_address("listen.grpc", &config.listen.grpc)?;
+    keep_registered(
+        &registry,
+        node(id, Role::Session, config.listen.grpc_advertised()),
+        &config,
+        &shutdown,
+    );
+    let readiness = Readiness::new();
+    readiness.set(true);
+    assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
+    tracing::info!(%address, "session replica started");
+    serve_grpc(
+        address,
+        grpc_server().add_service(SessionServer::new(session)),
+        trigger,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `routes` on `address` until SIGINT or SIGTERM.
+async fn serve_grpc(
+    address: std::net::SocketAddr,
+    routes: tonic::transport::server::Router,
+    trigger: ShutdownTrigger,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    tokio::spawn(wait_for_stop(trigger));
+    routes
+        .serve_with_shutdown(address, async move { shutdown.wait().await })
+        .await
+        .with_context(|| format!("gRPC server on {address}"))
+}
+
+fn grpc_server() -> Server {
+    Server::builder().tcp_nodelay(true)
+}
+
+async fn wait_for_stop(trigger: ShutdownTrigger) {
+    trigger.on_signal().await;
+}
+
+fn print_banner(config: &Config, listening: &[String], http: Option<std::net::SocketAddr>) {
+    let program = std::env::args().next().unwrap_or_else(|| "xmppd".into());
+    println!(
+        "xmppd {} serving {}",
+        env!("CARGO_PKG_VERSION"),
+        config.server.domain
+    );
+    for address in listening {
+        println!("  clients:  {address}");
+    }
+    println!(
+        "  storage:  {}",
+        assemble::redact(&config.storage.url_or_embedded(&config.server.data_dir))
+    );
+    if let Some(http) = http {
+        println!("  metrics:  http://{http}/metrics   health: http://{http}/healthz");
+    }
+    println!(
+        "Add a user: {program} user add alice@{}",
+        config.server.domain
+    );
+}
