@@ -72,7 +72,17 @@ pub async fn authenticate(
 ) -> Result<Outcome, StreamEnd> {
     let result = exchange(edge, stream, auth, ip, offered, bindings, deadline).await?;
     match result {
-        Ok(jid) => {
+        Ok((jid, additional)) => {
+            // RFC 6120 §6.4.6: SCRAM's server-final travels in <success/>.
+            let success = if additional.is_empty() {
+                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>".to_string()
+            } else {
+                format!(
+                    "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
+                    BASE64.encode(additional)
+                )
+            };
+            stream.write(success.as_bytes()).await?;
             edge.metrics.authentication("success");
             tracing::debug!(%jid, "authenticated");
             Ok(Outcome::Authenticated(jid))
@@ -95,8 +105,9 @@ pub async fn authenticate(
     }
 }
 
-/// A refusal, with the account it was for when known (for throttling).
-type Attempt = Result<Jid, (Refusal, Option<String>)>;
+/// The account and the additional data of `<success/>`, or a refusal with
+/// the account it was for when known (for throttling).
+type Attempt = Result<(Jid, Vec<u8>), (Refusal, Option<String>)>;
 
 async fn exchange(
     edge: &Edge,
@@ -235,14 +246,7 @@ async fn scram(
         Err(refusal) => return Ok(Err((refusal, Some(jid.to_string())))),
     };
     match server.client_final(&client_final) {
-        Ok(server_final) => {
-            let success = format!(
-                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
-                BASE64.encode(server_final)
-            );
-            stream.write(success.as_bytes()).await?;
-            Ok(Ok(jid))
-        }
+        Ok(server_final) => Ok(Ok((jid, server_final))),
         Err(error) => Ok(Err((error.into(), Some(jid.to_string())))),
     }
 }
@@ -311,7 +315,7 @@ async fn plain(edge: &Edge, message: Vec<u8>) -> Attempt {
         .await
         .unwrap_or(false);
     if valid {
-        Ok(jid)
+        Ok((jid, Vec::new()))
     } else {
         Err(not_authorized())
     }

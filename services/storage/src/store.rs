@@ -58,7 +58,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = pool_options(&target).connect_with(options).await?;
-        migrations::migrator(backend).await?.run(&pool).await?;
+        migrate(backend, &pool).await?;
         tracing::debug!(?backend, "store connected, migrations applied");
         Ok(Store { pool, backend })
     }
@@ -193,5 +193,26 @@ mod tests {
             create_if_missing("sqlite://a.db?mode=ro"),
             "sqlite://a.db?mode=ro"
         );
+    }
+}
+
+/// Runs pending migrations. Postgres serialises concurrent migrators with an
+/// advisory lock; SQLite has none, so when two processes open a new database
+/// at once (a server starting while `xmppd user add` runs), the loser fails
+/// on a table the winner just created. It then finds the migration applied
+/// on a second look.
+async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), StoreError> {
+    let migrator = migrations::migrator(backend).await?;
+    let mut attempts = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if backend == Backend::Sqlite && attempts < 5 => {
+                attempts += 1;
+                tracing::debug!(%error, attempts, "migration raced another process, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }

@@ -1,0 +1,73 @@
+//! The all-in-one server as a new user runs it: accounts from the CLI,
+//! two clients chatting, sessions listed.
+
+mod support;
+
+use support::{RawClient, Server, http_get, xmppd};
+
+#[tokio::test]
+async fn two_clients_chat_and_sessions_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), "");
+    server.ready().await;
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+
+    let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "phone").await;
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "laptop").await;
+    alice.available().await;
+    bob.available().await;
+
+    alice
+        .send("<message to='bob@localhost' type='chat' id='m1'><body>hi bob</body></message>")
+        .await;
+    let received = bob.expect("</message>").await;
+    assert!(received.contains("from='alice@localhost/phone'") || received.contains("from=\"alice@localhost/phone\""), "{received}");
+    assert!(received.contains("<body>hi bob</body>"), "{received}");
+
+    let (status, sessions) = http_get(server.http, "/sessions").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(sessions.contains("alice@localhost/phone"), "{sessions}");
+    let output = xmppd().arg("--config").arg(&server.config).arg("sessions").output().unwrap();
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert!(listed.contains("bob@localhost/laptop"), "{listed}");
+}
+
+#[tokio::test]
+async fn user_cli_adds_lists_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), "");
+    server.ready().await;
+    server.add_user("carol", "pw");
+    let list = |server: &Server| {
+        let output = xmppd().arg("--config").arg(&server.config).args(["user", "list"]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert!(list(&server).contains("carol@localhost"));
+    let duplicate = xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .args(["user", "add", "carol@localhost", "--password", "x"])
+        .output()
+        .unwrap();
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+    let removed = xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .args(["user", "remove", "carol@localhost"])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+    assert!(!list(&server).contains("carol@localhost"));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[server]\ndomian = \"typo\"\n").unwrap();
+    let output = xmppd().arg("--config").arg(&config).arg("run").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("domian"));
+}
