@@ -421,6 +421,28 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let defaults = Value::try_from(Config::default()).unwrap();
+        let mut keys = vec!["XMPPD_TLS__CERT_FILE".to_string(), "XMPPD_TLS__KEY_FILE".to_string()];
+        for (section, table) in defaults.as_table().unwrap() {
+            for key in table.as_table().unwrap().keys() {
+                keys.push(format!("XMPPD_{}__{}", section.to_uppercase(), key.to_uppercase()));
+            }
+        }
+        for key in keys {
+            assert!(doc.contains(&key), "{key} is missing from docs/configuration.md");
+        }
+    }
+
+    #[test]
+    fn production_template_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/xmppd.production.toml");
+        let config = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert!(config.auth.require_tls && !config.auth.registration);
+    }
+
+    #[test]
     fn missing_file_names_the_path() {
         let error =
             Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[])).unwrap_err();
