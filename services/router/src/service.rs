@@ -58,19 +58,29 @@ impl RouterService {
 
     /// Follows the live session replicas in the registry, opening and closing
     /// streams as they come and go. Runs until the registry watch ends.
+    ///
+    /// It also retries every `interval`, not only when the membership
+    /// changes: a replica whose stream broke while its registration stayed
+    /// the same (restarted in place within its heartbeat TTL, or a network
+    /// cut) would otherwise never get a stream again.
     pub async fn follow_session_replicas(self, interval: Duration) {
         let mut members =
             membership::watch_members(self.core.registry.clone(), Role::Session, interval);
+        let mut retry = tokio::time::interval(interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tokio::select! {
+                changed = members.changed() => if changed.is_err() {
+                    return;
+                },
+                _ = retry.tick() => {}
+            }
             let nodes = members.borrow_and_update().clone();
             self.core.replicas.update_members(&nodes, &self.core).await;
             self.core
                 .metrics
                 .session_replicas
                 .set(self.core.replicas.count() as i64);
-            if members.changed().await.is_err() {
-                return;
-            }
         }
     }
 
@@ -164,7 +174,7 @@ impl Core {
         }
     }
 
-    async fn from_edge(&self, frame: edge_up::Frame) {
+    async fn handle_edge_frame(&self, frame: edge_up::Frame) {
         match frame {
             edge_up::Frame::Stanza(envelope) => self.route(envelope).await,
             edge_up::Frame::Ended(ended) => {
@@ -273,7 +283,7 @@ async fn serve_edge(
 ) {
     loop {
         match inbound.message().await {
-            Ok(Some(EdgeUp { frame: Some(frame) })) => core.from_edge(frame).await,
+            Ok(Some(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
             Ok(Some(EdgeUp { frame: None })) => {}
             Ok(None) => break,
             Err(status) => {

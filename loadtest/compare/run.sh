@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same scenarios against ejabberd, Prosody and xmppd (all-in-one
+# and cluster), all on loopback, then one table per scenario with ratios to the first server.
+#
+#   loadtest/compare/run.sh                 # every server that can be started
+#   SERVERS="ejabberd prosody" USERS=2000 DURATION=30s loadtest/compare/run.sh
+#   loadtest/compare/run.sh start prosody   # just start one server (and print its pids)
+#   loadtest/compare/run.sh stop prosody
+#
+# Needs root (apt-get, and running the peers as their Debian users). Reports land in $OUT.
+set -euo pipefail
+
+COMPARE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$COMPARE_DIR/../.." && pwd)"
+WORK="${WORK:-/tmp/xmpp-compare}"
+OUT="${OUT:-$WORK/reports}"
+SERVERS="${SERVERS:-ejabberd prosody xmppd-allinone xmppd-cluster}"
+USERS="${USERS:-1000}"            # idle, login and presence population
+CHAT_PAIRS="${CHAT_PAIRS:-50}"    # chat: closed loop over this many pairs
+CHAT_RATE="${CHAT_RATE:-2000}"    # chat: fixed-rate run, messages/s
+MUC_OCCUPANTS="${MUC_OCCUPANTS:-10}"
+MUC_RATE="${MUC_RATE:-100}"       # group messages/s before fan-out
+DURATION="${DURATION:-20s}"
+LOGIN_RATE="${LOGIN_RATE:-100}"  # users/s joining in idle, chat, muc and presence
+TLS="${TLS:-starttls}"
+MECHANISM="${MECHANISM:-SCRAM-SHA-1}"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOADTEST="$CARGO_TARGET_DIR/release/xmppd-loadtest"
+
+# Filled by each start_* function: where the server listens and which processes are it.
+PORT=""
+PIDS=""
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# Servers and the load generator hold one descriptor per session: 1024 is far too few (at
+# 1000 sessions ejabberd fails accepts with emfile and its node dies). Raise the soft limit
+# to the hard one; the servers inherit it.
+ulimit -n "$(ulimit -Hn)"
+
+install_peers() {
+    local missing=()
+    command -v ejabberdctl >/dev/null || missing+=(ejabberd)
+    command -v prosody >/dev/null || missing+=(prosody)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+    # The packages start their own instances on the public ports; ours use other ports, but
+    # stop those so they do not take CPU during the measurements.
+    service ejabberd stop >/dev/null 2>&1 || true
+    service prosody stop >/dev/null 2>&1 || true
+}
+
+# Runs a command as a service user without PAM (su and runuser would set the descriptor
+# limit back to 1024). HOME is the server's work directory (the Erlang cookie goes there).
+as_user() {
+    local user="$1"
+    shift
+    HOME="$WORK/$user" setpriv --reuid="$user" --regid="$user" --init-groups "$@"
+}
+
+# --- ejabberd -----------------------------------------------------------------------------
+
+EJABBERD_NODE="loadtest-ejabberd@localhost"
+
+# Our own ctl config too: Debian's sets EJABBERD_CONFIG_PATH, which would beat --config.
+# Run as the ejabberd user already, so ejabberdctl does not switch with su.
+ejabberdctl_lt() {
+    as_user ejabberd ejabberdctl --ctl-config "$WORK/ejabberd/ejabberdctl.cfg" \
+        --config "$WORK/ejabberd/ejabberd.yml" --spool "$WORK/ejabberd/spool" \
+        --logs "$WORK/ejabberd/logs" --node "$EJABBERD_NODE" "$@"
+}
+
+start_ejabberd() {
+    mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
+    sed -e "s|@CERT@|/etc/ejabberd/ejabberd.pem|" "$COMPARE_DIR/ejabberd.yml" \
+        >"$WORK/ejabberd/ejabberd.yml"
+    printf 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\nEJABBERD_PID_PATH=%s\n' \
+        "$WORK/ejabberd/ejabberd.pid" >"$WORK/ejabberd/ejabberdctl.cfg"
+    chown -R ejabberd:ejabberd "$WORK/ejabberd"
+    ejabberdctl_lt start
+    local up=""
+    for _ in $(seq 60); do
+        ejabberdctl_lt status >/dev/null 2>&1 && { up=1; break; }
+        sleep 1
+    done
+    [[ -n "$up" ]] || { log "ejabberd did not start: see $WORK/ejabberd/logs"; return 1; }
+    # The node's own Erlang VM (not another beam.smp on the machine, e.g. RabbitMQ's).
+    PIDS="$(pgrep -f -- "name $EJABBERD_NODE" | paste -sd' ' || true)"
+    PORT=15222
+}
+
+stop_ejabberd() { ejabberdctl_lt stop >/dev/null 2>&1 || true; sleep 2; }
+
+# --- Prosody ------------------------------------------------------------------------------
+
+start_prosody() {
+    local dir="$WORK/prosody"
+    mkdir -p "$dir/data" "$dir/certs"
+    if [[ ! -f "$dir/certs/localhost.key" ]]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+            -addext "subjectAltName=DNS:localhost,DNS:conference.localhost" \
+            -keyout "$dir/certs/localhost.key" -out "$dir/certs/localhost.crt" 2>/dev/null
+    fi
+    sed -e "s|@DATA@|$dir/data|g" -e "s|@CERTDIR@|$dir/certs|g" \
+        "$COMPARE_DIR/prosody.cfg.lua" >"$dir/prosody.cfg.lua"
+    chown -R prosody:prosody "$dir"
+    as_user prosody prosody --config "$dir/prosody.cfg.lua" >"$dir/stdout.log" 2>&1 &
+    for _ in $(seq 30); do
+        (exec 3<>/dev/tcp/127.0.0.1/15322) 2>/dev/null && break
+        sleep 0.5
+    done
+    # The server's own pid, not runuser's.
+    PIDS="$(cat "$dir/data/prosody.pid")"
+    PORT=15322
+}
+
+stop_prosody() {
+    local pidfile="$WORK/prosody/data/prosody.pid"
+    [[ -f "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    sleep 2
+}
+
+# --- xmppd (hooks for the xmppd team) -----------------------------------------------------
+
+# XMPPD TEAM: the all-in-one server. Expected: `xmppd run --config FILE` listening on
+# 127.0.0.1:5222 with open in-band registration and no rate limits. Returns non-zero (and
+# the server is skipped) until its config is in loadtest/compare/xmppd-allinone.toml.
+start_xmppd_allinone() {
+    local config="$COMPARE_DIR/xmppd-allinone.toml"
+    [[ -f "$config" ]] || { log "xmppd all-in-one: no $config yet, skipped"; return 1; }
+    (cd "$ROOT" && cargo build --release -p xmppd)
+    "$CARGO_TARGET_DIR/release/xmppd" run --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
+    PIDS="$!"
+    PORT=5222
+    sleep 2
+}
+
+stop_xmppd_allinone() { [[ -n "$PIDS" ]] && kill "$PIDS" 2>/dev/null || true; sleep 2; }
+
+# XMPPD TEAM: the cluster as separate processes (connection-manager, router, session, with
+# Redis and Postgres). PIDS must list every process of the deployment, Redis and Postgres
+# included, so server CPU and memory are counted in full.
+start_xmppd_cluster() {
+    local config_dir="$COMPARE_DIR/xmppd-cluster"
+    [[ -d "$config_dir" ]] || { log "xmppd cluster: no $config_dir yet, skipped"; return 1; }
+    (cd "$ROOT" && cargo build --release -p xmppd)
+    CLUSTER_PIDS=""
+    for config in "$config_dir"/*.toml; do
+        "$CARGO_TARGET_DIR/release/xmppd" run --config "$config" \
+            >"$WORK/xmppd-cluster-$(basename "$config" .toml).log" 2>&1 &
+        CLUSTER_PIDS="$CLUSTER_PIDS $!"
+    done
+    # Measured, not owned: Redis and Postgres are shared and stay up.
+    PIDS="$CLUSTER_PIDS $(pgrep -x redis-server | paste -sd' ') $(pgrep -x postgres | paste -sd' ')"
+    PORT=5222
+    sleep 2
+}
+
+stop_xmppd_cluster() {
+    # shellcheck disable=SC2086 # a list of pids
+    [[ -n "${CLUSTER_PIDS:-}" ]] && kill $CLUSTER_PIDS 2>/dev/null || true
+    sleep 2
+}
+
+# --- the scenarios ------------------------------------------------------------------------
+
+loadtest() {
+    local server="$1" name="$2"
+    shift 2
+    local scenario="$1"
+    shift
+    local pid_args=()
+    for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
+    log "$server: $name"
+    "$LOADTEST" "$scenario" --target "127.0.0.1:$PORT" --tls "$TLS" --mechanism "$MECHANISM" \
+        --quiet "${pid_args[@]}" --json "$OUT/$server-$name.json" "$@" >"$OUT/$server-$name.txt"
+}
+
+restart() {
+    "stop_${1//-/_}"
+    "start_${1//-/_}"
+}
+
+# `if bench` turns errexit off inside, hence the explicit `|| return 1`.
+bench() {
+    local server="$1"
+    loadtest "$server" provision provision --users "$USERS" || return 1
+    loadtest "$server" login login --users "$USERS" --concurrency 50 || return 1
+    local ramp=(--login-rate "$LOGIN_RATE")
+    # Memory per session is RSS growth from a fresh server: runtimes keep freed memory.
+    restart "$server" || return 1
+    loadtest "$server" idle idle --users "$USERS" --duration "$DURATION" "${ramp[@]}" || return 1
+    restart "$server" || return 1
+    TLS=plain loadtest "$server" idle-plain idle --users "$USERS" --duration "$DURATION" \
+        "${ramp[@]}" || return 1
+    loadtest "$server" chat-closed chat --users $((CHAT_PAIRS * 2)) --duration "$DURATION" \
+        "${ramp[@]}" || return 1
+    loadtest "$server" chat-rate chat --users $((CHAT_PAIRS * 2)) --duration "$DURATION" \
+        --rate "$CHAT_RATE" "${ramp[@]}" || return 1
+    loadtest "$server" muc muc --users "$((USERS / MUC_OCCUPANTS * MUC_OCCUPANTS))" \
+        --occupants "$MUC_OCCUPANTS" --rate "$MUC_RATE" --duration "$DURATION" "${ramp[@]}" ||
+        return 1
+    loadtest "$server" presence presence --users "$USERS" --duration "$DURATION" \
+        "${ramp[@]}" || return 1
+}
+
+main() {
+    mkdir -p "$OUT"
+    install_peers
+    (cd "$ROOT" && cargo build --release -p xmppd-loadtest)
+    local ran=()
+    for server in $SERVERS; do
+        local start="start_${server//-/_}" stop="stop_${server//-/_}"
+        PIDS=""
+        if ! "$start"; then continue; fi
+        log "$server up on 127.0.0.1:$PORT (pids: $PIDS)"
+        if bench "$server"; then ran+=("$server"); else log "$server: a scenario failed"; fi
+        "$stop"
+    done
+    ((${#ran[@]})) || { log "no server ran"; exit 1; }
+    for name in provision login idle idle-plain chat-closed chat-rate muc presence; do
+        local args=()
+        for server in "${ran[@]}"; do args+=("$server=$OUT/$server-$name.json"); done
+        printf '\n######## %s\n' "$name"
+        "$LOADTEST" compare "${args[@]}"
+    done
+}
+
+case "${1:-}" in
+    start)
+        mkdir -p "$WORK"
+        "start_${2//-/_}"
+        echo "$2 on 127.0.0.1:$PORT pids: $PIDS"
+        ;;
+    stop) "stop_${2//-/_}" ;;
+    *) main ;;
+esac

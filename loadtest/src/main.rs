@@ -1,0 +1,339 @@
+//! `xmppd-loadtest`: drives many thousands of simulated users against any XMPP server on
+//! loopback, over real c2s streams (STARTTLS, direct TLS or plain TCP; SCRAM-SHA-1,
+//! SCRAM-SHA-256 or PLAIN), and reports per phase: logins/s, delivered messages/s, errors by
+//! kind, HdrHistogram latencies and the server's CPU and memory.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the subcommands and the options they share.
+//! - [`connection`]: one simulated client: TCP/TLS, stream negotiation, SASL, bind,
+//!   registration, and a cancel-safe stanza reader over `xmppd-protocol`'s parser.
+//! - [`sasl`]: the client side of SCRAM and PLAIN.
+//! - [`population`]: account names and passwords, and the split of users across workers.
+//! - [`scenario`]: provision, login, idle/chat/run (one phase engine), presence, MUC.
+//! - [`metrics`]: live counters and histograms shared by the session tasks.
+//! - [`recorder`]: phases: snapshots into reports, progress display, server sampling.
+//! - [`procstat`]: the server's CPU seconds and RSS from `/proc`.
+//! - [`report`]: the JSON report, exact merging, and the human tables.
+//! - [`prom`]: the optional Prometheus endpoint.
+//!
+//! One tokio task per session; by default everything runs on one thread (`--threads 1`),
+//! which leaves the other cores to the server under test. SCRAM's PBKDF2 runs on the
+//! blocking pool, and its result is cached per account.
+
+mod cli;
+mod connection;
+mod metrics;
+mod population;
+mod procstat;
+mod prom;
+mod recorder;
+mod report;
+mod sasl;
+mod scenario;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Common};
+use crate::connection::ConnectOptions;
+use crate::metrics::Metrics;
+use crate::population::{Accounts, Population};
+use crate::procstat::ServerSelector;
+use crate::recorder::Recorder;
+use crate::report::Report;
+use crate::scenario::Env;
+use crate::scenario::login::Pace;
+use crate::scenario::muc::MucParams;
+use crate::scenario::plan::{Activity, ChatSettings, PhaseSpec, Plan};
+use crate::scenario::presence::PresenceParams;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Merge { reports, json } => merge(reports, json.as_deref()),
+        Command::Compare { reports } => compare(reports),
+        command => {
+            let common = command
+                .common()
+                .expect("scenario commands have common options");
+            let runtime = if common.threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(common.threads);
+                builder
+            }
+            .enable_all()
+            .build()?;
+            runtime.block_on(scenario(command, common))
+        }
+    }
+}
+
+async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
+    if common.worker_index >= common.workers {
+        anyhow::bail!(
+            "--worker-index {} is not below --workers {}",
+            common.worker_index,
+            common.workers
+        );
+    }
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = common.prometheus {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = prom::serve(addr, metrics).await {
+                tracing::error!(%addr, error = %e, "prometheus endpoint failed");
+            }
+        });
+    }
+    let mut env = env(common, metrics.clone());
+    let server = match (&common.server_pid[..], &common.server_process) {
+        ([], None) => None,
+        ([], Some(name)) => Some(ServerSelector::Name(name.clone())),
+        (pids, _) => Some(ServerSelector::Pids(pids.to_vec())),
+    };
+    let mut recorder = Recorder::new(metrics, server, common.quiet);
+    let params = match command {
+        Command::Provision { concurrency, .. } => {
+            scenario::provision::run(Arc::new(env), &mut recorder, *concurrency).await;
+            serde_json::json!({ "concurrency": concurrency })
+        }
+        Command::Login {
+            count,
+            rate,
+            concurrency,
+            ..
+        } => {
+            let users = env.slice(1);
+            let count = count.unwrap_or(users.end - users.start);
+            let pace = rate.map_or(Pace::Concurrency(*concurrency), Pace::Rate);
+            scenario::login::run(Arc::new(env), &mut recorder, count, pace).await;
+            serde_json::json!({ "count": count, "rate": rate, "concurrency": concurrency })
+        }
+        Command::Idle { ramp, duration, .. } => {
+            let plan = idle_plan(common.users, ramp.login_rate, *duration);
+            scenario::traffic::run(Arc::new(env), &mut recorder, &plan).await;
+            serde_json::json!({ "login_rate": ramp.login_rate, "duration_s": duration.as_secs_f64() })
+        }
+        Command::Chat {
+            ramp,
+            duration,
+            rate,
+            window,
+            drain,
+            ..
+        } => {
+            let chat = ChatSettings {
+                rate: *rate,
+                window: *window,
+            };
+            let plan = chat_plan(common.users, ramp.login_rate, *duration, chat, *drain);
+            scenario::traffic::run(Arc::new(env), &mut recorder, &plan).await;
+            serde_json::json!({
+                "login_rate": ramp.login_rate, "duration_s": duration.as_secs_f64(),
+                "rate": rate, "window": window, "drain_s": drain.as_secs_f64(),
+            })
+        }
+        Command::Presence {
+            contacts,
+            login_rate,
+            churn,
+            duration,
+            setup_timeout,
+            ..
+        } => {
+            let params = PresenceParams {
+                contacts: *contacts,
+                login_rate: *login_rate,
+                churn_rate: *churn,
+                duration: *duration,
+                setup_timeout: *setup_timeout,
+            };
+            scenario::presence::run(Arc::new(env), &mut recorder, params).await;
+            serde_json::json!({
+                "contacts": contacts, "login_rate": login_rate, "churn": churn,
+                "duration_s": duration.as_secs_f64(),
+            })
+        }
+        Command::Muc {
+            occupants,
+            service,
+            rate,
+            login_rate,
+            duration,
+            join_timeout,
+            ..
+        } => {
+            let params = MucParams {
+                occupants: (*occupants).max(1),
+                service: service
+                    .clone()
+                    .unwrap_or_else(|| format!("conference.{}", common.domain)),
+                rate: *rate,
+                login_rate: *login_rate,
+                duration: *duration,
+                join_timeout: *join_timeout,
+            };
+            let json = serde_json::json!({
+                "occupants": occupants, "service": params.service, "rate": rate,
+                "login_rate": login_rate, "duration_s": duration.as_secs_f64(),
+            });
+            scenario::muc::run(Arc::new(env), &mut recorder, params).await;
+            json
+        }
+        Command::Run { scenario: path, .. } => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let plan = Plan::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+            // The file's population wins over --users.
+            env.population.users = plan.users;
+            scenario::traffic::run(Arc::new(env), &mut recorder, &plan).await;
+            serde_json::json!({ "scenario_file": path, "plan": format!("{plan:?}") })
+        }
+        Command::Merge { .. } | Command::Compare { .. } => unreachable!("handled in main"),
+    };
+    let report = recorder.finish(Report {
+        tool: format!("xmppd-loadtest {}", env!("CARGO_PKG_VERSION")),
+        scenario: command.name().into(),
+        target: common.target.to_string(),
+        domain: common.domain.clone(),
+        params,
+        workers: common.workers,
+        worker_indexes: vec![common.worker_index],
+        server_rss_baseline_bytes: None,
+        phases: Vec::new(),
+    });
+    output(&report, common.json.as_deref())
+}
+
+fn env(common: &Common, metrics: Arc<Metrics>) -> Env {
+    Env {
+        opts: ConnectOptions {
+            addr: common.target,
+            domain: common.domain.clone(),
+            tls: common.tls,
+            mechanism: common.mechanism,
+            resource: common.resource.clone(),
+            step_timeout: common.step_timeout,
+            tls_config: xmppd_tls::insecure_client_config(),
+        },
+        accounts: Accounts {
+            prefix: common.user_prefix.clone(),
+            password_pattern: common.password.clone(),
+            domain: common.domain.clone(),
+        },
+        population: Population {
+            users: common.users,
+            workers: common.workers,
+            index: common.worker_index,
+        },
+        metrics,
+    }
+}
+
+fn phase(name: &str, users: u64, join_rate: Option<f64>) -> PhaseSpec {
+    PhaseSpec {
+        name: name.into(),
+        duration: None,
+        users,
+        join_rate,
+        activity: Activity::Idle,
+        message_rate: None,
+        until_drained: false,
+    }
+}
+
+fn idle_plan(users: u64, login_rate: f64, hold: std::time::Duration) -> Plan {
+    Plan {
+        users,
+        presence: true,
+        chat: ChatSettings::default(),
+        phases: vec![
+            phase("ramp-up", users, Some(login_rate)),
+            PhaseSpec {
+                duration: Some(hold),
+                ..phase("hold", users, None)
+            },
+            phase("ramp-down", 0, Some(login_rate)),
+        ],
+    }
+}
+
+fn chat_plan(
+    users: u64,
+    login_rate: f64,
+    steady: std::time::Duration,
+    chat: ChatSettings,
+    drain: std::time::Duration,
+) -> Plan {
+    Plan {
+        users,
+        presence: true,
+        chat,
+        phases: vec![
+            phase("ramp-up", users, Some(login_rate)),
+            PhaseSpec {
+                duration: Some(steady),
+                activity: Activity::Chat,
+                ..phase("steady", users, None)
+            },
+            PhaseSpec {
+                duration: Some(drain),
+                until_drained: true,
+                ..phase("drain", users, None)
+            },
+            phase("ramp-down", 0, Some(login_rate)),
+        ],
+    }
+}
+
+fn output(report: &Report, json: Option<&Path>) -> anyhow::Result<()> {
+    println!("{}", report::table(report));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn read_report(path: &Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn merge(paths: &[std::path::PathBuf], json: Option<&Path>) -> anyhow::Result<()> {
+    let reports = paths
+        .iter()
+        .map(|p| read_report(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    output(&Report::merge(&reports)?, json)
+}
+
+fn compare(specs: &[String]) -> anyhow::Result<()> {
+    let runs = specs
+        .iter()
+        .map(|spec| {
+            let (label, path) = match spec.split_once('=') {
+                Some((label, path)) => (label.to_owned(), Path::new(path)),
+                None => {
+                    let path = Path::new(spec.as_str());
+                    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(spec);
+                    (stem.to_owned(), path)
+                }
+            };
+            Ok((label, read_report(path)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print!("{}", report::compare(&runs));
+    Ok(())
+}

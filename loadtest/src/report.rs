@@ -1,0 +1,635 @@
+//! The JSON report, its exact merge across workers, and the human tables (one run, or several
+//! runs side by side with ratios).
+//!
+//! Histograms travel as HdrHistogram V2 + DEFLATE, base64: merging adds the histograms
+//! themselves, so a merged p99 is the p99 of all samples, never an average of percentiles.
+//! Rates are derived when rendering (counts over duration), so a merge only adds counts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{Counters, new_histogram};
+use crate::procstat::ServerUsage;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub scenario: String,
+    pub target: String,
+    pub domain: String,
+    /// The scenario's parameters, as given (for the record, not interpreted).
+    pub params: serde_json::Value,
+    /// Population size and split.
+    pub workers: u32,
+    /// The worker indexes merged into this report.
+    pub worker_indexes: Vec<u32>,
+    /// Server resident memory before the first phase (per-session memory is measured from it).
+    pub server_rss_baseline_bytes: Option<u64>,
+    pub phases: Vec<PhaseReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseReport {
+    pub name: String,
+    pub duration_s: f64,
+    pub counters: Counters,
+    pub errors: BTreeMap<String, u64>,
+    /// Sessions online when the phase ended, and the most seen during it.
+    pub sessions_end: u64,
+    pub sessions_peak: u64,
+    pub login_latency: Hist,
+    pub delivery_latency: Hist,
+    pub server: Option<ServerUsage>,
+}
+
+/// A histogram of microseconds that serialises as its exact encoding plus a readable summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hist(pub Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self(new_histogram())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HistJson {
+    count: u64,
+    #[serde(default)]
+    p50_us: u64,
+    #[serde(default)]
+    p90_us: u64,
+    #[serde(default)]
+    p99_us: u64,
+    #[serde(default)]
+    p999_us: u64,
+    #[serde(default)]
+    max_us: u64,
+    /// HdrHistogram V2 + DEFLATE, base64: the only field read back.
+    hdr_v2_deflate_base64: String,
+}
+
+impl Serialize for Hist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = &self.0;
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(h, &mut bytes)
+            .map_err(|e| serde::ser::Error::custom(format!("histogram: {e:?}")))?;
+        HistJson {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            hdr_v2_deflate_base64: B64.encode(bytes),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hist {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = HistJson::deserialize(d)?;
+        let bytes = B64
+            .decode(&json.hdr_v2_deflate_base64)
+            .map_err(serde::de::Error::custom)?;
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| serde::de::Error::custom(format!("histogram: {e:?}")))?;
+        Ok(Self(h))
+    }
+}
+
+/// Why reports cannot be merged.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MergeError {
+    #[error("nothing to merge")]
+    Empty,
+    #[error("reports are of different scenarios ({0} and {1})")]
+    Scenario(String, String),
+    #[error("reports have different phases ({0:?} and {1:?})")]
+    Phases(Vec<String>, Vec<String>),
+    #[error("worker {0} appears twice")]
+    DuplicateWorker(u32),
+    #[error("histogram: {0}")]
+    Histogram(String),
+}
+
+impl Report {
+    pub fn phase_names(&self) -> Vec<String> {
+        self.phases.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Combines the reports of the workers of one run. Counts, sessions and histograms add
+    /// up; each phase lasts as long as its slowest worker; server usage is the largest seen,
+    /// because every worker on the machine samples the same server.
+    pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
+        let (first, rest) = reports.split_first().ok_or(MergeError::Empty)?;
+        let mut merged = first.clone();
+        for report in rest {
+            if report.scenario != merged.scenario {
+                return Err(MergeError::Scenario(
+                    merged.scenario.clone(),
+                    report.scenario.clone(),
+                ));
+            }
+            if report.phase_names() != merged.phase_names() {
+                return Err(MergeError::Phases(
+                    merged.phase_names(),
+                    report.phase_names(),
+                ));
+            }
+            for &index in &report.worker_indexes {
+                if merged.worker_indexes.contains(&index) {
+                    return Err(MergeError::DuplicateWorker(index));
+                }
+                merged.worker_indexes.push(index);
+            }
+            merged.server_rss_baseline_bytes = max_opt(
+                merged.server_rss_baseline_bytes,
+                report.server_rss_baseline_bytes,
+            );
+            for (into, from) in merged.phases.iter_mut().zip(&report.phases) {
+                into.merge(from)?;
+            }
+        }
+        merged.worker_indexes.sort_unstable();
+        Ok(merged)
+    }
+}
+
+fn max_opt<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl PhaseReport {
+    fn merge(&mut self, other: &PhaseReport) -> Result<(), MergeError> {
+        self.duration_s = self.duration_s.max(other.duration_s);
+        self.counters.add(&other.counters);
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+        self.sessions_end += other.sessions_end;
+        self.sessions_peak += other.sessions_peak;
+        for (into, from) in [
+            (&mut self.login_latency, &other.login_latency),
+            (&mut self.delivery_latency, &other.delivery_latency),
+        ] {
+            into.0
+                .add(&from.0)
+                .map_err(|e| MergeError::Histogram(format!("{e:?}")))?;
+        }
+        self.server = match (self.server, other.server) {
+            (Some(a), Some(b)) => Some(ServerUsage {
+                cpu_s: a.cpu_s.max(b.cpu_s),
+                rss_end_bytes: a.rss_end_bytes.max(b.rss_end_bytes),
+                rss_max_bytes: a.rss_max_bytes.max(b.rss_max_bytes),
+                processes: a.processes.max(b.processes),
+            }),
+            (a, b) => a.or(b),
+        };
+        Ok(())
+    }
+
+    fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// One row of a table: a label and how to read it from a phase (None: not applicable).
+struct Row {
+    label: &'static str,
+    value: fn(&Report, &PhaseReport) -> Option<f64>,
+    /// Decimal places.
+    precision: usize,
+}
+
+fn rate(count: u64, p: &PhaseReport) -> Option<f64> {
+    (count > 0 && p.duration_s > 0.0).then(|| count as f64 / p.duration_s)
+}
+
+fn quantile_ms(h: &Hist, q: f64) -> Option<f64> {
+    (!h.0.is_empty()).then(|| h.0.value_at_quantile(q) as f64 / 1000.0)
+}
+
+fn per(numerator: Option<f64>, count: u64) -> Option<f64> {
+    numerator.filter(|_| count > 0).map(|n| n / count as f64)
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        label: "duration (s)",
+        value: |_, p| Some(p.duration_s),
+        precision: 1,
+    },
+    Row {
+        label: "sessions at end",
+        value: |_, p| Some(p.sessions_end as f64),
+        precision: 0,
+    },
+    Row {
+        label: "accounts created",
+        value: |_, p| nonzero(p.counters.accounts_created),
+        precision: 0,
+    },
+    Row {
+        label: "accounts existing",
+        value: |_, p| nonzero(p.counters.accounts_existed),
+        precision: 0,
+    },
+    Row {
+        label: "logins",
+        value: |_, p| nonzero(p.counters.logins),
+        precision: 0,
+    },
+    Row {
+        label: "logins/s",
+        value: |_, p| rate(p.counters.logins, p),
+        precision: 1,
+    },
+    Row {
+        label: "login p50 (ms)",
+        value: |_, p| quantile_ms(&p.login_latency, 0.5),
+        precision: 2,
+    },
+    Row {
+        label: "login p99 (ms)",
+        value: |_, p| quantile_ms(&p.login_latency, 0.99),
+        precision: 2,
+    },
+    Row {
+        label: "login failures",
+        value: |_, p| nonzero(p.counters.login_failures),
+        precision: 0,
+    },
+    Row {
+        label: "messages sent",
+        value: |_, p| nonzero(p.counters.messages_sent),
+        precision: 0,
+    },
+    Row {
+        label: "messages delivered",
+        value: |_, p| nonzero(p.counters.messages_delivered),
+        precision: 0,
+    },
+    Row {
+        label: "delivered msgs/s",
+        value: |_, p| rate(p.counters.messages_delivered, p),
+        precision: 1,
+    },
+    Row {
+        label: "delivery p50 (ms)",
+        value: |_, p| quantile_ms(&p.delivery_latency, 0.5),
+        precision: 3,
+    },
+    Row {
+        label: "delivery p90 (ms)",
+        value: |_, p| quantile_ms(&p.delivery_latency, 0.9),
+        precision: 3,
+    },
+    Row {
+        label: "delivery p99 (ms)",
+        value: |_, p| quantile_ms(&p.delivery_latency, 0.99),
+        precision: 3,
+    },
+    Row {
+        label: "delivery p99.9 (ms)",
+        value: |_, p| quantile_ms(&p.delivery_latency, 0.999),
+        precision: 3,
+    },
+    Row {
+        label: "delivery max (ms)",
+        value: |_, p| quantile_ms(&p.delivery_latency, 1.0),
+        precision: 3,
+    },
+    Row {
+        label: "reordered",
+        value: |_, p| nonzero(p.counters.messages_reordered),
+        precision: 0,
+    },
+    Row {
+        label: "seq gaps",
+        value: |_, p| nonzero(p.counters.messages_skipped),
+        precision: 0,
+    },
+    Row {
+        label: "presences delivered",
+        value: |_, p| nonzero(p.counters.presences_delivered),
+        precision: 0,
+    },
+    Row {
+        label: "presences/s",
+        value: |_, p| rate(p.counters.presences_delivered, p),
+        precision: 1,
+    },
+    Row {
+        label: "errors",
+        value: |_, p| nonzero(p.errors_total()),
+        precision: 0,
+    },
+    Row {
+        label: "server CPU (s)",
+        value: |_, p| p.server.map(|s| s.cpu_s),
+        precision: 2,
+    },
+    Row {
+        label: "server CPU cores",
+        value: |_, p| p.server.map(|s| s.cpu_s / p.duration_s.max(1e-9)),
+        precision: 2,
+    },
+    Row {
+        label: "server CPU µs/delivered",
+        value: |_, p| {
+            per(
+                p.server.map(|s| s.cpu_s * 1e6),
+                p.counters.messages_delivered + p.counters.presences_delivered,
+            )
+        },
+        precision: 1,
+    },
+    Row {
+        label: "server CPU ms/login",
+        value: |_, p| per(p.server.map(|s| s.cpu_s * 1e3), p.counters.logins),
+        precision: 3,
+    },
+    Row {
+        label: "server RSS end (MiB)",
+        value: |_, p| p.server.map(|s| s.rss_end_bytes as f64 / 1048576.0),
+        precision: 1,
+    },
+    Row {
+        label: "server RSS max (MiB)",
+        value: |_, p| p.server.map(|s| s.rss_max_bytes as f64 / 1048576.0),
+        precision: 1,
+    },
+    Row {
+        label: "server KiB/session",
+        value: |r, p| {
+            let base = r.server_rss_baseline_bytes?;
+            let end = p.server?.rss_end_bytes;
+            per(
+                Some(end.saturating_sub(base) as f64 / 1024.0),
+                p.sessions_end,
+            )
+        },
+        precision: 1,
+    },
+];
+
+fn nonzero(n: u64) -> Option<f64> {
+    (n > 0).then_some(n as f64)
+}
+
+fn fmt_cell(value: Option<f64>, precision: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.precision$}"))
+}
+
+/// Renders rows × columns, skipping rows that are empty in every column.
+fn render(title: &str, headers: &[String], cells: Vec<(&'static str, Vec<String>)>) -> String {
+    let cells: Vec<_> = cells
+        .into_iter()
+        .filter(|(_, values)| values.iter().any(|v| v != "-"))
+        .collect();
+    let label_width = cells
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|(_, v)| v[i].len())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!("{title}\n");
+    let _ = write!(out, "{:label_width$}", "");
+    for (h, w) in headers.iter().zip(&widths) {
+        let _ = write!(out, "  {h:>w$}");
+    }
+    out.push('\n');
+    for (label, values) in cells {
+        let pad = label_width - label.chars().count();
+        let _ = write!(out, "{label}{:pad$}", "");
+        for (v, w) in values.iter().zip(&widths) {
+            let _ = write!(out, "  {v:>w$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The final table of one report: one column per phase.
+pub fn table(report: &Report) -> String {
+    let headers = report
+        .phases
+        .iter()
+        .map(|p| p.name.clone())
+        .collect::<Vec<_>>();
+    let cells = ROWS
+        .iter()
+        .map(|row| {
+            let values = report
+                .phases
+                .iter()
+                .map(|p| fmt_cell((row.value)(report, p), row.precision))
+                .collect();
+            (row.label, values)
+        })
+        .collect();
+    let title = format!(
+        "{} against {} ({}), workers {:?}/{}",
+        report.scenario, report.target, report.domain, report.worker_indexes, report.workers
+    );
+    let mut out = render(&title, &headers, cells);
+    let errors = report.phases.iter().flat_map(|p| &p.errors).fold(
+        BTreeMap::<&str, u64>::new(),
+        |mut acc, (k, v)| {
+            *acc.entry(k).or_default() += v;
+            acc
+        },
+    );
+    for (kind, n) in errors {
+        let _ = writeln!(out, "  error {kind}: {n}");
+    }
+    out
+}
+
+/// Side-by-side tables of several runs (labelled), one per phase name of the first run, with
+/// each later run's ratio to the first.
+pub fn compare(runs: &[(String, Report)]) -> String {
+    let Some((_, base)) = runs.first() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for phase in &base.phases {
+        let mut headers: Vec<String> = runs.iter().map(|(label, _)| label.clone()).collect();
+        headers.extend(
+            runs.iter()
+                .skip(1)
+                .map(|(label, _)| format!("{label}/{}", runs[0].0)),
+        );
+        let cells = ROWS
+            .iter()
+            .map(|row| {
+                let values: Vec<Option<f64>> = runs
+                    .iter()
+                    .map(|(_, r)| {
+                        r.phases
+                            .iter()
+                            .find(|p| p.name == phase.name)
+                            .and_then(|p| (row.value)(r, p))
+                    })
+                    .collect();
+                let mut cells: Vec<String> =
+                    values.iter().map(|v| fmt_cell(*v, row.precision)).collect();
+                cells.extend(values.iter().skip(1).map(|v| {
+                    let ratio = match (values[0], *v) {
+                        (Some(a), Some(b)) if a != 0.0 => Some(b / a),
+                        _ => None,
+                    };
+                    fmt_cell(ratio, 2)
+                }));
+                (row.label, cells)
+            })
+            .collect();
+        let title = format!("phase {} ({})", phase.name, base.scenario);
+        out.push_str(&render(&title, &headers, cells));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn hist(samples: &[u64]) -> Hist {
+        let mut h = new_histogram();
+        for &s in samples {
+            h.record(s).unwrap();
+        }
+        Hist(h)
+    }
+
+    fn report(worker: u32, logins: &[u64], deliveries: &[u64], cpu: f64) -> Report {
+        Report {
+            tool: "xmppd-loadtest".into(),
+            scenario: "chat".into(),
+            target: "127.0.0.1:5222".into(),
+            domain: "localhost".into(),
+            params: serde_json::Value::Null,
+            workers: 2,
+            worker_indexes: vec![worker],
+            server_rss_baseline_bytes: Some(1000),
+            phases: vec![PhaseReport {
+                name: "steady".into(),
+                duration_s: 10.0 + worker as f64,
+                counters: Counters {
+                    logins: logins.len() as u64,
+                    messages_delivered: deliveries.len() as u64,
+                    ..Counters::default()
+                },
+                errors: BTreeMap::from([("timeout:bind".to_string(), 1 + worker as u64)]),
+                sessions_end: 5,
+                sessions_peak: 6,
+                login_latency: hist(logins),
+                delivery_latency: hist(deliveries),
+                server: Some(ServerUsage {
+                    cpu_s: cpu,
+                    rss_end_bytes: 4096,
+                    rss_max_bytes: 8192,
+                    processes: 1,
+                }),
+            }],
+        }
+    }
+
+    fn json_roundtrip(r: &Report) -> Report {
+        serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn merge_equals_a_report_of_all_samples() {
+        let mut rng = rand::rng();
+        let a: Vec<u64> = (0..5000).map(|_| rng.random_range(50..200_000)).collect();
+        let b: Vec<u64> = (0..3000).map(|_| rng.random_range(1..5_000_000)).collect();
+        let (la, lb) = (vec![1200, 1500, 90_000], vec![800, 2_000_000]);
+        let merged = Report::merge(&[
+            json_roundtrip(&report(0, &la, &a, 2.0)),
+            json_roundtrip(&report(1, &lb, &b, 3.0)),
+        ])
+        .unwrap();
+        let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        let all_logins: Vec<u64> = la.iter().chain(&lb).copied().collect();
+        let phase = &json_roundtrip(&merged).phases[0];
+        assert_eq!(phase.delivery_latency, hist(&all));
+        assert_eq!(phase.login_latency, hist(&all_logins));
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                phase.delivery_latency.0.value_at_quantile(q),
+                hist(&all).0.value_at_quantile(q)
+            );
+        }
+        assert_eq!(phase.counters.messages_delivered, 8000);
+        assert_eq!(phase.counters.logins, 5);
+        assert_eq!(phase.errors["timeout:bind"], 3);
+        assert_eq!(phase.duration_s, 11.0);
+        assert_eq!(phase.sessions_end, 10);
+        assert_eq!(phase.server.unwrap().cpu_s, 3.0);
+        assert_eq!(merged.worker_indexes, vec![0, 1]);
+    }
+
+    #[test]
+    fn merge_refuses_mismatched_reports() {
+        let a = report(0, &[1], &[1], 1.0);
+        assert_eq!(
+            Report::merge(&[a.clone(), a.clone()]).unwrap_err(),
+            MergeError::DuplicateWorker(0)
+        );
+        let mut other = report(1, &[1], &[1], 1.0);
+        other.scenario = "idle".into();
+        assert!(matches!(
+            Report::merge(&[a.clone(), other]),
+            Err(MergeError::Scenario(..))
+        ));
+        let mut other = report(1, &[1], &[1], 1.0);
+        other.phases[0].name = "ramp-up".into();
+        assert!(matches!(
+            Report::merge(&[a, other]),
+            Err(MergeError::Phases(..))
+        ));
+        assert_eq!(Report::merge(&[]).unwrap_err(), MergeError::Empty);
+    }
+
+    #[test]
+    fn tables_show_rates_and_ratios() {
+        let a = report(0, &[1000], &[500, 700], 2.0);
+        let b = report(0, &[1000], &[500, 700], 4.0);
+        let text = table(&a);
+        assert!(text.contains("delivered msgs/s"), "{text}");
+        assert!(text.contains("error timeout:bind: 1"), "{text}");
+        let text = compare(&[("ejabberd".into(), a), ("prosody".into(), b)]);
+        let cpu = text
+            .lines()
+            .find(|l| l.starts_with("server CPU (s)"))
+            .unwrap();
+        assert!(cpu.trim_end().ends_with("2.00"), "{cpu}");
+    }
+}
