@@ -201,11 +201,7 @@ async fn authenticate(
                     )
                     .await?;
             }
-            (ns::CLIENT, "iq")
-                if may_authenticate
-                    && edge.settings.registration
-                    && registration::is_registration(&stanza) =>
-            {
+            (ns::CLIENT, "iq") if may_authenticate && registration::is_registration(&stanza) => {
                 registration::handle(edge, stream, &stanza, peer.ip()).await?;
             }
             _ if !tls && edge.settings.require_tls => {

@@ -32,6 +32,8 @@ pub async fn handle(
     ip: IpAddr,
 ) -> Result<(), StreamEnd> {
     let answer = match stanza.stanza_type() {
+        // Switched off by configuration: refused, and the stream goes on.
+        _ if !edge.settings.registration => Err(StanzaErrorCondition::NotAllowed),
         Some("get") => Ok(Some(FORM)),
         Some("set") => register(edge, stanza, ip).await.map(|()| None),
         _ => Err(StanzaErrorCondition::BadRequest),

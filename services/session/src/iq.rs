@@ -95,6 +95,10 @@ async fn dispatch(
     use Addressee::*;
     let get = envelope.r#type == "get";
     let to = addressee(core, envelope);
+    // RFC 6121 §8.5.1: no account, no answer on its behalf.
+    if to == OtherAccount && !core.store.account_exists(bare(&envelope.to)).await? {
+        return Ok(IqReply::Error(StanzaErrorCondition::ServiceUnavailable));
+    }
     let reply = match (child.namespace(), child.name(), to) {
         (ns::ROSTER, "query", OwnAccount) => roster::handle(core, envelope, child, out).await?,
         (ns::DISCO_INFO, "query", Server) if get => {
@@ -201,9 +205,6 @@ async fn last_activity(core: &Core, envelope: &Envelope) -> anyhow::Result<IqRep
     } else {
         bare(&envelope.to)
     };
-    if !core.store.account_exists(account).await? {
-        return Ok(IqReply::Error(StanzaErrorCondition::ServiceUnavailable));
-    }
     if account != requester {
         let item = core.store.roster_item(account, requester).await?;
         let allowed = item.is_some_and(|item| {

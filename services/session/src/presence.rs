@@ -184,6 +184,14 @@ async fn apply(
         },
     };
     match &transition.item {
+        // Only the pending inbound request changed, which the item a client
+        // sees does not show (§3.1.3): nothing to push.
+        Some(item)
+            if visible_before
+                && before.map(roster::item_element) == Some(roster::item_element(item)) =>
+        {
+            Ok(())
+        }
         Some(item) if !subscription::is_pending_only(item) => {
             roster::push(core, user, roster::item_element(item), version, out).await
         }

@@ -1,0 +1,1055 @@
+//! RFC 6121 instant messaging and presence, and the server's own IQs, end to
+//! end against a real all-in-one process, spoken as raw XML so that every
+//! element and error condition can be checked exactly.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use support::{DOMAIN, RawClient, Server, ServerOptions};
+use xmppd_protocol::ns;
+use xmppd_protocol::xml::Element;
+
+/// How long one expected stanza may take; generous, never a timing check.
+const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A logged-in client that reads whole stanzas and keeps the ones a test did
+/// not wait for yet, so that nothing the server sent is lost between checks.
+struct Client {
+    raw: RawClient,
+    jid: String,
+    backlog: Vec<Element>,
+    next_id: u32,
+}
+
+impl Client {
+    async fn login(server: &Server, user: &str, password: &str, resource: &str) -> Client {
+        Client {
+            raw: RawClient::login(server.c2s, user, password, resource).await,
+            jid: format!("{user}@{DOMAIN}/{resource}"),
+            backlog: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    fn bare(&self) -> &str {
+        self.jid.split_once('/').unwrap().0
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.raw.send(xml).await;
+    }
+
+    /// One complete top-level element from the socket, or `None` when
+    /// nothing complete arrives in time.
+    async fn read(&mut self) -> Option<Element> {
+        let mut text = String::new();
+        let mut depth = 0usize;
+        loop {
+            let chunk = self.raw.wait_for(">", STANZA_TIMEOUT).await?;
+            let tag = &chunk[chunk.rfind('<').expect("a tag ends every chunk")..];
+            text.push_str(&chunk);
+            if tag.starts_with("</") {
+                assert!(depth > 0, "stream closed by the server: {text}");
+                depth -= 1;
+            } else if !tag.ends_with("/>") {
+                depth += 1;
+            }
+            if depth == 0 {
+                break;
+            }
+        }
+        let text = text.trim_start();
+        assert!(
+            !text.starts_with("<stream:"),
+            "unexpected stream element: {text}"
+        );
+        Some(
+            Element::parse(text.as_bytes(), ns::CLIENT)
+                .unwrap_or_else(|e| panic!("unparsable stanza {text:?}: {e}")),
+        )
+    }
+
+    /// The first stanza (already received or still to come) that `matches`.
+    async fn wait(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
+        if let Some(at) = self.backlog.iter().position(&matches) {
+            return self.backlog.remove(at);
+        }
+        loop {
+            match self.read().await {
+                Some(stanza) if matches(&stanza) => return stanza,
+                Some(stanza) => self.backlog.push(stanza),
+                None => panic!(
+                    "{} did not receive {what}; received meanwhile:\n{}",
+                    self.jid,
+                    self.backlog
+                        .iter()
+                        .map(|s| s.to_xml(ns::CLIENT))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Whether a stanza that `matches` was received (and not yet waited for).
+    fn received(&self, matches: impl Fn(&Element) -> bool) -> bool {
+        self.backlog.iter().any(matches)
+    }
+
+    /// Sends an IQ with a fresh id and returns its answer.
+    async fn iq(&mut self, iq_type: &str, to: Option<&str>, payload: &str) -> Element {
+        self.next_id += 1;
+        let id = format!("q{}", self.next_id);
+        let to = to.map(|to| format!(" to='{to}'")).unwrap_or_default();
+        self.send(&format!(
+            "<iq type='{iq_type}' id='{id}'{to}>{payload}</iq>"
+        ))
+        .await;
+        self.wait(&format!("the answer to IQ {id}"), |s| {
+            s.name() == "iq"
+                && s.get_attr("id") == Some(&id)
+                && matches!(s.get_attr("type"), Some("result" | "error"))
+        })
+        .await
+    }
+
+    /// Sends available presence with `children` and waits for the server's
+    /// echo of it to this resource, which comes after it was stored.
+    async fn available(&mut self, children: &str) {
+        self.send(&format!("<presence>{children}</presence>")).await;
+        let me = self.jid.clone();
+        self.wait("the echo of its own presence", |s| is_presence(s, &me, ""))
+            .await;
+    }
+
+    /// A roster push for `contact`, acknowledged as RFC 6121 §2.1.6 asks.
+    async fn roster_push(&mut self, contact: &str) -> Element {
+        let push = self
+            .wait(&format!("a roster push for {contact}"), |s| {
+                s.name() == "iq"
+                    && s.get_attr("type") == Some("set")
+                    && roster_item(s, contact).is_some()
+            })
+            .await;
+        let from = push.get_attr("from");
+        assert!(
+            from.is_none() || from == Some(self.bare()),
+            "roster push from a stranger: {push:?}"
+        );
+        let id = push.get_attr("id").unwrap().to_string();
+        self.send(&format!("<iq type='result' id='{id}'/>")).await;
+        roster_item(&push, contact).unwrap().clone()
+    }
+}
+
+async fn start(extra: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), extra);
+    server.ready().await;
+    (dir, server)
+}
+
+fn is_presence(stanza: &Element, from: &str, presence_type: &str) -> bool {
+    stanza.name() == "presence"
+        && stanza.get_attr("from") == Some(from)
+        && stanza.get_attr("type").unwrap_or("") == presence_type
+}
+
+fn is_message(stanza: &Element, id: &str) -> bool {
+    stanza.name() == "message" && stanza.get_attr("id") == Some(id)
+}
+
+fn roster_item<'a>(iq: &'a Element, contact: &str) -> Option<&'a Element> {
+    iq.get_child("query", ns::ROSTER)?
+        .children()
+        .find(|item| item.is("item", ns::ROSTER) && item.get_attr("jid") == Some(contact))
+}
+
+fn assert_result(iq: &Element) {
+    assert_eq!(
+        iq.get_attr("type"),
+        Some("result"),
+        "{}",
+        iq.to_xml(ns::CLIENT)
+    );
+}
+
+/// The defined condition of a stanza error (RFC 6120 §8.3).
+fn error_condition(stanza: &Element) -> String {
+    assert_eq!(
+        stanza.get_attr("type"),
+        Some("error"),
+        "{}",
+        stanza.to_xml(ns::CLIENT)
+    );
+    let error = stanza
+        .get_child("error", ns::CLIENT)
+        .unwrap_or_else(|| panic!("no <error/>: {stanza:?}"));
+    error
+        .children()
+        .find(|child| child.namespace() == ns::STANZAS && child.name() != "text")
+        .map(|condition| condition.name().to_string())
+        .unwrap_or_else(|| panic!("no defined condition: {stanza:?}"))
+}
+
+fn subscription_of(item: &Element) -> (&str, Option<&str>) {
+    (item.get_attr("subscription").unwrap(), item.get_attr("ask"))
+}
+
+/// `subscriber` subscribes to `contact`, who approves (RFC 6121 §3.1),
+/// checking every roster push and presence on the way.
+async fn subscribe(subscriber: &mut Client, contact: &mut Client, mutual_after: bool) {
+    let (user, other) = (subscriber.bare().to_string(), contact.bare().to_string());
+    subscriber
+        .send(&format!("<presence to='{other}' type='subscribe'/>"))
+        .await;
+    let item = subscriber.roster_push(&other).await;
+    let before = if mutual_after { "from" } else { "none" };
+    assert_eq!(subscription_of(&item), (before, Some("subscribe")));
+    contact
+        .wait("the subscription request", |s| {
+            is_presence(s, &user, "subscribe")
+        })
+        .await;
+
+    contact
+        .send(&format!("<presence to='{user}' type='subscribed'/>"))
+        .await;
+    let item = contact.roster_push(&user).await;
+    let after = if mutual_after { "both" } else { "from" };
+    assert_eq!(subscription_of(&item), (after, None));
+    let item = subscriber.roster_push(&other).await;
+    let after = if mutual_after { "both" } else { "to" };
+    assert_eq!(subscription_of(&item), (after, None));
+    subscriber
+        .wait("the approval", |s| is_presence(s, &other, "subscribed"))
+        .await;
+    // §3.1.5: the new subscriber gets the contact's current presence.
+    let contact_full = contact.jid.clone();
+    subscriber
+        .wait("the contact's presence", |s| {
+            is_presence(s, &contact_full, "")
+        })
+        .await;
+}
+
+/// Mutual subscription between two available clients.
+async fn befriend(a: &mut Client, b: &mut Client) {
+    subscribe(a, b, false).await;
+    subscribe(b, a, true).await;
+}
+
+#[tokio::test]
+async fn roster_get_set_push_remove_and_versioning() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    let mut phone = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut laptop = Client::login(&server, "alice", "pw-a", "laptop").await;
+
+    let empty = phone
+        .iq("get", None, "<query xmlns='jabber:iq:roster'/>")
+        .await;
+    assert_result(&empty);
+    let query = empty.get_child("query", ns::ROSTER).expect("roster query");
+    assert_eq!(query.children().count(), 0);
+    let v0 = query.get_attr("ver").expect("XEP-0237 ver").to_string();
+    // XEP-0237 §3: an up-to-date cache gets an empty result.
+    let cached = phone
+        .iq(
+            "get",
+            None,
+            &format!("<query xmlns='jabber:iq:roster' ver='{v0}'/>"),
+        )
+        .await;
+    assert_result(&cached);
+    assert_eq!(cached.children().count(), 0, "{cached:?}");
+
+    let set = phone
+        .iq(
+            "set",
+            None,
+            "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'>\
+             <group>Friends</group></item></query>",
+        )
+        .await;
+    assert_result(&set);
+    for resource in [&mut phone, &mut laptop] {
+        let item = resource.roster_push("bob@localhost").await;
+        assert_eq!(subscription_of(&item), ("none", None));
+        assert_eq!(item.get_attr("name"), Some("Bob"));
+        let groups: Vec<_> = item.children().map(Element::text_content).collect();
+        assert_eq!(groups, ["Friends"]);
+    }
+
+    // An outdated cache gets the whole roster and the new version.
+    let full = laptop
+        .iq(
+            "get",
+            None,
+            &format!("<query xmlns='jabber:iq:roster' ver='{v0}'/>"),
+        )
+        .await;
+    let query = full.get_child("query", ns::ROSTER).expect("full roster");
+    let v1 = query.get_attr("ver").unwrap().to_string();
+    assert_ne!(v1, v0);
+    assert_eq!(query.children().count(), 1);
+    assert_eq!(
+        roster_item(&full, "bob@localhost")
+            .unwrap()
+            .get_attr("name"),
+        Some("Bob")
+    );
+    let cached = laptop
+        .iq(
+            "get",
+            None,
+            &format!("<query xmlns='jabber:iq:roster' ver='{v1}'/>"),
+        )
+        .await;
+    assert_eq!(cached.children().count(), 0, "{cached:?}");
+
+    let remove = laptop
+        .iq("set", None, "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query>")
+        .await;
+    assert_result(&remove);
+    for resource in [&mut phone, &mut laptop] {
+        let item = resource.roster_push("bob@localhost").await;
+        assert_eq!(item.get_attr("subscription"), Some("remove"));
+    }
+    let after = phone
+        .iq("get", None, "<query xmlns='jabber:iq:roster'/>")
+        .await;
+    assert_eq!(
+        after
+            .get_child("query", ns::ROSTER)
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
+
+    // §2.5.3: removing an item that is not there.
+    let missing = phone
+        .iq("set", None, "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query>")
+        .await;
+    assert_eq!(error_condition(&missing), "item-not-found");
+    // §2.3.3: a set with two items is a bad request.
+    let two = phone
+        .iq("set", None, "<query xmlns='jabber:iq:roster'><item jid='a@localhost'/><item jid='b@localhost'/></query>")
+        .await;
+    assert_eq!(error_condition(&two), "bad-request");
+}
+
+#[tokio::test]
+async fn subscription_handshake_then_presence_flows_both_ways() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut bob = Client::login(&server, "bob", "pw-b", "desk").await;
+    alice.available("").await;
+    bob.available("").await;
+
+    // A request from someone not in the roster is not a roster item yet.
+    alice
+        .send("<presence to='bob@localhost' type='subscribe'/>")
+        .await;
+    let item = alice.roster_push("bob@localhost").await;
+    assert_eq!(subscription_of(&item), ("none", Some("subscribe")));
+    bob.wait("the request", |s| {
+        is_presence(s, "alice@localhost", "subscribe")
+    })
+    .await;
+    let roster = bob
+        .iq("get", None, "<query xmlns='jabber:iq:roster'/>")
+        .await;
+    assert_eq!(
+        roster
+            .get_child("query", ns::ROSTER)
+            .unwrap()
+            .children()
+            .count(),
+        0,
+        "{roster:?}"
+    );
+    // The contact approves: pushes on both sides, and alice sees bob.
+    bob.send("<presence to='alice@localhost' type='subscribed'/>")
+        .await;
+    assert_eq!(
+        subscription_of(&bob.roster_push("alice@localhost").await),
+        ("from", None)
+    );
+    assert_eq!(
+        subscription_of(&alice.roster_push("bob@localhost").await),
+        ("to", None)
+    );
+    alice
+        .wait("the approval", |s| {
+            is_presence(s, "bob@localhost", "subscribed")
+        })
+        .await;
+    alice
+        .wait("bob's presence", |s| {
+            is_presence(s, "bob@localhost/desk", "")
+        })
+        .await;
+
+    subscribe(&mut bob, &mut alice, true).await;
+    for (client, contact) in [(&mut alice, "bob@localhost"), (&mut bob, "alice@localhost")] {
+        let roster = client
+            .iq("get", None, "<query xmlns='jabber:iq:roster'/>")
+            .await;
+        let item = roster_item(&roster, contact).expect("contact in roster");
+        assert_eq!(subscription_of(item), ("both", None));
+    }
+
+    alice
+        .send("<presence><show>away</show><status>lunch</status></presence>")
+        .await;
+    let seen = bob
+        .wait("alice's update", |s| {
+            is_presence(s, "alice@localhost/phone", "") && s.get_child("show", ns::CLIENT).is_some()
+        })
+        .await;
+    assert_eq!(
+        seen.get_child("status", ns::CLIENT).unwrap().text_content(),
+        "lunch"
+    );
+    bob.send("<presence><show>dnd</show></presence>").await;
+    let seen = alice
+        .wait("bob's update", |s| {
+            is_presence(s, "bob@localhost/desk", "") && s.get_child("show", ns::CLIENT).is_some()
+        })
+        .await;
+    assert_eq!(
+        seen.get_child("show", ns::CLIENT).unwrap().text_content(),
+        "dnd"
+    );
+    // Presence broadcasts carry no `to` (delivered to the bare JID's resources).
+    assert_eq!(seen.get_attr("to"), None);
+}
+
+#[tokio::test]
+async fn probes_on_login_unavailable_on_disconnect_and_last_activity() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut bob = Client::login(&server, "bob", "pw-b", "desk").await;
+    alice.available("").await;
+    bob.available("").await;
+    befriend(&mut alice, &mut bob).await;
+
+    // A contact online reports no idle time.
+    let last = alice
+        .iq(
+            "get",
+            Some("bob@localhost"),
+            "<query xmlns='jabber:iq:last'/>",
+        )
+        .await;
+    assert_eq!(
+        last.get_child("query", ns::LAST)
+            .unwrap()
+            .get_attr("seconds"),
+        Some("0")
+    );
+
+    // Unavailable with a status, then the stream goes away.
+    bob.send("<presence type='unavailable'><status>gone fishing</status></presence>")
+        .await;
+    alice
+        .wait("bob's unavailable", |s| {
+            is_presence(s, "bob@localhost/desk", "unavailable")
+        })
+        .await;
+    drop(bob);
+    let last = alice
+        .iq(
+            "get",
+            Some("bob@localhost"),
+            "<query xmlns='jabber:iq:last'/>",
+        )
+        .await;
+    assert_result(&last);
+    let query = last.get_child("query", ns::LAST).unwrap();
+    let seconds: u64 = query.get_attr("seconds").unwrap().parse().unwrap();
+    assert!(seconds < 3600, "{seconds}");
+    assert_eq!(query.text_content(), "gone fishing");
+
+    // Bob logs in later: his probe brings alice's current presence.
+    alice
+        .send("<presence><status>busy</status></presence>")
+        .await;
+    let mut bob = Client::login(&server, "bob", "pw-b", "tablet").await;
+    bob.send("<presence/>").await;
+    let current = bob
+        .wait("alice's current presence", |s| {
+            is_presence(s, "alice@localhost/phone", "")
+        })
+        .await;
+    assert_eq!(
+        current
+            .get_child("status", ns::CLIENT)
+            .unwrap()
+            .text_content(),
+        "busy"
+    );
+    alice
+        .wait("bob back", |s| is_presence(s, "bob@localhost/tablet", ""))
+        .await;
+
+    // The stream closing without a goodbye still tells the contacts.
+    drop(bob);
+    alice
+        .wait("bob's unavailable on disconnect", |s| {
+            is_presence(s, "bob@localhost/tablet", "unavailable")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn directed_presence_and_its_unavailable_on_disconnect() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("carol", "pw-c");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut carol = Client::login(&server, "carol", "pw-c", "desk").await;
+    alice.available("").await;
+    carol.available("").await;
+
+    alice
+        .send("<presence to='carol@localhost/desk'><status>hello you</status></presence>")
+        .await;
+    let directed = carol
+        .wait("directed presence", |s| {
+            is_presence(s, "alice@localhost/phone", "")
+        })
+        .await;
+    assert_eq!(
+        directed
+            .get_child("status", ns::CLIENT)
+            .unwrap()
+            .text_content(),
+        "hello you"
+    );
+    drop(alice);
+    carol
+        .wait("unavailable after the sender left", |s| {
+            is_presence(s, "alice@localhost/phone", "unavailable")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn messages_follow_the_delivery_rules_of_priority_and_resource() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut high = Client::login(&server, "bob", "pw-b", "high").await;
+    let mut low = Client::login(&server, "bob", "pw-b", "low").await;
+    let mut negative = Client::login(&server, "bob", "pw-b", "negative").await;
+    high.available("<priority>5</priority>").await;
+    low.available("<priority>1</priority>").await;
+    negative.available("<priority>-1</priority>").await;
+
+    let message = |to: &str, id: &str| {
+        format!("<message to='{to}' type='chat' id='{id}'><body>{id}</body></message>")
+    };
+    // Stanzas of one stream stay in order: once a resource has the marker
+    // sent to it by full JID, anything sent to it before has arrived too.
+    async fn has_before_marker(
+        client: &mut Client,
+        alice: &mut Client,
+        marker: &str,
+        id: &str,
+    ) -> bool {
+        let to = client.jid.clone();
+        alice
+            .send(&format!(
+                "<message to='{to}' type='chat' id='{marker}'><body>m</body></message>"
+            ))
+            .await;
+        client.wait(marker, |s| is_message(s, marker)).await;
+        client.received(|s| is_message(s, id))
+    }
+
+    // Bare JID: the highest priority only; never a negative one.
+    alice.send(&message("bob@localhost", "bare1")).await;
+    let got = high.wait("bare1", |s| is_message(s, "bare1")).await;
+    assert_eq!(got.get_attr("from"), Some("alice@localhost/phone"));
+    assert_eq!(
+        got.get_child("body", ns::CLIENT).unwrap().text_content(),
+        "bare1"
+    );
+    assert!(!has_before_marker(&mut low, &mut alice, "mark-low-1", "bare1").await);
+    // Full JID: that resource, even of negative priority (the marker itself).
+    assert!(!has_before_marker(&mut negative, &mut alice, "mark-neg-1", "bare1").await);
+
+    // An unknown resource: a chat message follows the bare JID rules.
+    alice.send(&message("bob@localhost/nowhere", "lost1")).await;
+    high.wait("lost1", |s| is_message(s, "lost1")).await;
+    assert!(!has_before_marker(&mut low, &mut alice, "mark-low-2", "lost1").await);
+
+    // A tie at the top: every resource of that priority.
+    low.available("<priority>5</priority>").await;
+    alice.send(&message("bob@localhost", "tie1")).await;
+    high.wait("tie1", |s| is_message(s, "tie1")).await;
+    low.wait("tie1", |s| is_message(s, "tie1")).await;
+    assert!(!has_before_marker(&mut negative, &mut alice, "mark-neg-2", "tie1").await);
+
+    // IQs to a full JID reach that resource, and its answer comes back.
+    alice
+        .send(
+            "<iq type='get' id='v1' to='bob@localhost/low'><query xmlns='jabber:iq:version'/></iq>",
+        )
+        .await;
+    let request = low
+        .wait("the IQ", |s| {
+            s.name() == "iq" && s.get_attr("id") == Some("v1")
+        })
+        .await;
+    assert_eq!(request.get_attr("from"), Some("alice@localhost/phone"));
+    low.send("<iq type='result' id='v1' to='alice@localhost/phone'><query xmlns='jabber:iq:version'><name>raw</name></query></iq>")
+        .await;
+    let answer = alice
+        .wait("the IQ answer", |s| {
+            s.name() == "iq" && s.get_attr("id") == Some("v1")
+        })
+        .await;
+    assert_result(&answer);
+    assert_eq!(answer.get_attr("from"), Some("bob@localhost/low"));
+    // An IQ to an unknown resource is not delivered elsewhere (§8.5.3.2.1).
+    let unknown = alice
+        .iq(
+            "get",
+            Some("bob@localhost/nowhere"),
+            "<query xmlns='jabber:iq:version'/>",
+        )
+        .await;
+    assert_eq!(error_condition(&unknown), "service-unavailable");
+}
+
+#[tokio::test]
+async fn unknown_accounts_get_service_unavailable() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    alice.available("").await;
+
+    alice
+        .send("<message to='nobody@localhost' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let bounce = alice.wait("the bounce", |s| is_message(s, "m1")).await;
+    assert_eq!(error_condition(&bounce), "service-unavailable");
+    assert_eq!(bounce.get_attr("from"), Some("nobody@localhost"));
+    for payload in [
+        "<query xmlns='jabber:iq:version'/>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        "<query xmlns='jabber:iq:last'/>",
+        "<ping xmlns='urn:xmpp:ping'/>",
+    ] {
+        let answer = alice.iq("get", Some("nobody@localhost"), payload).await;
+        assert_eq!(error_condition(&answer), "service-unavailable", "{payload}");
+    }
+    // A set in an unknown namespace to the server itself.
+    let answer = alice
+        .iq("set", Some(DOMAIN), "<query xmlns='urn:example:nothing'/>")
+        .await;
+    assert_eq!(error_condition(&answer), "service-unavailable");
+}
+
+#[tokio::test]
+async fn offline_messages_arrive_at_next_presence_with_a_delay_stamp() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    for id in ["off1", "off2", "off3"] {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='{id}'><body>{id}</body></message>"
+            ))
+            .await;
+    }
+    // A headline is not stored (XEP-0160 §3).
+    alice
+        .send("<message to='bob@localhost' type='headline' id='news'><body>n</body></message>")
+        .await;
+    // Once the account's replica answered an IQ sent after them, the
+    // messages have been stored.
+    let barrier = alice
+        .iq(
+            "get",
+            Some("bob@localhost"),
+            "<query xmlns='jabber:iq:last'/>",
+        )
+        .await;
+    assert_eq!(error_condition(&barrier), "forbidden");
+
+    // Bound but not yet available: still nothing delivered.
+    let mut bob = Client::login(&server, "bob", "pw-b", "desk").await;
+    let ping = bob
+        .iq("get", Some(DOMAIN), "<ping xmlns='urn:xmpp:ping'/>")
+        .await;
+    assert_result(&ping);
+    assert!(
+        !bob.received(|s| s.name() == "message"),
+        "{:?}",
+        bob.backlog
+    );
+    bob.send("<presence/>").await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let message = bob
+            .wait("an offline message", |s| s.name() == "message")
+            .await;
+        assert_eq!(message.get_attr("from"), Some("alice@localhost/phone"));
+        let delay = message
+            .get_child("delay", ns::DELAY)
+            .expect("XEP-0203 delay");
+        assert_eq!(delay.get_attr("from"), Some(DOMAIN));
+        let stamp = delay.get_attr("stamp").unwrap();
+        assert!(
+            stamp.len() >= 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
+        order.push(message.get_attr("id").unwrap().to_string());
+    }
+    assert_eq!(order, ["off1", "off2", "off3"]);
+    // Handed out once: a later resource gets none.
+    let mut again = Client::login(&server, "bob", "pw-b", "other").await;
+    again.available("").await;
+    let ping = again
+        .iq("get", Some(DOMAIN), "<ping xmlns='urn:xmpp:ping'/>")
+        .await;
+    assert_result(&ping);
+    assert!(
+        !again.received(|s| s.name() == "message"),
+        "{:?}",
+        again.backlog
+    );
+    assert!(!bob.received(|s| is_message(s, "news")));
+}
+
+#[tokio::test]
+async fn disco_info_lists_exactly_the_implemented_features() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+
+    let info = alice
+        .iq(
+            "get",
+            Some(DOMAIN),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
+        .await;
+    assert_result(&info);
+    assert_eq!(info.get_attr("from"), Some(DOMAIN));
+    let query = info.get_child("query", ns::DISCO_INFO).unwrap();
+    let identities: Vec<_> = query
+        .children()
+        .filter(|c| c.name() == "identity")
+        .map(|c| (c.get_attr("category").unwrap(), c.get_attr("type").unwrap()))
+        .collect();
+    assert_eq!(identities, [("server", "im")]);
+    let mut features: Vec<_> = query
+        .children()
+        .filter(|c| c.name() == "feature")
+        .map(|c| c.get_attr("var").unwrap())
+        .collect();
+    features.sort_unstable();
+    let mut expected = vec![
+        "http://jabber.org/protocol/disco#info",
+        "http://jabber.org/protocol/disco#items",
+        "jabber:iq:last",
+        "jabber:iq:register",
+        "jabber:iq:version",
+        "msgoffline",
+        "urn:xmpp:features:rosterver",
+        "urn:xmpp:ping",
+        "urn:xmpp:time",
+    ];
+    expected.sort_unstable();
+    assert_eq!(features, expected);
+
+    let items = alice
+        .iq(
+            "get",
+            Some(DOMAIN),
+            "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        )
+        .await;
+    assert_result(&items);
+    assert_eq!(
+        items
+            .get_child("query", ns::DISCO_ITEMS)
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
+    // An unknown node has nothing to show.
+    let node = alice
+        .iq(
+            "get",
+            Some(DOMAIN),
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='nope'/>",
+        )
+        .await;
+    assert_eq!(
+        node.get_child("query", ns::DISCO_INFO)
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
+    // An account answers for itself with the account identity.
+    let own = alice
+        .iq(
+            "get",
+            Some("alice@localhost"),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
+        .await;
+    let identity = own
+        .get_child("query", ns::DISCO_INFO)
+        .unwrap()
+        .children()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (identity.get_attr("category"), identity.get_attr("type")),
+        (Some("account"), Some("registered"))
+    );
+}
+
+#[tokio::test]
+async fn server_version_time_last_and_ping() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+
+    let version = alice
+        .iq("get", Some(DOMAIN), "<query xmlns='jabber:iq:version'/>")
+        .await;
+    assert_result(&version);
+    let query = version.get_child("query", ns::VERSION).unwrap();
+    assert_eq!(
+        query.get_child("name", ns::VERSION).unwrap().text_content(),
+        "xmppd"
+    );
+    assert!(
+        !query
+            .get_child("version", ns::VERSION)
+            .unwrap()
+            .text_content()
+            .is_empty()
+    );
+
+    let time = alice
+        .iq("get", Some(DOMAIN), "<time xmlns='urn:xmpp:time'/>")
+        .await;
+    assert_result(&time);
+    let time = time.get_child("time", ns::TIME).unwrap();
+    assert_eq!(
+        time.get_child("tzo", ns::TIME).unwrap().text_content(),
+        "+00:00"
+    );
+    let utc = time.get_child("utc", ns::TIME).unwrap().text_content();
+    let bytes = utc.as_bytes();
+    assert!(
+        utc.len() >= 20
+            && bytes[4] == b'-'
+            && bytes[10] == b'T'
+            && bytes[13] == b':'
+            && utc.ends_with('Z'),
+        "{utc}"
+    );
+
+    // XEP-0012 §5: the server's uptime.
+    let last = alice
+        .iq("get", Some(DOMAIN), "<query xmlns='jabber:iq:last'/>")
+        .await;
+    assert_result(&last);
+    let seconds: u64 = last
+        .get_child("query", ns::LAST)
+        .unwrap()
+        .get_attr("seconds")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seconds < 3600, "{seconds}");
+
+    let ping = alice
+        .iq("get", Some(DOMAIN), "<ping xmlns='urn:xmpp:ping'/>")
+        .await;
+    assert_result(&ping);
+    assert_eq!(ping.get_attr("from"), Some(DOMAIN));
+    assert_eq!(ping.children().count(), 0);
+}
+
+/// A fresh stream that tries PLAIN: `true` on `<success/>`, `false` on a
+/// `<not-authorized/>` failure.
+async fn plain_login_succeeds(server: &Server, user: &str, password: &str) -> bool {
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    client
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+    let answer = client.expect("/>").await;
+    if answer.contains("<success") {
+        return true;
+    }
+    assert!(
+        answer.contains("<failure") && answer.contains("<not-authorized"),
+        "{answer}"
+    );
+    false
+}
+
+/// A stream that has not authenticated, up to its features.
+async fn unauthenticated(server: &Server) -> (Client, String) {
+    let mut raw = RawClient::connect(server.c2s).await;
+    raw.send(&format!(
+        "<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' \
+         xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    ))
+    .await;
+    let features = raw.expect("</stream:features>").await;
+    let client = Client {
+        raw,
+        jid: String::new(),
+        backlog: Vec::new(),
+        next_id: 0,
+    };
+    (client, features)
+}
+
+#[tokio::test]
+async fn in_band_registration_before_authentication() {
+    let (_dir, server) = start("").await;
+    server.add_user("taken", "pw");
+    let (mut client, features) = unauthenticated(&server).await;
+    assert!(
+        features.contains("<register xmlns='http://jabber.org/features/iq-register'/>"),
+        "{features}"
+    );
+
+    let form = client
+        .iq("get", None, "<query xmlns='jabber:iq:register'/>")
+        .await;
+    assert_result(&form);
+    let query = form.get_child("query", ns::REGISTER).unwrap();
+    assert!(
+        query.get_child("username", ns::REGISTER).is_some()
+            && query.get_child("password", ns::REGISTER).is_some()
+    );
+
+    let taken = client.iq("set", None,
+        "<query xmlns='jabber:iq:register'><username>taken</username><password>x</password></query>",
+    )
+    .await;
+    assert_eq!(error_condition(&taken), "conflict");
+    let created = client.iq("set", None,
+        "<query xmlns='jabber:iq:register'><username>newbie</username><password>fresh-pw</password></query>",
+    )
+    .await;
+    assert_result(&created);
+
+    let mut newbie = Client::login(&server, "newbie", "fresh-pw", "first").await;
+    newbie.available("").await;
+    assert!(!plain_login_succeeds(&server, "newbie", "wrong").await);
+}
+
+#[tokio::test]
+async fn registration_disabled_is_not_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions {
+        role: "run",
+        data_dir: dir.path(),
+        extra: "[auth]\nrequire_tls = false\nregistration = false\n",
+        env: Vec::new(),
+    });
+    server.ready().await;
+    let (mut client, features) = unauthenticated(&server).await;
+    assert!(!features.contains("iq-register"), "{features}");
+    let refused = client.iq("set", None,
+        "<query xmlns='jabber:iq:register'><username>newbie</username><password>pw</password></query>",
+    )
+    .await;
+    assert_eq!(error_condition(&refused), "not-allowed");
+    assert!(!plain_login_succeeds(&server, "newbie", "pw").await);
+}
+
+#[tokio::test]
+async fn password_change_then_only_the_new_password_works() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "old-pw");
+    let mut alice = Client::login(&server, "alice", "old-pw", "phone").await;
+    let form = alice
+        .iq("get", Some(DOMAIN), "<query xmlns='jabber:iq:register'/>")
+        .await;
+    let query = form.get_child("query", ns::REGISTER).unwrap();
+    assert!(query.get_child("registered", ns::REGISTER).is_some());
+    assert_eq!(
+        query
+            .get_child("username", ns::REGISTER)
+            .unwrap()
+            .text_content(),
+        "alice"
+    );
+
+    // Someone else's username is refused.
+    let wrong = alice
+        .iq(
+            "set",
+            Some(DOMAIN),
+            "<query xmlns='jabber:iq:register'><username>mallory</username><password>x</password></query>",
+        )
+        .await;
+    assert_eq!(error_condition(&wrong), "not-authorized");
+    let changed = alice
+        .iq(
+            "set",
+            Some(DOMAIN),
+            "<query xmlns='jabber:iq:register'><username>alice</username><password>new-pw</password></query>",
+        )
+        .await;
+    assert_result(&changed);
+    assert!(plain_login_succeeds(&server, "alice", "new-pw").await);
+    assert!(!plain_login_succeeds(&server, "alice", "old-pw").await);
+}
+
+#[tokio::test]
+async fn account_removal_closes_the_stream_and_the_account() {
+    let (_dir, server) = start("").await;
+    server.add_user("alice", "pw-a");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut other = Client::login(&server, "alice", "pw-a", "laptop").await;
+    alice.available("").await;
+    alice
+        .send("<iq type='set' id='bye' to='localhost'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        .await;
+    // Every stream of the account ends with <not-authorized/> (XEP-0077 §3.2).
+    for client in [&mut alice, &mut other] {
+        client.raw.expect("<stream:error>").await;
+        client.raw.expect("<not-authorized").await;
+        assert!(
+            client.raw.closed().await,
+            "stream still open: {}",
+            client.raw.pending()
+        );
+    }
+    assert!(!plain_login_succeeds(&server, "alice", "pw-a").await);
+}

@@ -1,0 +1,70 @@
+//! Interop with a third-party client library: slixmpp (Debian's
+//! python3-slixmpp) against the all-in-one server with its default security
+//! (STARTTLS required, a generated self-signed certificate), driven by
+//! `tests/interop/chat.py`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{DOMAIN, Server, ServerOptions};
+
+/// Debian's interpreter, where python3-slixmpp installs; not whatever
+/// `python3` comes first on PATH.
+const PYTHON: &str = "/usr/bin/python3";
+
+fn require_slixmpp() {
+    let check = Command::new(PYTHON).args(["-c", "import slixmpp"]).output();
+    let available = check.as_ref().is_ok_and(|output| output.status.success());
+    assert!(
+        available,
+        "slixmpp is not importable by {PYTHON} ({}); run the README's test command, \
+         which installs python3-slixmpp (apt-get install python3-slixmpp)",
+        match &check {
+            Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            Err(error) => error.to_string(),
+        }
+    );
+}
+
+#[tokio::test]
+async fn slixmpp_logs_in_over_tls_subscribes_and_chats() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions {
+        role: "run",
+        data_dir: dir.path(),
+        extra: "[auth]\nrequire_tls = true\n",
+        env: Vec::new(),
+    });
+    server.ready().await;
+    server.add_user("alice", "alice-interop-pw");
+    server.add_user("bob", "bob-interop-pw");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/chat.py");
+    let mut chat = Command::new(PYTHON);
+    chat.arg(&script)
+        .arg("127.0.0.1")
+        .arg(server.c2s.port().to_string())
+        .arg(server.c2s_tls.port().to_string())
+        .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
+        .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
+    // The script bounds every wait itself, so it always ends.
+    let output = tokio::task::spawn_blocking(move || chat.output())
+        .await
+        .unwrap()
+        .expect("run chat.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chat.py failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log()
+    );
+    assert!(
+        stdout.contains("interop ok: 100 messages each way, in order"),
+        "{stdout}"
+    );
+}
