@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,6 +110,11 @@ struct Inner {
     /// Routers with an open stream, sorted: the pinning domain.
     router_nodes: RwLock<Vec<Node>>,
     sessions: RwLock<HashMap<String, LocalSession>>,
+    /// Session ends that found no router to report them to (the only router
+    /// just went away). Reported once one is attached again; lost, the
+    /// account's replica would keep the resource bound and available for as
+    /// long as this node lives.
+    unreported_ends: Mutex<Vec<SessionEnded>>,
 }
 
 impl Cluster {
@@ -128,6 +133,7 @@ impl Cluster {
                 routers: RwLock::default(),
                 router_nodes: RwLock::default(),
                 sessions: RwLock::default(),
+                unreported_ends: Mutex::default(),
             }),
         }
     }
@@ -157,14 +163,34 @@ impl Cluster {
     }
 
     /// Follows the live routers in the registry, attaching to new ones.
+    ///
+    /// It also retries every `interval`, not only when the membership
+    /// changes: a router restarted in place (same id and address within its
+    /// heartbeat TTL) or one that refused the first attach looks unchanged in
+    /// the registry, and would otherwise never be attached again.
     pub async fn follow_routers(self, interval: Duration) {
         let mut members =
             membership::watch_members(self.inner.registry.clone(), Role::Router, interval);
+        let mut retry = tokio::time::interval(interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tokio::select! {
+                changed = members.changed() => if changed.is_err() {
+                    return;
+                },
+                _ = retry.tick() => {}
+            }
             let nodes = members.borrow_and_update().clone();
             self.update_routers(&nodes).await;
-            if members.changed().await.is_err() {
-                return;
+            let unreported = std::mem::take(
+                &mut *self
+                    .inner
+                    .unreported_ends
+                    .lock()
+                    .expect("unreported ends lock"),
+            );
+            for ended in unreported {
+                self.report_end(ended, &Weak::new());
             }
         }
     }
@@ -403,27 +429,42 @@ impl Cluster {
                 sessions.remove(full_jid);
             }
         }
-        let ended = EdgeUp {
-            frame: Some(edge_up::Frame::Ended(SessionEnded {
-                full_jid: full_jid.to_string(),
-                node_id: self.inner.node.id.clone(),
-                conn_id,
-            })),
+        let ended = SessionEnded {
+            full_jid: full_jid.to_string(),
+            node_id: self.inner.node.id.clone(),
+            conn_id,
         };
-        // The pinned router keeps the order; if it is gone, any other will
-        // do, and if none is, the reaper ends the session once this node's
-        // heartbeat is missed... which it is not, so say so loudly.
-        let link = router.upgrade().or_else(|| self.router_for(full_jid).ok());
-        match link {
-            Some(link) => {
-                if let Err(mpsc::error::TrySendError::Full(frame)) = link.up.try_send(ended) {
-                    let up = link.up.clone();
-                    tokio::spawn(async move {
-                        let _ = up.send(frame).await;
-                    });
-                }
-            }
-            None => tracing::error!(full_jid, "no router to report the end of a session to"),
+        self.report_end(ended, router);
+    }
+
+    /// Tells the account's replica that a session ended. The pinned router
+    /// keeps the order; if it is gone, any other will do, and if none is,
+    /// the end waits for the next attached router (the reaper does not help:
+    /// this node is alive).
+    fn report_end(&self, ended: SessionEnded, pinned: &Weak<RouterLink>) {
+        // A closed stream belongs to a router about to be retired.
+        let open = |link: &Arc<RouterLink>| !link.up.is_closed();
+        let Some(link) = pinned
+            .upgrade()
+            .filter(open)
+            .or_else(|| self.router_for(&ended.full_jid).ok().filter(open))
+        else {
+            tracing::warn!(full_jid = %ended.full_jid, "no router to report the end of a session to yet");
+            self.inner
+                .unreported_ends
+                .lock()
+                .expect("unreported ends lock")
+                .push(ended);
+            return;
+        };
+        let frame = EdgeUp {
+            frame: Some(edge_up::Frame::Ended(ended)),
+        };
+        if let Err(mpsc::error::TrySendError::Full(frame)) = link.up.try_send(frame) {
+            let up = link.up.clone();
+            tokio::spawn(async move {
+                let _ = up.send(frame).await;
+            });
         }
     }
 }

@@ -66,7 +66,11 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let readiness = Readiness::new();
-    assemble::track_readiness(readiness.clone(), move || cluster.router_count() > 0);
+    // Ready once a client can log in: the edge has its router and the router
+    // has seen the session replica join (else credential look-ups fail).
+    assemble::track_readiness(readiness.clone(), move || {
+        cluster.router_count() > 0 && router.is_ready()
+    });
     let extra = admin::sessions_route(registry);
     let http = assemble::http(&config, metrics, readiness, extra, &shutdown).await?;
     print_banner(&config, &listening, http);

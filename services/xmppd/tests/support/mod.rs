@@ -17,7 +17,11 @@ pub const DOMAIN: &str = "localhost";
 
 /// A free TCP port on 127.0.0.1 (released for the server to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn xmppd() -> Command {
@@ -33,6 +37,38 @@ pub struct Server {
     pub grpc: SocketAddr,
     pub config: PathBuf,
     log: PathBuf,
+}
+
+/// The loopback addresses a server listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub c2s: SocketAddr,
+    pub c2s_tls: SocketAddr,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+impl Ports {
+    pub fn free() -> Ports {
+        let free = || format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Ports {
+            c2s: free(),
+            c2s_tls: free(),
+            http: free(),
+            grpc: free(),
+        }
+    }
+}
+
+impl Server {
+    pub fn ports(&self) -> Ports {
+        Ports {
+            c2s: self.c2s,
+            c2s_tls: self.c2s_tls,
+            http: self.http,
+            grpc: self.grpc,
+        }
+    }
 }
 
 /// Configuration a test starts from: loopback ports, relaxed limits where a
@@ -59,12 +95,22 @@ impl Server {
     }
 
     pub fn start(options: ServerOptions<'_>) -> Server {
-        let c2s: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let c2s_tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Server::start_at(options, Ports::free())
+    }
+
+    /// [`Server::start`] on given ports, for example to restart a node where
+    /// its peers expect it.
+    pub fn start_at(options: ServerOptions<'_>, ports: Ports) -> Server {
+        let Ports {
+            c2s,
+            c2s_tls,
+            http,
+            grpc,
+        } = ports;
         std::fs::create_dir_all(options.data_dir).unwrap();
-        let config = options.data_dir.join(format!("{}-{}.toml", options.role, c2s.port()));
+        let config = options
+            .data_dir
+            .join(format!("{}-{}.toml", options.role, c2s.port()));
         let toml = format!(
             "[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n\
              [listen]\nc2s = \"{c2s}\"\nc2s_tls = \"{c2s_tls}\"\ngrpc = \"{grpc}\"\n\
@@ -74,7 +120,9 @@ impl Server {
         );
         let toml = merge_sections(&toml);
         std::fs::write(&config, toml).unwrap();
-        let log = options.data_dir.join(format!("{}-{}.log", options.role, c2s.port()));
+        let log = options
+            .data_dir
+            .join(format!("{}-{}.log", options.role, c2s.port()));
         let child = xmppd()
             .arg("--config")
             .arg(&config)
@@ -82,7 +130,9 @@ impl Server {
             .envs(options.env)
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            ))
             .spawn()
             .expect("start xmppd");
         Server {
@@ -108,7 +158,10 @@ impl Server {
     pub async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(self.http, "/readyz").await.is_some_and(|(status, _)| status == 200) {
+            if http_get(self.http, "/readyz")
+                .await
+                .is_some_and(|(status, _)| status == 200)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -121,10 +174,20 @@ impl Server {
         let output = xmppd()
             .arg("--config")
             .arg(&self.config)
-            .args(["user", "add", &format!("{user}@{DOMAIN}"), "--password", password])
+            .args([
+                "user",
+                "add",
+                &format!("{user}@{DOMAIN}"),
+                "--password",
+                password,
+            ])
             .output()
             .unwrap();
-        assert!(output.status.success(), "user add failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// SIGKILL: the process dies without any clean-up.
@@ -135,7 +198,10 @@ impl Server {
 
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 }
@@ -174,7 +240,9 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> 
     let mut response = String::new();
     socket.read_to_string(&mut response).await.ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())?;
     Some((status, body))
 }
 
@@ -216,7 +284,10 @@ impl RawClient {
     pub async fn expect(&mut self, needle: &str) -> String {
         match self.wait_for(needle, READ_TIMEOUT).await {
             Some(text) => text,
-            None => panic!("did not receive {needle:?}; got so far: {:?}", self.received),
+            None => panic!(
+                "did not receive {needle:?}; got so far: {:?}",
+                self.received
+            ),
         }
     }
 
@@ -233,7 +304,9 @@ impl RawClient {
             let read = tokio::time::timeout_at(deadline, self.socket.read(&mut buffer)).await;
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Ok(Ok(n)) => self
+                    .received
+                    .push_str(&String::from_utf8_lossy(&buffer[..n])),
             }
         }
     }
@@ -245,7 +318,9 @@ impl RawClient {
             let mut buffer = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.socket.read(&mut buffer)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(n)) => self.received.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Ok(Ok(n)) => self
+                    .received
+                    .push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Err(_) => return false,
             }
         }
@@ -257,12 +332,20 @@ impl RawClient {
 
     /// Opens a stream, authenticates with PLAIN (the server must allow it
     /// without TLS), and binds `resource`.
-    pub async fn login(address: SocketAddr, user: &str, password: &str, resource: &str) -> RawClient {
+    pub async fn login(
+        address: SocketAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> RawClient {
         let mut client = RawClient::connect(address).await;
         client.open_stream().await;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         client
-            .send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"))
+            .send(&format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+            ))
             .await;
         client.expect("<success").await;
         client.open_stream().await;
@@ -281,5 +364,311 @@ impl RawClient {
         self.send("<presence/>").await;
         self.expect("<presence").await;
         self.expect(">").await;
+    }
+}
+
+impl RawClient {
+    /// The next complete top-level element received (a stanza, a stream
+    /// error, `<stream:features>`), or the opening `<stream:stream …>` tag or
+    /// `</stream:stream>` on their own; `None` if nothing complete arrives
+    /// in time or the connection closes. Whitespace between is skipped.
+    pub async fn next_stanza(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = first_element_end(&self.received) {
+                let text: String = self.received.drain(..end).collect();
+                let text = text.trim();
+                if text.starts_with("<?") {
+                    continue;
+                }
+                return Some(text.to_string());
+            }
+            let mut buffer = [0u8; 16384];
+            match tokio::time::timeout_at(deadline, self.socket.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => self
+                    .received
+                    .push_str(&String::from_utf8_lossy(&buffer[..n])),
+            }
+        }
+    }
+
+    /// [`RawClient::login`] that reports failure (no server, refused, cut
+    /// off) as `None` instead of panicking, for clients that retry.
+    pub async fn try_login(
+        address: SocketAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Option<RawClient> {
+        let socket = TcpStream::connect(address).await.ok()?;
+        let mut client = RawClient {
+            socket,
+            received: String::new(),
+        };
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        );
+        client.send_bytes(header.as_bytes()).await.ok()?;
+        client.features().await?;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let auth = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        );
+        client.send_bytes(auth.as_bytes()).await.ok()?;
+        client
+            .next_stanza(READ_TIMEOUT)
+            .await?
+            .starts_with("<success")
+            .then_some(())?;
+        client.send_bytes(header.as_bytes()).await.ok()?;
+        client.features().await?;
+        let bind = format!(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{resource}</resource></bind></iq>"
+        );
+        client.send_bytes(bind.as_bytes()).await.ok()?;
+        let reply = client.next_stanza(READ_TIMEOUT).await?;
+        reply.contains("<jid>").then_some(client)
+    }
+
+    /// Skips the stream header; `None` unless `<stream:features>` follows.
+    async fn features(&mut self) -> Option<()> {
+        loop {
+            let element = self.next_stanza(READ_TIMEOUT).await?;
+            if element.starts_with("<stream:features") {
+                return Some(());
+            }
+            if !element.starts_with("<stream:stream") {
+                return None;
+            }
+        }
+    }
+}
+
+/// Where the first complete top-level element of `text` ends (see
+/// [`RawClient::next_stanza`]). Knows just enough XML for server output:
+/// tags, quoted attribute values, declarations.
+fn first_element_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(offset) = text[at..].find('<') {
+        let open = at + offset;
+        let close = tag_end(bytes, open)?;
+        let tag = &text[open..=close];
+        at = close + 1;
+        if tag.starts_with("<?") || tag.starts_with("<!") {
+            // At the top level, a declaration on its own, which the caller skips.
+            if depth == 0 {
+                return Some(at);
+            }
+            continue;
+        }
+        if tag.starts_with("<stream:stream") || tag == "</stream:stream>" {
+            if depth == 0 {
+                return Some(at);
+            }
+        } else if tag.starts_with("</") {
+            depth = depth.saturating_sub(1);
+            if depth == 0 {
+                return Some(at);
+            }
+        } else if tag.ends_with("/>") {
+            if depth == 0 {
+                return Some(at);
+            }
+        } else {
+            depth += 1;
+        }
+    }
+    None
+}
+
+/// The index of the `>` closing the tag that starts at `open`, outside quotes.
+fn tag_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut quote = None;
+    for (index, &byte) in bytes.iter().enumerate().skip(open) {
+        match (quote, byte) {
+            (None, b'\'' | b'"') => quote = Some(byte),
+            (Some(q), _) if q == byte => quote = None,
+            (None, b'>') => return Some(index),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// RFC 6120 §4.9.3: the namespace of stream error conditions.
+pub const NS_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+/// RFC 6120 §8.3.3: the namespace of stanza error conditions.
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+impl RawClient {
+    /// A connection from `local` (any 127.0.0.0/8 address works on
+    /// loopback), so that a test can be a second client IP.
+    pub async fn connect_from(local: std::net::IpAddr, address: SocketAddr) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind local address");
+        RawClient {
+            socket: socket.connect(address).await.expect("connect"),
+            received: String::new(),
+        }
+    }
+
+    /// Sends a PLAIN `<auth/>` on an open stream and returns the answer:
+    /// the `<success/>` or `<failure>…</failure>` element.
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> String {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+        match self.next_stanza(READ_TIMEOUT).await {
+            Some(answer) => answer,
+            None => panic!("no answer to <auth/>; got so far: {:?}", self.received),
+        }
+    }
+
+    /// Asserts that the stream ends with the stream error `condition`
+    /// (RFC 6120 §4.9.3): `<stream:error>` whose first child is the
+    /// condition in its namespace, then `</stream:stream>`, then the server
+    /// closes the connection. Stanzas before the error are skipped.
+    pub async fn expect_stream_error(&mut self, condition: &str) {
+        let error = loop {
+            match self.next_stanza(READ_TIMEOUT).await {
+                Some(element) if element.starts_with("<stream:error") => break element,
+                Some(_) => {}
+                None => panic!(
+                    "no <{condition}/> stream error; got so far: {:?}",
+                    self.received
+                ),
+            }
+        };
+        let wanted = format!("<stream:error><{condition} xmlns='{NS_STREAMS}'/>");
+        assert!(
+            error.starts_with(&wanted),
+            "expected {wanted}…, got {error}"
+        );
+        let end = self.next_stanza(READ_TIMEOUT).await;
+        assert_eq!(end.as_deref(), Some("</stream:stream>"), "after {error}");
+        assert!(
+            self.closed().await,
+            "the server kept the connection open after {error}"
+        );
+    }
+
+    /// Waits for the error reply to the stanza with `id` (`None`: the first
+    /// error stanza without an id) and asserts its `<error type=…>` and
+    /// condition (RFC 6120 §8.3). Returns the error stanza.
+    pub async fn expect_stanza_error(
+        &mut self,
+        id: Option<&str>,
+        error_type: &str,
+        condition: &str,
+    ) -> String {
+        let reply = loop {
+            let Some(stanza) = self.next_stanza(READ_TIMEOUT).await else {
+                panic!(
+                    "no error reply to id {id:?}; got so far: {:?}",
+                    self.received
+                );
+            };
+            let stanza_id = attribute(&stanza, "id");
+            let is_error = attribute(&stanza, "type").as_deref() == Some("error");
+            if stanza_id.as_deref() == id && (is_error || id.is_some()) {
+                break stanza;
+            }
+        };
+        assert_eq!(
+            attribute(&reply, "type").as_deref(),
+            Some("error"),
+            "{reply}"
+        );
+        let error = reply
+            .find("<error")
+            .map(|at| &reply[at..])
+            .unwrap_or_default();
+        assert_eq!(
+            attribute(error, "type").as_deref(),
+            Some(error_type),
+            "{reply}"
+        );
+        let wanted = format!("<{condition} xmlns='{NS_STANZAS}'/>");
+        assert!(error.contains(&wanted), "expected {wanted} in {reply}");
+        reply
+    }
+}
+
+/// The value of attribute `name` on the first tag of `xml` (either quote).
+pub fn attribute(xml: &str, name: &str) -> Option<String> {
+    let tag = &xml[..tag_end(xml.as_bytes(), 0)?];
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(at) = tag.find(&key) {
+            let value = &tag[at + key.len()..];
+            return Some(value[..value.find(quote)?].to_string());
+        }
+    }
+    None
+}
+
+/// Two users chatting on a server while a test misbehaves beside them: the
+/// check that bad input "never harms other users' sessions".
+pub struct Bystanders {
+    pub alice: RawClient,
+    pub bob: RawClient,
+    rounds: u32,
+}
+
+impl Bystanders {
+    /// Creates `alice` and `bob`, logs them in (`alice@…/phone`,
+    /// `bob@…/desk`) and makes them available.
+    pub async fn login(server: &Server) -> Bystanders {
+        server.add_user("alice", "alice-secret");
+        server.add_user("bob", "bob-secret");
+        let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "phone").await;
+        let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "desk").await;
+        alice.available().await;
+        bob.available().await;
+        Bystanders {
+            alice,
+            bob,
+            rounds: 0,
+        }
+    }
+
+    /// Alice and Bob each send the other a message and receive the other's.
+    /// Returns everything they read meanwhile, so that a test can also
+    /// assert what did *not* reach them.
+    pub async fn still_chat(&mut self) -> String {
+        self.rounds += 1;
+        let round = self.rounds;
+        self.alice
+            .send(&format!(
+                "<message to='bob@{DOMAIN}/desk' type='chat' id='a{round}'><body>from alice {round}</body></message>"
+            ))
+            .await;
+        let mut read = self
+            .bob
+            .expect(&format!("<body>from alice {round}</body>"))
+            .await;
+        self.bob
+            .send(&format!(
+                "<message to='alice@{DOMAIN}/phone' type='chat' id='b{round}'><body>from bob {round}</body></message>"
+            ))
+            .await;
+        read.push_str(
+            &self
+                .alice
+                .expect(&format!("<body>from bob {round}</body>"))
+                .await,
+        );
+        read
     }
 }
