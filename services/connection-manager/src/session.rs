@@ -95,6 +95,11 @@ async fn serve(edge: &Arc<Edge>, stream: &mut XmppStream, bound: Bound) -> Resul
                 }
             },
             _ = tokio::time::sleep_until(wake) => {
+                // Whitespace keepalives are read without yielding an event,
+                // so the client may have spoken since `wake` was computed.
+                if Instant::from_std(stream.last_heard) > heard {
+                    continue;
+                }
                 if pinged_at.is_some() {
                     return Err(stream.fail_with(StreamErrorCondition::ConnectionTimeout, "").await);
                 }

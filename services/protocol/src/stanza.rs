@@ -5,6 +5,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::StanzaError;
+use crate::jid::Jid;
 use crate::ns;
 use crate::tag::StartTag;
 use crate::validate::{check_prefix_binding, split_qname, unescape_attr, utf8};
@@ -222,11 +223,15 @@ struct Header {
 
 /// An error reply to `stanza` (RFC 6120 §8.3.1): addresses swapped, same id, `type='error'`,
 /// and the error, without the original payload. `server_from` is the sender when the original
-/// had no `to` (it was addressed to the server itself).
+/// had no `to` (it was addressed to the server itself), or one that is not a JID: the reply to a
+/// `<jid-malformed/>` stanza must not carry the malformed address back to the client.
 ///
 /// Callers must not answer a `type='error'` stanza with another error (RFC 6120 §8.3.1).
 pub fn error_reply(stanza: &Stanza, error: &StanzaError, server_from: &str) -> Bytes {
-    let from = stanza.to().unwrap_or(server_from);
+    let from = stanza
+        .to()
+        .filter(|to| Jid::parse(to).is_ok())
+        .unwrap_or(server_from);
     let to = stanza.from().unwrap_or_default();
     error_element(
         stanza.name(),
@@ -386,5 +391,13 @@ mod tests {
                 .text_content(),
             "no <body>"
         );
+    }
+
+    #[test]
+    fn error_reply_to_a_malformed_address_comes_from_the_server() {
+        let s = stanza("<message to='a@b@c' id='m'/>");
+        let error = StanzaError::new(StanzaErrorCondition::JidMalformed);
+        let reply = Stanza::from_bytes(error_reply(&s, &error, "example.com"), ns::CLIENT).unwrap();
+        assert_eq!(reply.from(), Some("example.com"));
     }
 }

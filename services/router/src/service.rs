@@ -136,9 +136,13 @@ impl Core {
                     }
                 }
                 // The resources' node is gone: a message still reaches the
-                // account through offline storage.
+                // account through offline storage, and a request is answered
+                // as if the resource did not exist (RFC 6121 §8.5.3.2.2).
                 if undelivered > 0 && must_reach_account(&envelope) {
                     self.to_session(bare.to_string(), envelope).await;
+                } else if undelivered > 0 && is_request(&envelope) {
+                    self.bounce(&envelope, StanzaErrorCondition::ServiceUnavailable)
+                        .await;
                 }
             }
             Selection::Session => self.to_session(bare.to_string(), envelope).await,
@@ -188,6 +192,10 @@ impl Core {
             }
         }
     }
+}
+
+fn is_request(envelope: &Envelope) -> bool {
+    envelope.kind() == Kind::Iq && matches!(envelope.r#type.as_str(), "get" | "set")
 }
 
 /// A message that must reach the account even when its resource is gone:

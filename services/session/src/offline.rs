@@ -3,7 +3,7 @@
 //! delay stamp.
 
 use bytes::Bytes;
-use xmppd_grpc::{Envelope, Kind};
+use xmppd_grpc::{Envelope, Kind, Stage};
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
@@ -40,13 +40,18 @@ pub async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyh
         return Ok(());
     }
     // A resource may have come online since the router looked: this runs
-    // after that resource's initial presence on the same account worker.
-    let online = core
-        .registry
-        .resources(recipient)
-        .await?
-        .iter()
-        .any(|r| r.available && r.priority >= 0);
+    // after that resource's initial presence on the same account worker. A
+    // message the router already failed to deliver (stage DELIVER: its
+    // resource sits on a dead node not yet reaped) is stored at once rather
+    // than sent back and forth.
+    let retry_delivery = envelope.stage() == Stage::FromClient;
+    let online = retry_delivery
+        && core
+            .registry
+            .resources(recipient)
+            .await?
+            .iter()
+            .any(|r| r.available && r.priority >= 0);
     if online {
         out.deliver(
             recipient,

@@ -1,0 +1,388 @@
+//! Every limit of the edge, each configured small: what the client that hits
+//! it gets (the RFC 6120 error, or pacing), and that the other users of the
+//! server carry on. Values are seconds, so the file runs in seconds; timing
+//! is only ever checked as a lower bound the server cannot beat.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use support::{Bystanders, RawClient, Server};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+const MALLORY_PASSWORD: &str = "mallory-secret";
+const NOT_AUTHORIZED: &str =
+    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>";
+const TEMPORARY_AUTH_FAILURE: &str =
+    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>";
+const PING: &str = "<ping xmlns='urn:xmpp:ping'/></iq>";
+
+/// Another client address on loopback (127.0.0.0/8 is all local).
+fn other_ip() -> IpAddr {
+    "127.0.0.2".parse().unwrap()
+}
+
+async fn start(extra: &str) -> (TempDir, Server, Bystanders) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), extra);
+    server.ready().await;
+    server.add_user("mallory", MALLORY_PASSWORD);
+    let bystanders = Bystanders::login(&server).await;
+    (dir, server, bystanders)
+}
+
+/// Sends a stream header and reports whether the server answered with
+/// features (true) or a stream error (false).
+async fn accepted(client: &mut RawClient) -> bool {
+    client
+        .send(
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams'>",
+        )
+        .await;
+    loop {
+        match client.next_stanza(Duration::from_secs(10)).await {
+            Some(element) if element.starts_with("<stream:features") => return true,
+            Some(element) if element.starts_with("<stream:error") => return false,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_per_ip_refuses_the_next_one_with_policy_violation() {
+    // Alice and Bob hold two of the four.
+    let (_dir, server, mut others) = start("[limits]\nconnections_per_ip = 4\n").await;
+    let mut third = RawClient::connect(server.c2s).await;
+    third.open_stream().await;
+    let mut fourth = RawClient::connect(server.c2s).await;
+    fourth.open_stream().await;
+    let mut fifth = RawClient::connect(server.c2s).await;
+    fifth.expect_stream_error("policy-violation").await;
+    // Another address has its own allowance.
+    let mut elsewhere = RawClient::connect_from(other_ip(), server.c2s).await;
+    assert!(accepted(&mut elsewhere).await, "{}", elsewhere.pending());
+    // A closed connection gives its place back.
+    drop(third);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = RawClient::connect(server.c2s).await;
+        if accepted(&mut again).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(fourth);
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn failed_authentications_per_ip_are_throttled() {
+    let (_dir, server, mut others) =
+        start("[auth]\nfailures_per_ip_per_minute = 3\nfailures_per_account_per_minute = 0\n")
+            .await;
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for _ in 0..3 {
+        assert_eq!(client.auth_plain("mallory", "wrong").await, NOT_AUTHORIZED);
+    }
+    // Past the limit even the right password is refused from this address…
+    assert_eq!(
+        client.auth_plain("mallory", MALLORY_PASSWORD).await,
+        TEMPORARY_AUTH_FAILURE
+    );
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    assert_eq!(
+        client.auth_plain("alice", "alice-secret").await,
+        TEMPORARY_AUTH_FAILURE
+    );
+    // …but not from another one.
+    let mut client = RawClient::connect_from(other_ip(), server.c2s).await;
+    client.open_stream().await;
+    assert!(
+        client
+            .auth_plain("mallory", MALLORY_PASSWORD)
+            .await
+            .starts_with("<success")
+    );
+    // Sessions already bound from the throttled address are untouched.
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn failed_authentications_per_account_are_throttled() {
+    let (_dir, server, mut others) =
+        start("[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 3\n")
+            .await;
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for _ in 0..3 {
+        assert_eq!(client.auth_plain("mallory", "wrong").await, NOT_AUTHORIZED);
+    }
+    // The account is locked for the window, from any address and mechanism.
+    let mut client = RawClient::connect_from(other_ip(), server.c2s).await;
+    client.open_stream().await;
+    assert_eq!(
+        client.auth_plain("mallory", MALLORY_PASSWORD).await,
+        TEMPORARY_AUTH_FAILURE
+    );
+    client
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            BASE64.encode("n,,n=mallory,r=abcdefghijklmnop")
+        ))
+        .await;
+    assert_eq!(
+        client.next_stanza(Duration::from_secs(10)).await.as_deref(),
+        Some(TEMPORARY_AUTH_FAILURE)
+    );
+    // Other accounts from the same address are not.
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    assert!(
+        client
+            .auth_plain("alice", "alice-secret")
+            .await
+            .starts_with("<success")
+    );
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn five_failed_attempts_on_one_stream_end_it_with_policy_violation() {
+    let (_dir, server, mut others) =
+        start("[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n")
+            .await;
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for _ in 0..5 {
+        assert_eq!(client.auth_plain("mallory", "wrong").await, NOT_AUTHORIZED);
+    }
+    client.expect_stream_error("policy-violation").await;
+    // Four failures leave the stream open, and a new stream starts afresh.
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for _ in 0..4 {
+        assert_eq!(client.auth_plain("mallory", "wrong").await, NOT_AUTHORIZED);
+    }
+    assert!(
+        client
+            .auth_plain("mallory", MALLORY_PASSWORD)
+            .await
+            .starts_with("<success")
+    );
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn stanzas_over_the_burst_are_paced_not_lost() {
+    const RATE: u32 = 10;
+    const BURST: u32 = 5;
+    const SENT: u32 = 25;
+    let (_dir, server, mut others) = start(&format!(
+        "[limits]\nstanzas_per_second = {RATE}\nstanza_burst = {BURST}\n"
+    ))
+    .await;
+    let mut client = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "fast").await;
+    let burst: String = (0..SENT)
+        .map(|n| {
+            format!("<message to='bob@localhost/desk' type='chat'><body>paced {n}</body></message>")
+        })
+        .collect();
+    let started = Instant::now();
+    client.send(&burst).await;
+    let received = others
+        .bob
+        .expect(&format!("<body>paced {}</body>", SENT - 1))
+        .await;
+    let elapsed = started.elapsed();
+    let mut at = 0;
+    for n in 0..SENT {
+        let body = format!("<body>paced {n}</body>");
+        let found = received[at..]
+            .find(&body)
+            .unwrap_or_else(|| panic!("{body} lost or out of order"));
+        at += found + body.len();
+    }
+    // The stanzas past the burst needed (SENT - BURST) / RATE = 2 s of tokens;
+    // the bound below leaves room for the tokens earned before the burst.
+    let least = Duration::from_secs_f64(f64::from(SENT - BURST) / f64::from(RATE)) * 3 / 4;
+    assert!(
+        elapsed >= least,
+        "{SENT} stanzas passed in {elapsed:?}, less than {least:?}"
+    );
+    // The paced stream is still open and usable.
+    client
+        .send("<message to='bob@localhost/desk' type='chat'><body>after pacing</body></message>")
+        .await;
+    others.bob.expect("<body>after pacing</body>").await;
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn negotiation_timeout_is_connection_timeout() {
+    let (_dir, server, mut others) = start("[limits]\nnegotiation_timeout_secs = 2\n").await;
+    let started = Instant::now();
+    let silent = async {
+        let mut client = RawClient::connect(server.c2s).await;
+        client.expect_stream_error("connection-timeout").await;
+    };
+    let header_only = async {
+        let mut client = RawClient::connect(server.c2s).await;
+        client.open_stream().await;
+        client.expect_stream_error("connection-timeout").await;
+    };
+    let never_binds = async {
+        let mut client = RawClient::connect(server.c2s).await;
+        client.open_stream().await;
+        assert!(
+            client
+                .auth_plain("mallory", MALLORY_PASSWORD)
+                .await
+                .starts_with("<success")
+        );
+        client.open_stream().await;
+        client.expect_stream_error("connection-timeout").await;
+    };
+    tokio::join!(silent, header_only, never_binds);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Bound streams, older than the timeout by now, are not affected.
+    others.still_chat().await;
+}
+
+/// Answers the server's pings until `until`; returns how many came.
+async fn answer_pings(client: &mut RawClient, until: Instant) -> u32 {
+    let mut pings = 0;
+    while let Some(wait) = until.checked_duration_since(Instant::now()) {
+        if client.wait_for(PING, wait).await.is_none() {
+            break;
+        }
+        pings += 1;
+        client
+            .send("<iq type='result' id='keepalive' to='localhost'/>")
+            .await;
+    }
+    pings
+}
+
+#[tokio::test]
+async fn silent_stream_is_pinged_then_timed_out_while_answered_pings_keep_streams_alive() {
+    const PING_AFTER: u64 = 1;
+    const IDLE_TIMEOUT: u64 = 3;
+    let (_dir, server, mut others) = start(&format!(
+        "[limits]\nping_after_secs = {PING_AFTER}\nidle_timeout_secs = {IDLE_TIMEOUT}\n"
+    ))
+    .await;
+    let mut silent = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "silent").await;
+    let mut spaces = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "spaces").await;
+    let until = Instant::now() + Duration::from_secs(2 * IDLE_TIMEOUT);
+    // Whitespace keepalives (RFC 6120 §4.6.1) count as hearing from the client.
+    let keeps_alive_with_whitespace = async {
+        while Instant::now() < until {
+            let sent = spaces.send_bytes(b" ").await;
+            assert!(
+                sent.is_ok(),
+                "a stream kept alive by whitespace was closed: {}",
+                spaces.pending()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let times_out = async {
+        let ping = silent.expect(PING).await;
+        assert!(
+            ping.contains("type='get'") && ping.contains("to='mallory@localhost/silent'"),
+            "{ping}"
+        );
+        let pinged = Instant::now();
+        silent.expect_stream_error("connection-timeout").await;
+        pinged.elapsed()
+    };
+    let (unanswered_for, alice_pings, bob_pings, ()) = tokio::join!(
+        times_out,
+        answer_pings(&mut others.alice, until),
+        answer_pings(&mut others.bob, until),
+        keeps_alive_with_whitespace
+    );
+    let grace = Duration::from_secs(IDLE_TIMEOUT - PING_AFTER);
+    assert!(
+        unanswered_for >= grace * 3 / 4,
+        "closed {unanswered_for:?} after the ping"
+    );
+    // Alice and Bob were pinged more than once and outlived the idle timeout.
+    assert!(
+        alice_pings >= 2 && bob_pings >= 2,
+        "pings: alice {alice_pings}, bob {bob_pings}"
+    );
+    spaces
+        .send("<message to='bob@localhost/desk' type='chat'><body>spaces kept me</body></message>")
+        .await;
+    others.bob.expect("<body>spaces kept me</body>").await;
+    others.still_chat().await;
+}
+
+/// An XEP-0077 registration on an open, unauthenticated stream.
+async fn register(client: &mut RawClient, user: &str, id: &str) {
+    client
+        .send(&format!(
+            "<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>\
+             <username>{user}</username><password>{user}-secret</password></query></iq>"
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn registrations_per_ip_are_limited_with_resource_constraint() {
+    let (_dir, server, mut others) = start("[auth]\nregistrations_per_ip_per_hour = 2\n").await;
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for (user, id) in [("new1", "r1"), ("new2", "r2")] {
+        register(&mut client, user, id).await;
+        let reply = client
+            .next_stanza(Duration::from_secs(10))
+            .await
+            .unwrap_or_default();
+        assert!(
+            reply.contains(&format!("id='{id}'")) && reply.contains("type='result'"),
+            "{reply}"
+        );
+    }
+    register(&mut client, "new3", "r3").await;
+    client
+        .expect_stanza_error(Some("r3"), "wait", "resource-constraint")
+        .await;
+    // Another address registers; the refused account was not created.
+    let mut client = RawClient::connect_from(other_ip(), server.c2s).await;
+    client.open_stream().await;
+    register(&mut client, "new4", "r4").await;
+    let reply = client
+        .next_stanza(Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    assert!(
+        reply.contains("id='r4'") && reply.contains("type='result'"),
+        "{reply}"
+    );
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    assert_eq!(
+        client.auth_plain("new3", "new3-secret").await,
+        NOT_AUTHORIZED
+    );
+    RawClient::login(server.c2s, "new1", "new1-secret", "fresh").await;
+    others.still_chat().await;
+}
