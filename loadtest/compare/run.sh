@@ -126,13 +126,12 @@ stop_prosody() {
 
 # --- xmppd (hooks for the xmppd team) -----------------------------------------------------
 
-# XMPPD TEAM: the all-in-one server. Expected: `xmppd run --config FILE` listening on
-# 127.0.0.1:5222 with open in-band registration and no rate limits. Returns non-zero (and
-# the server is skipped) until its config is in loadtest/compare/xmppd-allinone.toml.
+# The all-in-one server: `xmppd run` with loadtest/compare/xmppd-allinone.toml (open
+# in-band registration, no rate limits), a fresh data folder per run.
 start_xmppd_allinone() {
     local config="$COMPARE_DIR/xmppd-allinone.toml"
-    [[ -f "$config" ]] || { log "xmppd all-in-one: no $config yet, skipped"; return 1; }
     (cd "$ROOT" && cargo build --release -p xmppd)
+    rm -rf /tmp/xmpp-compare/xmppd-allinone
     "$CARGO_TARGET_DIR/release/xmppd" run --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
     PIDS="$!"
     PORT=5222
@@ -141,18 +140,25 @@ start_xmppd_allinone() {
 
 stop_xmppd_allinone() { [[ -n "$PIDS" ]] && kill "$PIDS" 2>/dev/null || true; sleep 2; }
 
-# XMPPD TEAM: the cluster as separate processes (connection-manager, router, session, with
+# The cluster as separate processes (connection-manager, router, session, with
 # Redis and Postgres). PIDS must list every process of the deployment, Redis and Postgres
 # included, so server CPU and memory are counted in full.
 start_xmppd_cluster() {
     local config_dir="$COMPARE_DIR/xmppd-cluster"
-    [[ -d "$config_dir" ]] || { log "xmppd cluster: no $config_dir yet, skipped"; return 1; }
     (cd "$ROOT" && cargo build --release -p xmppd)
+    # A fresh database and key space per run, so runs do not see each other's accounts.
+    psql -q -h 127.0.0.1 -U root -d postgres -c 'DROP DATABASE IF EXISTS xmppd_bench' -c 'CREATE DATABASE xmppd_bench'
+    redis-cli -h 127.0.0.1 --scan --pattern 'xmppd-bench:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
     CLUSTER_PIDS=""
-    for config in "$config_dir"/*.toml; do
-        "$CARGO_TARGET_DIR/release/xmppd" run --config "$config" \
+    # The file name says the role: session-1.toml runs `xmppd session`.
+    for config in "$config_dir"/session-*.toml "$config_dir"/router-*.toml "$config_dir"/connection-manager-*.toml; do
+        local role
+        role=$(basename "$config" .toml)
+        role=${role%-*}
+        "$CARGO_TARGET_DIR/release/xmppd" --config "$config" "$role" \
             >"$WORK/xmppd-cluster-$(basename "$config" .toml).log" 2>&1 &
         CLUSTER_PIDS="$CLUSTER_PIDS $!"
+        sleep 0.5
     done
     # Measured, not owned: Redis and Postgres are shared and stay up.
     PIDS="$CLUSTER_PIDS $(pgrep -x redis-server | paste -sd' ') $(pgrep -x postgres | paste -sd' ')"

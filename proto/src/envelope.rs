@@ -1,9 +1,21 @@
-//! Envelope helpers shared by the services that answer stanzas.
+//! Helpers on the wire types: error answers to envelopes, credentials from SCRAM keys.
 
 use xmppd_protocol::error::StanzaError;
 use xmppd_protocol::stanza::error_stanza;
 
-use crate::{Envelope, Stage};
+use crate::{Credential, Envelope, Stage};
+
+impl From<xmppd_sasl::ScramKeys> for Credential {
+    fn from(keys: xmppd_sasl::ScramKeys) -> Self {
+        Credential {
+            mechanism: keys.hash.mechanism_name().to_string(),
+            salt: keys.salt,
+            iterations: keys.iterations,
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
+        }
+    }
+}
 
 impl Envelope {
     /// The error answer to this stanza, addressed back to its sender, ready

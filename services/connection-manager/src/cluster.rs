@@ -162,25 +162,11 @@ impl Cluster {
         self.inner.sessions.read().expect("sessions lock").len()
     }
 
-    /// Follows the live routers in the registry, attaching to new ones.
-    ///
-    /// It also retries every `interval`, not only when the membership
-    /// changes: a router restarted in place (same id and address within its
-    /// heartbeat TTL) or one that refused the first attach looks unchanged in
-    /// the registry, and would otherwise never be attached again.
+    /// Follows the live routers in the registry, attaching to new ones and
+    /// re-attaching to those whose stream broke.
     pub async fn follow_routers(self, interval: Duration) {
-        let mut members =
-            membership::watch_members(self.inner.registry.clone(), Role::Router, interval);
-        let mut retry = tokio::time::interval(interval);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                changed = members.changed() => if changed.is_err() {
-                    return;
-                },
-                _ = retry.tick() => {}
-            }
-            let nodes = members.borrow_and_update().clone();
+        let mut members = membership::follow(self.inner.registry.clone(), Role::Router, interval);
+        while let Some(nodes) = members.next().await {
             self.update_routers(&nodes).await;
             let unreported = std::mem::take(
                 &mut *self

@@ -124,6 +124,21 @@ async fn open_stream(
     Ok(header)
 }
 
+/// The next top-level element of a negotiated stream; the client closing
+/// the stream ends negotiation, a second header is a format error.
+async fn next_stanza(stream: &mut XmppStream, deadline: Instant) -> Result<Stanza, StreamEnd> {
+    match next_event(stream, deadline).await? {
+        StreamEvent::Stanza(stanza) => Ok(stanza),
+        StreamEvent::Close => {
+            stream.close().await;
+            Err(StreamEnd::Closed)
+        }
+        StreamEvent::Open(_) => Err(stream
+            .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
+            .await),
+    }
+}
+
 enum Step {
     StartTls,
     Authenticated(Jid),
@@ -141,7 +156,7 @@ async fn authenticate(
     let may_authenticate = tls || !edge.settings.require_tls;
     let bindings = stream
         .transport()
-        .tls_connection()
+        .server_connection()
         .map(|connection| edge.tls.channel_bindings(connection))
         .unwrap_or_default();
     let mechanisms = auth::offered(&edge.settings, tls, !bindings.is_empty());
@@ -149,18 +164,7 @@ async fn authenticate(
         .write(features_before_auth(edge, tls, may_authenticate, &mechanisms, &bindings).as_bytes())
         .await?;
     loop {
-        let stanza = match next_event(stream, deadline).await? {
-            StreamEvent::Stanza(stanza) => stanza,
-            StreamEvent::Close => {
-                stream.close().await;
-                return Err(StreamEnd::Closed);
-            }
-            StreamEvent::Open(_) => {
-                return Err(stream
-                    .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
-                    .await);
-            }
-        };
+        let stanza = next_stanza(stream, deadline).await?;
         match (stanza.namespace(), stanza.name()) {
             (ns::TLS, "starttls") if !tls => {
                 stream
@@ -276,18 +280,7 @@ async fn bind(
         )
         .await?;
     loop {
-        let stanza = match next_event(stream, deadline).await? {
-            StreamEvent::Stanza(stanza) => stanza,
-            StreamEvent::Close => {
-                stream.close().await;
-                return Err(StreamEnd::Closed);
-            }
-            StreamEvent::Open(_) => {
-                return Err(stream
-                    .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
-                    .await);
-            }
-        };
+        let stanza = next_stanza(stream, deadline).await?;
         let request = (stanza.name() == "iq" && stanza.stanza_type() == Some("set"))
             .then(|| stanza.element().ok())
             .flatten();

@@ -102,14 +102,5 @@ async fn derive(
             .await
             .map_err(|_| StanzaErrorCondition::InternalServerError)?
             .map_err(|_| StanzaErrorCondition::NotAcceptable)?;
-    Ok(keys
-        .into_iter()
-        .map(|keys| Credential {
-            mechanism: keys.hash.mechanism_name().to_string(),
-            salt: keys.salt,
-            iterations: keys.iterations,
-            stored_key: keys.stored_key,
-            server_key: keys.server_key,
-        })
-        .collect())
+    Ok(keys.into_iter().map(Credential::from).collect())
 }

@@ -69,6 +69,37 @@ pub fn watch_members(
     rx
 }
 
+/// The live members of a role, as a node that keeps connections to them
+/// follows them: handed out whenever they change, and at least every
+/// interval, so that the follower also retries a member whose connection
+/// broke while its registration stayed the same (restarted in place within
+/// its heartbeat TTL, or a network cut).
+pub struct Members {
+    watch: watch::Receiver<Vec<Node>>,
+    retry: tokio::time::Interval,
+}
+
+impl Members {
+    /// The members to reconcile with; `None` once the watch has ended.
+    pub async fn next(&mut self) -> Option<Vec<Node>> {
+        tokio::select! {
+            changed = self.watch.changed() => changed.ok()?,
+            _ = self.retry.tick() => {}
+        }
+        Some(self.watch.borrow_and_update().clone())
+    }
+}
+
+/// Follows the live nodes of `role` (see [`Members`]).
+pub fn follow(registry: SharedRegistry, role: Role, interval: Duration) -> Members {
+    let mut retry = tokio::time::interval(interval);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Members {
+        watch: watch_members(registry, role, interval),
+        retry,
+    }
+}
+
 /// Keeps `node` registered in the registry: a heartbeat every `interval`,
 /// each valid for `ttl`, until `shutdown` resolves; then deregisters it so
 /// that peers stop using it at once instead of waiting for the TTL.

@@ -57,25 +57,11 @@ impl RouterService {
     }
 
     /// Follows the live session replicas in the registry, opening and closing
-    /// streams as they come and go. Runs until the registry watch ends.
-    ///
-    /// It also retries every `interval`, not only when the membership
-    /// changes: a replica whose stream broke while its registration stayed
-    /// the same (restarted in place within its heartbeat TTL, or a network
-    /// cut) would otherwise never get a stream again.
+    /// streams as they come and go, and reopening broken ones. Runs until the
+    /// registry watch ends.
     pub async fn follow_session_replicas(self, interval: Duration) {
-        let mut members =
-            membership::watch_members(self.core.registry.clone(), Role::Session, interval);
-        let mut retry = tokio::time::interval(interval);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                changed = members.changed() => if changed.is_err() {
-                    return;
-                },
-                _ = retry.tick() => {}
-            }
-            let nodes = members.borrow_and_update().clone();
+        let mut members = membership::follow(self.core.registry.clone(), Role::Session, interval);
+        while let Some(nodes) = members.next().await {
             self.core.replicas.update_members(&nodes, &self.core).await;
             self.core
                 .metrics

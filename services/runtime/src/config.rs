@@ -424,14 +424,24 @@ mod tests {
     fn every_key_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
         let defaults = Value::try_from(Config::default()).unwrap();
-        let mut keys = vec!["XMPPD_TLS__CERT_FILE".to_string(), "XMPPD_TLS__KEY_FILE".to_string()];
+        let mut keys = vec![
+            "XMPPD_TLS__CERT_FILE".to_string(),
+            "XMPPD_TLS__KEY_FILE".to_string(),
+        ];
         for (section, table) in defaults.as_table().unwrap() {
             for key in table.as_table().unwrap().keys() {
-                keys.push(format!("XMPPD_{}__{}", section.to_uppercase(), key.to_uppercase()));
+                keys.push(format!(
+                    "XMPPD_{}__{}",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                ));
             }
         }
         for key in keys {
-            assert!(doc.contains(&key), "{key} is missing from docs/configuration.md");
+            assert!(
+                doc.contains(&key),
+                "{key} is missing from docs/configuration.md"
+            );
         }
     }
 

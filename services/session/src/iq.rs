@@ -8,7 +8,6 @@ use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
-use xmppd_sasl::ScramHash;
 use xmppd_storage::{Credential, Subscription};
 
 use crate::clock::{format_utc, now_ms};
@@ -289,28 +288,15 @@ async fn remove_account(core: &Core, user: &str, out: &mut Outbox) -> anyhow::Re
     Ok(IqReply::Result(None))
 }
 
-/// SCRAM keys for both hashes; PBKDF2 is slow on purpose, so it runs off the
-/// async workers.
+/// SCRAM keys for every stored hash; PBKDF2 is slow on purpose, so it runs
+/// off the async workers.
 pub async fn derive_credentials(
     password: &str,
     iterations: u32,
 ) -> anyhow::Result<Vec<Credential>> {
     let password = password.to_string();
-    let keys = tokio::task::spawn_blocking(move || {
-        [ScramHash::Sha1, ScramHash::Sha256]
-            .into_iter()
-            .map(|hash| xmppd_sasl::new_keys(hash, &password, iterations))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await??;
-    Ok(keys
-        .into_iter()
-        .map(|keys| Credential {
-            mechanism: keys.hash.mechanism_name().to_string(),
-            salt: keys.salt,
-            iterations: keys.iterations,
-            stored_key: keys.stored_key,
-            server_key: keys.server_key,
-        })
-        .collect())
+    let keys =
+        tokio::task::spawn_blocking(move || xmppd_sasl::new_credentials(&password, iterations))
+            .await??;
+    Ok(keys.into_iter().map(Credential::from).collect())
 }

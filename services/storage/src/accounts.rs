@@ -18,6 +18,18 @@ pub struct Credential {
     pub server_key: Vec<u8>,
 }
 
+impl From<xmppd_sasl::ScramKeys> for Credential {
+    fn from(keys: xmppd_sasl::ScramKeys) -> Self {
+        Credential {
+            mechanism: keys.hash.mechanism_name().to_string(),
+            salt: keys.salt,
+            iterations: keys.iterations,
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
+        }
+    }
+}
+
 impl Credential {
     fn from_row(row: &AnyRow) -> Result<Credential, sqlx::Error> {
         let iterations: i64 = row.try_get("iterations")?;

@@ -150,6 +150,27 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Runs pending migrations. Postgres serialises concurrent migrators with an
+/// advisory lock; SQLite has none, so when two processes open a new database
+/// at once (a server starting while `xmppd user add` runs), the loser fails
+/// on a table the winner just created. It then finds the migration applied
+/// on a second look.
+async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), StoreError> {
+    let migrator = migrations::migrator(backend).await?;
+    let mut attempts = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if backend == Backend::Sqlite && attempts < 5 => {
+                attempts += 1;
+                tracing::debug!(%error, attempts, "migration raced another process, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,26 +214,5 @@ mod tests {
             create_if_missing("sqlite://a.db?mode=ro"),
             "sqlite://a.db?mode=ro"
         );
-    }
-}
-
-/// Runs pending migrations. Postgres serialises concurrent migrators with an
-/// advisory lock; SQLite has none, so when two processes open a new database
-/// at once (a server starting while `xmppd user add` runs), the loser fails
-/// on a table the winner just created. It then finds the migration applied
-/// on a second look.
-async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), StoreError> {
-    let migrator = migrations::migrator(backend).await?;
-    let mut attempts = 0;
-    loop {
-        match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(error) if backend == Backend::Sqlite && attempts < 5 => {
-                attempts += 1;
-                tracing::debug!(%error, attempts, "migration raced another process, retrying");
-                tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
     }
 }

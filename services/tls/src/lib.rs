@@ -16,6 +16,7 @@ pub mod binding;
 pub mod certs;
 mod error;
 pub mod insecure;
+mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use binding::channel_bindings;
 pub use certs::{CertifiedKeyFiles, load_or_generate};
 pub use error::TlsError;
 pub use insecure::insecure_client_config;
+pub use stream::MaybeTls;
 
 /// The ALPN protocol of XEP-0368 direct TLS for client streams.
 pub const XMPP_CLIENT_ALPN: &[u8] = b"xmpp-client";

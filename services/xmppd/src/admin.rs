@@ -110,16 +110,7 @@ fn credentials(config: &Config, password: Option<String>) -> anyhow::Result<Vec<
     }
     let keys = xmppd_sasl::new_credentials(&password, config.auth.scram_iterations)
         .map_err(|error| anyhow::anyhow!("unusable password: {error}"))?;
-    Ok(keys
-        .into_iter()
-        .map(|keys| Credential {
-            mechanism: keys.hash.mechanism_name().to_string(),
-            salt: keys.salt,
-            iterations: keys.iterations,
-            stored_key: keys.stored_key,
-            server_key: keys.server_key,
-        })
-        .collect())
+    Ok(keys.into_iter().map(Credential::from).collect())
 }
 
 /// Lists sessions: from Redis for a cluster, or by asking the running

@@ -22,13 +22,22 @@ async fn two_clients_chat_and_sessions_are_listed() {
         .send("<message to='bob@localhost' type='chat' id='m1'><body>hi bob</body></message>")
         .await;
     let received = bob.expect("</message>").await;
-    assert!(received.contains("from='alice@localhost/phone'") || received.contains("from=\"alice@localhost/phone\""), "{received}");
+    assert!(
+        received.contains("from='alice@localhost/phone'")
+            || received.contains("from=\"alice@localhost/phone\""),
+        "{received}"
+    );
     assert!(received.contains("<body>hi bob</body>"), "{received}");
 
     let (status, sessions) = http_get(server.http, "/sessions").await.unwrap();
     assert_eq!(status, 200);
     assert!(sessions.contains("alice@localhost/phone"), "{sessions}");
-    let output = xmppd().arg("--config").arg(&server.config).arg("sessions").output().unwrap();
+    let output = xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .arg("sessions")
+        .output()
+        .unwrap();
     let listed = String::from_utf8_lossy(&output.stdout);
     assert!(listed.contains("bob@localhost/laptop"), "{listed}");
 }
@@ -40,7 +49,12 @@ async fn user_cli_adds_lists_and_removes() {
     server.ready().await;
     server.add_user("carol", "pw");
     let list = |server: &Server| {
-        let output = xmppd().arg("--config").arg(&server.config).args(["user", "list"]).output().unwrap();
+        let output = xmppd()
+            .arg("--config")
+            .arg(&server.config)
+            .args(["user", "list"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     assert!(list(&server).contains("carol@localhost"));
@@ -67,7 +81,12 @@ async fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[server]\ndomian = \"typo\"\n").unwrap();
-    let output = xmppd().arg("--config").arg(&config).arg("run").output().unwrap();
+    let output = xmppd()
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("domian"));
 }

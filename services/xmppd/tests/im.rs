@@ -1053,3 +1053,37 @@ async fn account_removal_closes_the_stream_and_the_account() {
     }
     assert!(!plain_login_succeeds(&server, "alice", "pw-a").await);
 }
+
+#[tokio::test]
+async fn offline_storage_is_limited_per_account_and_the_rest_bounce() {
+    let (_dir, server) = start("[limits]\nmax_offline_messages = 2\n").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    for id in ["q1", "q2", "q3"] {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='{id}'><body>{id}</body></message>"
+            ))
+            .await;
+    }
+    // The third does not fit: its sender is told (XEP-0160 §3).
+    let bounced = alice
+        .wait("the bounce of q3", |s| {
+            s.name() == "message" && s.get_attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(bounced.get_attr("id"), Some("q3"));
+    assert_eq!(error_condition(&bounced), "service-unavailable");
+
+    let mut bob = Client::login(&server, "bob", "pw-b", "desk").await;
+    bob.send("<presence/>").await;
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let message = bob
+            .wait("an offline message", |s| s.name() == "message")
+            .await;
+        order.push(message.get_attr("id").unwrap().to_string());
+    }
+    assert_eq!(order, ["q1", "q2"]);
+}

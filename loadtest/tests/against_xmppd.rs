@@ -1,0 +1,141 @@
+//! A short real run of the load tool against the all-in-one xmppd server:
+//! provisioning by in-band registration, then closed-loop chat over STARTTLS
+//! with SCRAM, checked through the JSON report.
+//!
+//! The server binary is the workspace's `xmppd`, which `cargo test
+//! --workspace` (the README's test command) builds beside this tool.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn xmppd_binary() -> PathBuf {
+    let loadtest = Path::new(env!("CARGO_BIN_EXE_xmppd-loadtest"));
+    let xmppd = loadtest.with_file_name(format!("xmppd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        xmppd.exists(),
+        "{} is missing: run the workspace tests (.ci/test) or `cargo build -p xmppd` first",
+        xmppd.display()
+    );
+    xmppd
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(dir: &Path) -> (Server, u16) {
+    let c2s = free_port();
+    let config = dir.join("xmppd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n\
+             [listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{}\"\n\
+             [auth]\nregistration = true\nregistrations_per_ip_per_hour = 0\n\
+             [limits]\nconnections_per_ip = 0\nstanzas_per_second = 0\n\
+             [observability]\nhttp = \"127.0.0.1:{}\"\nlog = \"warn\"\n",
+            dir.display(),
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(xmppd_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", c2s)).is_err() {
+        assert!(Instant::now() < deadline, "xmppd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The edge listens before the router knows the session replica.
+    std::thread::sleep(Duration::from_millis(1500));
+    (Server(child), c2s)
+}
+
+fn loadtest(port: u16, args: &[&str]) -> serde_json::Value {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xmppd-loadtest"))
+        .args(args)
+        .args([
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "--users",
+            "20",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(report.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "loadtest {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap()
+}
+
+fn total(report: &serde_json::Value, counter: &str) -> u64 {
+    report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["counters"][counter].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn provision_then_chat_against_the_all_in_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = start_server(dir.path());
+
+    let provisioned = loadtest(port, &["provision"]);
+    assert_eq!(total(&provisioned, "accounts_created"), 20);
+    // Provisioning resumes: a second run finds every account there.
+    let again = loadtest(port, &["provision"]);
+    assert_eq!(total(&again, "accounts_existed"), 20);
+
+    let chat = loadtest(
+        port,
+        &[
+            "chat",
+            "--duration",
+            "2s",
+            "--drain",
+            "3s",
+            "--mechanism",
+            "SCRAM-SHA-1",
+        ],
+    );
+    let sent = total(&chat, "messages_sent");
+    assert!(sent > 0, "no messages sent: {chat}");
+    assert_eq!(
+        total(&chat, "messages_delivered"),
+        sent,
+        "messages lost: {chat}"
+    );
+    assert_eq!(total(&chat, "messages_reordered"), 0);
+    assert_eq!(total(&chat, "messages_skipped"), 0);
+    assert_eq!(total(&chat, "login_failures"), 0);
+}
