@@ -109,6 +109,11 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Waits out the retry delay; `true` if told to stop meanwhile.
 pub async fn wait_or_stop(stop: &mut tokio::sync::oneshot::Receiver<()>) -> bool {
+    // A stop already received (say, it ended the attempt that failed) must not be
+    // polled again: a finished oneshot receiver panics when polled.
+    if stop.is_terminated() {
+        return true;
+    }
     tokio::select! {
         _ = tokio::time::sleep(RETRY_DELAY) => false,
         _ = stop => true,
