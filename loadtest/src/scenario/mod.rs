@@ -120,6 +120,28 @@ pub async fn wait_or_stop(stop: &mut tokio::sync::oneshot::Receiver<()>) -> bool
     }
 }
 
+/// Ends one online stint of a simulated user: a clean end (it was told to
+/// stop) logs out; an error is counted and the retry delay waited out.
+/// `true` when the user should stop for good.
+pub async fn session_over(
+    conn: Connection,
+    outcome: Result<(), XmppError>,
+    metrics: &Metrics,
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
+) -> bool {
+    match outcome {
+        Ok(()) => {
+            conn.close().await;
+            inc(&metrics.logouts);
+            true
+        }
+        Err(e) => {
+            metrics.error(e.kind());
+            wait_or_stop(stop).await
+        }
+    }
+}
+
 /// Answers an IQ request from the server as a minimal client would: pings (XEP-0199) and
 /// roster pushes get a result, so servers that probe idle clients keep them; anything else
 /// is refused.

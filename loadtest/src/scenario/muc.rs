@@ -16,7 +16,7 @@ use xmppd_protocol::Stanza;
 use crate::connection::{Connection, XmppError, stanza_error_condition};
 use crate::metrics::{IN_BODY, inc, now_us, read_stamp, stamp_body};
 use crate::recorder::{Goal, Recorder};
-use crate::scenario::{Env, answer_iq, jittered_interval, tick, wait_or_stop};
+use crate::scenario::{Env, answer_iq, jittered_interval, session_over, tick, wait_or_stop};
 
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
@@ -156,18 +156,8 @@ async fn occupant(
         }
         .await;
         metrics.online.fetch_sub(1, Ordering::Relaxed);
-        match outcome {
-            Ok(()) => {
-                conn.close().await;
-                inc(&metrics.logouts);
-                return;
-            }
-            Err(e) => {
-                metrics.error(e.kind());
-                if wait_or_stop(&mut stop).await {
-                    return;
-                }
-            }
+        if session_over(conn, outcome, &metrics, &mut stop).await {
+            return;
         }
     }
 }

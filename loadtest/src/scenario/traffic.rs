@@ -20,7 +20,7 @@ use crate::connection::{Connection, XmppError};
 use crate::metrics::{IN_BODY, SeqCheck, inc, now_us, read_stamp, stamp_body};
 use crate::recorder::{Goal, Recorder};
 use crate::scenario::plan::{Activity, PhaseSpec, Plan};
-use crate::scenario::{Env, answer_iq, jittered_interval, tick, wait_or_stop};
+use crate::scenario::{Env, answer_iq, jittered_interval, session_over, tick, wait_or_stop};
 
 /// How often an idle closed-loop initiator checks whether its partner is online yet.
 const SEED_CHECK: Duration = Duration::from_millis(50);
@@ -201,18 +201,8 @@ async fn session(
         settle(&shared, &mut first);
         let outcome = converse(&shared, &mut conn, &mut peer, &mut mode, &mut stop).await;
         shared.set_online(i, false);
-        match outcome {
-            Ok(()) => {
-                conn.close().await;
-                inc(&metrics.logouts);
-                return;
-            }
-            Err(e) => {
-                metrics.error(e.kind());
-                if wait_or_stop(&mut stop).await {
-                    return;
-                }
-            }
+        if session_over(conn, outcome, &metrics, &mut stop).await {
+            return;
         }
     }
 }
