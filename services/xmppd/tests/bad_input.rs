@@ -9,26 +9,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use support::{Bystanders, DOMAIN, RawClient, Server, ServerOptions};
-use tempfile::TempDir;
+use support::{DOMAIN, MALLORY_PASSWORD, RawClient, Server, ServerOptions, start_with_bystanders};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MALLORY_PASSWORD: &str = "mallory-secret";
-
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
                       xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-
-/// A server with Alice and Bob chatting, and an account for the client that
-/// misbehaves.
-async fn start(extra: &str) -> (TempDir, Server, Bystanders) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::all_in_one(dir.path(), extra);
-    server.ready().await;
-    server.add_user("mallory", MALLORY_PASSWORD);
-    let bystanders = Bystanders::login(&server).await;
-    (dir, server, bystanders)
-}
 
 async fn mallory(server: &Server, resource: &str) -> RawClient {
     RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, resource).await
@@ -52,7 +38,7 @@ async fn each_fails(server: &Server, inputs: &[&str], condition: &str) {
 
 #[tokio::test]
 async fn malformed_xml_is_not_well_formed() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let inputs = [
         "<message to='bob@localhost/desk'><body>malformed 1</bogus></message>",
         "<message to='bob@localhost/desk' <body>malformed 2</body></message>",
@@ -73,7 +59,7 @@ async fn malformed_xml_is_not_well_formed() {
 
 #[tokio::test]
 async fn invalid_utf8_is_not_well_formed() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = mallory(&server, "bytes").await;
     client
         .send_bytes(b"<message to='bob@localhost/desk'><body>\xff\xfe utf8</body></message>")
@@ -87,7 +73,8 @@ async fn invalid_utf8_is_not_well_formed() {
 #[tokio::test]
 async fn oversized_stanza_is_a_policy_violation() {
     // RFC 6120 §13.12: servers must accept at least 10000 bytes.
-    let (_dir, server, mut others) = start("[limits]\nmax_stanza_bytes = 10000\n").await;
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_stanza_bytes = 10000\n").await;
     let mut client = mallory(&server, "big").await;
     let fits = "f".repeat(9000);
     client
@@ -126,7 +113,7 @@ fn nested_message(depth: usize, id: &str) -> String {
 
 #[tokio::test]
 async fn too_deep_stanza_is_a_policy_violation() {
-    let (_dir, server, mut others) = start("[limits]\nmax_depth = 6\n").await;
+    let (_dir, server, mut others) = start_with_bystanders("[limits]\nmax_depth = 6\n").await;
     let mut client = mallory(&server, "deep").await;
     client.send(&nested_message(6, "at-limit")).await;
     let delivered = others.bob.expect("</message>").await;
@@ -142,7 +129,7 @@ async fn too_deep_stanza_is_a_policy_violation() {
 
 #[tokio::test]
 async fn doctype_and_entities_are_restricted_xml() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     // The billion laughs, before the stream header.
     let mut bomb =
         String::from("<?xml version='1.0'?><!DOCTYPE stream:stream [<!ENTITY lol0 'lol'>");
@@ -178,7 +165,7 @@ async fn doctype_and_entities_are_restricted_xml() {
 
 #[tokio::test]
 async fn wrong_password_is_not_authorized_and_the_client_may_retry() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let not_authorized =
         "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>";
     let mut client = unauthenticated(&server).await;
@@ -227,7 +214,7 @@ async fn wrong_password_is_not_authorized_and_the_client_may_retry() {
 
 #[tokio::test]
 async fn iq_in_an_unknown_namespace_is_service_unavailable() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = mallory(&server, "iq").await;
     for (id, iq_type, to) in [
         ("server", "get", ""),
@@ -249,7 +236,7 @@ async fn iq_in_an_unknown_namespace_is_service_unavailable() {
 
 #[tokio::test]
 async fn spoofed_from_is_invalid_from() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = mallory(&server, "spoof").await;
     // Its own full and bare JID are fine (RFC 6120 §8.1.2.1).
     client
@@ -283,7 +270,7 @@ async fn spoofed_from_is_invalid_from() {
 
 #[tokio::test]
 async fn malformed_jid_in_to_is_jid_malformed() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = mallory(&server, "jid").await;
     let long_node = format!("{}@localhost", "n".repeat(1100));
     for (index, to) in [
@@ -330,7 +317,7 @@ async fn malformed_jid_in_to_is_jid_malformed() {
 
 #[tokio::test]
 async fn stanza_before_authentication_is_not_authorized() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = unauthenticated(&server).await;
     client
         .send("<message to='bob@localhost/desk'><body>unauthenticated</body></message>")
@@ -363,7 +350,7 @@ async fn stanza_before_authentication_is_not_authorized() {
 
 #[tokio::test]
 async fn too_many_attributes_is_a_policy_violation() {
-    let (_dir, server, mut others) = start("[limits]\nmax_attributes = 5\n").await;
+    let (_dir, server, mut others) = start_with_bystanders("[limits]\nmax_attributes = 5\n").await;
     let mut client = mallory(&server, "attrs").await;
     client
         .send(
@@ -386,7 +373,7 @@ async fn too_many_attributes_is_a_policy_violation() {
 
 #[tokio::test]
 async fn processing_instruction_is_restricted_xml() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     each_fails(
         &server,
         &[
@@ -406,7 +393,7 @@ async fn processing_instruction_is_restricted_xml() {
 
 #[tokio::test]
 async fn unbound_prefix_is_bad_namespace_prefix() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     each_fails(
         &server,
         &[
@@ -429,7 +416,7 @@ async fn unbound_prefix_is_bad_namespace_prefix() {
 
 #[tokio::test]
 async fn wrong_stream_namespace_is_invalid_namespace() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     for header in [
         "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://example.com/streams'>",
         "<stream:stream to='localhost' version='1.0' xmlns='jabber:wrong' xmlns:stream='http://etherx.jabber.org/streams'>",
@@ -445,7 +432,7 @@ async fn wrong_stream_namespace_is_invalid_namespace() {
 
 #[tokio::test]
 async fn wrong_domain_in_stream_header_is_host_unknown() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     for to in ["example.com", "mallory@localhost", "localhost.evil"] {
         let mut client = RawClient::connect(server.c2s).await;
         client
@@ -516,7 +503,7 @@ async fn authentication_in_clear_is_refused_when_tls_is_required() {
 
 #[tokio::test]
 async fn second_login_with_the_same_full_jid_replaces_the_first_with_conflict() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut first = mallory(&server, "twin").await;
     first.available().await;
     let mut second = mallory(&server, "twin").await;
@@ -543,7 +530,7 @@ async fn second_login_with_the_same_full_jid_replaces_the_first_with_conflict() 
 
 #[tokio::test]
 async fn iq_without_id_is_bad_request() {
-    let (_dir, server, mut others) = start("").await;
+    let (_dir, server, mut others) = start_with_bystanders("").await;
     let mut client = mallory(&server, "noid").await;
     client
         .send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")

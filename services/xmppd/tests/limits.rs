@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use support::{Bystanders, RawClient, Server};
-use tempfile::TempDir;
+use support::{MALLORY_PASSWORD, RawClient, start_with_bystanders};
 use tokio::time::Instant;
 
-const MALLORY_PASSWORD: &str = "mallory-secret";
 const NOT_AUTHORIZED: &str =
     "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>";
 const TEMPORARY_AUTH_FAILURE: &str =
@@ -24,15 +22,6 @@ const PING: &str = "<ping xmlns='urn:xmpp:ping'/></iq>";
 /// Another client address on loopback (127.0.0.0/8 is all local).
 fn other_ip() -> IpAddr {
     "127.0.0.2".parse().unwrap()
-}
-
-async fn start(extra: &str) -> (TempDir, Server, Bystanders) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::all_in_one(dir.path(), extra);
-    server.ready().await;
-    server.add_user("mallory", MALLORY_PASSWORD);
-    let bystanders = Bystanders::login(&server).await;
-    (dir, server, bystanders)
 }
 
 /// Sends a stream header and reports whether the server answered with
@@ -57,7 +46,8 @@ async fn accepted(client: &mut RawClient) -> bool {
 #[tokio::test]
 async fn connections_per_ip_refuses_the_next_one_with_policy_violation() {
     // Alice and Bob hold two of the four.
-    let (_dir, server, mut others) = start("[limits]\nconnections_per_ip = 4\n").await;
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nconnections_per_ip = 4\n").await;
     let mut third = RawClient::connect(server.c2s).await;
     third.open_stream().await;
     let mut fourth = RawClient::connect(server.c2s).await;
@@ -87,9 +77,10 @@ async fn connections_per_ip_refuses_the_next_one_with_policy_violation() {
 
 #[tokio::test]
 async fn failed_authentications_per_ip_are_throttled() {
-    let (_dir, server, mut others) =
-        start("[auth]\nfailures_per_ip_per_minute = 3\nfailures_per_account_per_minute = 0\n")
-            .await;
+    let (_dir, server, mut others) = start_with_bystanders(
+        "[auth]\nfailures_per_ip_per_minute = 3\nfailures_per_account_per_minute = 0\n",
+    )
+    .await;
     let mut client = RawClient::connect(server.c2s).await;
     client.open_stream().await;
     for _ in 0..3 {
@@ -121,9 +112,10 @@ async fn failed_authentications_per_ip_are_throttled() {
 
 #[tokio::test]
 async fn failed_authentications_per_account_are_throttled() {
-    let (_dir, server, mut others) =
-        start("[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 3\n")
-            .await;
+    let (_dir, server, mut others) = start_with_bystanders(
+        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 3\n",
+    )
+    .await;
     let mut client = RawClient::connect(server.c2s).await;
     client.open_stream().await;
     for _ in 0..3 {
@@ -160,9 +152,10 @@ async fn failed_authentications_per_account_are_throttled() {
 
 #[tokio::test]
 async fn five_failed_attempts_on_one_stream_end_it_with_policy_violation() {
-    let (_dir, server, mut others) =
-        start("[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n")
-            .await;
+    let (_dir, server, mut others) = start_with_bystanders(
+        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n",
+    )
+    .await;
     let mut client = RawClient::connect(server.c2s).await;
     client.open_stream().await;
     for _ in 0..5 {
@@ -189,7 +182,7 @@ async fn stanzas_over_the_burst_are_paced_not_lost() {
     const RATE: u32 = 10;
     const BURST: u32 = 5;
     const SENT: u32 = 25;
-    let (_dir, server, mut others) = start(&format!(
+    let (_dir, server, mut others) = start_with_bystanders(&format!(
         "[limits]\nstanzas_per_second = {RATE}\nstanza_burst = {BURST}\n"
     ))
     .await;
@@ -231,7 +224,8 @@ async fn stanzas_over_the_burst_are_paced_not_lost() {
 
 #[tokio::test]
 async fn negotiation_timeout_is_connection_timeout() {
-    let (_dir, server, mut others) = start("[limits]\nnegotiation_timeout_secs = 2\n").await;
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nnegotiation_timeout_secs = 2\n").await;
     let started = Instant::now();
     let silent = async {
         let mut client = RawClient::connect(server.c2s).await;
@@ -283,7 +277,7 @@ async fn answer_pings(client: &mut RawClient, until: Instant) -> u32 {
 async fn silent_stream_is_pinged_then_timed_out_while_answered_pings_keep_streams_alive() {
     const PING_AFTER: u64 = 1;
     const IDLE_TIMEOUT: u64 = 3;
-    let (_dir, server, mut others) = start(&format!(
+    let (_dir, server, mut others) = start_with_bystanders(&format!(
         "[limits]\nping_after_secs = {PING_AFTER}\nidle_timeout_secs = {IDLE_TIMEOUT}\n"
     ))
     .await;
@@ -347,7 +341,8 @@ async fn register(client: &mut RawClient, user: &str, id: &str) {
 
 #[tokio::test]
 async fn registrations_per_ip_are_limited_with_resource_constraint() {
-    let (_dir, server, mut others) = start("[auth]\nregistrations_per_ip_per_hour = 2\n").await;
+    let (_dir, server, mut others) =
+        start_with_bystanders("[auth]\nregistrations_per_ip_per_hour = 2\n").await;
     let mut client = RawClient::connect(server.c2s).await;
     client.open_stream().await;
     for (user, id) in [("new1", "r1"), ("new2", "r2")] {

@@ -620,6 +620,20 @@ pub fn attribute(xml: &str, name: &str) -> Option<String> {
 
 /// Two users chatting on a server while a test misbehaves beside them: the
 /// check that bad input "never harms other users' sessions".
+/// The password of `mallory`, the account of the client that misbehaves.
+pub const MALLORY_PASSWORD: &str = "mallory-secret";
+
+/// An all-in-one server (with `extra` configuration) where Alice and Bob are
+/// chatting, and an account for the client that misbehaves.
+pub async fn start_with_bystanders(extra: &str) -> (tempfile::TempDir, Server, Bystanders) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), extra);
+    server.ready().await;
+    server.add_user("mallory", MALLORY_PASSWORD);
+    let bystanders = Bystanders::login(&server).await;
+    (dir, server, bystanders)
+}
+
 pub struct Bystanders {
     pub alice: RawClient,
     pub bob: RawClient,
