@@ -314,13 +314,20 @@ impl Cluster {
         if conn_id.is_some_and(|conn_id| conn_id != session.conn_id) {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = session.mailbox.try_send(delivery) {
-            tracing::warn!(%full_jid, "client too slow, its mailbox is full");
-            let _ = session.mailbox.try_send(Delivery::Close {
-                condition: "resource-constraint".into(),
-                text: "too many stanzas waiting for this client".into(),
-            });
-        }
+        // The last slot is kept for the stream error, so that a client too
+        // slow to keep up is told and disconnected; once that is queued,
+        // later stanzas find the mailbox full and go nowhere.
+        let delivery = match delivery {
+            Delivery::Stanza(_) if session.mailbox.capacity() == 1 => {
+                tracing::warn!(%full_jid, "client too slow, its mailbox is full");
+                Delivery::Close {
+                    condition: "resource-constraint".into(),
+                    text: "too many stanzas waiting for this client".into(),
+                }
+            }
+            delivery => delivery,
+        };
+        let _ = session.mailbox.try_send(delivery);
     }
 
     fn router_for(&self, key: &str) -> Result<Arc<RouterLink>, ClusterError> {
@@ -452,5 +459,75 @@ impl Cluster {
                 let _ = up.send(frame).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster_with_session(full_jid: &str) -> (Cluster, mpsc::Receiver<Delivery>) {
+        let registry: SharedRegistry = Arc::new(xmppd_registry::MemoryRegistry::default());
+        let cluster = Cluster::new(
+            "cm-test".into(),
+            Arc::new(xmppd_grpc::RemoteConnector),
+            registry,
+        );
+        let (mailbox, deliveries) = mpsc::channel(MAILBOX_SIZE);
+        let session = LocalSession {
+            conn_id: 7,
+            mailbox,
+            router_id: "router".into(),
+        };
+        cluster
+            .inner
+            .sessions
+            .write()
+            .unwrap()
+            .insert(full_jid.into(), session);
+        (cluster, deliveries)
+    }
+
+    fn stanza_for(full_jid: &str) -> edge_down::Frame {
+        edge_down::Frame::Stanza(Envelope {
+            to: full_jid.into(),
+            payload: Bytes::from_static(b"<message/>"),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_client_whose_mailbox_fills_up_is_told_and_closed() {
+        let jid = "slow@localhost/r";
+        let (cluster, mut deliveries) = cluster_with_session(jid);
+        for _ in 0..MAILBOX_SIZE + 10 {
+            cluster.dispatch(stanza_for(jid));
+        }
+        for _ in 0..MAILBOX_SIZE - 1 {
+            assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza(_))));
+        }
+        match deliveries.try_recv() {
+            Ok(Delivery::Close { condition, .. }) => assert_eq!(condition, "resource-constraint"),
+            other => panic!("expected the stream to be closed, got {other:?}"),
+        }
+        assert!(deliveries.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_kick_for_a_replaced_connection_is_ignored() {
+        let jid = "alice@localhost/r";
+        let (cluster, mut deliveries) = cluster_with_session(jid);
+        let kick = |conn_id| {
+            edge_down::Frame::Kick(xmppd_grpc::Kick {
+                full_jid: jid.into(),
+                conn_id,
+                condition: "conflict".into(),
+                ..Default::default()
+            })
+        };
+        cluster.dispatch(kick(6));
+        assert!(deliveries.try_recv().is_err());
+        cluster.dispatch(kick(7));
+        assert!(matches!(deliveries.try_recv(), Ok(Delivery::Close { .. })));
     }
 }
