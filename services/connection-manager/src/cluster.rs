@@ -24,12 +24,16 @@ use xmppd_grpc::{
     GrpcChannel, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded, bind_reply, edge_down,
     edge_up,
 };
+use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::{SharedRegistry, membership};
+
+use crate::mailbox::{self, Mailbox, MailboxSender};
 
 /// Frames buffered towards one router before client streams wait.
 const ROUTER_BUFFER: usize = 4096;
 /// Stanzas queued for one client stream; a client that falls this far
-/// behind is disconnected rather than holding up everyone else.
+/// behind is disconnected rather than holding up everyone else. The mailbox
+/// only takes memory for what is queued.
 const MAILBOX_SIZE: usize = 1024;
 
 /// What the cluster hands a bound client stream.
@@ -37,8 +41,12 @@ const MAILBOX_SIZE: usize = 1024;
 pub enum Delivery {
     /// A stanza to write to the client as is.
     Stanza(Bytes),
-    /// Close the stream with this RFC 6120 §4.9.3 condition.
-    Close { condition: String, text: String },
+    /// Close the stream with this RFC 6120 §4.9.3 condition. The text is
+    /// boxed so that a mailbox slot stays the size of a stanza's `Bytes`.
+    Close {
+        condition: StreamErrorCondition,
+        text: Box<str>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +71,17 @@ impl SessionRoute {
     /// Sends a client stanza on the pinned router stream.
     pub async fn send(&self, envelope: Envelope) -> Result<(), ClusterError> {
         let link = self.router.upgrade().ok_or(ClusterError::RouteLost)?;
-        let frame = EdgeUp {
-            frame: Some(edge_up::Frame::Stanza(envelope)),
-        };
-        link.up
-            .send(frame)
+        // Room first, frame after: the waiting task holds one envelope, not
+        // three copies of it in nested futures.
+        let permit = link
+            .up
+            .reserve()
             .await
-            .map_err(|_| ClusterError::RouteLost)
+            .map_err(|_| ClusterError::RouteLost)?;
+        permit.send(EdgeUp {
+            frame: Some(edge_up::Frame::Stanza(envelope)),
+        });
+        Ok(())
     }
 }
 
@@ -84,7 +96,7 @@ impl Drop for SessionRoute {
 
 struct LocalSession {
     conn_id: u64,
-    mailbox: mpsc::Sender<Delivery>,
+    mailbox: MailboxSender,
     router_id: String,
 }
 
@@ -267,7 +279,7 @@ impl Cluster {
         for session in pinned {
             closed += 1;
             let _ = session.mailbox.try_send(Delivery::Close {
-                condition: "internal-server-error".into(),
+                condition: StreamErrorCondition::InternalServerError,
                 text: "the cluster route of this stream was lost; please reconnect".into(),
             });
         }
@@ -301,8 +313,9 @@ impl Cluster {
             }
             edge_down::Frame::Kick(kick) => {
                 let delivery = Delivery::Close {
-                    condition: kick.condition,
-                    text: kick.text,
+                    condition: StreamErrorCondition::from_name(&kick.condition)
+                        .unwrap_or(StreamErrorCondition::UndefinedCondition),
+                    text: kick.text.into(),
                 };
                 (kick.full_jid, delivery, Some(kick.conn_id))
             }
@@ -321,7 +334,7 @@ impl Cluster {
             Delivery::Stanza(_) if session.mailbox.capacity() == 1 => {
                 tracing::warn!(%full_jid, "client too slow, its mailbox is full");
                 Delivery::Close {
-                    condition: "resource-constraint".into(),
+                    condition: StreamErrorCondition::ResourceConstraint,
                     text: "too many stanzas waiting for this client".into(),
                 }
             }
@@ -375,7 +388,7 @@ impl Cluster {
         &self,
         bare_jid: &str,
         resource: Option<&str>,
-    ) -> Result<Result<(SessionRoute, mpsc::Receiver<Delivery>), String>, ClusterError> {
+    ) -> Result<Result<(SessionRoute, Mailbox), String>, ClusterError> {
         let conn_id = self.next_conn_id();
         let mut client = self.router_for(bare_jid)?.client.clone();
         let request = BindRequest {
@@ -390,7 +403,7 @@ impl Cluster {
             None => return Ok(Err("internal-server-error".into())),
         };
         let router = self.router_for(&full_jid)?;
-        let (mailbox, deliveries) = mpsc::channel(MAILBOX_SIZE);
+        let (mailbox, deliveries) = mailbox::channel(MAILBOX_SIZE);
         let previous = self.inner.sessions.write().expect("sessions lock").insert(
             full_jid.clone(),
             LocalSession {
@@ -402,7 +415,7 @@ impl Cluster {
         // The same full JID bound again on this node: the old stream yields.
         if let Some(previous) = previous {
             let _ = previous.mailbox.try_send(Delivery::Close {
-                condition: "conflict".into(),
+                condition: StreamErrorCondition::Conflict,
                 text: "replaced by a new session".into(),
             });
         }
@@ -466,14 +479,14 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    fn cluster_with_session(full_jid: &str) -> (Cluster, mpsc::Receiver<Delivery>) {
+    fn cluster_with_session(full_jid: &str) -> (Cluster, Mailbox) {
         let registry: SharedRegistry = Arc::new(xmppd_registry::MemoryRegistry::default());
         let cluster = Cluster::new(
             "cm-test".into(),
             Arc::new(xmppd_grpc::RemoteConnector),
             registry,
         );
-        let (mailbox, deliveries) = mpsc::channel(MAILBOX_SIZE);
+        let (mailbox, deliveries) = mailbox::channel(MAILBOX_SIZE);
         let session = LocalSession {
             conn_id: 7,
             mailbox,
@@ -507,7 +520,9 @@ mod tests {
             assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza(_))));
         }
         match deliveries.try_recv() {
-            Ok(Delivery::Close { condition, .. }) => assert_eq!(condition, "resource-constraint"),
+            Ok(Delivery::Close { condition, .. }) => {
+                assert_eq!(condition, StreamErrorCondition::ResourceConstraint)
+            }
             other => panic!("expected the stream to be closed, got {other:?}"),
         }
         assert!(deliveries.try_recv().is_err());

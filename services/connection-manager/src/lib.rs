@@ -14,6 +14,7 @@
 //! - [`registration`]: XEP-0077 account creation before authentication.
 //! - [`session`]: the bound stream: stanzas in, deliveries out, keepalives.
 //! - [`cluster`]: router streams and the mailboxes of bound streams.
+//! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod edge;
 pub mod limits;
 pub mod listener;
+pub mod mailbox;
 pub mod metrics;
 pub mod negotiation;
 pub mod registration;

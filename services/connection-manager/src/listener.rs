@@ -64,7 +64,8 @@ async fn connection(
     let transport = match security {
         Security::StartTls => Transport::Plain(tcp),
         Security::DirectTls => {
-            let handshake = edge.tls.acceptor().accept(tcp);
+            // Boxed: the handshake state must not size the connection's task.
+            let handshake = Box::pin(edge.tls.acceptor().accept(tcp));
             match tokio::time::timeout(edge.settings.negotiation_timeout, handshake).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(error)) => {

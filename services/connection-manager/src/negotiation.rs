@@ -29,8 +29,11 @@ const MAX_AUTH_ATTEMPTS: u32 = 5;
 pub async fn serve(edge: &Arc<Edge>, transport: Transport, peer: SocketAddr) {
     let stream = XmppStream::new(transport, edge.settings.limits.clone());
     let deadline = Instant::now() + edge.settings.negotiation_timeout;
-    match negotiate(edge, stream, peer, deadline).await {
-        Ok((stream, bound)) => session::run(edge, stream, bound).await,
+    // Boxed, so that its large state (SASL, registration, binding) is freed
+    // once the stream is bound instead of sizing the connection's task; the
+    // stream is boxed so that the task holds it once, not once per layer.
+    match Box::pin(negotiate(edge, stream, peer, deadline)).await {
+        Ok((stream, bound)) => session::run(edge, Box::new(stream), bound).await,
         Err(StreamEnd::Error(error)) => {
             edge.metrics.stream_error(error.condition.name());
             tracing::debug!(%peer, %error, "stream failed during negotiation");

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
+
 use tokio::time::Instant;
 use xmppd_grpc::{Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
@@ -16,16 +17,17 @@ use xmppd_protocol::stream::StreamEvent;
 use crate::cluster::{Delivery, SessionRoute};
 use crate::edge::Edge;
 use crate::limits::TokenBucket;
+use crate::mailbox::Mailbox;
 use crate::negotiation::iq_result;
 use crate::stream::{StreamEnd, XmppStream};
 
 pub struct Bound {
     pub full: Jid,
     pub route: SessionRoute,
-    pub mailbox: mpsc::Receiver<Delivery>,
+    pub mailbox: Mailbox,
 }
 
-pub async fn run(edge: &Arc<Edge>, mut stream: XmppStream, bound: Bound) {
+pub async fn run(edge: &Arc<Edge>, mut stream: Box<XmppStream>, bound: Bound) {
     edge.metrics.sessions.inc();
     let result = serve(edge, &mut stream, bound).await;
     edge.metrics.sessions.dec();
@@ -74,7 +76,6 @@ async fn serve(edge: &Arc<Edge>, stream: &mut XmppStream, bound: Bound) -> Resul
                     stream.write(&payload).await?;
                 }
                 Some(Delivery::Close { condition, text }) => {
-                    let condition = StreamErrorCondition::from_name(&condition).unwrap_or(StreamErrorCondition::UndefinedCondition);
                     return Err(stream.fail_with(condition, &text).await);
                 }
                 None => return Err(stream.fail_with(StreamErrorCondition::InternalServerError, "").await),
@@ -84,7 +85,16 @@ async fn serve(edge: &Arc<Edge>, stream: &mut XmppStream, bound: Bound) -> Resul
                     if let Some(wait) = bucket.take() {
                         tokio::time::sleep(wait).await;
                     }
-                    from_client(edge, stream, &full, &route, stanza).await?;
+                    match from_client(edge, &full, &stanza) {
+                        Inbound::Route(envelope) => {
+                            if route.send(envelope).await.is_err() {
+                                return Err(stream.fail_with(StreamErrorCondition::InternalServerError, "the cluster route of this stream was lost; please reconnect").await);
+                            }
+                        }
+                        Inbound::Answer(reply) => stream.write(&reply).await?,
+                        Inbound::Ignore => {}
+                        Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
+                    }
                 }
                 StreamEvent::Close => {
                     stream.close().await;
@@ -121,44 +131,45 @@ async fn ping(edge: &Edge, stream: &mut XmppStream, full: &Jid) -> Result<(), St
     stream.write(ping.as_bytes()).await
 }
 
-/// One stanza from the client: checked, stamped with its full JID, and
-/// handed to the router on this stream's pinned route.
-async fn from_client(
-    edge: &Edge,
-    stream: &mut XmppStream,
-    full: &Jid,
-    route: &SessionRoute,
-    stanza: Stanza,
-) -> Result<(), StreamEnd> {
+/// What becomes of one stanza from the client.
+enum Inbound {
+    /// Checked and stamped: on to the router.
+    Route(Envelope),
+    /// Answered by the edge itself.
+    Answer(Bytes),
+    /// An error stanza the edge refuses: errors are not answered.
+    Ignore,
+    /// Ends the stream with this stream error.
+    Refuse(StreamErrorCondition),
+}
+
+/// One stanza from the client: checked and stamped with its full JID.
+/// Synchronous, so that the session's task holds no state for it across a
+/// wait: only the send to the router is awaited.
+fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     if !stanza.is_stanza() {
-        return Err(stream
-            .fail_with(StreamErrorCondition::UnsupportedStanzaType, "")
-            .await);
+        return Inbound::Refuse(StreamErrorCondition::UnsupportedStanzaType);
     }
     edge.metrics.stanzas_in.inc();
     // RFC 6120 §8.1.2.1: a client may only speak for itself.
     if let Some(from) = stanza.from() {
         let claimed = Jid::parse(from).ok();
         if claimed.as_ref() != Some(full) && claimed.as_ref() != Some(&full.bare()) {
-            return Err(stream
-                .fail_with(StreamErrorCondition::InvalidFrom, "")
-                .await);
+            return Inbound::Refuse(StreamErrorCondition::InvalidFrom);
         }
     }
     let to = match stanza.to().map(Jid::parse) {
         None => String::new(),
         Some(Ok(to)) => to.to_string(),
-        Some(Err(_)) => {
-            return answer(edge, stream, &stanza, StanzaErrorCondition::JidMalformed).await;
-        }
+        Some(Err(_)) => return answer(edge, stanza, StanzaErrorCondition::JidMalformed),
     };
-    if is_legacy_session(&stanza, &to, &edge.settings.domain) {
-        return stream.write(&iq_result(&stanza, None)).await;
+    if is_legacy_session(stanza, &to, &edge.settings.domain) {
+        return Inbound::Answer(iq_result(stanza, None).into());
     }
     if stanza.name() == "iq" && stanza.id().is_none_or(str::is_empty) {
-        return answer(edge, stream, &stanza, StanzaErrorCondition::BadRequest).await;
+        return answer(edge, stanza, StanzaErrorCondition::BadRequest);
     }
-    let envelope = Envelope {
+    Inbound::Route(Envelope {
         to,
         from: full.to_string(),
         kind: Kind::from_element_name(stanza.name()).unwrap_or(Kind::Unspecified) as i32,
@@ -167,16 +178,7 @@ async fn from_client(
         payload: stanza.with_from(full.as_str()),
         stage: Stage::FromClient as i32,
         trace_context: Default::default(),
-    };
-    if route.send(envelope).await.is_err() {
-        return Err(stream
-            .fail_with(
-                StreamErrorCondition::InternalServerError,
-                "the cluster route of this stream was lost; please reconnect",
-            )
-            .await);
-    }
-    Ok(())
+    })
 }
 
 /// RFC 3921's session IQ, still sent by some clients: nothing to do.
@@ -190,15 +192,13 @@ fn is_legacy_session(stanza: &Stanza, to: &str, domain: &str) -> bool {
 }
 
 /// Answers a stanza the edge refuses, unless it is itself an error.
-async fn answer(
-    edge: &Edge,
-    stream: &mut XmppStream,
-    stanza: &Stanza,
-    condition: StanzaErrorCondition,
-) -> Result<(), StreamEnd> {
+fn answer(edge: &Edge, stanza: &Stanza, condition: StanzaErrorCondition) -> Inbound {
     if stanza.stanza_type() == Some("error") {
-        return Ok(());
+        return Inbound::Ignore;
     }
-    let reply = error_reply(stanza, &StanzaError::new(condition), &edge.settings.domain);
-    stream.write(&reply).await
+    Inbound::Answer(error_reply(
+        stanza,
+        &StanzaError::new(condition),
+        &edge.settings.domain,
+    ))
 }

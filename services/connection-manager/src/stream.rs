@@ -12,9 +12,11 @@ use xmppd_protocol::xml::escape_attr;
 
 use crate::transport::Transport;
 
-/// Bytes read from the socket at a time. Small, because idle connections
-/// must be cheap; the parser keeps what a stanza needs.
-const READ_CHUNK: usize = 2048;
+/// Room offered to each read, in the parser's own buffer: small while no
+/// stanza is half-read, so that a quiet connection holds little, doubled
+/// after each read that fills it, up to `READ_MAX`.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamEnd {
@@ -33,6 +35,7 @@ pub struct XmppStream {
     /// When the client last sent anything, whitespace included.
     pub last_heard: Instant,
     header_sent: bool,
+    read_size: usize,
 }
 
 impl XmppStream {
@@ -43,6 +46,7 @@ impl XmppStream {
             limits,
             last_heard: Instant::now(),
             header_sent: false,
+            read_size: READ_MIN,
         }
     }
 
@@ -62,14 +66,26 @@ impl XmppStream {
         }
     }
 
+    /// Reads straight into the parser's buffer: no read buffer lives in the
+    /// connection's task while it waits, and no byte is copied twice.
     async fn fill(&mut self) -> Result<(), StreamEnd> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let read = self.transport.read(&mut chunk).await?;
+        // Nothing half-read: start small again, so the wait for the next
+        // stanza holds little whatever the last burst needed.
+        if self.parser.buffered() == 0 {
+            self.read_size = READ_MIN;
+        }
+        let room = self.read_size;
+        let read = self
+            .transport
+            .read_buf(self.parser.read_buffer(room))
+            .await?;
         if read == 0 {
             return Err(StreamEnd::Closed);
         }
+        if read >= room {
+            self.read_size = (room * 2).min(READ_MAX);
+        }
         self.last_heard = Instant::now();
-        self.parser.feed(&chunk[..read]);
         Ok(())
     }
 

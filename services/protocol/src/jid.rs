@@ -157,7 +157,10 @@ impl AsRef<str> for Jid {
 
 fn prepare_localpart(raw: &str) -> Result<Cow<'_, str>, JidError> {
     check_raw_len(raw, JidError::EmptyLocalpart, JidError::LocalpartTooLong)?;
-    let prepared = UsernameCaseMapped::enforce(raw).map_err(|_| JidError::InvalidLocalpart)?;
+    let prepared = match username_case_mapped_ascii(raw) {
+        Some(prepared) => prepared,
+        None => UsernameCaseMapped::enforce(raw).map_err(|_| JidError::InvalidLocalpart)?,
+    };
     // RFC 7622 §3.3.1 forbids these on top of the PRECIS profile.
     if let Some(c) = prepared
         .chars()
@@ -175,13 +178,44 @@ fn prepare_localpart(raw: &str) -> Result<Cow<'_, str>, JidError> {
 
 fn prepare_resource(raw: &str) -> Result<Cow<'_, str>, JidError> {
     check_raw_len(raw, JidError::EmptyResource, JidError::ResourceTooLong)?;
-    let prepared = OpaqueString::enforce(raw).map_err(|_| JidError::InvalidResource)?;
+    let prepared = match opaque_string_ascii(raw) {
+        Some(prepared) => prepared,
+        None => OpaqueString::enforce(raw).map_err(|_| JidError::InvalidResource)?,
+    };
     check_len(
         &prepared,
         JidError::EmptyResource,
         JidError::ResourceTooLong,
     )?;
     Ok(prepared)
+}
+
+// Fast paths for the common all-ASCII parts, which every JID on a busy
+// server is parsed through: for printable ASCII the PRECIS profiles reduce to
+// these rules (every such character is valid, NFC and width mapping change
+// nothing, the bidi rule holds), and the full profiles cost a table look-up
+// per character. Anything else takes the full profile. A test checks both
+// agree on every printable ASCII character.
+
+/// RFC 8265 UsernameCaseMapped for printable ASCII without space (IdentifierClass):
+/// lowercased. `None` if `raw` is anything else.
+fn username_case_mapped_ascii(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    Some(if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(raw)
+    })
+}
+
+/// RFC 8265 OpaqueString for printable ASCII and space (FreeformClass): unchanged.
+/// `None` if `raw` is anything else.
+fn opaque_string_ascii(raw: &str) -> Option<Cow<'_, str>> {
+    raw.bytes()
+        .all(|b| b == b' ' || b.is_ascii_graphic())
+        .then_some(Cow::Borrowed(raw))
 }
 
 /// Normalises a domainpart: an IP literal, or a host name lowercased with any final dot removed.
@@ -306,6 +340,26 @@ mod tests {
         for (input, error) in cases {
             assert_eq!(Jid::parse(input), Err(error), "{input:?}");
         }
+    }
+
+    #[test]
+    fn ascii_fast_paths_agree_with_the_precis_profiles() {
+        let samples = (0x20u8..=0x7e)
+            .map(|b| format!("a{}Z", b as char))
+            .chain(["Juliet", "x", " lead", "trail ", "a b", "MiXeD.Case-1_2"].map(String::from));
+        for sample in samples {
+            let full = |raw: &str| UsernameCaseMapped::enforce(raw).ok().map(Cow::into_owned);
+            let fast = username_case_mapped_ascii(&sample).map(Cow::into_owned);
+            if let Some(fast) = fast {
+                assert_eq!(Some(fast), full(&sample), "localpart {sample:?}");
+            }
+            let full = |raw: &str| OpaqueString::enforce(raw).ok().map(Cow::into_owned);
+            let fast = opaque_string_ascii(&sample).map(Cow::into_owned);
+            assert_eq!(fast, full(&sample), "resource {sample:?}");
+        }
+        // Space is not part of a username: the fast path leaves it to the profile.
+        assert!(username_case_mapped_ascii("a b").is_none());
+        assert!(UsernameCaseMapped::enforce("a b").is_err());
     }
 
     #[test]

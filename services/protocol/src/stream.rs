@@ -106,6 +106,20 @@ impl StreamParser {
         }
     }
 
+    /// The buffer with room for at least `room` more bytes, for a reader to fill in place
+    /// (`AsyncReadExt::read_buf`) instead of copying a read through [`feed`](Self::feed).
+    /// An empty buffer that a burst left much larger than `room` is given back first, so a
+    /// connection waiting for its next read holds about `room`. Once the stream has failed or
+    /// closed, what was buffered is dropped, as `feed` drops it.
+    pub fn read_buffer(&mut self, room: usize) -> &mut BytesMut {
+        let oversized = self.buf.is_empty() && self.buf.capacity() > 2 * room;
+        if oversized || !matches!(self.state, State::Running) {
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
     /// The next complete event, `Ok(None)` if more bytes are needed. After an error the
     /// stream is unusable: the caller sends the error and closes.
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {

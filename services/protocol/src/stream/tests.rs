@@ -95,6 +95,46 @@ fn parses_a_session() {
 }
 
 #[test]
+fn reads_into_the_parser_buffer_frame_like_fed_ones() {
+    let input = format!("{HEADER}<message id='1'><body>hi</body></message></stream:stream>");
+    let mut parser = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    for chunk in input.as_bytes().chunks(7) {
+        let buffer = parser.read_buffer(chunk.len());
+        assert!(buffer.capacity() - buffer.len() >= chunk.len());
+        buffer.extend_from_slice(chunk);
+        while let Some(event) = parser.next_event().unwrap() {
+            out.push(match event {
+                StreamEvent::Open(_) => "open".to_owned(),
+                StreamEvent::Stanza(stanza) => String::from_utf8_lossy(stanza.raw()).into_owned(),
+                StreamEvent::Close => "close".to_owned(),
+            });
+        }
+    }
+    assert_eq!(
+        out,
+        ["open", "<message id='1'><body>hi</body></message>", "close"]
+    );
+    // After the close, bytes read are dropped rather than kept.
+    parser.read_buffer(16).extend_from_slice(b"<late/>");
+    assert_eq!(parser.read_buffer(16).len(), 0);
+    assert!(matches!(parser.next_event(), Ok(None)));
+}
+
+#[test]
+fn a_drained_burst_does_not_keep_its_large_read_buffer() {
+    let mut parser = StreamParser::new(Limits::default());
+    parser
+        .read_buffer(64 * 1024)
+        .extend_from_slice(HEADER.as_bytes());
+    assert!(matches!(
+        parser.next_event(),
+        Ok(Some(StreamEvent::Open(_)))
+    ));
+    assert!(parser.read_buffer(512).capacity() <= 1024);
+}
+
+#[test]
 fn byte_by_byte_matches_all_at_once() {
     let input = format!(
         "  {HEADER}<message id=\"x'>\"><body><![CDATA[<not a tag>]]]></body></message>\r\n \
