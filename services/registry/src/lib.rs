@@ -6,10 +6,50 @@
 //! - [`Registry`]: the one interface every service codes against.
 //! - [`MemoryRegistry`]: for the all-in-one process, where nothing outlives it.
 //! - [`RedisRegistry`]: for a cluster, where every node sees the same state.
-//! - [`connect`]: picks one from a configuration URL.
+//! - [`connect`]: picks one from a configuration URL, and whether a Redis
+//!   registry caches its look-ups ([`Caching`]).
 //!
 //! Both implementations apply the same rules (private `rules` module) for what
 //! bind, unbind and presence updates do to an entry, so they cannot drift apart.
+//!
+//! # Cached look-ups
+//!
+//! A router asks for the resources of a bare JID for every message it routes
+//! to one. With [`Caching::On`], [`RedisRegistry`] answers
+//! [`Registry::resources`] from memory, with redis-rs' server-assisted
+//! client-side caching (feature `cache-aio`):
+//!
+//! - The connection speaks RESP3 whatever the URL says (invalidations are
+//!   RESP3 pushes) and runs `CLIENT TRACKING ON OPTIN`.
+//! - Only the `HVALS` of `resources` opts in: redis-rs sends it after
+//!   `CLIENT CACHING YES` and `PTTL`, so Redis remembers that this connection
+//!   read that `res:` key and pushes an invalidation when anyone changes it;
+//!   redis-rs then drops its entry and the next look-up reads Redis again.
+//!   Every other read, in particular the one of a compare-and-swap, goes to
+//!   Redis: the same code serves a cached and an uncached registry.
+//! - The cache holds at most `entries` keys (LRU), each for at most `ttl`.
+//! - When the connection is lost the whole cache is dropped (invalidations
+//!   sent meanwhile are lost); while Redis is unreachable look-ups fail as
+//!   they do uncached, rather than answer from memory.
+//!
+//! Caveats, which is why session replicas and connection-managers (who read
+//! to write) never cache:
+//!
+//! - Invalidation is an asynchronous push. Until it arrives, a look-up may
+//!   return an entry as it was before a change that another node (or this
+//!   very registry: Redis pushes a writer's invalidation after its reply)
+//!   has already seen acknowledged: a router may route on a look-up up to one
+//!   push latency old.
+//! - redis-rs 0.32 stores a fetched entry in the caller's task after the reply
+//!   was handed over, while its connection task applies invalidations as they
+//!   arrive. When the key changes while the fetch is in flight, the
+//!   invalidation can be applied before the old value is stored; Redis sent
+//!   its one invalidation for that read and no longer tracks the key, so the
+//!   old value stays until `ttl` has passed (the test
+//!   `a_lookup_racing_a_change_is_at_most_ttl_old` runs into it). `ttl` is
+//!   that bound.
+//! - redis-rs ignores the key-less invalidation of `FLUSHDB`/`FLUSHALL`:
+//!   after a flush, entries also last until `ttl`.
 //!
 //! # Redis key layout
 //!
@@ -40,6 +80,7 @@ mod memory;
 mod redis_registry;
 mod rules;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +121,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError>;
 
     /// All resources of a bare JID (`user@domain`), available or not, sorted
-    /// by full JID.
+    /// by full JID. With [`Caching::On`] this may be an invalidation push
+    /// old (see "Cached look-ups").
     async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError>;
 
     /// Sessions bound on one node (to clean up after that node died), sorted
@@ -149,20 +191,41 @@ fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {
     sessions
 }
 
+/// Whether a Redis registry keeps [`Registry::resources`] look-ups in a
+/// cache that Redis invalidates (see "Cached look-ups" above). Only for a
+/// reader that can route on a look-up one invalidation push old, the router;
+/// whoever reads to write (session replicas, connection-managers) uses
+/// [`Caching::Off`]. The memory registry ignores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    Off,
+    On {
+        /// Bare JIDs kept, least recently used evicted first.
+        entries: NonZeroUsize,
+        /// Longest an entry is served without asking Redis again, however
+        /// quiet the key; bounds a look-up whose invalidation was lost.
+        ttl: Duration,
+    },
+}
+
 /// A registry for `url`: in memory when there is none, Redis for
 /// `redis://…` (or `redis+unix://…`). `key_prefix` starts every Redis key.
 ///
 /// Redis must answer now; after that the connection reconnects by itself,
 /// and calls made while it is down fail with [`RegistryError::Redis`].
-pub async fn connect(url: Option<&str>, key_prefix: &str) -> Result<SharedRegistry, RegistryError> {
+pub async fn connect(
+    url: Option<&str>,
+    key_prefix: &str,
+    caching: Caching,
+) -> Result<SharedRegistry, RegistryError> {
     match url {
         None => {
             tracing::info!("session registry in memory");
             Ok(Arc::new(MemoryRegistry::default()))
         }
         Some(url) => {
-            let registry = RedisRegistry::connect(url, key_prefix).await?;
-            tracing::info!(prefix = key_prefix, "session registry in redis");
+            let registry = RedisRegistry::connect(url, key_prefix, caching).await?;
+            tracing::info!(prefix = key_prefix, ?caching, "session registry in redis");
             Ok(Arc::new(registry))
         }
     }

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::caching::{CacheConfig, CacheMode, CacheStatistics};
+use redis::{AsyncCommands, CommandCacheConfig, IntoConnectionInfo, ProtocolVersion, Script};
 use xmppd_grpc::{BoundSession, Node, Role};
 
 use crate::rules::{self, Change};
-use crate::{Registry, RegistryError, bare_of, sort_by_jid, split_full};
+use crate::{Caching, Registry, RegistryError, bare_of, sort_by_jid, split_full};
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
 /// step with it. An empty string stands for "absent": an encoded session never
@@ -55,7 +56,9 @@ const MAX_ATTEMPTS: usize = 16;
 const SCAN_COUNT: usize = 512;
 
 pub struct RedisRegistry {
-    /// Reconnects by itself; cloned per call, which is cheap.
+    /// Reconnects by itself; cloned per call, which is cheap. With
+    /// [`Caching::On`] it speaks RESP3 with `CLIENT TRACKING ON OPTIN` and
+    /// keeps the client-side cache that [`Registry::resources`] opts into.
     conn: ConnectionManager,
     keys: Keys,
     swap: Script,
@@ -122,9 +125,39 @@ fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, R
 
 impl RedisRegistry {
     /// Connects to `url` (`redis://…`); every key starts with `key_prefix`.
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, RegistryError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+    /// With [`Caching::On`], [`Registry::resources`] is served from a cache
+    /// in this process that Redis invalidates (see the crate documentation);
+    /// every other call still goes to Redis.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        caching: Caching,
+    ) -> Result<Self, RegistryError> {
+        let mut info = url.into_connection_info()?;
+        let mut config = ConnectionManagerConfig::new();
+        if let Caching::On { entries, ttl } = caching {
+            // Invalidations arrive as RESP3 pushes, so RESP3 whatever the URL
+            // says (`?protocol=`): redis-rs refuses a cache on RESP2.
+            info.redis.protocol = ProtocolVersion::RESP3;
+            // OptIn (`CLIENT TRACKING ON OPTIN`): only the commands marked in
+            // `resources` are cached, so the reads of a compare-and-swap and
+            // the membership reads always see Redis itself.
+            //
+            // When the connection drops, `ConnectionManager::reconnect` gives
+            // the new connection `CacheManager::clone_and_increase_epoch()`
+            // (redis 0.32 `aio/connection_manager.rs`), and the shared LRU
+            // treats entries of another epoch as misses and evicts them
+            // (`caching/sharded_lru.rs`, `get`): the cache is dropped whole,
+            // since invalidations sent while we were away are lost.
+            config = config.set_cache_config(
+                CacheConfig::new()
+                    .set_mode(CacheMode::OptIn)
+                    .set_size(entries)
+                    .set_default_client_ttl(ttl),
+            );
+        }
+        let client = redis::Client::open(info)?;
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
             keys: Keys {
@@ -133,6 +166,12 @@ impl RedisRegistry {
             swap: Script::new(SWAP_LUA),
             prune_role: Script::new(PRUNE_ROLE_LUA),
         })
+    }
+
+    /// Hits, misses and invalidations of the look-up cache since connecting;
+    /// `None` without [`Caching::On`].
+    pub fn cache_statistics(&self) -> Option<CacheStatistics> {
+        self.conn.get_cache_statistics()
     }
 
     async fn read(&self, full_jid: &str) -> Result<Option<Entry>, RegistryError> {
@@ -267,7 +306,10 @@ impl Registry for RedisRegistry {
 
     async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
         let key = self.keys.resources(bare_jid);
-        let raws: Vec<Vec<u8>> = self.conn.clone().hvals(&key).await?;
+        // The one cached read (a no-op on a connection without a cache).
+        let mut hvals = redis::cmd("HVALS");
+        hvals.arg(&key).set_cache_config(CommandCacheConfig::new());
+        let raws: Vec<Vec<u8>> = hvals.query_async(&mut self.conn.clone()).await?;
         let sessions = raws
             .into_iter()
             .map(|raw| decode(&key, raw))

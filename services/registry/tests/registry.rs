@@ -5,11 +5,14 @@
 //! `XMPPD_TEST_REDIS_URL`. Each test works under its own key prefix and
 //! deletes its keys when done, so tests run in parallel against one Redis.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use xmppd_registry::{BoundSession, Node, Role, SharedRegistry, bare_of};
+use xmppd_registry::{
+    BoundSession, Caching, Node, RedisRegistry, Registry, Role, SharedRegistry, bare_of,
+};
 
 macro_rules! registry_tests {
     ($($test:ident),* $(,)?) => {
@@ -17,7 +20,7 @@ macro_rules! registry_tests {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let registry = xmppd_registry::connect(None, "").await.unwrap();
+                    let registry = xmppd_registry::connect(None, "", super::Caching::Off).await.unwrap();
                     super::$test(registry).await;
                 }
             )*
@@ -28,7 +31,7 @@ macro_rules! registry_tests {
                 #[tokio::test]
                 async fn $test() {
                     let scratch = super::RedisScratch::new();
-                    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix)
+                    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix, super::Caching::Off)
                         .await
                         .unwrap();
                     super::$test(registry).await;
@@ -458,7 +461,7 @@ async fn concurrent_binds_replace_one_another(registry: SharedRegistry) {
 #[tokio::test]
 async fn redis_keeps_no_keys_for_unbound_sessions() {
     let scratch = RedisScratch::new();
-    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix)
+    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix, Caching::Off)
         .await
         .unwrap();
     registry
@@ -488,4 +491,243 @@ async fn redis_keeps_no_keys_for_unbound_sessions() {
 
     let mut conn = scratch.connection().unwrap();
     assert_eq!(scratch.keys(&mut conn).unwrap(), Vec::<String>::new());
+}
+
+// The router's cached registry (`Caching::On`): the Redis half only, since the
+// memory registry has no cache.
+
+fn caching(ttl: Duration) -> Caching {
+    Caching::On {
+        entries: NonZeroUsize::new(1000).unwrap(),
+        ttl,
+    }
+}
+
+/// A cached and an uncached registry over the same keys. The cached one is
+/// given a URL that asks for RESP2: it must switch to RESP3 by itself (redis-rs
+/// refuses a cache on RESP2).
+async fn cached_and_uncached(
+    scratch: &RedisScratch,
+    ttl: Duration,
+) -> (RedisRegistry, RedisRegistry) {
+    let resp2 = format!("{}/?protocol=resp2", scratch.url.trim_end_matches('/'));
+    let cached = RedisRegistry::connect(&resp2, &scratch.prefix, caching(ttl))
+        .await
+        .unwrap();
+    let uncached = RedisRegistry::connect(&scratch.url, &scratch.prefix, Caching::Off)
+        .await
+        .unwrap();
+    (cached, uncached)
+}
+
+/// Polls `cached` until its look-up of `bare` equals the uncached one, for
+/// at most `limit`: invalidations are asynchronous pushes.
+async fn settles(cached: &RedisRegistry, uncached: &RedisRegistry, bare: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let truth = uncached.resources(bare).await.unwrap();
+        let seen = cached.resources(bare).await.unwrap();
+        if seen == truth {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cached look-up of {bare} still {seen:?} after {limit:?}, Redis has {truth:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn hvals_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hvals:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test]
+async fn cached_lookups_match_uncached() {
+    let scratch = RedisScratch::new();
+    let (cached, uncached) = cached_and_uncached(&scratch, Duration::from_secs(3600)).await;
+    uncached
+        .bind(bound("lea@example.org/phone", "cm1", 1))
+        .await
+        .unwrap();
+    uncached
+        .bind(bound("lea@example.org/desk", "cm2", 2))
+        .await
+        .unwrap();
+    uncached
+        .set_presence(
+            "lea@example.org/desk",
+            2,
+            true,
+            5,
+            Bytes::from_static(b"<presence/>"),
+        )
+        .await
+        .unwrap();
+    uncached
+        .bind(bound("max@example.org/tab", "cm1", 3))
+        .await
+        .unwrap();
+
+    for bare in ["lea@example.org", "max@example.org", "nobody@example.org"] {
+        let truth = uncached.resources(bare).await.unwrap();
+        // A miss, then a hit: both must be what Redis holds.
+        assert_eq!(cached.resources(bare).await.unwrap(), truth, "{bare}");
+        assert_eq!(cached.resources(bare).await.unwrap(), truth, "{bare}");
+    }
+    assert_eq!(
+        jids(&cached.resources("lea@example.org").await.unwrap()),
+        ["lea@example.org/desk", "lea@example.org/phone"]
+    );
+    let stats = cached.cache_statistics().unwrap();
+    assert!(stats.hit >= 3, "{stats:?}");
+    assert!(uncached.cache_statistics().is_none());
+}
+
+/// Another node's bind, presence change and unbind reach the cached look-up
+/// through Redis' invalidation pushes. The ttl is an hour, so only an
+/// invalidation can refresh an entry here.
+#[tokio::test]
+async fn cached_lookups_see_other_writers() {
+    let scratch = RedisScratch::new();
+    let (cached, other) = cached_and_uncached(&scratch, Duration::from_secs(3600)).await;
+    let bare = "ned@example.org";
+    let limit = Duration::from_secs(1);
+
+    // Cached while empty.
+    assert_eq!(cached.resources(bare).await.unwrap(), []);
+    assert_eq!(cached.resources(bare).await.unwrap(), []);
+
+    other
+        .bind(bound("ned@example.org/phone", "cm1", 1))
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, limit).await;
+    assert_eq!(
+        jids(&cached.resources(bare).await.unwrap()),
+        ["ned@example.org/phone"]
+    );
+
+    other
+        .set_presence(
+            "ned@example.org/phone",
+            1,
+            true,
+            3,
+            Bytes::from_static(b"<presence/>"),
+        )
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, limit).await;
+    let phone = &cached.resources(bare).await.unwrap()[0];
+    assert!(phone.available && phone.priority == 3, "{phone:?}");
+
+    other
+        .bind(bound("ned@example.org/desk", "cm2", 2))
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, limit).await;
+    assert_eq!(
+        jids(&cached.resources(bare).await.unwrap()),
+        ["ned@example.org/desk", "ned@example.org/phone"]
+    );
+
+    // Replaced by another connection on another node.
+    other
+        .bind(bound("ned@example.org/phone", "cm3", 7))
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, limit).await;
+
+    other
+        .unbind("ned@example.org/phone", "cm3", 7)
+        .await
+        .unwrap();
+    other
+        .unbind("ned@example.org/desk", "cm2", 2)
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, limit).await;
+    assert_eq!(cached.resources(bare).await.unwrap(), []);
+
+    let stats = cached.cache_statistics().unwrap();
+    assert!(stats.invalidate >= 5, "{stats:?}");
+}
+
+/// Repeated look-ups of an unchanged entry do not reach Redis: counted on the
+/// server (`INFO commandstats`, which other tests' look-ups can only raise),
+/// with an uncached registry as the control.
+#[tokio::test]
+async fn repeated_lookups_are_served_from_the_cache() {
+    const LOOKUPS: u64 = 200;
+    let scratch = RedisScratch::new();
+    let (cached, uncached) = cached_and_uncached(&scratch, Duration::from_secs(3600)).await;
+    uncached
+        .bind(bound("ola@example.org/phone", "cm1", 1))
+        .await
+        .unwrap();
+    let mut stats = scratch.connection().unwrap();
+
+    let before = hvals_calls(&mut stats);
+    for _ in 0..LOOKUPS {
+        assert_eq!(
+            uncached.resources("ola@example.org").await.unwrap().len(),
+            1
+        );
+    }
+    let uncached_calls = hvals_calls(&mut stats) - before;
+    assert!(
+        uncached_calls >= LOOKUPS,
+        "uncached: {uncached_calls} HVALS"
+    );
+
+    let before = hvals_calls(&mut stats);
+    for _ in 0..LOOKUPS {
+        assert_eq!(cached.resources("ola@example.org").await.unwrap().len(), 1);
+    }
+    let cached_calls = hvals_calls(&mut stats) - before;
+    assert!(cached_calls < LOOKUPS / 2, "cached: {cached_calls} HVALS");
+    let cache = cached.cache_statistics().unwrap();
+    assert!(cache.hit as u64 >= LOOKUPS - 1, "{cache:?}");
+}
+
+/// redis-rs can store a look-up after the invalidation of a change made while
+/// it was in flight (see the crate documentation); Redis then no longer
+/// tracks the key for us, so only the ttl ends that entry. A reader spinning
+/// on the key while another node changes it must therefore agree with Redis
+/// at most a ttl (plus a push) after the changes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_racing_a_change_is_at_most_ttl_old() {
+    const TTL: Duration = Duration::from_millis(300);
+    let scratch = RedisScratch::new();
+    let (cached, writer) = cached_and_uncached(&scratch, TTL).await;
+    let cached = std::sync::Arc::new(cached);
+    for round in 0..5 {
+        let bare = format!("pia{round}@example.org");
+        let full = format!("{bare}/phone");
+        writer.bind(bound(&full, "cm1", 1)).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = tokio::spawn({
+            let (cached, bare, stop) = (cached.clone(), bare.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    cached.resources(&bare).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        for i in 0..20 {
+            writer
+                .set_presence(&full, 1, i % 2 == 0, i, Bytes::new())
+                .await
+                .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        reader.await.unwrap();
+        settles(&cached, &writer, &bare, TTL + Duration::from_secs(1)).await;
+    }
 }

@@ -119,6 +119,12 @@ pub struct RegistryConfig {
     pub url: String,
     /// Prefix of every Redis key, so several clusters can share one Redis.
     pub key_prefix: String,
+    /// Bare JIDs whose resources a router keeps in its look-up cache (least
+    /// recently used evicted first); 0 turns the cache off. Routers only.
+    pub cache_entries: u64,
+    /// Milliseconds a cached look-up may be served without asking Redis again,
+    /// even with no invalidation. Routers only.
+    pub cache_ttl_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -197,6 +203,8 @@ impl Default for RegistryConfig {
         Self {
             url: String::new(),
             key_prefix: "xmppd:".into(),
+            cache_entries: 100_000,
+            cache_ttl_ms: 1000,
         }
     }
 }

@@ -119,7 +119,8 @@ pub async fn sessions(config: &Config) -> anyhow::Result<()> {
     let lines = if config.registry.url.is_empty() {
         ask_running_server(config).await?
     } else {
-        let registry = assemble::registry(config, "admin CLI").await?;
+        let registry =
+            assemble::registry(config, "admin CLI", xmppd_registry::Caching::Off).await?;
         session_lines(&registry).await?
     };
     print!("{lines}");

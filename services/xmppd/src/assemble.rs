@@ -11,7 +11,7 @@ use xmppd_connection_manager::listener::{self, Security};
 use xmppd_connection_manager::metrics::EdgeMetrics;
 use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
 use xmppd_grpc::{Node, Role};
-use xmppd_registry::{SharedRegistry, membership};
+use xmppd_registry::{Caching, SharedRegistry, membership};
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{Readiness, serve_http};
@@ -37,8 +37,13 @@ pub fn node(id: String, role: Role, grpc_address: String) -> Node {
 }
 
 /// The session registry: Redis when configured, else memory, which only a
-/// single process (the all-in-one) may use.
-pub async fn registry(config: &Config, role: &str) -> anyhow::Result<SharedRegistry> {
+/// single process (the all-in-one) may use. `caching` only for a registry
+/// that nothing reads to write through: see [`router_caching`].
+pub async fn registry(
+    config: &Config,
+    role: &str,
+    caching: Caching,
+) -> anyhow::Result<SharedRegistry> {
     let url = (!config.registry.url.is_empty()).then_some(config.registry.url.as_str());
     if url.is_none() && role != "all-in-one" {
         anyhow::bail!(
@@ -46,9 +51,26 @@ pub async fn registry(config: &Config, role: &str) -> anyhow::Result<SharedRegis
              (or XMPPD_REGISTRY__URL), e.g. redis://127.0.0.1:6379"
         );
     }
-    xmppd_registry::connect(url, &config.registry.key_prefix)
+    xmppd_registry::connect(url, &config.registry.key_prefix, caching)
         .await
         .with_context(|| format!("cannot open the registry {}", url.unwrap_or("in memory")))
+}
+
+/// The look-up cache of a cluster router's own registry (`registry.cache_*`;
+/// either at 0 turns it off). Session replicas and connection-managers read
+/// to write (bind, presence, cleanup) and must see Redis itself, so they keep
+/// [`Caching::Off`]; so does the all-in-one, whose one registry they share.
+pub fn router_caching(config: &Config) -> Caching {
+    let entries = usize::try_from(config.registry.cache_entries)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new);
+    match entries {
+        Some(entries) if config.registry.cache_ttl_ms > 0 => Caching::On {
+            entries,
+            ttl: Duration::from_millis(config.registry.cache_ttl_ms),
+        },
+        _ => Caching::Off,
+    }
 }
 
 /// The store; the embedded SQLite database lives under `data_dir`.

@@ -10,6 +10,7 @@ use xmppd_connection_manager::Cluster;
 use xmppd_grpc::router_server::RouterServer;
 use xmppd_grpc::session_server::SessionServer;
 use xmppd_grpc::{Connector, RemoteConnector, Role, local_channel};
+use xmppd_registry::Caching;
 use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
@@ -31,7 +32,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::with_prefix("");
-    let registry = assemble::registry(&config, "all-in-one").await?;
+    let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
     let store = assemble::store(&config).await?;
     let connector = Arc::new(LocalConnector::default());
 
@@ -119,7 +120,7 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
-    let registry = assemble::registry(&config, "connection-manager").await?;
+    let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
     let cluster = start_cluster(&config, registry, Arc::new(RemoteConnector), &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
@@ -137,7 +138,7 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
-    let registry = assemble::registry(&config, "router").await?;
+    let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
     let router = start_router(
         &config,
         registry.clone(),
@@ -171,7 +172,7 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
-    let registry = assemble::registry(&config, "session service").await?;
+    let registry = assemble::registry(&config, "session service", Caching::Off).await?;
     let store = assemble::store(&config).await?;
     let id = config.cluster.node_id_or_generated("session");
     let session_metrics = SessionMetrics::default();
