@@ -6,6 +6,7 @@
 #   SERVERS="ejabberd prosody" USERS=2000 DURATION=30s loadtest/compare/run.sh
 #   loadtest/compare/run.sh start prosody   # just start one server (and print its pids)
 #   loadtest/compare/run.sh stop prosody
+#   loadtest/compare/run.sh idle-scale xmppd-cluster 50000   # idle memory at scale (below)
 #
 # Needs root (apt-get, and running the peers as their Debian users). Reports land in $OUT.
 set -euo pipefail
@@ -224,6 +225,36 @@ bench() {
         "${ramp[@]}" || return 1
 }
 
+# Idle memory at scale: USERS sessions held by one load generator per listener, because
+# one process may hold at most `ulimit -Hn` descriptors (20,000 on the benchmark machine).
+# The cluster spreads them over its connection-managers; the peers and the all-in-one
+# server are one process, so they get one generator and are bounded by that limit.
+# Prints the merged report: RSS growth of every server process over all sessions.
+idle_scale() {
+    local server="$1" users="$2"
+    local ports=("${PORT}")
+    if [[ "$server" == xmppd-cluster ]]; then
+        ports=()
+        for config in "$COMPARE_DIR"/xmppd-cluster/connection-manager-*.toml; do
+            ports+=("$(sed -n 's/^c2s = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")")
+        done
+    fi
+    local workers=${#ports[@]} reports=() pid_args=()
+    loadtest "$server" "provision-$users" provision --users "$users" --concurrency 200
+    restart "$server"
+    for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
+    for ((i = 0; i < workers; i++)); do
+        local report="$OUT/$server-idle-$users-$TLS-$i.json"
+        reports+=("$report")
+        "$LOADTEST" idle --target "127.0.0.1:${ports[i]}" --tls "$TLS" --mechanism "$MECHANISM" \
+            --users "$users" --workers "$workers" --worker-index "$i" --duration "$DURATION" \
+            --login-rate "$((LOGIN_RATE / workers))" --quiet "${pid_args[@]}" \
+            --json "$report" >/dev/null &
+    done
+    wait
+    "$LOADTEST" merge "${reports[@]}" --json "$OUT/$server-idle-$users-$TLS.json"
+}
+
 main() {
     mkdir -p "$OUT"
     install_peers
@@ -256,5 +287,13 @@ case "${1:-}" in
         echo "$2 on 127.0.0.1:$PORT pids: $PIDS"
         ;;
     stop) "stop_${2//-/_}" ;;
+    idle-scale)
+        mkdir -p "$WORK" "$OUT"
+        install_peers
+        (cd "$ROOT" && cargo build --release -p xmppd-loadtest)
+        "start_${2//-/_}"
+        idle_scale "$2" "$3"
+        "stop_${2//-/_}"
+        ;;
     *) main ;;
 esac
