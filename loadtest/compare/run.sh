@@ -239,7 +239,7 @@ idle_scale() {
             ports+=("$(sed -n 's/^c2s = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")")
         done
     fi
-    local workers=${#ports[@]} reports=() pid_args=()
+    local workers=${#ports[@]} reports=() pid_args=() generators=()
     loadtest "$server" "provision-$users" provision --users "$users" --concurrency 200
     restart "$server"
     for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
@@ -250,8 +250,9 @@ idle_scale() {
             --users "$users" --workers "$workers" --worker-index "$i" --duration "$DURATION" \
             --login-rate "$((LOGIN_RATE / workers))" --quiet "${pid_args[@]}" \
             --json "$report" >/dev/null &
+        generators+=("$!")
     done
-    wait
+    wait "${generators[@]}"
     "$LOADTEST" merge "${reports[@]}" --json "$OUT/$server-idle-$users-$TLS.json"
 }
 

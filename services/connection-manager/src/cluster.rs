@@ -248,7 +248,11 @@ impl Cluster {
     async fn read_router(self, router_id: String, mut downstream: tonic::Streaming<EdgeDown>) {
         loop {
             match downstream.message().await {
-                Ok(Some(EdgeDown { frame: Some(frame) })) => self.dispatch(frame),
+                Ok(Some(EdgeDown { frame: Some(frame) })) => {
+                    if let Some(envelope) = self.dispatch(frame) {
+                        self.return_undeliverable(&router_id, envelope);
+                    }
+                }
                 Ok(Some(EdgeDown { frame: None })) => {}
                 Ok(None) => break,
                 Err(status) => {
@@ -303,30 +307,31 @@ impl Cluster {
         *self.inner.router_nodes.write().expect("router nodes lock") = nodes;
     }
 
-    /// A router stream delivered something for a local client stream.
-    fn dispatch(&self, frame: edge_down::Frame) {
+    /// A router stream delivered something for a local client stream. A
+    /// stanza for a stream that is gone is handed back, for the router to
+    /// route again: never dropped here.
+    fn dispatch(&self, frame: edge_down::Frame) -> Option<Envelope> {
         let sessions = self.inner.sessions.read().expect("sessions lock");
-        let (full_jid, delivery, conn_id) = match frame {
+        let (full_jid, session, delivery) = match frame {
             edge_down::Frame::Stanza(envelope) => {
-                let delivery = Delivery::Stanza(envelope.payload);
-                (envelope.to, delivery, None)
-            }
-            edge_down::Frame::Kick(kick) => {
-                let delivery = Delivery::Close {
-                    condition: StreamErrorCondition::from_name(&kick.condition)
-                        .unwrap_or(StreamErrorCondition::UndefinedCondition),
-                    text: kick.text.into(),
+                let Some(session) = sessions.get(&envelope.to) else {
+                    tracing::debug!(full_jid = %envelope.to, "stanza for a stream that is gone");
+                    return Some(envelope);
                 };
-                (kick.full_jid, delivery, Some(kick.conn_id))
+                (envelope.to, session, Delivery::Stanza(envelope.payload))
             }
+            edge_down::Frame::Kick(kick) => match sessions.get(&kick.full_jid) {
+                Some(session) if session.conn_id == kick.conn_id => {
+                    let delivery = Delivery::Close {
+                        condition: StreamErrorCondition::from_name(&kick.condition)
+                            .unwrap_or(StreamErrorCondition::UndefinedCondition),
+                        text: kick.text.into(),
+                    };
+                    (kick.full_jid, session, delivery)
+                }
+                _ => return None,
+            },
         };
-        let Some(session) = sessions.get(&full_jid) else {
-            tracing::debug!(%full_jid, "stanza for a stream that is gone");
-            return;
-        };
-        if conn_id.is_some_and(|conn_id| conn_id != session.conn_id) {
-            return;
-        }
         // The last slot is kept for the stream error, so that a client too
         // slow to keep up is told and disconnected; once that is queued,
         // later stanzas find the mailbox full and go nowhere.
@@ -341,6 +346,26 @@ impl Cluster {
             delivery => delivery,
         };
         let _ = session.mailbox.try_send(delivery);
+        None
+    }
+
+    /// Sends a stanza whose stream is gone back up the router stream it came
+    /// down.
+    fn return_undeliverable(&self, router_id: &str, envelope: Envelope) {
+        let Some(link) = self
+            .inner
+            .routers
+            .read()
+            .expect("routers lock")
+            .get(router_id)
+            .cloned()
+        else {
+            return;
+        };
+        let frame = EdgeUp {
+            frame: Some(edge_up::Frame::Undeliverable(envelope)),
+        };
+        send_soon(&link.up, frame);
     }
 
     fn router_for(&self, key: &str) -> Result<Arc<RouterLink>, ClusterError> {
@@ -466,12 +491,18 @@ impl Cluster {
         let frame = EdgeUp {
             frame: Some(edge_up::Frame::Ended(ended)),
         };
-        if let Err(mpsc::error::TrySendError::Full(frame)) = link.up.try_send(frame) {
-            let up = link.up.clone();
-            tokio::spawn(async move {
-                let _ = up.send(frame).await;
-            });
-        }
+        send_soon(&link.up, frame);
+    }
+}
+
+/// Queues `frame` on a router stream from code that cannot wait: at once if
+/// there is room, else from a task that waits for it.
+fn send_soon(up: &mpsc::Sender<EdgeUp>, frame: EdgeUp) {
+    if let Err(mpsc::error::TrySendError::Full(frame)) = up.try_send(frame) {
+        let up = up.clone();
+        tokio::spawn(async move {
+            let _ = up.send(frame).await;
+        });
     }
 }
 
@@ -526,6 +557,19 @@ mod tests {
             other => panic!("expected the stream to be closed, got {other:?}"),
         }
         assert!(deliveries.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_stanza_for_a_stream_that_is_gone_is_handed_back() {
+        let (cluster, mut deliveries) = cluster_with_session("alice@localhost/r");
+        let returned = cluster.dispatch(stanza_for("alice@localhost/gone"));
+        assert_eq!(
+            returned.map(|e| e.to).as_deref(),
+            Some("alice@localhost/gone")
+        );
+        assert!(deliveries.try_recv().is_err());
+        assert!(cluster.dispatch(stanza_for("alice@localhost/r")).is_none());
+        assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza(_))));
     }
 
     #[test]

@@ -121,14 +121,8 @@ impl Core {
                         undelivered += 1;
                     }
                 }
-                // The resources' node is gone: a message still reaches the
-                // account through offline storage, and a request is answered
-                // as if the resource did not exist (RFC 6121 §8.5.3.2.2).
-                if undelivered > 0 && must_reach_account(&envelope) {
-                    self.to_session(bare.to_string(), envelope).await;
-                } else if undelivered > 0 && is_request(&envelope) {
-                    self.bounce(&envelope, StanzaErrorCondition::ServiceUnavailable)
-                        .await;
+                if undelivered > 0 {
+                    self.undeliverable(envelope).await;
                 }
             }
             Selection::Session => self.to_session(bare.to_string(), envelope).await,
@@ -153,6 +147,21 @@ impl Core {
         sent
     }
 
+    /// A stanza whose resource is gone (its node died, or its stream ended
+    /// while the stanza was on its way): a message still reaches the account,
+    /// whose replica delivers it to another resource or stores it offline,
+    /// and a request is answered as if the resource did not exist (RFC 6121
+    /// §8.5.3.2). Anything else is dropped, as for an unavailable resource.
+    async fn undeliverable(&self, envelope: Envelope) {
+        if must_reach_account(&envelope) {
+            let owner = routing::bare(&envelope.to).to_string();
+            self.to_session(owner, envelope).await;
+        } else if is_request(&envelope) {
+            self.bounce(&envelope, StanzaErrorCondition::ServiceUnavailable)
+                .await;
+        }
+    }
+
     /// Answers the sender of `envelope` with a stanza error.
     async fn bounce(&self, envelope: &Envelope, condition: StanzaErrorCondition) {
         match envelope.error_reply(&StanzaError::new(condition), &self.domain) {
@@ -172,6 +181,10 @@ impl Core {
                 self.replicas
                     .send(owner, session_up::Frame::Ended(ended))
                     .await;
+            }
+            edge_up::Frame::Undeliverable(envelope) => {
+                self.metrics.count("returned");
+                self.undeliverable(envelope).await;
             }
             edge_up::Frame::Hello(node) => {
                 tracing::warn!(node = %node.id, "unexpected second hello ignored");
