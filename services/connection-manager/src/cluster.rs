@@ -360,6 +360,9 @@ impl Cluster {
             .get(router_id)
             .cloned()
         else {
+            // Retired while this stanza was on its way: lost with whatever
+            // else that router had in flight (docs/failures.md).
+            tracing::warn!(router = router_id, to = %envelope.to, "stanza for a stream that is gone, and its router too");
             return;
         };
         let frame = EdgeUp {
