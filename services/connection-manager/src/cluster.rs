@@ -174,6 +174,17 @@ impl Cluster {
         self.inner.sessions.read().expect("sessions lock").len()
     }
 
+    /// Closes every bound stream on this node with `condition`, through
+    /// its mailbox, after what is already queued for it.
+    pub fn close_all(&self, condition: StreamErrorCondition, text: &str) {
+        for session in self.inner.sessions.read().expect("sessions lock").values() {
+            let _ = session.mailbox.try_send(Delivery::Close {
+                condition,
+                text: text.into(),
+            });
+        }
+    }
+
     /// Follows the live routers in the registry, attaching to new ones and
     /// re-attaching to those whose stream broke.
     pub async fn follow_routers(self, interval: Duration) {

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_protocol::stream::Limits;
 use xmppd_runtime::Config;
 use xmppd_runtime::shutdown::Shutdown;
@@ -12,6 +13,7 @@ use xmppd_tls::ServerTls;
 use crate::cluster::Cluster;
 use crate::limits::{ConnectionsPerIp, WindowCounter};
 use crate::metrics::EdgeMetrics;
+use crate::session::SHUTDOWN_TEXT;
 
 /// The configuration the edge acts on, read once from [`Config`].
 #[derive(Clone, Debug)]
@@ -97,5 +99,12 @@ impl Edge {
             metrics,
             shutdown,
         })
+    }
+
+    /// Once shutdown has begun: tells every bound client to reconnect
+    /// later (`system-shutdown`) and ends its stream.
+    pub fn close_sessions(&self) {
+        self.cluster
+            .close_all(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT);
     }
 }

@@ -7,7 +7,9 @@ use tokio::net::TcpListener;
 use xmppd_protocol::error::StreamErrorCondition;
 
 use crate::edge::Edge;
+use crate::limits::ConnectionSlot;
 use crate::negotiation;
+use crate::session::{self, Session};
 use crate::stream::XmppStream;
 use crate::transport::Transport;
 
@@ -46,7 +48,7 @@ async fn connection(
     peer: SocketAddr,
     security: Security,
 ) {
-    let Some(_slot) = edge
+    let Some(slot) = edge
         .connections
         .acquire(peer.ip(), edge.settings.connections_per_ip)
     else {
@@ -77,8 +79,33 @@ async fn connection(
         }
     };
     edge.metrics.connections.inc();
-    negotiation::serve(&edge, transport, peer).await;
-    edge.metrics.connections.dec();
+    let open = Open {
+        edge: edge.clone(),
+        _slot: slot,
+    };
+    if let Some((stream, bound)) = negotiation::serve(&edge, transport, peer).await {
+        // A task of its own, sized for a bound session alone: an idle
+        // connection holds that, not the negotiation's larger task, which
+        // ends here.
+        let session = Box::new(Session {
+            stream,
+            bound,
+            open,
+        });
+        tokio::spawn(session::run(edge, session));
+    }
+}
+
+/// An accepted connection, counted until its stream ends.
+pub struct Open {
+    edge: Arc<Edge>,
+    _slot: ConnectionSlot,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.edge.metrics.connections.dec();
+    }
 }
 
 /// Binds a listener, naming the address in the error.

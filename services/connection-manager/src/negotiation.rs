@@ -17,7 +17,7 @@ use xmppd_protocol::xml::{Element, escape_text};
 use crate::auth::{self, Outcome};
 use crate::edge::Edge;
 use crate::registration;
-use crate::session::{self, Bound};
+use crate::session::Bound;
 use crate::stream::{StreamEnd, XmppStream};
 use crate::transport::Transport;
 
@@ -25,21 +25,26 @@ use crate::transport::Transport;
 /// between 2 and 5).
 const MAX_AUTH_ATTEMPTS: u32 = 5;
 
-/// Runs one client connection from its first byte to its end.
-pub async fn serve(edge: &Arc<Edge>, transport: Transport, peer: SocketAddr) {
+/// Takes one client connection from its first byte to a bound resource;
+/// `None` if its stream ended before.
+pub async fn serve(
+    edge: &Arc<Edge>,
+    transport: Transport,
+    peer: SocketAddr,
+) -> Option<(XmppStream, Bound)> {
     let stream = XmppStream::new(transport, edge.settings.limits.clone());
     let deadline = Instant::now() + edge.settings.negotiation_timeout;
-    // Boxed, so that its large state (SASL, registration, binding) is freed
-    // once the stream is bound instead of sizing the connection's task; the
-    // stream is boxed so that the task holds it once, not once per layer.
+    // Boxed, so that its large state (SASL, registration, binding) does not
+    // size the connection's task.
     match Box::pin(negotiate(edge, stream, peer, deadline)).await {
-        Ok((stream, bound)) => session::run(edge, Box::new(stream), bound).await,
+        Ok(negotiated) => return Some(negotiated),
         Err(StreamEnd::Error(error)) => {
             edge.metrics.stream_error(error.condition.name());
             tracing::debug!(%peer, %error, "stream failed during negotiation");
         }
         Err(end) => tracing::debug!(%peer, %end, "stream ended during negotiation"),
     }
+    None
 }
 
 /// Reads the next event, or fails the stream with `connection-timeout`

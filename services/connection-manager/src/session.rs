@@ -2,6 +2,7 @@
 //! sent to the router; deliveries from the cluster are written out; silence
 //! is met with a ping, then a timeout.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,9 +18,13 @@ use xmppd_protocol::stream::StreamEvent;
 use crate::cluster::{Delivery, SessionRoute};
 use crate::edge::Edge;
 use crate::limits::TokenBucket;
+use crate::listener::Open;
 use crate::mailbox::Mailbox;
 use crate::negotiation::iq_result;
 use crate::stream::{StreamEnd, XmppStream};
+
+/// What a client is told when the server stops (RFC 6120 §4.9.3.20).
+pub const SHUTDOWN_TEXT: &str = "server shutting down; please reconnect";
 
 pub struct Bound {
     pub full: Jid,
@@ -27,9 +32,21 @@ pub struct Bound {
     pub mailbox: Mailbox,
 }
 
-pub async fn run(edge: &Arc<Edge>, mut stream: Box<XmppStream>, bound: Bound) {
+/// A bound client stream and everything that lives as long as it: `open` is
+/// its connection's accounting, released with it.
+pub struct Session {
+    pub stream: XmppStream,
+    pub bound: Bound,
+    pub open: Open,
+}
+
+/// Serves a bound stream until it ends. Spawned as a task of its own with
+/// the session boxed as one: each layer of an async call keeps its own copy
+/// of what it was given by value for as long as it runs, so an idle
+/// session's task holds pointers only.
+pub async fn run(edge: Arc<Edge>, mut session: Box<Session>) {
     edge.metrics.sessions.inc();
-    let result = serve(edge, &mut stream, bound).await;
+    let result = serve(&edge, &mut session.stream, &mut session.bound).await;
     edge.metrics.sessions.dec();
     match result {
         Err(StreamEnd::Error(error)) => {
@@ -41,16 +58,32 @@ pub async fn run(edge: &Arc<Edge>, mut stream: Box<XmppStream>, bound: Bound) {
     }
 }
 
-async fn serve(edge: &Arc<Edge>, stream: &mut XmppStream, bound: Bound) -> Result<(), StreamEnd> {
-    let Bound {
-        full,
-        route,
-        mut mailbox,
-    } = bound;
-    let mut shutdown = edge.shutdown.clone();
+async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Result<(), StreamEnd> {
+    // A shutdown that began before this stream was bound found no mailbox
+    // to tell (`Cluster::close_all`).
+    if edge.shutdown.is_stopping() {
+        return Err(stream
+            .fail_with(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT)
+            .await);
+    }
     let mut bucket = TokenBucket::new(edge.settings.stanzas_per_second, edge.settings.stanza_burst);
     let mut pinged_at: Option<Instant> = None;
     loop {
+        // Everything already read is handled before the next wait.
+        loop {
+            let event = match stream.buffered_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(error) => return Err(stream.fail(error).await),
+            };
+            // Boxed: handling a stanza (stamping, waiting for room on the
+            // router stream, writing an answer) is the largest state a
+            // session has, and would otherwise size every idle session's task.
+            let handled = Box::pin(handle_event(edge, stream, bound, &mut bucket, event));
+            if handled.await?.is_break() {
+                return Ok(());
+            }
+        }
         let heard = Instant::from_std(stream.last_heard);
         if pinged_at.is_some_and(|pinged| heard > pinged) {
             pinged_at = None;
@@ -65,60 +98,101 @@ async fn serve(edge: &Arc<Edge>, stream: &mut XmppStream, bound: Bound) -> Resul
             }
             None => heard + edge.settings.ping_after,
         };
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => {
-                return Err(stream.fail_with(StreamErrorCondition::SystemShutdown, "server shutting down; please reconnect").await);
+        match wait(stream, &mut bound.mailbox, wake).await {
+            Wake::Delivery(Some(Delivery::Stanza(payload))) => {
+                edge.metrics.stanzas_out.inc();
+                stream.write(&payload).await?;
             }
-            delivery = mailbox.recv() => match delivery {
-                Some(Delivery::Stanza(payload)) => {
-                    edge.metrics.stanzas_out.inc();
-                    stream.write(&payload).await?;
-                }
-                Some(Delivery::Close { condition, text }) => {
-                    return Err(stream.fail_with(condition, &text).await);
-                }
-                None => return Err(stream.fail_with(StreamErrorCondition::InternalServerError, "").await),
-            },
-            event = stream.next_event() => match event? {
-                StreamEvent::Stanza(stanza) => {
-                    if let Some(wait) = bucket.take() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    match from_client(edge, &full, &stanza) {
-                        Inbound::Route(envelope) => {
-                            if route.send(envelope).await.is_err() {
-                                return Err(stream.fail_with(StreamErrorCondition::InternalServerError, "the cluster route of this stream was lost; please reconnect").await);
-                            }
-                        }
-                        Inbound::Answer(reply) => stream.write(&reply).await?,
-                        Inbound::Ignore => {}
-                        Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
-                    }
-                }
-                StreamEvent::Close => {
-                    stream.close().await;
-                    return Ok(());
-                }
-                StreamEvent::Open(_) => {
-                    return Err(stream.fail_with(StreamErrorCondition::BadFormat, "unexpected stream header").await);
-                }
-            },
-            _ = tokio::time::sleep_until(wake) => {
+            Wake::Delivery(Some(Delivery::Close { condition, text })) => {
+                return Err(stream.fail_with(condition, &text).await);
+            }
+            Wake::Delivery(None) => {
+                return Err(stream
+                    .fail_with(StreamErrorCondition::InternalServerError, "")
+                    .await);
+            }
+            Wake::Read(read) => read?,
+            Wake::Silence => {
                 // Whitespace keepalives are read without yielding an event,
                 // so the client may have spoken since `wake` was computed.
                 if Instant::from_std(stream.last_heard) > heard {
                     continue;
                 }
                 if pinged_at.is_some() {
-                    return Err(stream.fail_with(StreamErrorCondition::ConnectionTimeout, "").await);
+                    return Err(stream
+                        .fail_with(StreamErrorCondition::ConnectionTimeout, "")
+                        .await);
                 }
-                stream.shrink();
-                ping(edge, stream, &full).await?;
+                ping(edge, stream, &bound.full).await?;
                 pinged_at = Some(Instant::now());
             }
         }
     }
+}
+
+/// What ended a session's wait. Shutdown is a delivery too: the cluster
+/// closes every mailbox (`Cluster::close_all`), so that idle sessions need
+/// not each watch for it.
+enum Wake {
+    Delivery(Option<Delivery>),
+    /// Bytes were read into the parser (or the read failed).
+    Read(Result<(), StreamEnd>),
+    /// Nothing heard from the client until the deadline.
+    Silence,
+}
+
+/// Waits for whichever comes first. This is where an idle session spends
+/// its life, so it holds little: no read buffer (see
+/// [`XmppStream::poll_fill`]) and no handler state, which only exists while
+/// an event is handled.
+async fn wait(stream: &mut XmppStream, mailbox: &mut Mailbox, deadline: Instant) -> Wake {
+    tokio::select! {
+        biased;
+        delivery = mailbox.recv() => Wake::Delivery(delivery),
+        read = std::future::poll_fn(|cx| stream.poll_fill(cx)) => Wake::Read(read),
+        _ = tokio::time::sleep_until(deadline) => Wake::Silence,
+    }
+}
+
+/// One event the client sent; `Break` once the client closed its stream.
+async fn handle_event(
+    edge: &Edge,
+    stream: &mut XmppStream,
+    bound: &Bound,
+    bucket: &mut TokenBucket,
+    event: StreamEvent,
+) -> Result<ControlFlow<()>, StreamEnd> {
+    let stanza = match event {
+        StreamEvent::Stanza(stanza) => stanza,
+        StreamEvent::Close => {
+            stream.close().await;
+            return Ok(ControlFlow::Break(()));
+        }
+        StreamEvent::Open(_) => {
+            return Err(stream
+                .fail_with(StreamErrorCondition::BadFormat, "unexpected stream header")
+                .await);
+        }
+    };
+    if let Some(wait) = bucket.take() {
+        tokio::time::sleep(wait).await;
+    }
+    match from_client(edge, &bound.full, &stanza) {
+        Inbound::Route(envelope) => {
+            if bound.route.send(envelope).await.is_err() {
+                return Err(stream
+                    .fail_with(
+                        StreamErrorCondition::InternalServerError,
+                        "the cluster route of this stream was lost; please reconnect",
+                    )
+                    .await);
+            }
+        }
+        Inbound::Answer(reply) => stream.write(&reply).await?,
+        Inbound::Ignore => {}
+        Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 /// XEP-0199: the server checks that a silent client is still there.

@@ -2,9 +2,11 @@
 //! and the few things written at the stream level (headers, features,
 //! stream errors).
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
@@ -31,22 +33,27 @@ pub enum StreamEnd {
 pub struct XmppStream {
     transport: Transport,
     parser: StreamParser,
-    limits: Limits,
     /// When the client last sent anything, whitespace included.
     pub last_heard: Instant,
     header_sent: bool,
     read_size: usize,
+    /// The last read left nothing behind in the transport that a wait for
+    /// the socket to become readable could miss (TLS may hold decrypted
+    /// bytes that the socket no longer signals).
+    drained: bool,
 }
 
 impl XmppStream {
     pub fn new(transport: Transport, limits: Limits) -> Self {
+        // A TLS handshake may have taken the client's first bytes in with it.
+        let drained = !transport.is_tls();
         XmppStream {
             transport,
-            parser: StreamParser::new(limits.clone()),
-            limits,
+            parser: StreamParser::new(limits),
             last_heard: Instant::now(),
             header_sent: false,
             read_size: READ_MIN,
+            drained,
         }
     }
 
@@ -60,38 +67,51 @@ impl XmppStream {
         loop {
             match self.parser.next_event() {
                 Ok(Some(event)) => return Ok(event),
-                Ok(None) => self.fill().await?,
+                Ok(None) => std::future::poll_fn(|cx| self.poll_fill(cx)).await?,
                 Err(error) => return Err(self.fail(error).await),
             }
         }
     }
 
-    /// Reads straight into the parser's buffer: no read buffer lives in the
-    /// connection's task while it waits, and no byte is copied twice.
-    async fn fill(&mut self) -> Result<(), StreamEnd> {
-        // Nothing half-read: start small again, so the wait for the next
-        // stanza holds little whatever the last burst needed.
+    /// The next event among the bytes already read, without reading. A
+    /// parse error is the caller's to send ([`fail`](Self::fail)).
+    pub fn buffered_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {
+        self.parser.next_event()
+    }
+
+    /// Reads once, straight into the parser's buffer: no byte is copied
+    /// twice. While nothing is half-read, it gives the buffer back and waits
+    /// for the socket to become readable first, so a quiet connection holds
+    /// no buffer at all. Cancel-safe: what was read stays in the parser.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamEnd>> {
         if self.parser.buffered() == 0 {
+            if self.drained {
+                self.parser.shrink();
+                ready!(self.transport.poll_read_ready(cx))?;
+            }
+            // Nothing half-read: start small again, whatever the last burst needed.
             self.read_size = READ_MIN;
         }
         let room = self.read_size;
-        let read = self
-            .transport
-            .read_buf(self.parser.read_buffer(room))
-            .await?;
+        let buffer = self.parser.read_buffer(room);
+        let read = match tokio_util::io::poll_read_buf(Pin::new(&mut self.transport), cx, buffer) {
+            Poll::Ready(read) => read?,
+            Poll::Pending => {
+                self.drained = true;
+                return Poll::Pending;
+            }
+        };
         if read == 0 {
-            return Err(StreamEnd::Closed);
+            return Poll::Ready(Err(StreamEnd::Closed));
         }
+        // A read that filled its room may have left bytes in the transport
+        // (TLS plaintext) that no readiness event will announce.
+        self.drained = read < room;
         if read >= room {
             self.read_size = (room * 2).min(READ_MAX);
         }
         self.last_heard = Instant::now();
-        Ok(())
-    }
-
-    /// Releases buffer memory while the client is quiet.
-    pub fn shrink(&mut self) {
-        self.parser.shrink();
+        Poll::Ready(Ok(()))
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
@@ -117,20 +137,25 @@ impl XmppStream {
     }
 
     /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
+    /// Boxed, as the other rare exits below: a stream's task is sized by
+    /// its largest wait, and these would otherwise size every idle one.
     pub async fn fail(&mut self, error: StreamError) -> StreamEnd {
-        let mut out = String::new();
-        if !self.header_sent {
-            out.push_str(
-                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-                 xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
-            );
-            self.header_sent = true;
-        }
-        out.push_str(&error.to_xml());
-        out.push_str("</stream:stream>");
-        let _ = self.write(out.as_bytes()).await;
-        let _ = self.transport.shutdown().await;
-        StreamEnd::Error(error)
+        Box::pin(async move {
+            let mut out = String::new();
+            if !self.header_sent {
+                out.push_str(
+                    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                     xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+                );
+                self.header_sent = true;
+            }
+            out.push_str(&error.to_xml());
+            out.push_str("</stream:stream>");
+            let _ = self.write(out.as_bytes()).await;
+            let _ = self.transport.shutdown().await;
+            StreamEnd::Error(error)
+        })
+        .await
     }
 
     pub async fn fail_with(&mut self, condition: StreamErrorCondition, text: &str) -> StreamEnd {
@@ -143,8 +168,11 @@ impl XmppStream {
 
     /// Closes the stream cleanly from our side.
     pub async fn close(&mut self) {
-        let _ = self.write(b"</stream:stream>").await;
-        let _ = self.transport.shutdown().await;
+        Box::pin(async move {
+            let _ = self.write(b"</stream:stream>").await;
+            let _ = self.transport.shutdown().await;
+        })
+        .await;
     }
 
     /// After SASL success: the client opens a new stream over the same
@@ -162,6 +190,9 @@ impl XmppStream {
             return Err(StreamEnd::Closed);
         };
         let tls = acceptor.accept(tcp).await?;
-        Ok(XmppStream::new(Transport::Tls(Box::new(tls)), self.limits))
+        Ok(XmppStream::new(
+            Transport::Tls(Box::new(tls)),
+            self.parser.limits().clone(),
+        ))
     }
 }

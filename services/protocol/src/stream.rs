@@ -147,18 +147,24 @@ impl StreamParser {
         self.state = State::Running;
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Bytes received and not yet returned as events.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// Gives back the buffer's spare capacity, for connections that go idle.
+    /// Gives back the buffer's spare capacity and the validator's scratch
+    /// space, for connections that go idle.
     pub fn shrink(&mut self) {
         self.buf = if self.buf.is_empty() {
             BytesMut::new()
         } else {
             BytesMut::from(&self.buf[..])
         };
+        self.validator.shrink();
     }
 
     fn advance(&mut self) -> Result<Option<StreamEvent>, ParseError> {

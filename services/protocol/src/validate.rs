@@ -68,6 +68,11 @@ impl Namespaces {
         self.base = self.bindings.len();
     }
 
+    fn shrink(&mut self) {
+        self.arena.shrink_to_fit();
+        self.bindings.shrink_to_fit();
+    }
+
     pub(crate) fn declare(&mut self, prefix: &str, uri: &str, level: usize) {
         let start = self.arena.len();
         self.arena.push_str(prefix);
@@ -124,6 +129,14 @@ impl Validator {
             namespaces,
             ..Self::default()
         }
+    }
+
+    /// Gives back what stanzas grew beyond the stream's own bindings, for
+    /// streams that go quiet.
+    pub(crate) fn shrink(&mut self) {
+        self.namespaces.shrink();
+        self.keys = String::new();
+        self.key_ends = Vec::new();
     }
 
     /// Checks that `xml` is exactly one well-formed element allowed in an XMPP stream, feeding

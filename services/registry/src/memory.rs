@@ -23,51 +23,56 @@ pub struct MemoryRegistry {
 
 #[derive(Default)]
 struct Sessions {
-    /// Bare JID → resource → session, so that `resources()` is one lookup.
-    by_bare: HashMap<String, HashMap<String, BoundSession>>,
-    /// Node id → full JIDs bound there; a node leaves with its last session,
+    /// Bare JID → its bound resources, so that `resources()` is one lookup.
+    /// A list, not a map: an account has one or a few resources, and a map
+    /// would cost each idle session a table of several buckets.
+    by_bare: HashMap<String, Vec<BoundSession>>,
+    /// Node id → sessions bound there; a node leaves with its last session,
     /// so the keys are exactly the nodes that own sessions.
-    by_node: HashMap<String, HashSet<String>>,
+    per_node: HashMap<String, usize>,
 }
 
 impl Sessions {
     fn get(&self, full_jid: &str) -> Option<&BoundSession> {
-        let (bare, resource) = split_full(full_jid);
-        self.by_bare.get(bare)?.get(resource)
+        let (bare, _) = split_full(full_jid);
+        self.by_bare
+            .get(bare)?
+            .iter()
+            .find(|session| session.full_jid == full_jid)
     }
 
     fn insert(&mut self, session: BoundSession) {
-        // Removing first keeps `by_node` right when the JID moves between nodes.
+        // Removing first keeps `per_node` right when the JID moves between nodes.
         self.remove(&session.full_jid);
-        self.by_node
-            .entry(session.node_id.clone())
-            .or_default()
-            .insert(session.full_jid.clone());
-        let (bare, resource) = split_full(&session.full_jid);
-        let (bare, resource) = (bare.to_owned(), resource.to_owned());
-        self.by_bare
-            .entry(bare)
-            .or_default()
-            .insert(resource, session);
+        *self.per_node.entry(session.node_id.clone()).or_default() += 1;
+        let (bare, _) = split_full(&session.full_jid);
+        let resources = self.by_bare.entry(bare.to_owned()).or_default();
+        resources.reserve_exact(1);
+        resources.push(session);
     }
 
     fn remove(&mut self, full_jid: &str) {
-        let (bare, resource) = split_full(full_jid);
+        let (bare, _) = split_full(full_jid);
         let Some(resources) = self.by_bare.get_mut(bare) else {
             return;
         };
-        let Some(removed) = resources.remove(resource) else {
+        let Some(index) = resources.iter().position(|s| s.full_jid == full_jid) else {
             return;
         };
+        let removed = resources.swap_remove(index);
         if resources.is_empty() {
             self.by_bare.remove(bare);
         }
-        if let Some(jids) = self.by_node.get_mut(&removed.node_id) {
-            jids.remove(full_jid);
-            if jids.is_empty() {
-                self.by_node.remove(&removed.node_id);
+        if let Some(count) = self.per_node.get_mut(&removed.node_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_node.remove(&removed.node_id);
             }
         }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &BoundSession> {
+        self.by_bare.values().flatten()
     }
 
     fn apply<T>(
@@ -138,38 +143,29 @@ impl Registry for MemoryRegistry {
         let found = sessions
             .by_bare
             .get(bare_jid)
-            .map(|resources| resources.values().cloned().collect())
+            .map(|resources| resources.to_vec())
             .unwrap_or_default();
         Ok(sort_by_jid(found))
     }
 
     async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
-        let sessions = read(&self.sessions);
-        let found = sessions
-            .by_node
-            .get(node_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|full_jid| sessions.get(full_jid).cloned())
+        // A scan: it runs once per dead node, while an index by node would
+        // cost every session.
+        let found = read(&self.sessions)
+            .all()
+            .filter(|session| session.node_id == node_id)
+            .cloned()
             .collect();
         Ok(sort_by_jid(found))
     }
 
     async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError> {
-        let sessions = read(&self.sessions);
-        let all = sessions
-            .by_bare
-            .values()
-            .flat_map(HashMap::values)
-            .cloned()
-            .collect();
+        let all = read(&self.sessions).all().cloned().collect();
         Ok(sort_by_jid(all))
     }
 
     async fn count_sessions(&self) -> Result<u64, RegistryError> {
-        let sessions = read(&self.sessions);
-        let count: usize = sessions.by_bare.values().map(HashMap::len).sum();
-        Ok(count as u64)
+        Ok(read(&self.sessions).per_node.values().sum::<usize>() as u64)
     }
 
     async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
@@ -224,7 +220,7 @@ impl Registry for MemoryRegistry {
     }
 
     async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError> {
-        let owners: Vec<String> = read(&self.sessions).by_node.keys().cloned().collect();
+        let owners: Vec<String> = read(&self.sessions).per_node.keys().cloned().collect();
         let now = Instant::now();
         let nodes = read(&self.nodes);
         let mut dead: Vec<String> = owners

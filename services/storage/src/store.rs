@@ -28,8 +28,12 @@ pub struct Store {
 /// Applied to every SQLite connection: the Any driver only passes the URL through, so these
 /// cannot be set as `SqliteConnectOptions`. WAL lets readers run beside the one writer;
 /// `synchronous = NORMAL` is durable in WAL mode except on power loss of the last commits.
+/// SQLite's own page cache defaults to 2 MiB per connection, 20 MiB for a full pool, for
+/// pages the operating system caches anyway: 256 KiB each keeps the index pages that logins
+/// and roster reads walk.
 const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA busy_timeout = 5000",
+    "PRAGMA cache_size = -256",
     "PRAGMA foreign_keys = ON",
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",

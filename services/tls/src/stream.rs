@@ -30,6 +30,16 @@ impl MaybeTls<tokio_rustls::server::TlsStream<TcpStream>> {
             MaybeTls::Plain(_) => None,
         }
     }
+
+    /// Polls the socket until it has bytes to read, without reading them.
+    /// Under TLS this says nothing of plaintext that rustls already holds:
+    /// the caller reads until a read comes back short before it waits here.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            MaybeTls::Plain(stream) => stream.poll_read_ready(cx),
+            MaybeTls::Tls(stream) => stream.get_ref().0.poll_read_ready(cx),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {

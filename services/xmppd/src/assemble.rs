@@ -217,6 +217,7 @@ pub fn track_readiness(readiness: Readiness, check: impl Fn() -> bool + Send + '
 /// `limit`, so that clients get their stream error and the cluster hears
 /// every session end.
 pub async fn drain(edge: &Edge, limit: Duration) {
+    edge.close_sessions();
     let deadline = tokio::time::Instant::now() + limit;
     while edge.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
