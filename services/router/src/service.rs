@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -74,7 +75,37 @@ impl RouterService {
     pub fn is_ready(&self) -> bool {
         self.core.replicas.count() > 0
     }
+
+    /// `Router.Attach` without its transport: `inbound` is a
+    /// connection-manager's stream of frames, `hello` first; the result is
+    /// the stream of frames for it. The gRPC service hands it tonic's
+    /// decoded stream; the all-in-one process, its connection-manager's
+    /// frames as they are. Either way the frames are routed in the order
+    /// they arrive, and the stream ends when `inbound` does (or fails).
+    pub async fn attach_edge<S>(&self, mut inbound: S) -> Result<EdgeStream, Status>
+    where
+        S: Stream<Item = Result<EdgeUp, Status>> + Unpin + Send + 'static,
+    {
+        let node = match inbound.next().await.transpose()? {
+            Some(EdgeUp {
+                frame: Some(edge_up::Frame::Hello(node)),
+            }) => node,
+            _ => return Err(Status::invalid_argument("the first frame must be hello")),
+        };
+        let (tx, rx) = mpsc::channel(EDGE_BUFFER);
+        self.core.edges.attach(&node.id, tx.clone());
+        self.core
+            .metrics
+            .attached_edges
+            .set(self.core.edges.count() as i64);
+        tracing::info!(node = %node.id, "connection-manager attached");
+        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
+        Ok(ReceiverStream::new(rx))
+    }
 }
+
+/// The frames a router sends one attached connection-manager.
+pub type EdgeStream = ReceiverStream<Result<EdgeDown, Status>>;
 
 impl Core {
     async fn route(&self, envelope: Envelope) {
@@ -222,28 +253,15 @@ impl Downstream for Core {
 
 #[tonic::async_trait]
 impl Router for RouterService {
-    type AttachStream = ReceiverStream<Result<EdgeDown, Status>>;
+    type AttachStream = EdgeStream;
 
     async fn attach(
         &self,
         request: Request<Streaming<EdgeUp>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut inbound = request.into_inner();
-        let node = match inbound.message().await? {
-            Some(EdgeUp {
-                frame: Some(edge_up::Frame::Hello(node)),
-            }) => node,
-            _ => return Err(Status::invalid_argument("the first frame must be hello")),
-        };
-        let (tx, rx) = mpsc::channel(EDGE_BUFFER);
-        self.core.edges.attach(&node.id, tx.clone());
-        self.core
-            .metrics
-            .attached_edges
-            .set(self.core.edges.count() as i64);
-        tracing::info!(node = %node.id, "connection-manager attached");
-        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.attach_edge(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_credentials(
@@ -282,18 +300,16 @@ impl Router for RouterService {
 
 /// Routes one connection-manager's frames in the order they arrive, which
 /// keeps each client stream's stanzas in order (RFC 6120 §10.1).
-async fn serve_edge(
-    core: Arc<Core>,
-    node: Node,
-    mut inbound: Streaming<EdgeUp>,
-    tx: crate::edges::EdgeSender,
-) {
+async fn serve_edge<S>(core: Arc<Core>, node: Node, mut inbound: S, tx: crate::edges::EdgeSender)
+where
+    S: Stream<Item = Result<EdgeUp, Status>> + Unpin,
+{
     loop {
-        match inbound.message().await {
-            Ok(Some(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
-            Ok(Some(EdgeUp { frame: None })) => {}
-            Ok(None) => break,
-            Err(status) => {
+        match inbound.next().await {
+            Some(Ok(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
+            Some(Ok(EdgeUp { frame: None })) => {}
+            None => break,
+            Some(Err(status)) => {
                 tracing::warn!(node = %node.id, %status, "connection-manager stream failed");
                 break;
             }
