@@ -10,9 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BindReply, BindRequest, Connector, CredentialsReply, CredentialsRequest, EdgeDown, EdgeUp,
-    Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown, edge_down, edge_up,
-    session_down, session_up,
+    BindReply, BindRequest, BoundSession, Connector, CredentialsReply, CredentialsRequest,
+    EdgeDown, EdgeUp, Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown,
+    edge_down, edge_up, session_down, session_up,
 };
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{SharedRegistry, membership};
@@ -143,16 +143,23 @@ impl Core {
         };
         match routing::select(&envelope, resource, &resources) {
             Selection::Deliver(sessions) => {
-                let mut undelivered = 0;
-                for session in sessions {
-                    if !self
-                        .deliver(&session.node_id, &session.full_jid, envelope.clone())
-                        .await
-                    {
-                        undelivered += 1;
+                // A copy for every resource but the last, which takes the
+                // envelope itself. One that could not be handed on comes
+                // back as it was, to be routed once as undeliverable.
+                // `Deliver` is never empty.
+                let Some((last, others)) = sessions.split_last() else {
+                    return;
+                };
+                let mut returned = None;
+                for session in others {
+                    if let Some(copy) = self.deliver(session, envelope.clone()).await {
+                        returned.get_or_insert(copy);
                     }
                 }
-                if undelivered > 0 {
+                if let Some(envelope) = self.deliver(last, envelope).await {
+                    returned.get_or_insert(envelope);
+                }
+                if let Some(envelope) = returned {
                     self.undeliverable(envelope).await;
                 }
             }
@@ -162,20 +169,26 @@ impl Core {
         }
     }
 
-    /// Hands `envelope` to the connection-manager holding `full_jid`.
-    async fn deliver(&self, node_id: &str, full_jid: &str, mut envelope: Envelope) -> bool {
-        let Some(edge) = self.edges.get(node_id) else {
+    /// Hands `envelope`, addressed to its full JID, to the connection-manager
+    /// holding `session`; gives it back untouched if that one is not attached
+    /// (as `Cluster::dispatch` does a stanza for a stream that is gone).
+    async fn deliver(&self, session: &BoundSession, mut envelope: Envelope) -> Option<Envelope> {
+        let not_attached = |envelope| {
             self.metrics.count("undeliverable");
-            return false;
+            Some(envelope)
         };
-        full_jid.clone_into(&mut envelope.to);
-        let frame = EdgeDown {
+        let Some(edge) = self.edges.get(&session.node_id) else {
+            return not_attached(envelope);
+        };
+        let Ok(permit) = edge.reserve().await else {
+            return not_attached(envelope);
+        };
+        session.full_jid.clone_into(&mut envelope.to);
+        permit.send(Ok(EdgeDown {
             frame: Some(edge_down::Frame::Stanza(envelope)),
-        };
-        let sent = edge.send(Ok(frame)).await.is_ok();
-        self.metrics
-            .count(if sent { "delivered" } else { "undeliverable" });
-        sent
+        }));
+        self.metrics.count("delivered");
+        None
     }
 
     /// A stanza whose resource is gone (its node died, or its stream ended
