@@ -1,6 +1,7 @@
-//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), and the
-//! one channel type every client of it uses, whether the server is across the
-//! network or in the same process.
+//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), the one
+//! channel type every client of it uses, whether the server is across the
+//! network or in the same process, and the [`Connector`] that opens channels
+//! and streams to a node.
 
 pub mod v1 {
     tonic::include_proto!("xmppd.v1");
