@@ -1,6 +1,7 @@
-//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), and the
-//! one channel type every client of it uses, whether the server is across the
-//! network or in the same process.
+//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), the one
+//! channel type every client of it uses, whether the server is across the
+//! network or in the same process, and the [`Connector`] that opens channels
+//! and streams to a node.
 
 pub mod v1 {
     tonic::include_proto!("xmppd.v1");
@@ -12,6 +13,11 @@ mod envelope;
 
 use std::convert::Infallible;
 
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::Endpoint;
 use tower::util::BoxCloneSyncService;
@@ -90,11 +96,54 @@ impl Kind {
     }
 }
 
-/// Opens channels to other nodes of the cluster. The cluster dials their
-/// registered gRPC address; the all-in-one process hands out in-process
-/// channels to the services it composed.
+/// The frames coming back on one of the cluster's bidirectional streams
+/// (`Router.Attach`, `Session.Process`), whatever carries them: tonic
+/// decoding HTTP/2 data frames, or an in-process channel handing over the
+/// frames themselves. It ends when the other side closes the stream; an
+/// error ends it too.
+pub type FrameStream<T> = BoxStream<'static, Result<T, Status>>;
+
+/// Opens channels and streams to other nodes of the cluster. The cluster
+/// dials their registered gRPC address and makes every call over HTTP/2;
+/// the all-in-one process hands out in-process channels to the services it
+/// composed, and connects the two streaming calls to their services' cores
+/// directly (no protobuf encoding for the frames that every stanza rides).
 pub trait Connector: Send + Sync + 'static {
+    /// The channel for `node`'s calls.
     fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError>;
+
+    /// Opens `Router.Attach` on the router `node`, reached by `channel`
+    /// (from [`Connector::channel`], so that the stream shares the unary
+    /// calls' connection): `up` carries the frames to the router, starting
+    /// with `hello`; the result, the router's frames back. The default makes
+    /// the gRPC call on `channel`.
+    fn attach(
+        &self,
+        _node: &Node,
+        channel: GrpcChannel,
+        up: mpsc::Receiver<EdgeUp>,
+    ) -> BoxFuture<'static, Result<FrameStream<EdgeDown>, Status>> {
+        Box::pin(async move {
+            let mut client = router_client::RouterClient::new(channel);
+            let down = client.attach(ReceiverStream::new(up)).await?.into_inner();
+            Ok(down.boxed())
+        })
+    }
+
+    /// Opens `Session.Process` on the session replica `node`, as
+    /// [`Connector::attach`] does `Router.Attach`.
+    fn process(
+        &self,
+        _node: &Node,
+        channel: GrpcChannel,
+        up: mpsc::Receiver<SessionUp>,
+    ) -> BoxFuture<'static, Result<FrameStream<SessionDown>, Status>> {
+        Box::pin(async move {
+            let mut client = session_client::SessionClient::new(channel);
+            let down = client.process(ReceiverStream::new(up)).await?.into_inner();
+            Ok(down.boxed())
+        })
+    }
 }
 
 /// Dials `Node::grpc_address`.

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::Status;
 use xmppd_grpc::router_client::RouterClient;
 use xmppd_grpc::{
     BindRequest, Connector, Credential, CredentialsRequest, EdgeDown, EdgeUp, Envelope,
-    GrpcChannel, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded, bind_reply, edge_down,
-    edge_up,
+    FrameStream, GrpcChannel, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded,
+    bind_reply, edge_down, edge_up,
 };
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::{SharedRegistry, membership};
@@ -234,13 +234,17 @@ impl Cluster {
             .connector
             .channel(&node)
             .map_err(|error| Status::unavailable(error.to_string()))?;
-        let mut client = RouterClient::new(channel);
         let (up, rx) = mpsc::channel(ROUTER_BUFFER);
         let hello = EdgeUp {
             frame: Some(edge_up::Frame::Hello(self.inner.node.clone())),
         };
         up.send(hello).await.map_err(|_| ClusterError::NoRouter)?;
-        let downstream = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+        let downstream = self
+            .inner
+            .connector
+            .attach(&node, channel.clone(), rx)
+            .await?;
+        let client = RouterClient::new(channel);
         let link = Arc::new(RouterLink {
             node: node.clone(),
             client,
@@ -256,17 +260,17 @@ impl Cluster {
         Ok(())
     }
 
-    async fn read_router(self, router_id: String, mut downstream: tonic::Streaming<EdgeDown>) {
+    async fn read_router(self, router_id: String, mut downstream: FrameStream<EdgeDown>) {
         loop {
-            match downstream.message().await {
-                Ok(Some(EdgeDown { frame: Some(frame) })) => {
+            match downstream.next().await {
+                Some(Ok(EdgeDown { frame: Some(frame) })) => {
                     if let Some(envelope) = self.dispatch(frame) {
                         self.return_undeliverable(&router_id, envelope);
                     }
                 }
-                Ok(Some(EdgeDown { frame: None })) => {}
-                Ok(None) => break,
-                Err(status) => {
+                Some(Ok(EdgeDown { frame: None })) => {}
+                None => break,
+                Some(Err(status)) => {
                     tracing::warn!(router = %router_id, %status, "router stream failed");
                     break;
                 }

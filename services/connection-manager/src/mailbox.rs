@@ -8,12 +8,15 @@
 //! released whenever it drains: an allocation per burst is cheap, holding
 //! one in every idle connection is not. One sender (the cluster's session table)
 //! and one receiver (the stream's task), so a mutex held for a push or a pop
-//! is all the synchronisation it needs.
+//! is all the synchronisation it needs: the waiting receiver's waker is kept
+//! under it too (a `Notify` would take a second lock, on its waiter list, to
+//! wait and again to wake, for every stanza delivered to a waiting stream).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use crate::cluster::Delivery;
 
@@ -25,16 +28,14 @@ pub fn channel(capacity: usize) -> (MailboxSender, Mailbox) {
             capacity,
             sender_gone: false,
             receiver_gone: false,
+            waiting: None,
         }),
-        ready: Notify::new(),
     });
     (MailboxSender(shared.clone()), Mailbox(shared))
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled after each push and when the sender goes away.
-    ready: Notify,
 }
 
 struct State {
@@ -42,6 +43,9 @@ struct State {
     capacity: usize,
     sender_gone: bool,
     receiver_gone: bool,
+    /// The receiver waiting in [`Recv`]: woken by the next push, or when the
+    /// sender goes away.
+    waiting: Option<Waker>,
 }
 
 impl Shared {
@@ -61,14 +65,17 @@ impl MailboxSender {
     /// Queues `delivery`, or gives it back if the mailbox is full or its
     /// stream is gone.
     pub fn try_send(&self, delivery: Delivery) -> Result<(), Delivery> {
-        {
+        let waiting = {
             let mut state = self.0.state();
             if state.receiver_gone || state.queue.len() >= state.capacity {
                 return Err(delivery);
             }
             state.queue.push_back(delivery);
+            state.waiting.take()
+        };
+        if let Some(receiver) = waiting {
+            receiver.wake();
         }
-        self.0.ready.notify_one();
         Ok(())
     }
 
@@ -81,8 +88,14 @@ impl MailboxSender {
 
 impl Drop for MailboxSender {
     fn drop(&mut self) {
-        self.0.state().sender_gone = true;
-        self.0.ready.notify_one();
+        let waiting = {
+            let mut state = self.0.state();
+            state.sender_gone = true;
+            state.waiting.take()
+        };
+        if let Some(receiver) = waiting {
+            receiver.wake();
+        }
     }
 }
 
@@ -93,21 +106,19 @@ impl Mailbox {
     /// The next delivery, in the order queued; `None` once the sender is
     /// gone and everything queued has been taken. Cancel-safe: a delivery is
     /// only taken when this returns it.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        loop {
-            match self.try_recv() {
-                Ok(delivery) => return Some(delivery),
-                Err(Empty::SenderGone) => return None,
-                // A push between that check and this wait leaves a permit in
-                // `ready`, so it is not missed.
-                Err(Empty::Waiting) => self.0.ready.notified().await,
-            }
+    pub fn recv(&mut self) -> Recv<'_> {
+        Recv {
+            mailbox: self,
+            waiting: false,
         }
     }
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Result<Delivery, Empty> {
-        let mut state = self.0.state();
+        Self::pop(&mut self.0.state())
+    }
+
+    fn pop(state: &mut State) -> Result<Delivery, Empty> {
         match state.queue.pop_front() {
             Some(delivery) => {
                 if state.queue.is_empty() {
@@ -117,6 +128,49 @@ impl Mailbox {
             }
             None if state.sender_gone => Err(Empty::SenderGone),
             None => Err(Empty::Waiting),
+        }
+    }
+}
+
+/// The future of [`Mailbox::recv`]. Dropped while waiting (another branch
+/// of a `select!` won), it takes its waker back, so that a push meanwhile
+/// does not wake the stream's task for nothing.
+pub struct Recv<'a> {
+    mailbox: &'a mut Mailbox,
+    /// Whether its waker is in the mailbox.
+    waiting: bool,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<Delivery>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.mailbox.0.state();
+        let taken = Mailbox::pop(&mut state);
+        let waiting = matches!(taken, Err(Empty::Waiting));
+        let slot = &mut state.waiting;
+        if !waiting {
+            *slot = None;
+        } else if let Some(waker) = slot {
+            // Polled again: usually the same task, whose waker is there.
+            waker.clone_from(cx.waker());
+        } else {
+            *slot = Some(cx.waker().clone());
+        }
+        drop(state);
+        self.waiting = waiting;
+        match taken {
+            Ok(delivery) => Poll::Ready(Some(delivery)),
+            Err(Empty::SenderGone) => Poll::Ready(None),
+            Err(Empty::Waiting) => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Recv<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.mailbox.0.state().waiting = None;
         }
     }
 }
@@ -204,6 +258,24 @@ mod tests {
         let (sender, mailbox) = channel(4);
         drop(mailbox);
         assert!(sender.try_send(stanza("nobody")).is_err());
+    }
+
+    #[test]
+    fn a_receiver_that_stops_waiting_takes_its_waker_back() {
+        let (sender, mut mailbox) = channel(4);
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            let mut recv = std::pin::pin!(mailbox.recv());
+            assert!(recv.as_mut().poll(&mut cx).is_pending());
+            assert!(mailbox_waiting(&sender));
+        }
+        assert!(!mailbox_waiting(&sender));
+        sender.try_send(stanza("later")).unwrap();
+        assert_eq!(text(mailbox.try_recv().ok()), "later");
+    }
+
+    fn mailbox_waiting(sender: &MailboxSender) -> bool {
+        sender.0.state().waiting.is_some()
     }
 
     #[tokio::test]

@@ -10,11 +10,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
+use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use xmppd_grpc::session_client::SessionClient;
-use xmppd_grpc::{Connector, GrpcChannel, Node, SessionDown, SessionUp, session_up};
+use xmppd_grpc::{Connector, FrameStream, GrpcChannel, Node, SessionDown, SessionUp, session_up};
 use xmppd_registry::membership;
 
 /// Frames buffered towards one replica before senders wait.
@@ -149,9 +149,9 @@ impl Replicas {
             .connector
             .channel(&node)
             .map_err(|error| Status::unavailable(error.to_string()))?;
-        let mut client = SessionClient::new(channel);
         let (up, rx) = mpsc::channel(STREAM_BUFFER);
-        let responses = client.process(ReceiverStream::new(rx)).await?.into_inner();
+        let responses = self.connector.process(&node, channel.clone(), rx).await?;
+        let client = SessionClient::new(channel);
         let link = Arc::new(Link {
             node: node.clone(),
             client,
@@ -260,17 +260,17 @@ impl Link {
 async fn read_replica<D: Downstream>(
     replicas: Weak<Replicas>,
     link: Arc<Link>,
-    mut responses: tonic::Streaming<SessionDown>,
+    mut responses: FrameStream<SessionDown>,
     downstream: Arc<D>,
 ) {
     loop {
-        match responses.message().await {
-            Ok(Some(SessionDown {
+        match responses.next().await {
+            Some(Ok(SessionDown {
                 frame: Some(xmppd_grpc::session_down::Frame::Ack(seq)),
             })) => link.acknowledge(seq).await,
-            Ok(Some(frame)) => downstream.handle(frame).await,
-            Ok(None) => break,
-            Err(status) => {
+            Some(Ok(frame)) => downstream.handle(frame).await,
+            None => break,
+            Some(Err(status)) => {
                 tracing::warn!(replica = %link.node.id, %status, "session stream failed");
                 break;
             }

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BindReply, BindRequest, Connector, CredentialsReply, CredentialsRequest, EdgeDown, EdgeUp,
-    Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown, edge_down, edge_up,
-    session_down, session_up,
+    BindReply, BindRequest, BoundSession, Connector, CredentialsReply, CredentialsRequest,
+    EdgeDown, EdgeUp, Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown,
+    edge_down, edge_up, session_down, session_up,
 };
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{SharedRegistry, membership};
@@ -74,7 +75,37 @@ impl RouterService {
     pub fn is_ready(&self) -> bool {
         self.core.replicas.count() > 0
     }
+
+    /// `Router.Attach` without its transport: `inbound` is a
+    /// connection-manager's stream of frames, `hello` first; the result is
+    /// the stream of frames for it. The gRPC service hands it tonic's
+    /// decoded stream; the all-in-one process, its connection-manager's
+    /// frames as they are. Either way the frames are routed in the order
+    /// they arrive, and the stream ends when `inbound` does (or fails).
+    pub async fn attach_edge<S>(&self, mut inbound: S) -> Result<EdgeStream, Status>
+    where
+        S: Stream<Item = Result<EdgeUp, Status>> + Unpin + Send + 'static,
+    {
+        let node = match inbound.next().await.transpose()? {
+            Some(EdgeUp {
+                frame: Some(edge_up::Frame::Hello(node)),
+            }) => node,
+            _ => return Err(Status::invalid_argument("the first frame must be hello")),
+        };
+        let (tx, rx) = mpsc::channel(EDGE_BUFFER);
+        self.core.edges.attach(&node.id, tx.clone());
+        self.core
+            .metrics
+            .attached_edges
+            .set(self.core.edges.count() as i64);
+        tracing::info!(node = %node.id, "connection-manager attached");
+        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
+        Ok(ReceiverStream::new(rx))
+    }
 }
+
+/// The frames a router sends one attached connection-manager.
+pub type EdgeStream = ReceiverStream<Result<EdgeDown, Status>>;
 
 impl Core {
     async fn route(&self, envelope: Envelope) {
@@ -112,16 +143,23 @@ impl Core {
         };
         match routing::select(&envelope, resource, &resources) {
             Selection::Deliver(sessions) => {
-                let mut undelivered = 0;
-                for session in sessions {
-                    if !self
-                        .deliver(&session.node_id, &session.full_jid, envelope.clone())
-                        .await
-                    {
-                        undelivered += 1;
+                // A copy for every resource but the last, which takes the
+                // envelope itself. One that could not be handed on comes
+                // back as it was, to be routed once as undeliverable.
+                // `Deliver` is never empty.
+                let Some((last, others)) = sessions.split_last() else {
+                    return;
+                };
+                let mut returned = None;
+                for session in others {
+                    if let Some(copy) = self.deliver(session, envelope.clone()).await {
+                        returned.get_or_insert(copy);
                     }
                 }
-                if undelivered > 0 {
+                if let Some(envelope) = self.deliver(last, envelope).await {
+                    returned.get_or_insert(envelope);
+                }
+                if let Some(envelope) = returned {
                     self.undeliverable(envelope).await;
                 }
             }
@@ -131,20 +169,26 @@ impl Core {
         }
     }
 
-    /// Hands `envelope` to the connection-manager holding `full_jid`.
-    async fn deliver(&self, node_id: &str, full_jid: &str, mut envelope: Envelope) -> bool {
-        let Some(edge) = self.edges.get(node_id) else {
+    /// Hands `envelope`, addressed to its full JID, to the connection-manager
+    /// holding `session`; gives it back untouched if that one is not attached
+    /// (as `Cluster::dispatch` does a stanza for a stream that is gone).
+    async fn deliver(&self, session: &BoundSession, mut envelope: Envelope) -> Option<Envelope> {
+        let not_attached = |envelope| {
             self.metrics.count("undeliverable");
-            return false;
+            Some(envelope)
         };
-        full_jid.clone_into(&mut envelope.to);
-        let frame = EdgeDown {
+        let Some(edge) = self.edges.get(&session.node_id) else {
+            return not_attached(envelope);
+        };
+        let Ok(permit) = edge.reserve().await else {
+            return not_attached(envelope);
+        };
+        session.full_jid.clone_into(&mut envelope.to);
+        permit.send(Ok(EdgeDown {
             frame: Some(edge_down::Frame::Stanza(envelope)),
-        };
-        let sent = edge.send(Ok(frame)).await.is_ok();
-        self.metrics
-            .count(if sent { "delivered" } else { "undeliverable" });
-        sent
+        }));
+        self.metrics.count("delivered");
+        None
     }
 
     /// A stanza whose resource is gone (its node died, or its stream ended
@@ -222,28 +266,15 @@ impl Downstream for Core {
 
 #[tonic::async_trait]
 impl Router for RouterService {
-    type AttachStream = ReceiverStream<Result<EdgeDown, Status>>;
+    type AttachStream = EdgeStream;
 
     async fn attach(
         &self,
         request: Request<Streaming<EdgeUp>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut inbound = request.into_inner();
-        let node = match inbound.message().await? {
-            Some(EdgeUp {
-                frame: Some(edge_up::Frame::Hello(node)),
-            }) => node,
-            _ => return Err(Status::invalid_argument("the first frame must be hello")),
-        };
-        let (tx, rx) = mpsc::channel(EDGE_BUFFER);
-        self.core.edges.attach(&node.id, tx.clone());
-        self.core
-            .metrics
-            .attached_edges
-            .set(self.core.edges.count() as i64);
-        tracing::info!(node = %node.id, "connection-manager attached");
-        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.attach_edge(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_credentials(
@@ -282,18 +313,16 @@ impl Router for RouterService {
 
 /// Routes one connection-manager's frames in the order they arrive, which
 /// keeps each client stream's stanzas in order (RFC 6120 §10.1).
-async fn serve_edge(
-    core: Arc<Core>,
-    node: Node,
-    mut inbound: Streaming<EdgeUp>,
-    tx: crate::edges::EdgeSender,
-) {
+async fn serve_edge<S>(core: Arc<Core>, node: Node, mut inbound: S, tx: crate::edges::EdgeSender)
+where
+    S: Stream<Item = Result<EdgeUp, Status>> + Unpin,
+{
     loop {
-        match inbound.message().await {
-            Ok(Some(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
-            Ok(Some(EdgeUp { frame: None })) => {}
-            Ok(None) => break,
-            Err(status) => {
+        match inbound.next().await {
+            Some(Ok(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
+            Some(Ok(EdgeUp { frame: None })) => {}
+            None => break,
+            Some(Err(status)) => {
                 tracing::warn!(node = %node.id, %status, "connection-manager stream failed");
                 break;
             }

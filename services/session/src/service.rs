@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
@@ -68,6 +69,9 @@ impl Core {
     }
 }
 
+/// The frames a replica sends back on one router's stream.
+pub type RouterStream = ReceiverStream<Result<SessionDown, Status>>;
+
 /// A session replica. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionService {
@@ -103,6 +107,50 @@ impl SessionService {
         &self.shards
     }
 
+    /// `Session.Process` without its transport: `inbound` is a router's
+    /// stream of frames, the result the stream of frames back to it (output
+    /// and acknowledgements). The gRPC service hands it tonic's decoded
+    /// stream; the all-in-one process, its router's frames as they are.
+    pub fn process_frames<S>(&self, mut inbound: S) -> RouterStream
+    where
+        S: Stream<Item = Result<SessionUp, Status>> + Unpin + Send + 'static,
+    {
+        let (out, rx) = mpsc::channel(STREAM_BUFFER);
+        self.core
+            .routers
+            .lock()
+            .expect("routers lock")
+            .push(out.clone());
+        let shards = self.shards.clone();
+        tokio::spawn(async move {
+            let acks = Arc::new(AckTracker::default());
+            loop {
+                match inbound.next().await {
+                    Some(Ok(up)) => {
+                        let sink = Sink::Stream {
+                            out: out.clone(),
+                            acks: acks.clone(),
+                            seq: up.seq,
+                        };
+                        shards
+                            .dispatch(Job {
+                                owner: up.owner,
+                                frame: up.frame,
+                                sink,
+                            })
+                            .await;
+                    }
+                    None => break,
+                    Some(Err(status)) => {
+                        tracing::warn!(%status, "router stream failed");
+                        break;
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
     /// The bare JID of a local account, or the reason it is not one.
     fn local_account(&self, jid: &str) -> Result<Jid, Status> {
         let jid = Jid::parse(jid).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -122,47 +170,13 @@ fn storage_status(error: StoreError) -> Status {
 
 #[tonic::async_trait]
 impl Session for SessionService {
-    type ProcessStream = ReceiverStream<Result<SessionDown, Status>>;
+    type ProcessStream = RouterStream;
 
     async fn process(
         &self,
         request: Request<Streaming<SessionUp>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        self.core
-            .routers
-            .lock()
-            .expect("routers lock")
-            .push(out.clone());
-        let shards = self.shards.clone();
-        tokio::spawn(async move {
-            let acks = Arc::new(AckTracker::default());
-            loop {
-                match inbound.message().await {
-                    Ok(Some(up)) => {
-                        let sink = Sink::Stream {
-                            out: out.clone(),
-                            acks: acks.clone(),
-                            seq: up.seq,
-                        };
-                        shards
-                            .dispatch(Job {
-                                owner: up.owner,
-                                frame: up.frame,
-                                sink,
-                            })
-                            .await;
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::warn!(%status, "router stream failed");
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(self.process_frames(request.into_inner())))
     }
 
     async fn get_credentials(

@@ -1,32 +1,114 @@
-//! In-process channels for the all-in-one server: the services call each
-//! other through their gRPC interfaces, without a socket.
+//! In-process wiring for the all-in-one server: the services call each
+//! other without a socket. Unary calls go through their gRPC interfaces
+//! over in-process channels; the two streams every stanza rides
+//! (`Router.Attach`, `Session.Process`) are connected to the router's and
+//! the replica's stream cores directly, so their frames are handed over as
+//! they are instead of being encoded to protobuf and decoded again. Only
+//! the transport differs from the cluster's: the same cores run behind the
+//! gRPC services there.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use xmppd_grpc::{Connector, GrpcChannel, Node};
+use futures::future::BoxFuture;
+use futures::stream::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use xmppd_grpc::router_server::RouterServer;
+use xmppd_grpc::session_server::SessionServer;
+use xmppd_grpc::{
+    Connector, EdgeDown, EdgeUp, FrameStream, GrpcChannel, Node, SessionDown, SessionUp,
+    local_channel,
+};
+use xmppd_router::RouterService;
+use xmppd_session::SessionService;
+
+/// A service composed into this process.
+#[derive(Clone)]
+enum Service {
+    Router(RouterService),
+    Session(SessionService),
+}
 
 #[derive(Default)]
 pub struct LocalConnector {
-    channels: RwLock<HashMap<String, GrpcChannel>>,
+    nodes: RwLock<HashMap<String, (GrpcChannel, Service)>>,
 }
 
 impl LocalConnector {
-    pub fn add(&self, node_id: &str, channel: GrpcChannel) {
-        self.channels
+    pub fn add_router(&self, node_id: &str, router: RouterService) {
+        let channel = local_channel(RouterServer::new(router.clone()));
+        self.add(node_id, channel, Service::Router(router));
+    }
+
+    pub fn add_session(&self, node_id: &str, session: SessionService) {
+        let channel = local_channel(SessionServer::new(session.clone()));
+        self.add(node_id, channel, Service::Session(session));
+    }
+
+    fn add(&self, node_id: &str, channel: GrpcChannel, service: Service) {
+        self.nodes
             .write()
-            .expect("channels lock")
-            .insert(node_id.to_string(), channel);
+            .expect("nodes lock")
+            .insert(node_id.to_string(), (channel, service));
+    }
+
+    fn get(&self, node: &Node) -> Result<(GrpcChannel, Service), String> {
+        self.nodes
+            .read()
+            .expect("nodes lock")
+            .get(&node.id)
+            .cloned()
+            .ok_or_else(|| format!("no in-process service for node {}", node.id))
+    }
+
+    fn service(&self, node: &Node) -> Result<Service, Status> {
+        self.get(node)
+            .map(|(_, service)| service)
+            .map_err(Status::unavailable)
     }
 }
 
 impl Connector for LocalConnector {
     fn channel(&self, node: &Node) -> Result<GrpcChannel, tower::BoxError> {
-        self.channels
-            .read()
-            .expect("channels lock")
-            .get(&node.id)
-            .cloned()
-            .ok_or_else(|| format!("no in-process service for node {}", node.id).into())
+        Ok(self.get(node)?.0)
+    }
+
+    fn attach(
+        &self,
+        node: &Node,
+        _channel: GrpcChannel,
+        up: mpsc::Receiver<EdgeUp>,
+    ) -> BoxFuture<'static, Result<FrameStream<EdgeDown>, Status>> {
+        let service = self.service(node);
+        Box::pin(async move {
+            let Service::Router(router) = service? else {
+                return Err(Status::unimplemented(
+                    "Router.Attach on a node that is no router",
+                ));
+            };
+            let down = router.attach_edge(ReceiverStream::new(up).map(Ok)).await?;
+            Ok(down.boxed())
+        })
+    }
+
+    fn process(
+        &self,
+        node: &Node,
+        _channel: GrpcChannel,
+        up: mpsc::Receiver<SessionUp>,
+    ) -> BoxFuture<'static, Result<FrameStream<SessionDown>, Status>> {
+        let service = self.service(node);
+        Box::pin(async move {
+            let Service::Session(session) = service? else {
+                return Err(Status::unimplemented(
+                    "Session.Process on a node that is no session replica",
+                ));
+            };
+            Ok(session
+                .process_frames(ReceiverStream::new(up).map(Ok))
+                .boxed())
+        })
     }
 }

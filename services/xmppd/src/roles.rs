@@ -9,7 +9,7 @@ use tonic::transport::Server;
 use xmppd_connection_manager::Cluster;
 use xmppd_grpc::router_server::RouterServer;
 use xmppd_grpc::session_server::SessionServer;
-use xmppd_grpc::{Connector, RemoteConnector, Role, local_channel};
+use xmppd_grpc::{Connector, RemoteConnector, Role};
 use xmppd_registry::Caching;
 use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
@@ -27,7 +27,8 @@ use crate::local::LocalConnector;
 /// How long connections get to close when the server stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Every service in one process, talking through in-process channels.
+/// Every service in one process, wired together without sockets
+/// ([`LocalConnector`]).
 pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
@@ -45,7 +46,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
         registry.clone(),
         session_metrics,
     );
-    connector.add(&session_id, local_channel(SessionServer::new(session)));
+    connector.add_session(&session_id, session);
     keep_registered(
         &registry,
         node(session_id, Role::Session, String::new()),
@@ -55,7 +56,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
 
     let router_id = config.cluster.node_id_or_generated("router");
     let router = start_router(&config, registry.clone(), connector.clone(), &mut metrics);
-    connector.add(&router_id, local_channel(RouterServer::new(router.clone())));
+    connector.add_router(&router_id, router.clone());
     keep_registered(
         &registry,
         node(router_id, Role::Router, String::new()),
