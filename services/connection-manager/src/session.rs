@@ -3,11 +3,12 @@
 //! is met with a ping, then a timeout.
 
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use xmppd_grpc::{Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
@@ -60,7 +61,7 @@ pub async fn run(edge: Arc<Edge>, mut session: Box<Session>) {
 
 async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Result<(), StreamEnd> {
     // A shutdown that began before this stream was bound found no mailbox
-    // to tell (`Cluster::close_all`).
+    // to tell (`Edge::close_sessions`).
     if edge.shutdown.is_stopping() {
         return Err(stream
             .fail_with(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT)
@@ -68,6 +69,11 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
     }
     let mut bucket = TokenBucket::new(edge.settings.stanzas_per_second, edge.settings.stanza_burst);
     let mut pinged_at: Option<Instant> = None;
+    // One timer for the session's life, moved as the client speaks: moving
+    // a deadline later leaves the timer where it is until it fires, while a
+    // new one per wait would be registered and removed for every stanza.
+    let silence = tokio::time::sleep(edge.settings.ping_after);
+    tokio::pin!(silence);
     loop {
         // Everything already read is handled before the next wait.
         loop {
@@ -98,7 +104,8 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
             }
             None => heard + edge.settings.ping_after,
         };
-        match wait(stream, &mut bound.mailbox, wake).await {
+        silence.as_mut().reset(wake);
+        match wait(stream, &mut bound.mailbox, silence.as_mut()).await {
             Wake::Delivery(Some(Delivery::Stanza(payload))) => {
                 edge.metrics.stanzas_out.inc();
                 stream.write(&payload).await?;
@@ -130,8 +137,8 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
     }
 }
 
-/// What ended a session's wait. Shutdown is a delivery too: the cluster
-/// closes every mailbox (`Cluster::close_all`), so that idle sessions need
+/// What ended a session's wait. Shutdown is a delivery too: the edge
+/// closes every mailbox (`Edge::close_sessions`), so that idle sessions need
 /// not each watch for it.
 enum Wake {
     Delivery(Option<Delivery>),
@@ -145,12 +152,12 @@ enum Wake {
 /// its life, so it holds little: no read buffer (see
 /// [`XmppStream::poll_fill`]) and no handler state, which only exists while
 /// an event is handled.
-async fn wait(stream: &mut XmppStream, mailbox: &mut Mailbox, deadline: Instant) -> Wake {
+async fn wait(stream: &mut XmppStream, mailbox: &mut Mailbox, silence: Pin<&mut Sleep>) -> Wake {
     tokio::select! {
         biased;
         delivery = mailbox.recv() => Wake::Delivery(delivery),
         read = std::future::poll_fn(|cx| stream.poll_fill(cx)) => Wake::Read(read),
-        _ = tokio::time::sleep_until(deadline) => Wake::Silence,
+        _ = silence => Wake::Silence,
     }
 }
 
@@ -234,7 +241,7 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     }
     let to = match stanza.to().map(Jid::parse) {
         None => String::new(),
-        Some(Ok(to)) => to.to_string(),
+        Some(Ok(to)) => to.into_string(),
         Some(Err(_)) => return answer(edge, stanza, StanzaErrorCondition::JidMalformed),
     };
     if is_legacy_session(stanza, &to, &edge.settings.domain) {
@@ -245,10 +252,10 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     }
     Inbound::Route(Envelope {
         to,
-        from: full.to_string(),
+        from: full.as_str().to_owned(),
         kind: Kind::from_element_name(stanza.name()).unwrap_or(Kind::Unspecified) as i32,
-        r#type: stanza.stanza_type().unwrap_or_default().to_string(),
-        id: stanza.id().unwrap_or_default().to_string(),
+        r#type: stanza.stanza_type().unwrap_or_default().to_owned(),
+        id: stanza.id().unwrap_or_default().to_owned(),
         payload: stanza.with_from(full.as_str()),
         stage: Stage::FromClient as i32,
         trace_context: Default::default(),

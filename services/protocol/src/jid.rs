@@ -133,6 +133,11 @@ impl Jid {
     pub fn as_str(&self) -> &str {
         &self.full
     }
+
+    /// The normalised form, without a copy.
+    pub fn into_string(self) -> String {
+        self.full
+    }
 }
 
 impl fmt::Display for Jid {

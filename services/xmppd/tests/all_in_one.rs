@@ -90,3 +90,26 @@ async fn bad_configuration_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("domian"));
 }
+
+#[tokio::test]
+async fn a_stopping_server_tells_bound_clients_to_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::all_in_one(dir.path(), "");
+    server.ready().await;
+    server.add_user("alice", "alice-secret");
+    let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "phone").await;
+    alice.available().await;
+
+    let pid = server.pid().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    // RFC 6120 §4.9.3.20, through the session's mailbox (Edge::close_sessions).
+    alice.expect_stream_error("system-shutdown").await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
