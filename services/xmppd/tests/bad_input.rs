@@ -446,6 +446,36 @@ async fn wrong_domain_in_stream_header_is_host_unknown() {
     others.still_chat().await;
 }
 
+/// Under TLS the edge waits for the socket only once rustls holds no
+/// plaintext (`XmppStream::poll_fill`): stanzas pipelined in one record, and
+/// a stanza larger than one read, must each be read without more bytes
+/// arriving.
+#[tokio::test]
+async fn tls_stanzas_pipelined_in_one_record_are_all_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), "");
+    server.ready().await;
+    for user in ["alice", "bob"] {
+        server.add_user(user, &format!("{user}-secret"));
+    }
+    let mut alice = TlsClient::login(&server, "alice", "phone").await;
+    let mut bob = TlsClient::login(&server, "bob", "desk").await;
+    let long = "x".repeat(6000);
+    alice
+        .send(&format!(
+            "<message to='bob@localhost' id='m1'><body>one</body></message>\
+             <message to='bob@localhost' id='m2'><body>{long}</body></message>\
+             <message to='bob@localhost' id='m3'><body>three</body></message>"
+        ))
+        .await;
+    let first = bob.expect("</message>").await;
+    assert!(first.contains("<body>one</body>"), "{first}");
+    let second = bob.expect("</message>").await;
+    assert!(second.contains(&long), "the long message was cut");
+    let third = bob.expect("</message>").await;
+    assert!(third.contains("<body>three</body>"), "{third}");
+}
+
 #[tokio::test]
 async fn authentication_in_clear_is_refused_when_tls_is_required() {
     let dir = tempfile::tempdir().unwrap();
