@@ -130,6 +130,7 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
                         .fail_with(StreamErrorCondition::ConnectionTimeout, "")
                         .await);
                 }
+                stream.shrink();
                 ping(edge, stream, &bound.full).await?;
                 pinged_at = Some(Instant::now());
             }

@@ -86,7 +86,7 @@ impl XmppStream {
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamEnd>> {
         if self.parser.buffered() == 0 {
             if self.drained {
-                self.parser.shrink();
+                self.parser.release_empty_buffer();
                 ready!(self.transport.poll_read_ready(cx))?;
             }
             // Nothing half-read: start small again, whatever the last burst needed.
@@ -112,6 +112,13 @@ impl XmppStream {
         }
         self.last_heard = Instant::now();
         Poll::Ready(Ok(()))
+    }
+
+    /// Releases what the parser grew beyond its stream's needs (the
+    /// validator's scratch space), for a client gone quiet; not per stanza,
+    /// where it would be allocated again for the next one.
+    pub fn shrink(&mut self) {
+        self.parser.shrink();
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StreamEnd> {

@@ -156,8 +156,16 @@ impl StreamParser {
         self.buf.len()
     }
 
+    /// Gives back the buffer if nothing is buffered: cheap enough to call
+    /// whenever a connection starts to wait.
+    pub fn release_empty_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Gives back the buffer's spare capacity and the validator's scratch
-    /// space, for connections that go idle.
+    /// space, for connections that go quiet.
     pub fn shrink(&mut self) {
         self.buf = if self.buf.is_empty() {
             BytesMut::new()

@@ -492,3 +492,31 @@ fn random_and_mutated_input_never_panics_and_ignores_chunking() {
         assert_eq!(byte_by_byte(&input, limits.clone()), expected);
     }
 }
+
+#[test]
+fn an_empty_buffer_is_released_and_a_half_read_one_kept() {
+    let mut parser = StreamParser::new(Limits::default());
+    parser.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'><message><body>hi</body></message><message>");
+    assert!(matches!(
+        parser.next_event(),
+        Ok(Some(StreamEvent::Open(_)))
+    ));
+    assert!(matches!(
+        parser.next_event(),
+        Ok(Some(StreamEvent::Stanza(_)))
+    ));
+    assert!(matches!(parser.next_event(), Ok(None)));
+    parser.release_empty_buffer();
+    assert_eq!(
+        parser.buffered(),
+        "<message>".len(),
+        "a half-read stanza is kept"
+    );
+    parser.feed(b"<body>again</body></message>");
+    assert!(matches!(
+        parser.next_event(),
+        Ok(Some(StreamEvent::Stanza(_)))
+    ));
+    parser.release_empty_buffer();
+    assert_eq!(parser.buf.capacity(), 0);
+}
