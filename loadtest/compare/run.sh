@@ -24,6 +24,9 @@ MUC_RATE="${MUC_RATE:-100}"       # group messages/s before fan-out
 DURATION="${DURATION:-20s}"
 LOGIN_RATE="${LOGIN_RATE:-100}"  # users/s joining in idle, chat, muc and presence
 TLS="${TLS:-starttls}"
+# Threads of the one-process servers (ejabberd's schedulers, the all-in-one's workers); empty
+# keeps each server's default (one per core). Prosody has one thread whatever this says.
+THREADS="${THREADS:-}"
 MECHANISM="${MECHANISM:-SCRAM-SHA-1}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -63,6 +66,10 @@ as_user() {
     HOME="$WORK/$user" setpriv --reuid="$user" --regid="$user" --init-groups "$@"
 }
 
+# The server and the load tool in one build: built apart, each would get its own feature set
+# of the shared dependencies, and so a compile of its own.
+build() { (cd "$ROOT" && cargo build --release -p xmppd -p xmppd-loadtest); }
+
 # --- ejabberd -----------------------------------------------------------------------------
 
 EJABBERD_NODE="loadtest-ejabberd@localhost"
@@ -79,8 +86,9 @@ start_ejabberd() {
     mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
     sed -e "s|@CERT@|/etc/ejabberd/ejabberd.pem|" "$COMPARE_DIR/ejabberd.yml" \
         >"$WORK/ejabberd/ejabberd.yml"
-    printf 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\nEJABBERD_PID_PATH=%s\n' \
-        "$WORK/ejabberd/ejabberd.pid" >"$WORK/ejabberd/ejabberdctl.cfg"
+    printf 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0%s"\nEJABBERD_PID_PATH=%s\n' \
+        "${THREADS:+ +S $THREADS:$THREADS}" "$WORK/ejabberd/ejabberd.pid" \
+        >"$WORK/ejabberd/ejabberdctl.cfg"
     chown -R ejabberd:ejabberd "$WORK/ejabberd"
     ejabberdctl_lt start
     local up=""
@@ -131,13 +139,13 @@ stop_prosody() {
 # in-band registration, no rate limits), a fresh data folder per run.
 start_xmppd_allinone() {
     local config="$COMPARE_DIR/xmppd-allinone.toml"
-    (cd "$ROOT" && cargo build --release -p xmppd)
     # Fresh data on the first start only: restarts between scenarios keep the accounts.
     if [[ -z "${XMPPD_ALLINONE_FRESH:-}" ]]; then
         rm -rf /tmp/xmpp-compare/xmppd-allinone
         XMPPD_ALLINONE_FRESH=done
     fi
-    "$CARGO_TARGET_DIR/release/xmppd" run --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
+    XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
+        --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
     PIDS="$!"
     PORT=5222
     sleep 2
@@ -150,7 +158,6 @@ stop_xmppd_allinone() { [[ -n "$PIDS" ]] && kill "$PIDS" 2>/dev/null || true; sl
 # included, so server CPU and memory are counted in full.
 start_xmppd_cluster() {
     local config_dir="$COMPARE_DIR/xmppd-cluster"
-    (cd "$ROOT" && cargo build --release -p xmppd)
     # A fresh database and key space on the first start only, so runs do not see each
     # other's accounts while restarts between scenarios keep them.
     if [[ -z "${XMPPD_CLUSTER_FRESH:-}" ]]; then
@@ -259,7 +266,7 @@ idle_scale() {
 main() {
     mkdir -p "$OUT"
     install_peers
-    (cd "$ROOT" && cargo build --release -p xmppd-loadtest)
+    build
     local ran=()
     for server in $SERVERS; do
         local start="start_${server//-/_}" stop="stop_${server//-/_}"
@@ -284,6 +291,7 @@ main() {
 case "${1:-}" in
     start)
         mkdir -p "$WORK"
+        build
         "start_${2//-/_}"
         echo "$2 on 127.0.0.1:$PORT pids: $PIDS"
         ;;
@@ -291,7 +299,7 @@ case "${1:-}" in
     idle-scale)
         mkdir -p "$WORK" "$OUT"
         install_peers
-        (cd "$ROOT" && cargo build --release -p xmppd-loadtest)
+        build
         "start_${2//-/_}"
         idle_scale "$2" "$3"
         "stop_${2//-/_}"

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub domain: String,
     /// Where generated certificates and the embedded database live.
     pub data_dir: PathBuf,
+    /// Threads that run the server's tasks; 0 = one per CPU this process
+    /// may use (its cgroup quota included, as in a Kubernetes pod).
+    pub worker_threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -152,6 +155,7 @@ impl Default for ServerConfig {
         Self {
             domain: "localhost".into(),
             data_dir: "data".into(),
+            worker_threads: 0,
         }
     }
 }

@@ -46,6 +46,16 @@ enum Command {
     Sessions,
 }
 
+/// The multi-threaded runtime with `worker_threads` threads, or tokio's
+/// default (one per CPU available to the process) for 0.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
@@ -55,10 +65,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = match runtime(config.server.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("xmppd: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => roles::all_in_one(config).await,

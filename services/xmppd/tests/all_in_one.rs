@@ -113,3 +113,26 @@ async fn a_stopping_server_tells_bound_clients_to_reconnect() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn the_server_runs_on_the_configured_worker_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), "[server]\nworker_threads = 3\n");
+    server.ready().await;
+    let workers = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count();
+    assert_eq!(workers, 3);
+}
+
+#[tokio::test]
+async fn a_negative_worker_thread_count_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[server]\nworker_threads = -1\n").unwrap();
+    let output = xmppd().arg("--config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("worker_threads"));
+}
