@@ -16,40 +16,34 @@
 //!
 //! A router asks for the resources of a bare JID for every message it routes
 //! to one. With [`Caching::On`], [`RedisRegistry`] answers
-//! [`Registry::resources`] from memory, with redis-rs' server-assisted
-//! client-side caching (feature `cache-aio`):
+//! [`Registry::resources`] from memory (`lookup_cache.rs`), kept decoded and
+//! emptied by Redis' server-assisted client-side caching:
 //!
 //! - The connection speaks RESP3 whatever the URL says (invalidations are
-//!   RESP3 pushes) and runs `CLIENT TRACKING ON OPTIN`.
-//! - Only the `HVALS` of `resources` opts in: redis-rs sends it after
-//!   `CLIENT CACHING YES` and `PTTL`, so Redis remembers that this connection
-//!   read that `res:` key and pushes an invalidation when anyone changes it;
-//!   redis-rs then drops its entry and the next look-up reads Redis again.
-//!   Every other read, in particular the one of a compare-and-swap, goes to
-//!   Redis: the same code serves a cached and an uncached registry.
-//! - The cache holds at most `entries` keys (LRU), each for at most `ttl`.
-//! - When the connection is lost the whole cache is dropped (invalidations
-//!   sent meanwhile are lost); while Redis is unreachable look-ups fail as
-//!   they do uncached, rather than answer from memory.
+//!   RESP3 pushes). A miss sends `CLIENT TRACKING ON OPTIN`,
+//!   `CLIENT CACHING YES` and the `HVALS` in one write, so Redis remembers
+//!   that this connection read that `res:` key and pushes an invalidation
+//!   when anyone changes it; the entry is dropped and the next look-up
+//!   reads Redis again. Tracking is asked for with every miss because a
+//!   reconnected connection tracks nothing. Every other read, in particular
+//!   the one of a compare-and-swap, goes to Redis untracked.
+//! - A look-up is stored only if no invalidation arrived while it was
+//!   fetched, so one that read the value before a change cannot outlive
+//!   that change's (only) invalidation.
+//! - Entries live at most `ttl`, and are swept once expired; at most
+//!   `entries` are kept, and while that many live ones are held further
+//!   look-ups are not kept.
+//! - When the connection is lost, or Redis is flushed (a key-less
+//!   invalidation), the whole cache is dropped; while Redis is unreachable
+//!   look-ups fail as they do uncached, rather than answer from memory.
 //!
-//! Caveats, which is why session replicas and connection-managers (who read
-//! to write) never cache:
-//!
-//! - Invalidation is an asynchronous push. Until it arrives, a look-up may
-//!   return an entry as it was before a change that another node (or this
-//!   very registry: Redis pushes a writer's invalidation after its reply)
-//!   has already seen acknowledged: a router may route on a look-up up to one
-//!   push latency old.
-//! - redis-rs 0.32 stores a fetched entry in the caller's task after the reply
-//!   was handed over, while its connection task applies invalidations as they
-//!   arrive. When the key changes while the fetch is in flight, the
-//!   invalidation can be applied before the old value is stored; Redis sent
-//!   its one invalidation for that read and no longer tracks the key, so the
-//!   old value stays until `ttl` has passed (the test
-//!   `a_lookup_racing_a_change_is_at_most_ttl_old` runs into it). `ttl` is
-//!   that bound.
-//! - redis-rs ignores the key-less invalidation of `FLUSHDB`/`FLUSHALL`:
-//!   after a flush, entries also last until `ttl`.
+//! The caveat, which is why session replicas and connection-managers (who
+//! read to write) never cache: invalidation is an asynchronous push. Until
+//! it arrives, a look-up may return an entry as it was before a change that
+//! another node (or this very registry: Redis pushes a writer's
+//! invalidation after its reply) has already seen acknowledged: a router
+//! may route on a look-up up to one push latency old. `ttl` bounds a
+//! look-up whose invalidation never came.
 //!
 //! # Redis key layout
 //!
@@ -75,6 +69,7 @@
 //! The scripts touch keys of several hash slots, so Redis Cluster is not
 //! supported; a single primary (with replicas or Sentinel) is.
 
+mod lookup_cache;
 pub mod membership;
 mod memory;
 mod redis_registry;
@@ -84,6 +79,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use lookup_cache::CacheStatistics;
 pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
 pub use xmppd_grpc::{BoundSession, Node, Role};
@@ -200,7 +196,8 @@ fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {
 pub enum Caching {
     Off,
     On {
-        /// Bare JIDs kept, least recently used evicted first.
+        /// Bare JIDs kept at most; when that many live entries are held,
+        /// further look-ups are not kept until some expire.
         entries: NonZeroUsize,
         /// Longest an entry is served without asking Redis again, however
         /// quiet the key; bounds a look-up whose invalidation was lost.

@@ -1,14 +1,15 @@
 //! The cluster's registry, in Redis (key layout in the crate documentation).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::caching::{CacheConfig, CacheMode, CacheStatistics};
-use redis::{AsyncCommands, CommandCacheConfig, IntoConnectionInfo, ProtocolVersion, Script};
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, Script};
 use xmppd_grpc::{BoundSession, Node, Role};
 
+use crate::lookup_cache::{CacheStatistics, LookupCache};
 use crate::rules::{self, Change};
 use crate::{Caching, Registry, RegistryError, bare_of, sort_by_jid, split_full};
 
@@ -57,9 +58,10 @@ const SCAN_COUNT: usize = 512;
 
 pub struct RedisRegistry {
     /// Reconnects by itself; cloned per call, which is cheap. With
-    /// [`Caching::On`] it speaks RESP3 with `CLIENT TRACKING ON OPTIN` and
-    /// keeps the client-side cache that [`Registry::resources`] opts into.
+    /// [`Caching::On`] it speaks RESP3, and its pushes go to `cache`.
     conn: ConnectionManager,
+    /// [`Registry::resources`] look-ups, with [`Caching::On`].
+    cache: Option<Arc<LookupCache>>,
     keys: Keys,
     swap: Script,
     prune_role: Script,
@@ -123,6 +125,14 @@ fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, R
     })
 }
 
+fn decode_sessions(key: &str, raws: Vec<Vec<u8>>) -> Result<Vec<BoundSession>, RegistryError> {
+    let sessions = raws
+        .into_iter()
+        .map(|raw| decode(key, raw))
+        .collect::<Result<_, _>>()?;
+    Ok(sort_by_jid(sessions))
+}
+
 impl RedisRegistry {
     /// Connects to `url` (`redis://…`); every key starts with `key_prefix`.
     /// With [`Caching::On`], [`Registry::resources`] is served from a cache
@@ -135,31 +145,26 @@ impl RedisRegistry {
     ) -> Result<Self, RegistryError> {
         let mut info = url.into_connection_info()?;
         let mut config = ConnectionManagerConfig::new();
-        if let Caching::On { entries, ttl } = caching {
-            // Invalidations arrive as RESP3 pushes, so RESP3 whatever the URL
-            // says (`?protocol=`): redis-rs refuses a cache on RESP2.
-            info.redis.protocol = ProtocolVersion::RESP3;
-            // OptIn (`CLIENT TRACKING ON OPTIN`): only the commands marked in
-            // `resources` are cached, so the reads of a compare-and-swap and
-            // the membership reads always see Redis itself.
-            //
-            // When the connection drops, `ConnectionManager::reconnect` gives
-            // the new connection `CacheManager::clone_and_increase_epoch()`
-            // (redis 0.32 `aio/connection_manager.rs`), and the shared LRU
-            // treats entries of another epoch as misses and evicts them
-            // (`caching/sharded_lru.rs`, `get`): the cache is dropped whole,
-            // since invalidations sent while we were away are lost.
-            config = config.set_cache_config(
-                CacheConfig::new()
-                    .set_mode(CacheMode::OptIn)
-                    .set_size(entries)
-                    .set_default_client_ttl(ttl),
-            );
-        }
+        let cache = match caching {
+            Caching::Off => None,
+            Caching::On { entries, ttl } => {
+                // Invalidations arrive as RESP3 pushes: RESP3 whatever the
+                // URL says (`?protocol=`).
+                info.redis.protocol = ProtocolVersion::RESP3;
+                let cache = Arc::new(LookupCache::new(entries.get(), ttl));
+                let pushes = cache.clone();
+                config = config.set_push_sender(move |push: PushInfo| {
+                    pushes.apply(&push);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                Some(cache)
+            }
+        };
         let client = redis::Client::open(info)?;
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
+            cache,
             keys: Keys {
                 prefix: key_prefix.to_owned(),
             },
@@ -171,7 +176,7 @@ impl RedisRegistry {
     /// Hits, misses and invalidations of the look-up cache since connecting;
     /// `None` without [`Caching::On`].
     pub fn cache_statistics(&self) -> Option<CacheStatistics> {
-        self.conn.get_cache_statistics()
+        self.cache.as_ref().map(|cache| cache.statistics())
     }
 
     async fn read(&self, full_jid: &str) -> Result<Option<Entry>, RegistryError> {
@@ -306,15 +311,30 @@ impl Registry for RedisRegistry {
 
     async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
         let key = self.keys.resources(bare_jid);
-        // The one cached read (a no-op on a connection without a cache).
-        let mut hvals = redis::cmd("HVALS");
-        hvals.arg(&key).set_cache_config(CommandCacheConfig::new());
-        let raws: Vec<Vec<u8>> = hvals.query_async(&mut self.conn.clone()).await?;
-        let sessions = raws
-            .into_iter()
-            .map(|raw| decode(&key, raw))
-            .collect::<Result<_, _>>()?;
-        Ok(sort_by_jid(sessions))
+        let Some(cache) = &self.cache else {
+            let raws: Vec<Vec<u8>> = self.conn.clone().hvals(&key).await?;
+            return decode_sessions(&key, raws);
+        };
+        let ticket = match cache.get(&key) {
+            Ok(sessions) => return Ok(sessions),
+            Err(ticket) => ticket,
+        };
+        // Tracking is asked for with every miss, not once: after a reconnect
+        // the new connection tracks nothing until it is. One write, so the
+        // three run in a row on the same connection.
+        let (raws,): (Vec<Vec<u8>>,) = redis::pipe()
+            .cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "OPTIN"][..])
+            .ignore()
+            .cmd("CLIENT")
+            .arg(&["CACHING", "YES"][..])
+            .ignore()
+            .hvals(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let sessions = decode_sessions(&key, raws)?;
+        cache.store(&key, ticket, &sessions);
+        Ok(sessions)
     }
 
     async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {

@@ -584,7 +584,7 @@ async fn cached_lookups_match_uncached() {
         ["lea@example.org/desk", "lea@example.org/phone"]
     );
     let stats = cached.cache_statistics().unwrap();
-    assert!(stats.hit >= 3, "{stats:?}");
+    assert!(stats.hits >= 3, "{stats:?}");
     assert!(uncached.cache_statistics().is_none());
 }
 
@@ -655,7 +655,7 @@ async fn cached_lookups_see_other_writers() {
     assert_eq!(cached.resources(bare).await.unwrap(), []);
 
     let stats = cached.cache_statistics().unwrap();
-    assert!(stats.invalidate >= 5, "{stats:?}");
+    assert!(stats.invalidations >= 5, "{stats:?}");
 }
 
 /// Repeated look-ups of an unchanged entry do not reach Redis: counted on the
@@ -692,17 +692,17 @@ async fn repeated_lookups_are_served_from_the_cache() {
     let cached_calls = hvals_calls(&mut stats) - before;
     assert!(cached_calls < LOOKUPS / 2, "cached: {cached_calls} HVALS");
     let cache = cached.cache_statistics().unwrap();
-    assert!(cache.hit as u64 >= LOOKUPS - 1, "{cache:?}");
+    assert!(cache.hits >= LOOKUPS - 1, "{cache:?}");
 }
 
-/// redis-rs can store a look-up after the invalidation of a change made while
-/// it was in flight (see the crate documentation); Redis then no longer
-/// tracks the key for us, so only the ttl ends that entry. A reader spinning
-/// on the key while another node changes it must therefore agree with Redis
-/// at most a ttl (plus a push) after the changes stop.
+/// A look-up fetched while its key changes is not kept past that change's
+/// invalidation (Redis sends one per tracked read, so a value stored after
+/// it would stay until the ttl). The ttl is an hour: a reader spinning on
+/// the key while another node changes it must agree with Redis within a
+/// push's latency after the changes stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lookup_racing_a_change_is_at_most_ttl_old() {
-    const TTL: Duration = Duration::from_millis(300);
+async fn a_lookup_racing_a_change_is_not_kept() {
+    const TTL: Duration = Duration::from_secs(3600);
     let scratch = RedisScratch::new();
     let (cached, writer) = cached_and_uncached(&scratch, TTL).await;
     let cached = std::sync::Arc::new(cached);
@@ -728,6 +728,6 @@ async fn a_lookup_racing_a_change_is_at_most_ttl_old() {
         }
         stop.store(true, Ordering::Relaxed);
         reader.await.unwrap();
-        settles(&cached, &writer, &bare, TTL + Duration::from_secs(1)).await;
+        settles(&cached, &writer, &bare, Duration::from_secs(1)).await;
     }
 }
