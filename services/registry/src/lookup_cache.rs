@@ -86,9 +86,9 @@ impl LookupCache {
         if state.generation != ticket.0 {
             return;
         }
-        if state.swept.is_none_or(|swept| now - swept >= self.ttl)
-            || state.entries.len() >= self.capacity
-        {
+        // At most one sweep per ttl: sooner, few entries could have expired,
+        // and a full cache would otherwise be swept on every miss.
+        if state.swept.is_none_or(|swept| now - swept >= self.ttl) {
             self.sweep(&mut state, now);
         }
         if state.entries.len() < self.capacity || state.entries.contains_key(key) {
@@ -223,7 +223,8 @@ mod tests {
         assert!(cache.get("res:c@x").is_err());
         std::thread::sleep(ttl);
         assert!(cache.get("res:a@x").is_err(), "expired");
-        // Storing sweeps the expired ones, making room.
+        // The first store a ttl after the last sweep sweeps the expired
+        // ones, making room.
         fetch(&cache, "res:c@x", &[]);
         assert!(cache.get("res:c@x").is_ok());
         let entries = cache.state.lock().unwrap().entries.len();
