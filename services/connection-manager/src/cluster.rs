@@ -1,5 +1,6 @@
 //! The connection-manager's side of the cluster: one stream to every live
-//! router, and the local mailboxes of the bound client streams.
+//! router, the local mailboxes of the bound client streams, and the calls a
+//! login makes to the session replicas ([`crate::replicas`]).
 //!
 //! Each bound client stream is pinned to one router stream (chosen by
 //! rendezvous hash of its full JID), so its stanzas reach the router, and
@@ -18,16 +19,16 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::Status;
-use xmppd_grpc::router_client::RouterClient;
 use xmppd_grpc::{
     BindRequest, Connector, Credential, CredentialsRequest, EdgeDown, EdgeUp, Envelope,
-    FrameStream, GrpcChannel, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded,
-    bind_reply, edge_down, edge_up,
+    FrameStream, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded, bind_reply, edge_down,
+    edge_up,
 };
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::{SharedRegistry, membership};
 
 use crate::mailbox::{self, Mailbox, MailboxSender};
+use crate::replicas::Replicas;
 
 /// Frames buffered towards one router before client streams wait.
 const ROUTER_BUFFER: usize = 4096;
@@ -53,7 +54,7 @@ pub enum Delivery {
 pub enum ClusterError {
     #[error("no router is reachable")]
     NoRouter,
-    #[error("router call failed: {0}")]
+    #[error("cluster call failed: {0}")]
     Rpc(#[from] Status),
     #[error("the router stream this session is pinned to is gone")]
     RouteLost,
@@ -102,7 +103,6 @@ struct LocalSession {
 
 struct RouterLink {
     node: Node,
-    client: RouterClient<GrpcChannel>,
     up: mpsc::Sender<EdgeUp>,
 }
 
@@ -121,6 +121,7 @@ struct Inner {
     routers: RwLock<HashMap<String, Arc<RouterLink>>>,
     /// Routers with an open stream, sorted: the pinning domain.
     router_nodes: RwLock<Vec<Node>>,
+    replicas: Replicas,
     sessions: RwLock<HashMap<String, LocalSession>>,
     /// Session ends that found no router to report them to (the only router
     /// just went away). Reported once one is attached again; lost, the
@@ -139,6 +140,7 @@ impl Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 node,
+                replicas: Replicas::new(connector.clone()),
                 connector,
                 registry,
                 next_conn_id: AtomicU64::new(1),
@@ -160,6 +162,12 @@ impl Cluster {
 
     pub fn next_conn_id(&self) -> u64 {
         self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a client can log in and send: a router to send through,
+    /// and a session replica to ask for its credentials and binding.
+    pub fn is_ready(&self) -> bool {
+        self.router_count() > 0 && self.inner.replicas.count() > 0
     }
 
     pub fn router_count(&self) -> usize {
@@ -204,6 +212,14 @@ impl Cluster {
         }
     }
 
+    /// Follows the live session replicas in the registry.
+    pub async fn follow_session_replicas(self, interval: Duration) {
+        let mut members = membership::follow(self.inner.registry.clone(), Role::Session, interval);
+        while let Some(nodes) = members.next().await {
+            self.inner.replicas.update(&nodes);
+        }
+    }
+
     async fn update_routers(&self, members: &[Node]) {
         let known: Vec<String> = self
             .inner
@@ -239,15 +255,9 @@ impl Cluster {
             frame: Some(edge_up::Frame::Hello(self.inner.node.clone())),
         };
         up.send(hello).await.map_err(|_| ClusterError::NoRouter)?;
-        let downstream = self
-            .inner
-            .connector
-            .attach(&node, channel.clone(), rx)
-            .await?;
-        let client = RouterClient::new(channel);
+        let downstream = self.inner.connector.attach(&node, channel, rx).await?;
         let link = Arc::new(RouterLink {
             node: node.clone(),
-            client,
             up,
         });
         self.inner
@@ -400,15 +410,18 @@ impl Cluster {
 
     /// SCRAM credentials of an account; empty when it does not exist.
     pub async fn credentials(&self, bare_jid: &str) -> Result<Vec<Credential>, ClusterError> {
-        let mut client = self.router_for(bare_jid)?.client.clone();
         let request = CredentialsRequest {
             jid: bare_jid.to_string(),
         };
-        Ok(client
-            .get_credentials(request)
-            .await?
-            .into_inner()
-            .credentials)
+        let reply = self
+            .inner
+            .replicas
+            .call(bare_jid, |mut replica| {
+                let request = request.clone();
+                async move { replica.get_credentials(request).await }
+            })
+            .await?;
+        Ok(reply.credentials)
     }
 
     /// XEP-0077 account creation with keys derived at the edge.
@@ -417,12 +430,19 @@ impl Cluster {
         bare_jid: &str,
         credentials: Vec<Credential>,
     ) -> Result<RegisterOutcome, ClusterError> {
-        let mut client = self.router_for(bare_jid)?.client.clone();
         let request = RegisterRequest {
             jid: bare_jid.to_string(),
             credentials,
         };
-        Ok(client.register(request).await?.into_inner().outcome())
+        let reply = self
+            .inner
+            .replicas
+            .call(bare_jid, |mut replica| {
+                let request = request.clone();
+                async move { replica.register(request).await }
+            })
+            .await?;
+        Ok(reply.outcome())
     }
 
     /// Binds a resource (RFC 6120 §7) and opens the stream's mailbox.
@@ -433,14 +453,21 @@ impl Cluster {
         resource: Option<&str>,
     ) -> Result<Result<(SessionRoute, Mailbox), String>, ClusterError> {
         let conn_id = self.next_conn_id();
-        let mut client = self.router_for(bare_jid)?.client.clone();
         let request = BindRequest {
             bare_jid: bare_jid.to_string(),
             resource: resource.unwrap_or_default().to_string(),
             node_id: self.inner.node.id.clone(),
             conn_id,
         };
-        let full_jid = match client.bind(request).await?.into_inner().outcome {
+        let reply = self
+            .inner
+            .replicas
+            .call(bare_jid, |mut replica| {
+                let request = request.clone();
+                async move { replica.bind(request).await }
+            })
+            .await?;
+        let full_jid = match reply.outcome {
             Some(bind_reply::Outcome::FullJid(full_jid)) => full_jid,
             Some(bind_reply::Outcome::ErrorCondition(condition)) => return Ok(Err(condition)),
             None => return Ok(Err("internal-server-error".into())),

@@ -14,6 +14,7 @@
 //! - [`registration`]: XEP-0077 account creation before authentication.
 //! - [`session`]: the bound stream: stanzas in, deliveries out, keepalives.
 //! - [`cluster`]: router streams and the mailboxes of bound streams.
+//! - [`replicas`]: the session replicas a login calls.
 //! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.
 
@@ -26,6 +27,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod negotiation;
 pub mod registration;
+pub mod replicas;
 pub mod session;
 pub mod stream;
 pub mod transport;

@@ -15,9 +15,19 @@ use crate::SharedRegistry;
 
 /// The live node whose id wins the rendezvous for `key` (a bare JID).
 pub fn owner<'a>(key: &str, nodes: &'a [Node]) -> Option<&'a Node> {
-    nodes
-        .iter()
-        .max_by_key(|node| (rendezvous_weight(&node.id, key), &node.id))
+    nodes.iter().max_by_key(|node| rank(node, key))
+}
+
+/// The nodes in the order they would own `key` as members leave: the owner
+/// first, then the owner once it has gone, and so on.
+pub fn ranked<'a>(key: &str, nodes: &'a [Node]) -> Vec<&'a Node> {
+    let mut ranked: Vec<&Node> = nodes.iter().collect();
+    ranked.sort_by_cached_key(|node| std::cmp::Reverse(rank(node, key)));
+    ranked
+}
+
+fn rank<'a>(node: &'a Node, key: &str) -> (u64, &'a str) {
+    (rendezvous_weight(&node.id, key), &node.id)
 }
 
 /// A stable 64-bit weight of (node, key): FNV-1a over both, then a
@@ -156,6 +166,23 @@ mod tests {
                 owner(&key, &forward).unwrap().id,
                 owner(&key, &backward).unwrap().id
             );
+        }
+    }
+
+    #[test]
+    fn the_ranking_is_the_succession_of_owners() {
+        let three = nodes(&["s1", "s2", "s3"]);
+        for i in 0..100 {
+            let key = format!("user{i}@example.org");
+            let ranked = ranked(&key, &three);
+            assert_eq!(ranked.len(), 3);
+            assert_eq!(ranked[0].id, owner(&key, &three).unwrap().id);
+            let rest: Vec<Node> = three
+                .iter()
+                .filter(|node| node.id != ranked[0].id)
+                .cloned()
+                .collect();
+            assert_eq!(ranked[1].id, owner(&key, &rest).unwrap().id);
         }
     }
 

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tonic::Status;
-use xmppd_grpc::session_client::SessionClient;
-use xmppd_grpc::{Connector, FrameStream, GrpcChannel, Node, SessionDown, SessionUp, session_up};
+use xmppd_grpc::{Connector, FrameStream, Node, SessionDown, SessionUp, session_up};
 use xmppd_registry::membership;
 
 /// Frames buffered towards one replica before senders wait.
@@ -34,7 +33,6 @@ struct Pending {
 
 struct Link {
     node: Node,
-    client: SessionClient<GrpcChannel>,
     stream: AsyncMutex<LinkStream>,
 }
 
@@ -67,13 +65,6 @@ impl Replicas {
 
     pub fn count(&self) -> usize {
         self.owners.read().expect("owners lock").len()
-    }
-
-    /// The unary client of the replica owning `owner`.
-    pub fn client_for(&self, owner: &str) -> Result<SessionClient<GrpcChannel>, Status> {
-        self.link_for(owner)
-            .map(|link| link.client.clone())
-            .ok_or_else(|| Status::unavailable("no session replica is reachable"))
     }
 
     /// Sends `frame` to the replica owning `owner`, or parks it.
@@ -150,11 +141,9 @@ impl Replicas {
             .channel(&node)
             .map_err(|error| Status::unavailable(error.to_string()))?;
         let (up, rx) = mpsc::channel(STREAM_BUFFER);
-        let responses = self.connector.process(&node, channel.clone(), rx).await?;
-        let client = SessionClient::new(channel);
+        let responses = self.connector.process(&node, channel, rx).await?;
         let link = Arc::new(Link {
             node: node.clone(),
-            client,
             stream: AsyncMutex::new(LinkStream {
                 next_seq: 1,
                 unacked: VecDeque::new(),

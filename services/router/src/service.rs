@@ -10,9 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BindReply, BindRequest, BoundSession, Connector, CredentialsReply, CredentialsRequest,
-    EdgeDown, EdgeUp, Envelope, Kind, Node, RegisterReply, RegisterRequest, Role, SessionDown,
-    edge_down, edge_up, session_down, session_up,
+    BoundSession, Connector, EdgeDown, EdgeUp, Envelope, Kind, Node, Role, SessionDown, edge_down,
+    edge_up, session_down, session_up,
 };
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{SharedRegistry, membership};
@@ -275,39 +274,6 @@ impl Router for RouterService {
         self.attach_edge(request.into_inner())
             .await
             .map(Response::new)
-    }
-
-    async fn get_credentials(
-        &self,
-        request: Request<CredentialsRequest>,
-    ) -> Result<Response<CredentialsReply>, Status> {
-        let owner = request.get_ref().jid.clone();
-        self.core
-            .replicas
-            .client_for(&owner)?
-            .get_credentials(request.into_inner())
-            .await
-    }
-
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterReply>, Status> {
-        let owner = request.get_ref().jid.clone();
-        self.core
-            .replicas
-            .client_for(&owner)?
-            .register(request.into_inner())
-            .await
-    }
-
-    async fn bind(&self, request: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
-        let owner = request.get_ref().bare_jid.clone();
-        self.core
-            .replicas
-            .client_for(&owner)?
-            .bind(request.into_inner())
-            .await
     }
 }
 

@@ -68,10 +68,10 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let readiness = Readiness::new();
-    // Ready once a client can log in: the edge has its router and the router
-    // has seen the session replica join (else credential look-ups fail).
+    // Ready once a client can log in and send: the edge has its router and
+    // replica, and the router has seen the replica join.
     assemble::track_readiness(readiness.clone(), move || {
-        cluster.router_count() > 0 && router.is_ready()
+        cluster.is_ready() && router.is_ready()
     });
     let extra = admin::sessions_route(registry);
     let http = assemble::http(&config, metrics, readiness, extra, &shutdown).await?;
@@ -113,6 +113,11 @@ fn start_cluster(
     let cluster = Cluster::new(id, connector, registry.clone());
     keep_registered(&registry, cluster.node().clone(), config, shutdown);
     tokio::spawn(cluster.clone().follow_routers(heartbeat_interval(config)));
+    tokio::spawn(
+        cluster
+            .clone()
+            .follow_session_replicas(heartbeat_interval(config)),
+    );
     cluster
 }
 
@@ -126,7 +131,7 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let readiness = Readiness::new();
-    assemble::track_readiness(readiness.clone(), move || cluster.router_count() > 0);
+    assemble::track_readiness(readiness.clone(), move || cluster.is_ready());
     assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
     tracing::info!(listening = ?listening, "connection-manager started");
     wait_for_stop(trigger).await;

@@ -1,8 +1,8 @@
 //! The cluster as separate processes against real Redis and Postgres: two
 //! session replicas, a router, two connection-managers. Clients on different
 //! connection-managers subscribe to each other, exchange 10,000 messages in
-//! order, and carry on through the SIGKILL of a connection-manager and the
-//! restart of the router.
+//! order, and carry on through the SIGKILL of a connection-manager, the
+//! restart of the router and the SIGKILL of a session replica.
 //!
 //! Needs Redis and Postgres (`XMPPD_TEST_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`; `XMPPD_TEST_POSTGRES_URL`, an admin connection
@@ -34,9 +34,11 @@ const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
 /// The bound for contacts to hear of a dead connection-manager.
 const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(10);
 const HEARTBEAT: &str = "[cluster]\nheartbeat_ms = 250\nnode_ttl_ms = 2000\n";
+/// The `node_ttl_ms` above: how long a killed node stays a member.
+const NODE_TTL: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_survives_connection_manager_and_router_failures() {
+async fn cluster_survives_the_failure_of_each_kind_of_node() {
     let backing = Backing::create().await;
     let dir = tempfile::tempdir().unwrap();
     let mut run = tokio::spawn(scenario(backing.clone(), dir.path().to_path_buf()));
@@ -59,7 +61,7 @@ async fn scenario(backing: Backing, dir: PathBuf) {
 
     // Replicas first, so the router starts with both and account ownership
     // does not move while the clients log in.
-    let sessions = [nodes.session(1), nodes.session(2)];
+    let mut sessions = [nodes.session(1), nodes.session(2)];
     for session in &sessions {
         session.ready().await;
     }
@@ -164,6 +166,45 @@ async fn scenario(backing: Backing, dir: PathBuf) {
     expect_presence(&mut alice, "bob@localhost/b", None).await;
     expect_presence(&mut bob, "alice@localhost/a", None).await;
     exchange(&mut alice, "alice", &mut bob, "bob", "on the second router").await;
+
+    // SIGKILL the session replica that owns alice's account. Until its
+    // heartbeat expires it is still a member, and a login, which the
+    // connection-manager asks of the owner first, goes to the other replica.
+    let owner = owner_index("alice@localhost", &sessions);
+    sessions[owner].kill();
+    let killed = Instant::now();
+    let mut alice2 = RawClient::login(cm2.c2s, "alice", "alice-pw", "a2").await;
+    let logged_in = killed.elapsed();
+    println!("alice logged in {logged_in:.2?} after the SIGKILL of her replica");
+    assert!(
+        logged_in < NODE_TTL,
+        "the login waited for the dead replica's heartbeat to expire"
+    );
+    available(&mut alice2, "alice@localhost/a2").await;
+    exchange(
+        &mut alice2,
+        "alice",
+        &mut bob,
+        "bob",
+        "after her replica died",
+    )
+    .await;
+}
+
+/// Which of the replicas, named `session-1`, `session-2`… as `Nodes` names
+/// them, owns `account`.
+fn owner_index(account: &str, sessions: &[Server]) -> usize {
+    let nodes: Vec<xmppd_grpc::Node> = (1..=sessions.len())
+        .map(|index| xmppd_grpc::Node {
+            id: format!("session-{index}"),
+            ..Default::default()
+        })
+        .collect();
+    let owner = xmppd_registry::membership::owner(account, &nodes).expect("replicas");
+    nodes
+        .iter()
+        .position(|node| node.id == owner.id)
+        .expect("owner")
 }
 
 /// SIGTERM, then waits (bounded) until the process has exited (a zombie,

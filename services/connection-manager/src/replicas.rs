@@ -1,0 +1,115 @@
+//! The session replicas this node asks directly, without a router in
+//! between, for what a login needs: an account's credentials, its
+//! registration and the binding of a resource.
+//!
+//! Any replica can answer these calls: they read the store, or change it
+//! and the registry atomically. The account's owner by rendezvous hash is
+//! asked first, so the calls spread over the replicas as the accounts do;
+//! when it cannot be reached (a replica that died stays a member until its
+//! heartbeat expires), the next replicas in rendezvous order are.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tonic::{Code, Response, Status};
+use xmppd_grpc::session_client::SessionClient;
+use xmppd_grpc::{Connector, GrpcChannel, Node};
+use xmppd_registry::membership;
+
+pub type ReplicaClient = SessionClient<GrpcChannel>;
+
+pub struct Replicas {
+    connector: Arc<dyn Connector>,
+    // A std lock, never held across an await.
+    members: RwLock<Members>,
+}
+
+#[derive(Default)]
+struct Members {
+    /// Sorted by id, so every node ranks the same list.
+    nodes: Vec<Node>,
+    clients: HashMap<String, ReplicaClient>,
+}
+
+impl Replicas {
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Replicas {
+            connector,
+            members: RwLock::default(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.members.read().expect("replicas lock").nodes.len()
+    }
+
+    /// Takes the live replicas from the registry: a client for each new
+    /// one (its channel connects lazily and reconnects by itself), none
+    /// any more for those that left.
+    pub fn update(&self, live: &[Node]) {
+        let mut live = live.to_vec();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut members = self.members.write().expect("replicas lock");
+        if members.nodes == live {
+            return;
+        }
+        let mut clients = HashMap::with_capacity(live.len());
+        live.retain(|node| {
+            let unchanged = members.nodes.contains(node);
+            let client = match members.clients.get(&node.id).filter(|_| unchanged) {
+                Some(client) => client.clone(),
+                None => match self.open(node) {
+                    Some(client) => client,
+                    None => return false,
+                },
+            };
+            clients.insert(node.id.clone(), client);
+            true
+        });
+        *members = Members {
+            nodes: live,
+            clients,
+        };
+    }
+
+    fn open(&self, node: &Node) -> Option<ReplicaClient> {
+        match self.connector.channel(node) {
+            Ok(channel) => {
+                tracing::info!(replica = %node.id, "session replica joined");
+                Some(SessionClient::new(channel))
+            }
+            Err(error) => {
+                tracing::warn!(replica = %node.id, %error, "cannot reach session replica");
+                None
+            }
+        }
+    }
+
+    /// Makes `call` on the replica owning `account`, or on the next ones in
+    /// rendezvous order while a replica is unavailable.
+    pub async fn call<T, F, Fut>(&self, account: &str, call: F) -> Result<T, Status>
+    where
+        F: Fn(ReplicaClient) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut outcome = Err(Status::unavailable("no session replica is reachable"));
+        for client in self.ranked(account) {
+            outcome = call(client).await.map(Response::into_inner);
+            match &outcome {
+                Err(status) if status.code() == Code::Unavailable => {
+                    tracing::warn!(%account, %status, "session replica unavailable, trying the next");
+                }
+                _ => break,
+            }
+        }
+        outcome
+    }
+
+    fn ranked(&self, account: &str) -> Vec<ReplicaClient> {
+        let members = self.members.read().expect("replicas lock");
+        membership::ranked(account, &members.nodes)
+            .into_iter()
+            .filter_map(|node| members.clients.get(&node.id).cloned())
+            .collect()
+    }
+}
