@@ -177,7 +177,8 @@ start_xmppd_cluster() {
         CLUSTER_PIDS="$CLUSTER_PIDS $!"
         sleep 0.5
     done
-    # Measured, not owned: Redis and Postgres are shared and stay up.
+    # Measured, not owned: Redis and Postgres are shared and stay up. The tool counts a
+    # process's descendants too, so the backends Postgres forks for the pools count.
     PIDS="$CLUSTER_PIDS $(pgrep -x redis-server | paste -sd' ') $(pgrep -x postgres | paste -sd' ')"
     PORT=5222
     sleep 2
@@ -214,7 +215,7 @@ bench() {
     loadtest "$server" provision provision --users "$USERS" || return 1
     loadtest "$server" login login --users "$USERS" --concurrency 50 || return 1
     local ramp=(--login-rate "$LOGIN_RATE")
-    # Memory per session is RSS growth from a fresh server: runtimes keep freed memory.
+    # Memory per session is growth from a fresh server: runtimes keep freed memory.
     restart "$server" || return 1
     loadtest "$server" idle idle --users "$USERS" --duration "$DURATION" "${ramp[@]}" || return 1
     restart "$server" || return 1
@@ -236,7 +237,7 @@ bench() {
 # one process may hold at most `ulimit -Hn` descriptors (20,000 on the benchmark machine).
 # The cluster spreads them over its connection-managers; the peers and the all-in-one
 # server are one process, so they get one generator and are bounded by that limit.
-# Prints the merged report: RSS growth of every server process over all sessions.
+# Prints the merged report: memory growth of every server process over all sessions.
 idle_scale() {
     local server="$1" users="$2"
     local ports=("${PORT}")

@@ -13,7 +13,7 @@
 //! - [`scenario`]: provision, login, idle/chat/run (one phase engine), presence, MUC.
 //! - [`metrics`]: live counters and histograms shared by the session tasks.
 //! - [`recorder`]: phases: snapshots into reports, progress display, server sampling.
-//! - [`procstat`]: the server's CPU seconds and RSS from `/proc`.
+//! - [`procstat`]: the server's CPU seconds and memory (PSS) from `/proc`.
 //! - [`report`]: the JSON report, exact merging, and the human tables.
 //! - [`prom`]: the optional Prometheus endpoint.
 //!
@@ -209,7 +209,7 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
         params,
         workers: common.workers,
         worker_indexes: vec![common.worker_index],
-        server_rss_baseline_bytes: None,
+        server_memory_baseline_bytes: None,
         phases: Vec::new(),
     });
     output(&report, common.json.as_deref())

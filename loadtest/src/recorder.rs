@@ -44,7 +44,7 @@ struct Current {
 pub struct Recorder {
     metrics: Arc<Metrics>,
     sampler: Option<Arc<Mutex<ProcSampler>>>,
-    baseline_rss: Option<u64>,
+    baseline_memory: Option<u64>,
     quiet: bool,
     phases: Vec<PhaseReport>,
     current: Option<Current>,
@@ -53,13 +53,13 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(metrics: Arc<Metrics>, server: Option<ServerSelector>, quiet: bool) -> Self {
         let sampler = server.map(|s| Arc::new(Mutex::new(ProcSampler::new(s))));
-        let baseline_rss = sampler
+        let baseline_memory = sampler
             .as_ref()
-            .map(|s| s.lock().expect("sampler").rss_now());
+            .map(|s| s.lock().expect("sampler").memory_now());
         Self {
             metrics,
             sampler,
-            baseline_rss,
+            baseline_memory,
             quiet,
             phases: Vec::new(),
             current: None,
@@ -170,7 +170,7 @@ impl Recorder {
     pub fn finish(mut self, header: Report) -> Report {
         self.end();
         Report {
-            server_rss_baseline_bytes: self.baseline_rss,
+            server_memory_baseline_bytes: self.baseline_memory,
             phases: self.phases,
             ..header
         }
@@ -215,7 +215,12 @@ async fn tick(
         if let Some(sampler) = &sampler
             && ticks.is_multiple_of(2)
         {
-            sampler.lock().expect("sampler").sample();
+            // Off the sessions' thread: a scan of /proc takes a millisecond or more, more for
+            // a large server's memory map, which message latencies would show.
+            let sampler = sampler.clone();
+            let sampled =
+                tokio::task::spawn_blocking(move || sampler.lock().expect("sampler").sample());
+            let _ = sampled.await;
         }
         last = now;
         last_at = Instant::now();

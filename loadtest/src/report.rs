@@ -30,7 +30,7 @@ pub struct Report {
     /// The worker indexes merged into this report.
     pub worker_indexes: Vec<u32>,
     /// Server resident memory before the first phase (per-session memory is measured from it).
-    pub server_rss_baseline_bytes: Option<u64>,
+    pub server_memory_baseline_bytes: Option<u64>,
     pub phases: Vec<PhaseReport>,
 }
 
@@ -153,9 +153,9 @@ impl Report {
                 }
                 merged.worker_indexes.push(index);
             }
-            merged.server_rss_baseline_bytes = max_opt(
-                merged.server_rss_baseline_bytes,
-                report.server_rss_baseline_bytes,
+            merged.server_memory_baseline_bytes = max_opt(
+                merged.server_memory_baseline_bytes,
+                report.server_memory_baseline_bytes,
             );
             for (into, from) in merged.phases.iter_mut().zip(&report.phases) {
                 into.merge(from)?;
@@ -193,8 +193,8 @@ impl PhaseReport {
         self.server = match (self.server, other.server) {
             (Some(a), Some(b)) => Some(ServerUsage {
                 cpu_s: a.cpu_s.max(b.cpu_s),
-                rss_end_bytes: a.rss_end_bytes.max(b.rss_end_bytes),
-                rss_max_bytes: a.rss_max_bytes.max(b.rss_max_bytes),
+                memory_end_bytes: a.memory_end_bytes.max(b.memory_end_bytes),
+                memory_max_bytes: a.memory_max_bytes.max(b.memory_max_bytes),
                 processes: a.processes.max(b.processes),
             }),
             (a, b) => a.or(b),
@@ -364,20 +364,20 @@ const ROWS: &[Row] = &[
         precision: 3,
     },
     Row {
-        label: "server RSS end (MiB)",
-        value: |_, p| p.server.map(|s| s.rss_end_bytes as f64 / 1048576.0),
+        label: "server memory end (MiB)",
+        value: |_, p| p.server.map(|s| s.memory_end_bytes as f64 / 1048576.0),
         precision: 1,
     },
     Row {
-        label: "server RSS max (MiB)",
-        value: |_, p| p.server.map(|s| s.rss_max_bytes as f64 / 1048576.0),
+        label: "server memory max (MiB)",
+        value: |_, p| p.server.map(|s| s.memory_max_bytes as f64 / 1048576.0),
         precision: 1,
     },
     Row {
         label: "server KiB/session",
         value: |r, p| {
-            let base = r.server_rss_baseline_bytes?;
-            let end = p.server?.rss_end_bytes;
+            let base = r.server_memory_baseline_bytes?;
+            let end = p.server?.memory_end_bytes;
             per(
                 Some(end.saturating_sub(base) as f64 / 1024.0),
                 p.sessions_end,
@@ -537,7 +537,7 @@ mod tests {
             params: serde_json::Value::Null,
             workers: 2,
             worker_indexes: vec![worker],
-            server_rss_baseline_bytes: Some(1000),
+            server_memory_baseline_bytes: Some(1000),
             phases: vec![PhaseReport {
                 name: "steady".into(),
                 duration_s: 10.0 + worker as f64,
@@ -553,8 +553,8 @@ mod tests {
                 delivery_latency: hist(deliveries),
                 server: Some(ServerUsage {
                     cpu_s: cpu,
-                    rss_end_bytes: 4096,
-                    rss_max_bytes: 8192,
+                    memory_end_bytes: 4096,
+                    memory_max_bytes: 8192,
                     processes: 1,
                 }),
             }],
