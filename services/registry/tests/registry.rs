@@ -61,6 +61,13 @@ struct RedisScratch {
 }
 
 impl RedisScratch {
+    /// In database `db` of the test Redis rather than 0.
+    fn in_database(db: u32) -> Self {
+        let mut scratch = Self::new();
+        scratch.url = format!("{}/{db}", scratch.url.trim_end_matches('/'));
+        scratch
+    }
+
     fn new() -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
@@ -730,4 +737,84 @@ async fn a_lookup_racing_a_change_is_not_kept() {
         reader.await.unwrap();
         settles(&cached, &writer, &bare, Duration::from_secs(1)).await;
     }
+}
+
+/// A cached registry that loses its connection forgets what it held: the
+/// invalidations of the changes made meanwhile went to the dead connection,
+/// so an entry kept would be wrong until its ttl (an hour here). Redis'
+/// own CLIENT KILL cuts it, as a Redis restart or a network cut would.
+#[tokio::test]
+async fn a_cache_that_lost_its_connection_forgets_what_it_held() {
+    // A database of its own: the tracking connections there are this test's.
+    const DATABASE: u32 = 9;
+    let scratch = RedisScratch::in_database(DATABASE);
+    let (cached, other) = cached_and_uncached(&scratch, Duration::from_secs(3600)).await;
+    let bare = "ria@example.org";
+    other
+        .bind(bound("ria@example.org/phone", "cm1", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        jids(&cached.resources(bare).await.unwrap()),
+        ["ria@example.org/phone"]
+    );
+
+    let mut admin = scratch.connection().unwrap();
+    assert_eq!(kill_tracking_clients(&mut admin, DATABASE), 1);
+    other
+        .bind(bound("ria@example.org/desk", "cm2", 2))
+        .await
+        .unwrap();
+
+    // Errors while it reconnects are fine; the old answer for long is not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let truth = other.resources(bare).await.unwrap();
+    loop {
+        let seen = cached.resources(bare).await;
+        if seen.as_ref().is_ok_and(|seen| *seen == truth) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after losing its connection the cache still answers {seen:?}, Redis has {truth:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Tracking again on the new connection: a later change still arrives.
+    other
+        .unbind("ria@example.org/phone", "cm1", 1)
+        .await
+        .unwrap();
+    settles(&cached, &other, bare, Duration::from_secs(1)).await;
+}
+
+/// Kills the connections to database `db` that track keys for a client-side
+/// cache; returns how many.
+fn kill_tracking_clients(admin: &mut redis::Connection, db: u32) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("normal")
+        .query(admin)
+        .unwrap();
+    let tracking = clients.lines().filter_map(|line| {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let in_db = field("db") == Some(db.to_string().as_str());
+        let tracks = field("flags").is_some_and(|flags| flags.contains('t'));
+        (in_db && tracks).then(|| field("id").map(str::to_owned))?
+    });
+    let ids: Vec<String> = tracking.collect();
+    for id in &ids {
+        let _killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query(admin)
+            .unwrap();
+    }
+    ids.len()
 }
