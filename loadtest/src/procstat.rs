@@ -10,7 +10,7 @@
 //! RSS, of which 3 MiB PSS, per backend here). Where `smaps_rollup` cannot be read (another
 //! user's process, without the right to trace it), the process's RSS stands in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ fn with_descendants(roots: &[u32], all: &[(u32, Stat)]) -> Vec<(u32, Stat)> {
         .enumerate()
         .map(|(index, &(pid, _))| (pid, index))
         .collect();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut queue: Vec<usize> = roots
         .iter()
         .filter_map(|pid| by_pid.get(pid).copied())
