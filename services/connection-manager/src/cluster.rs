@@ -416,9 +416,8 @@ impl Cluster {
         let reply = self
             .inner
             .replicas
-            .call(bare_jid, |mut replica| {
-                let request = request.clone();
-                async move { replica.get_credentials(request).await }
+            .call(bare_jid, request, |mut replica, request| async move {
+                replica.get_credentials(request).await
             })
             .await?;
         Ok(reply.credentials)
@@ -437,9 +436,8 @@ impl Cluster {
         let reply = self
             .inner
             .replicas
-            .call(bare_jid, |mut replica| {
-                let request = request.clone();
-                async move { replica.register(request).await }
+            .call(bare_jid, request, |mut replica, request| async move {
+                replica.register(request).await
             })
             .await?;
         Ok(reply.outcome())
@@ -462,9 +460,8 @@ impl Cluster {
         let reply = self
             .inner
             .replicas
-            .call(bare_jid, |mut replica| {
-                let request = request.clone();
-                async move { replica.bind(request).await }
+            .call(bare_jid, request, |mut replica, request| async move {
+                replica.bind(request).await
             })
             .await?;
         let full_jid = match reply.outcome {

@@ -85,16 +85,24 @@ impl Replicas {
         }
     }
 
-    /// Makes `call` on the replica owning `account`, or on the next ones in
-    /// rendezvous order while a replica is unavailable.
-    pub async fn call<T, F, Fut>(&self, account: &str, call: F) -> Result<T, Status>
+    /// Makes `call` with `request` on the replica owning `account`, or on
+    /// the next ones in rendezvous order while a replica is unavailable.
+    pub async fn call<Req, T, F, Fut>(
+        &self,
+        account: &str,
+        request: Req,
+        call: F,
+    ) -> Result<T, Status>
     where
-        F: Fn(ReplicaClient) -> Fut,
+        Req: Clone,
+        F: Fn(ReplicaClient, Req) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut outcome = Err(Status::unavailable("no session replica is reachable"));
         for client in self.ranked(account) {
-            outcome = call(client).await.map(Response::into_inner);
+            outcome = call(client, request.clone())
+                .await
+                .map(Response::into_inner);
             match &outcome {
                 Err(status) if status.code() == Code::Unavailable => {
                     tracing::warn!(%account, %status, "session replica unavailable, trying the next");
