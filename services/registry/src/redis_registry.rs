@@ -277,6 +277,13 @@ impl RedisRegistry {
 #[async_trait::async_trait]
 impl Registry for RedisRegistry {
     async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
+        // Most binds are of a resource nobody holds: swapping against
+        // "absent" first spares the read, one round trip of every login.
+        if let Change::Put(new, replaced) = rules::bind(&session, None)
+            && self.swap(&session.full_jid, None, Some(&new)).await?
+        {
+            return Ok(replaced);
+        }
         self.update(&session.full_jid, |current| rules::bind(&session, current))
             .await
     }
