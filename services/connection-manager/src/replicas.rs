@@ -75,7 +75,7 @@ impl Replicas {
     fn open(&self, node: &Node) -> Option<ReplicaClient> {
         match self.connector.channel(node) {
             Ok(channel) => {
-                tracing::info!(replica = %node.id, "session replica joined");
+                tracing::info!(replica = %node.id, "login calls may go to session replica");
                 Some(SessionClient::new(channel))
             }
             Err(error) => {
