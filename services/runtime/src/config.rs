@@ -122,8 +122,9 @@ pub struct RegistryConfig {
     pub url: String,
     /// Prefix of every Redis key, so several clusters can share one Redis.
     pub key_prefix: String,
-    /// Bare JIDs whose resources a router keeps in its look-up cache (least
-    /// recently used evicted first); 0 turns the cache off. Routers only.
+    /// Bare JIDs whose resources a router keeps in its look-up cache (while
+    /// this many live ones are held, further look-ups are not kept until
+    /// expired ones are swept); 0 turns the cache off. Routers only.
     pub cache_entries: u64,
     /// Milliseconds a cached look-up may be served without asking Redis again,
     /// even with no invalidation. Routers only.
