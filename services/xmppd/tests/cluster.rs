@@ -33,8 +33,9 @@ const TEST_LIMIT: Duration = Duration::from_secs(110);
 const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
 /// The bound for contacts to hear of a dead connection-manager.
 const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(10);
-const HEARTBEAT: &str = "[cluster]\nheartbeat_ms = 250\nnode_ttl_ms = 2000\n";
-/// The `node_ttl_ms` above: how long a killed node stays a member.
+/// Every node's `cluster.heartbeat_ms`.
+const HEARTBEAT_MS: u64 = 250;
+/// Every node's `cluster.node_ttl_ms`: how long a killed node stays a member.
 const NODE_TTL: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +324,10 @@ struct Nodes {
 impl Nodes {
     fn start(&self, role: &str, name: &str, extra: &str, ports: Option<support::Ports>) -> Server {
         let extra = format!(
-            "[registry]\nurl = \"{}\"\nkey_prefix = \"{}\"\n{HEARTBEAT}[cluster]\nnode_id = \"{name}\"\n{extra}",
-            self.backing.redis_url, self.backing.key_prefix
+            "[registry]\nurl = \"{}\"\nkey_prefix = \"{}\"\n[cluster]\nheartbeat_ms = {HEARTBEAT_MS}\nnode_ttl_ms = {}\nnode_id = \"{name}\"\n{extra}",
+            self.backing.redis_url,
+            self.backing.key_prefix,
+            NODE_TTL.as_millis()
         );
         let data_dir: &Path = &self.dir.join(name);
         let options = ServerOptions {
