@@ -121,3 +121,77 @@ impl Replicas {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xmppd_grpc::{CredentialsRequest, RemoteConnector, Role};
+
+    fn replica(id: &str, grpc_address: &str) -> Node {
+        Node {
+            id: id.into(),
+            role: Role::Session as i32,
+            grpc_address: grpc_address.into(),
+        }
+    }
+
+    async fn credentials(replicas: &Replicas) -> Result<xmppd_grpc::CredentialsReply, Status> {
+        let request = CredentialsRequest {
+            jid: "ann@example.org".into(),
+        };
+        replicas
+            .call(
+                "ann@example.org",
+                request,
+                |mut replica, request| async move { replica.get_credentials(request).await },
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn with_no_replica_a_call_is_unavailable() {
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+    }
+
+    /// A replica nothing listens for fails as `Unavailable`, the code the
+    /// fallback to the next replica goes by; with every member so, that is
+    /// the answer.
+    #[tokio::test]
+    async fn an_unreachable_replica_is_unavailable() {
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let closed = |id| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            drop(listener);
+            replica(id, &format!("http://{address}"))
+        };
+        replicas.update(&[closed("s2"), closed("s1")]);
+        assert_eq!(replicas.count(), 2);
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+    }
+
+    #[tokio::test]
+    async fn members_are_kept_sorted_and_follow_the_registry() {
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let (a, b) = (
+            replica("s1", "http://127.0.0.1:1"),
+            replica("s2", "http://127.0.0.1:2"),
+        );
+        replicas.update(&[b.clone(), a.clone()]);
+        let ids = |replicas: &Replicas| {
+            let members = replicas.members.read().unwrap();
+            members
+                .nodes
+                .iter()
+                .map(|n| n.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&replicas), ["s1", "s2"]);
+        replicas.update(&[b]);
+        assert_eq!(ids(&replicas), ["s2"]);
+        assert_eq!(replicas.members.read().unwrap().clients.len(), 1);
+    }
+}
