@@ -178,8 +178,9 @@ start_xmppd_cluster() {
         sleep 0.5
     done
     # Measured, not owned: Redis and Postgres are shared and stay up. The tool counts a
-    # process's descendants too, so the backends Postgres forks for the pools count.
-    PIDS="$CLUSTER_PIDS $(pgrep -x redis-server | paste -sd' ') $(pgrep -x postgres | paste -sd' ')"
+    # process's descendants, so Postgres' postmaster brings every backend it forks, for the
+    # pools and for any other client of that server while the benchmark runs.
+    PIDS="$CLUSTER_PIDS $(pgrep -o -x redis-server) $(pgrep -o -x postgres)"
     PORT=5222
     sleep 2
 }

@@ -29,7 +29,7 @@ pub struct Report {
     pub workers: u32,
     /// The worker indexes merged into this report.
     pub worker_indexes: Vec<u32>,
-    /// Server resident memory before the first phase (per-session memory is measured from it).
+    /// Server memory (PSS) before the first phase (per-session memory is measured from it).
     pub server_memory_baseline_bytes: Option<u64>,
     pub phases: Vec<PhaseReport>,
 }
