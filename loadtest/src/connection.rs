@@ -58,7 +58,21 @@ pub struct ConnectOptions {
     pub resource: String,
     /// Limit for each negotiation step (a reply the client waits for).
     pub step_timeout: Duration,
+    /// Shared by every simulated client: [`client_tls_config`].
     pub tls_config: Arc<ClientConfig>,
+}
+
+/// The TLS of the simulated clients: any certificate is accepted (the target is on loopback),
+/// and no session is ever resumed. Each simulated user is a device connecting afresh; with
+/// rustls' default cache, one per server name for the whole process, each login would resume
+/// some other user's session and skip the certificate, its signature and (for TLS 1.2) the key
+/// exchange, a cost every server pays in full for a storm of new clients. It would also make
+/// servers incomparable: with the default cache, two thirds of the logins to xmppd resumed,
+/// none to ejabberd or Prosody.
+pub fn client_tls_config() -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(xmppd_tls::insecure_client_config());
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
 }
 
 /// Why a client failed; [`XmppError::kind`] names it for the error counts of a report.
@@ -463,4 +477,42 @@ fn first_child_name(element: &Element, ns: Option<&str>) -> String {
         .find(|c| c.name() != "text" && ns.is_none_or(|ns| c.namespace() == ns))
         .map(|c| c.name().to_owned())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A server that issues tickets (rustls' default, as xmppd's) sees only full handshakes.
+    #[tokio::test]
+    async fn simulated_clients_never_resume_a_tls_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = xmppd_tls::ServerTls::load("localhost", None, None, dir.path()).unwrap();
+        let acceptor = tls.acceptor();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connector = TlsConnector::from(client_tls_config());
+        for _ in 0..3 {
+            let client = async {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut tls = connector.connect(name, tcp).await.unwrap();
+                // Reading after the handshake takes in the tickets sent with the first data.
+                let mut byte = [0u8];
+                tls.read_exact(&mut byte).await.unwrap();
+            };
+            let server = async {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                tls.write_all(b"x").await.unwrap();
+                tls.flush().await.unwrap();
+                tls.get_ref().1.handshake_kind()
+            };
+            let ((), kind) = tokio::join!(client, server);
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        }
+    }
 }

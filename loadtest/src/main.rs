@@ -224,7 +224,7 @@ fn env(common: &Common, metrics: Arc<Metrics>) -> Env {
             mechanism: common.mechanism,
             resource: common.resource.clone(),
             step_timeout: common.step_timeout,
-            tls_config: xmppd_tls::insecure_client_config(),
+            tls_config: connection::client_tls_config(),
         },
         accounts: Accounts {
             prefix: common.user_prefix.clone(),
