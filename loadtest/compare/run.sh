@@ -70,6 +70,19 @@ as_user() {
 # of the shared dependencies, and so a compile of its own.
 build() { (cd "$ROOT" && cargo build --release -p xmppd -p xmppd-loadtest); }
 
+# One certificate for every server: the key type decides much of a handshake's server CPU
+# (an RSA-2048 signature costs several times an ECDSA P-256 one), so login figures compare
+# only if the servers share it. P-256, the type xmppd generates when none is configured.
+CERT="$WORK/certs/localhost.crt"
+CERT_KEY="$WORK/certs/localhost.key"
+certificate() {
+    [[ -f "$CERT" && -f "$CERT_KEY" ]] && return
+    mkdir -p "$WORK/certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:conference.localhost" \
+        -keyout "$CERT_KEY" -out "$CERT" 2>/dev/null
+}
+
 # --- ejabberd -----------------------------------------------------------------------------
 
 EJABBERD_NODE="loadtest-ejabberd@localhost"
@@ -84,7 +97,9 @@ ejabberdctl_lt() {
 
 start_ejabberd() {
     mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
-    sed -e "s|@CERT@|/etc/ejabberd/ejabberd.pem|" "$COMPARE_DIR/ejabberd.yml" \
+    certificate
+    cat "$CERT" "$CERT_KEY" >"$WORK/ejabberd/localhost.pem"
+    sed -e "s|@CERT@|$WORK/ejabberd/localhost.pem|" "$COMPARE_DIR/ejabberd.yml" \
         >"$WORK/ejabberd/ejabberd.yml"
     printf 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0%s"\nEJABBERD_PID_PATH=%s\n' \
         "${THREADS:+ +S $THREADS:$THREADS}" "$WORK/ejabberd/ejabberd.pid" \
@@ -109,11 +124,9 @@ stop_ejabberd() { ejabberdctl_lt stop >/dev/null 2>&1 || true; sleep 2; }
 start_prosody() {
     local dir="$WORK/prosody"
     mkdir -p "$dir/data" "$dir/certs"
-    if [[ ! -f "$dir/certs/localhost.key" ]]; then
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
-            -addext "subjectAltName=DNS:localhost,DNS:conference.localhost" \
-            -keyout "$dir/certs/localhost.key" -out "$dir/certs/localhost.crt" 2>/dev/null
-    fi
+    certificate
+    cp "$CERT" "$dir/certs/localhost.crt"
+    cp "$CERT_KEY" "$dir/certs/localhost.key"
     sed -e "s|@DATA@|$dir/data|g" -e "s|@CERTDIR@|$dir/certs|g" \
         "$COMPARE_DIR/prosody.cfg.lua" >"$dir/prosody.cfg.lua"
     chown -R prosody:prosody "$dir"
@@ -144,7 +157,9 @@ start_xmppd_allinone() {
         rm -rf /tmp/xmpp-compare/xmppd-allinone
         XMPPD_ALLINONE_FRESH=done
     fi
-    XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
+    certificate
+    XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
+        XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
         --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
     PIDS="$!"
     PORT=5222
@@ -166,13 +181,15 @@ start_xmppd_cluster() {
         XMPPD_CLUSTER_FRESH=done
     fi
     redis-cli -h 127.0.0.1 --scan --pattern 'xmppd-bench:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
+    certificate
     CLUSTER_PIDS=""
     # The file name says the role: session-1.toml runs `xmppd session`.
     for config in "$config_dir"/session-*.toml "$config_dir"/router-*.toml "$config_dir"/connection-manager-*.toml; do
         local role
         role=$(basename "$config" .toml)
         role=${role%-*}
-        "$CARGO_TARGET_DIR/release/xmppd" --config "$config" "$role" \
+        XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
+            "$CARGO_TARGET_DIR/release/xmppd" --config "$config" "$role" \
             >"$WORK/xmppd-cluster-$(basename "$config" .toml).log" 2>&1 &
         CLUSTER_PIDS="$CLUSTER_PIDS $!"
         sleep 0.5
