@@ -15,13 +15,20 @@ use crate::{Caching, Registry, RegistryError, bare_of, sort_by_jid, split_full};
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
 /// step with it. An empty string stands for "absent": an encoded session never
-/// is empty, since its full JID is not.
+/// is empty, since its full JID is not. The expected entry is either exactly
+/// the one held, or (`holder`) the start of it, [`Holder::encode`]. Returns
+/// the entry replaced (empty if none) on success, nil if it was not expected.
 ///
 /// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`.
-/// ARGV: resource, expected entry, new entry, full JID, old node, new node.
+/// ARGV: resource, expected entry, new entry, full JID, old node, new node,
+/// `exact` or `holder`.
 const SWAP_LUA: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return 0 end
+if ARGV[7] == 'holder' then
+  if current == '' or string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return false end
+elseif current ~= ARGV[2] then
+  return false
+end
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else
@@ -35,7 +42,7 @@ if ARGV[6] ~= '' then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[2], ARGV[6])
 end
-return 1
+return current
 ";
 
 /// Drops the role-set members whose heartbeat key is (still) gone: checking
@@ -117,6 +124,44 @@ struct Entry {
     session: BoundSession,
 }
 
+/// What a compare-and-swap expects to find in the entry.
+enum Expected<'a> {
+    /// Exactly this entry, or none.
+    Entry(Option<&'a Entry>),
+    /// Any entry of this holder.
+    HeldBy(Holder<'a>),
+}
+
+/// One connection's hold on a resource, as Redis can recognise it: the
+/// encoding of a session with only its full JID, node and connection id set
+/// starts the encoding of every session of that holder, and of no other.
+/// prost writes the fields in the order of their numbers, these three come
+/// first (`cluster.proto`), and each is self-delimiting.
+struct Holder<'a> {
+    encoded: Vec<u8>,
+    node_id: &'a str,
+}
+
+impl<'a> Holder<'a> {
+    /// `None` when a value would be left out as the default (no node, or
+    /// connection 0), which would make the start shared with other holders.
+    fn new(full_jid: &str, node_id: &'a str, conn_id: u64) -> Option<Self> {
+        if node_id.is_empty() || conn_id == 0 {
+            return None;
+        }
+        let identity = BoundSession {
+            full_jid: full_jid.to_owned(),
+            node_id: node_id.to_owned(),
+            conn_id,
+            ..Default::default()
+        };
+        Some(Holder {
+            encoded: identity.encode_to_vec(),
+            node_id,
+        })
+    }
+}
+
 /// Decodes from `Bytes`, so that the presence stanza is a view, not a copy.
 fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, RegistryError> {
     M::decode(raw.into()).map_err(|source| RegistryError::Decode {
@@ -192,31 +237,41 @@ impl RedisRegistry {
     }
 
     /// Writes `new` (or deletes, if `None`) as the entry of `full_jid` if it
-    /// still is `expected`. False if another writer got in between.
+    /// still is as `expected`. Returns the entry replaced (empty if there was
+    /// none), or `None` if it was not as expected: another writer got in
+    /// between, or another connection holds it.
     async fn swap(
         &self,
         full_jid: &str,
-        expected: Option<&Entry>,
+        expected: Expected<'_>,
         new: Option<&BoundSession>,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
         let (bare, resource) = split_full(full_jid);
-        let old_node = expected.map_or("", |entry| entry.session.node_id.as_str());
+        let (mode, expected_raw, old_node) = match &expected {
+            Expected::Entry(entry) => (
+                "exact",
+                entry.map_or(&[][..], |entry| &entry.raw[..]),
+                entry.map_or("", |entry| entry.session.node_id.as_str()),
+            ),
+            Expected::HeldBy(holder) => ("holder", &holder.encoded[..], holder.node_id),
+        };
         let new_node = new.map_or("", |session| session.node_id.as_str());
-        let swapped: i64 = self
+        let replaced = self
             .swap
             .key(self.keys.resources(bare))
             .key(self.keys.nodes_with_sessions())
             .key(self.keys.node_sessions(old_node))
             .key(self.keys.node_sessions(new_node))
             .arg(resource)
-            .arg(expected.map_or(&[][..], |entry| &entry.raw[..]))
+            .arg(expected_raw)
             .arg(new.map(Message::encode_to_vec).unwrap_or_default())
             .arg(full_jid)
             .arg(old_node)
             .arg(new_node)
+            .arg(mode)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(swapped == 1)
+        Ok(replaced)
     }
 
     /// Applies a [`rules`] decision to the entry of `full_jid`, optimistically:
@@ -233,7 +288,8 @@ impl RedisRegistry {
                 Change::Put(session, outcome) => (Some(session), outcome),
                 Change::Delete(outcome) => (None, outcome),
             };
-            if self.swap(full_jid, current.as_ref(), new.as_ref()).await? {
+            let expected = Expected::Entry(current.as_ref());
+            if self.swap(full_jid, expected, new.as_ref()).await?.is_some() {
                 return Ok(outcome);
             }
         }
@@ -280,7 +336,10 @@ impl Registry for RedisRegistry {
         // Most binds are of a resource nobody holds: swapping against
         // "absent" first spares the read, one round trip of every login.
         if let Change::Put(new, replaced) = rules::bind(&session, None)
-            && self.swap(&session.full_jid, None, Some(&new)).await?
+            && self
+                .swap(&session.full_jid, Expected::Entry(None), Some(&new))
+                .await?
+                .is_some()
         {
             return Ok(replaced);
         }
@@ -294,8 +353,16 @@ impl Registry for RedisRegistry {
         node_id: &str,
         conn_id: u64,
     ) -> Result<Option<BoundSession>, RegistryError> {
-        self.update(full_jid, |current| rules::unbind(node_id, conn_id, current))
-            .await
+        // Every session end unbinds: Redis checks the holder itself, sparing
+        // the read (one round trip) that `rules::unbind` would need.
+        let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
+            return self
+                .update(full_jid, |current| rules::unbind(node_id, conn_id, current))
+                .await;
+        };
+        let removed = self.swap(full_jid, Expected::HeldBy(holder), None).await?;
+        let key = self.keys.resources(bare_of(full_jid));
+        removed.map(|raw| decode(&key, raw)).transpose()
     }
 
     async fn set_presence(
@@ -492,5 +559,55 @@ impl Registry for RedisRegistry {
             .collect();
         dead.sort_unstable();
         Ok(dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(node_id: &str, conn_id: u64) -> BoundSession {
+        BoundSession {
+            full_jid: "alice@example.org/phone".into(),
+            node_id: node_id.into(),
+            conn_id,
+            available: true,
+            priority: -3,
+            presence: Bytes::from_static(b"<presence/>"),
+            bound_at: 1_700_000_000_000,
+        }
+    }
+
+    fn holds(node_id: &str, conn_id: u64, entry: &BoundSession) -> bool {
+        let holder = Holder::new("alice@example.org/phone", node_id, conn_id).unwrap();
+        entry.encode_to_vec().starts_with(&holder.encoded)
+    }
+
+    #[test]
+    fn a_holder_is_recognised_by_the_start_of_its_entries_only() {
+        let entry = session("cm1", 7);
+        assert!(holds("cm1", 7, &entry));
+        // Freshly bound, before any presence: the fields after the three are
+        // absent.
+        let bare_entry = BoundSession {
+            available: false,
+            priority: 0,
+            presence: Bytes::new(),
+            ..entry.clone()
+        };
+        assert!(holds("cm1", 7, &bare_entry));
+        // A longer or shorter node id, another connection, one whose varint
+        // starts with the same byte: none is a prefix.
+        assert!(!holds("cm10", 7, &entry));
+        assert!(!holds("cm", 7, &entry));
+        assert!(!holds("cm1", 8, &entry));
+        assert!(!holds("cm1", 7, &session("cm1", 7 + 128)));
+        assert!(!holds("cm1", 7 + 128, &entry));
+    }
+
+    #[test]
+    fn defaults_left_out_of_the_encoding_make_no_holder() {
+        assert!(Holder::new("alice@example.org/phone", "cm1", 0).is_none());
+        assert!(Holder::new("alice@example.org/phone", "", 7).is_none());
     }
 }
