@@ -11,6 +11,9 @@
 //!
 //! Both implementations apply the same rules (private `rules` module) for what
 //! bind, unbind and presence updates do to an entry, so they cannot drift apart.
+//! The one rule Redis checks itself is unbind's "still held by this
+//! connection", by the start of the entry's encoding, which spares the read
+//! of every session end (`redis_registry.rs`, `Holder`).
 //!
 //! # Cached look-ups
 //!
