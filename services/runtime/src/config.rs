@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -108,11 +109,22 @@ pub struct LimitsConfig {
     pub max_offline_messages: u32,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `sqlite://path` or `postgres://user@host/db`. Empty: SQLite under data_dir.
     pub url: String,
+    /// Most database connections one process keeps open.
+    pub max_connections: NonZeroU32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: String::new(),
+            max_connections: NonZeroU32::new(10).expect("not zero"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -424,6 +436,13 @@ mod tests {
         std::fs::write(&path, "[server]\ndomian = \"typo\"\n").unwrap();
         let error = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
         assert!(error.to_string().contains("domian"), "{error}");
+    }
+
+    #[test]
+    fn a_pool_of_no_connections_is_refused() {
+        let error = Config::load_with_env(None, env(&[("XMPPD_STORAGE__MAX_CONNECTIONS", "0")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("max_connections"), "{error}");
     }
 
     #[test]

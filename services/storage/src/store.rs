@@ -1,5 +1,6 @@
 //! The pool, its URL, and the setup every new connection gets.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,8 +49,10 @@ enum Target {
 
 impl Store {
     /// Connects to `postgres://...`, `sqlite://path/to/file.db` (file and parent folders are
-    /// created when missing) or `sqlite::memory:`, then runs pending migrations.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// created when missing) or `sqlite::memory:`, then runs pending migrations. At most
+    /// `max_connections` are opened, as the load asks for them (`sqlite::memory:` always
+    /// has one: each connection would be a database of its own).
+    pub async fn connect(url: &str, max_connections: NonZeroU32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let target = Target::parse(url)?;
         let (backend, url) = match &target {
@@ -61,7 +64,9 @@ impl Store {
             Target::SqliteMemory => (Backend::Sqlite, url.to_owned()),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = pool_options(&target).connect_with(options).await?;
+        let pool = pool_options(&target, max_connections)
+            .connect_with(options)
+            .await?;
         migrate(backend, &pool).await?;
         tracing::debug!(?backend, "store connected, migrations applied");
         Ok(Store { pool, backend })
@@ -124,8 +129,8 @@ fn create_if_missing(url: &str) -> String {
     }
 }
 
-fn pool_options(target: &Target) -> AnyPoolOptions {
-    let options = AnyPoolOptions::new();
+fn pool_options(target: &Target, max_connections: NonZeroU32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new().max_connections(max_connections.get());
     let options = match target {
         Target::Postgres => return options,
         // sqlx gives each connection to `:memory:` a database of its own, so the pool must hold

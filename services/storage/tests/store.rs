@@ -3,6 +3,7 @@
 //! and dropped afterwards) so that tests run in parallel.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,9 @@ use sqlx::{Connection, Executor};
 use xmppd_storage::{Backend, Credential, RosterItem, Store, StoreError, Subscription};
 
 const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
+
+/// `storage.max_connections`' default.
+const POOL: NonZeroU32 = NonZeroU32::new(10).unwrap();
 
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -123,7 +127,7 @@ fn item(contact: &str, groups: &[&str]) -> RosterItem {
 }
 
 async fn create_account_and_duplicate(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let expected_backend = if url.starts_with("sqlite") {
         Backend::Sqlite
     } else {
@@ -162,7 +166,7 @@ async fn create_account_and_duplicate(url: String) {
 }
 
 async fn delete_account_removes_everything(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "romeo@example.net";
     store
         .create_account(jid, &[credential("SCRAM-SHA-256", 3)])
@@ -208,7 +212,7 @@ async fn delete_account_removes_everything(url: String) {
 }
 
 async fn set_credentials_replaces_all(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "nurse@example.com";
     store
         .create_account(
@@ -234,7 +238,7 @@ async fn set_credentials_replaces_all(url: String) {
 }
 
 async fn list_accounts_sorted_by_domain(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     for jid in [
         "b@example.com",
         "Z@example.com",
@@ -268,7 +272,7 @@ async fn list_accounts_sorted_by_domain(url: String) {
 }
 
 async fn roster_put_remove_and_versions(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "juliet@example.com";
     store.create_account(jid, &[]).await.unwrap();
     assert_eq!(store.roster_version(jid).await.unwrap(), 0);
@@ -330,7 +334,7 @@ async fn roster_put_remove_and_versions(url: String) {
 }
 
 async fn roster_groups_round_trip(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "juliet@example.com";
     let romeo = item(
         "romeo@example.net",
@@ -372,7 +376,7 @@ async fn roster_groups_round_trip(url: String) {
 }
 
 async fn offline_quota_order_and_take(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "juliet@example.com";
     assert!(store.take_offline(jid).await.unwrap().is_empty());
 
@@ -417,7 +421,7 @@ async fn offline_quota_order_and_take(url: String) {
 }
 
 async fn last_activity_is_replaced(url: String) {
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "juliet@example.com";
     assert!(store.last_activity(jid).await.unwrap().is_none());
     store
@@ -433,22 +437,22 @@ async fn last_activity_is_replaced(url: String) {
 }
 
 async fn migrations_idempotent_on_reconnect(url: String) {
-    let first = Store::connect(&url).await.unwrap();
+    let first = Store::connect(&url, POOL).await.unwrap();
     first
         .create_account("juliet@example.com", &[])
         .await
         .unwrap();
     first.close().await;
 
-    let second = Store::connect(&url).await.unwrap();
-    let third = Store::connect(&url).await.unwrap();
+    let second = Store::connect(&url, POOL).await.unwrap();
+    let third = Store::connect(&url, POOL).await.unwrap();
     assert!(second.account_exists("juliet@example.com").await.unwrap());
     assert!(third.account_exists("juliet@example.com").await.unwrap());
 }
 
 #[tokio::test]
 async fn in_memory_sqlite_keeps_data_across_calls() {
-    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let store = Store::connect("sqlite::memory:", POOL).await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
     store
         .create_account("juliet@example.com", &[])
@@ -469,7 +473,9 @@ async fn in_memory_sqlite_keeps_data_across_calls() {
 
 #[tokio::test]
 async fn unknown_scheme_is_rejected() {
-    let err = Store::connect("mysql://localhost/xmppd").await.unwrap_err();
+    let err = Store::connect("mysql://localhost/xmppd", POOL)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
 }
 
@@ -477,7 +483,7 @@ async fn unknown_scheme_is_rejected() {
 async fn sqlite_file_is_created_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/xmppd.db");
-    let store = Store::connect(&format!("sqlite://{}", path.display()))
+    let store = Store::connect(&format!("sqlite://{}", path.display()), POOL)
         .await
         .unwrap();
     store
@@ -487,4 +493,31 @@ async fn sqlite_file_is_created_in_wal_mode() {
     assert!(path.is_file());
     // The write-ahead log lives beside the database while connections are open.
     assert!(path.with_file_name("xmppd.db-wal").is_file());
+}
+
+/// `storage.max_connections`: however many queries wait, the pool opens no more.
+#[tokio::test]
+async fn the_pool_opens_no_more_connections_than_allowed() {
+    with_postgres(|url| async move {
+        let limit = NonZeroU32::new(2).unwrap();
+        let store = Store::connect(&url, limit).await.unwrap();
+        let queries = (0..64).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.credentials(&format!("u{i}@example.org")).await })
+        });
+        for query in queries.collect::<Vec<_>>() {
+            query.await.unwrap().unwrap();
+        }
+        let database = url.rsplit('/').next().unwrap().to_owned();
+        let mut watcher = PgConnection::connect(&url).await.unwrap();
+        let (open,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        assert!(open >= 1 && open <= i64::from(limit.get()), "{open} open");
+    })
+    .await;
 }

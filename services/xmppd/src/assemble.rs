@@ -82,7 +82,7 @@ pub async fn store(config: &Config) -> anyhow::Result<Store> {
         )
     })?;
     let url = config.storage.url_or_embedded(&config.server.data_dir);
-    Store::connect(&url)
+    Store::connect(&url, config.storage.max_connections)
         .await
         .with_context(|| format!("cannot open the store {}", redact(&url)))
 }
