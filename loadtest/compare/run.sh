@@ -17,6 +17,11 @@ WORK="${WORK:-/tmp/xmpp-compare}"
 OUT="${OUT:-$WORK/reports}"
 SERVERS="${SERVERS:-ejabberd prosody xmppd-allinone xmppd-cluster}"
 USERS="${USERS:-1000}"            # idle, login and presence population
+# Logins of the storm: several per account, so the phase lasts long enough for CPU read from
+# /proc (in 10 ms ticks per process) to be exact to a few per cent.
+LOGINS="${LOGINS:-$((USERS * 5))}"
+# Which scenarios run (provision always does), in this order.
+SCENARIOS="${SCENARIOS:-login idle idle-plain chat-closed chat-rate muc presence}"
 CHAT_PAIRS="${CHAT_PAIRS:-50}"    # chat: closed loop over this many pairs
 CHAT_RATE="${CHAT_RATE:-2000}"    # chat: fixed-rate run, messages/s
 MUC_OCCUPANTS="${MUC_OCCUPANTS:-10}"
@@ -227,28 +232,52 @@ restart() {
     "start_${1//-/_}"
 }
 
+# One scenario of the comparison against one server, by its name in SCENARIOS.
+scenario() {
+    local server="$1" name="$2"
+    local ramp=(--login-rate "$LOGIN_RATE")
+    case "$name" in
+        login) loadtest "$server" login login --users "$USERS" --count "$LOGINS" --concurrency 50 ;;
+        # Memory per session is growth from a fresh server: runtimes keep freed memory.
+        idle)
+            restart "$server" &&
+                loadtest "$server" idle idle --users "$USERS" --duration "$DURATION" "${ramp[@]}"
+            ;;
+        idle-plain)
+            restart "$server" &&
+                TLS=plain loadtest "$server" idle-plain idle --users "$USERS" \
+                    --duration "$DURATION" "${ramp[@]}"
+            ;;
+        chat-closed)
+            loadtest "$server" chat-closed chat --users $((CHAT_PAIRS * 2)) \
+                --duration "$DURATION" "${ramp[@]}"
+            ;;
+        chat-rate)
+            loadtest "$server" chat-rate chat --users $((CHAT_PAIRS * 2)) --duration "$DURATION" \
+                --rate "$CHAT_RATE" "${ramp[@]}"
+            ;;
+        # xmppd has no MUC service yet: a failed MUC run leaves that table without it.
+        muc)
+            loadtest "$server" muc muc --users "$((USERS / MUC_OCCUPANTS * MUC_OCCUPANTS))" \
+                --occupants "$MUC_OCCUPANTS" --rate "$MUC_RATE" --duration "$DURATION" \
+                "${ramp[@]}" ||
+                { log "$server: muc failed"; rm -f "$OUT/$server-muc.json"; }
+            ;;
+        presence)
+            loadtest "$server" presence presence --users "$USERS" --duration "$DURATION" \
+                "${ramp[@]}"
+            ;;
+        *) log "unknown scenario $name (SCENARIOS)"; return 1 ;;
+    esac
+}
+
 # `if bench` turns errexit off inside, hence the explicit `|| return 1`.
 bench() {
     local server="$1"
     loadtest "$server" provision provision --users "$USERS" || return 1
-    loadtest "$server" login login --users "$USERS" --concurrency 50 || return 1
-    local ramp=(--login-rate "$LOGIN_RATE")
-    # Memory per session is growth from a fresh server: runtimes keep freed memory.
-    restart "$server" || return 1
-    loadtest "$server" idle idle --users "$USERS" --duration "$DURATION" "${ramp[@]}" || return 1
-    restart "$server" || return 1
-    TLS=plain loadtest "$server" idle-plain idle --users "$USERS" --duration "$DURATION" \
-        "${ramp[@]}" || return 1
-    loadtest "$server" chat-closed chat --users $((CHAT_PAIRS * 2)) --duration "$DURATION" \
-        "${ramp[@]}" || return 1
-    loadtest "$server" chat-rate chat --users $((CHAT_PAIRS * 2)) --duration "$DURATION" \
-        --rate "$CHAT_RATE" "${ramp[@]}" || return 1
-    # xmppd has no MUC service yet: a failed MUC run leaves that table without it.
-    loadtest "$server" muc muc --users "$((USERS / MUC_OCCUPANTS * MUC_OCCUPANTS))" \
-        --occupants "$MUC_OCCUPANTS" --rate "$MUC_RATE" --duration "$DURATION" "${ramp[@]}" ||
-        { log "$server: muc failed"; rm -f "$OUT/$server-muc.json"; }
-    loadtest "$server" presence presence --users "$USERS" --duration "$DURATION" \
-        "${ramp[@]}" || return 1
+    for name in $SCENARIOS; do
+        scenario "$server" "$name" || return 1
+    done
 }
 
 # Idle memory at scale: USERS sessions held by one load generator per listener, because
@@ -296,7 +325,7 @@ main() {
         "$stop"
     done
     ((${#ran[@]})) || { log "no server ran"; exit 1; }
-    for name in provision login idle idle-plain chat-closed chat-rate muc presence; do
+    for name in provision $SCENARIOS; do
         local args=()
         for server in "${ran[@]}"; do
             [[ -f "$OUT/$server-$name.json" ]] && args+=("$server=$OUT/$server-$name.json")
