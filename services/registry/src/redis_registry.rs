@@ -16,7 +16,7 @@ use crate::{Caching, Registry, RegistryError, bare_of, sort_by_jid, split_full};
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
 /// step with it. An empty string stands for "absent": an encoded session never
 /// is empty, since its full JID is not. The expected entry is either exactly
-/// the one held, or (`holder`) the start of it, [`Holder::encode`]. Returns
+/// the one held, or (`holder`) the start of it, a [`Holder`]'s. Returns
 /// the entry replaced (empty if none) on success, nil if it was not expected.
 ///
 /// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`.
@@ -597,7 +597,7 @@ mod tests {
         };
         assert!(holds("cm1", 7, &bare_entry));
         // A longer or shorter node id, another connection, one whose varint
-        // starts with the same byte: none is a prefix.
+        // has the same low seven bits: none is a prefix.
         assert!(!holds("cm10", 7, &entry));
         assert!(!holds("cm", 7, &entry));
         assert!(!holds("cm1", 8, &entry));

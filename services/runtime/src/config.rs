@@ -114,7 +114,7 @@ pub struct LimitsConfig {
 pub struct StorageConfig {
     /// `sqlite://path` or `postgres://user@host/db`. Empty: SQLite under data_dir.
     pub url: String,
-    /// Most database connections one process keeps open.
+    /// Most database connections one process opens (each is a Postgres backend).
     pub max_connections: NonZeroU32,
 }
 
