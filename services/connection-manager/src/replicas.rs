@@ -6,9 +6,13 @@
 //! and the registry atomically. The account's owner by rendezvous hash is
 //! asked first, so the calls spread over the replicas as the accounts do;
 //! when it cannot be reached (a replica that died stays a member until its
-//! heartbeat expires), the next replicas in rendezvous order are.
+//! heartbeat expires), the next replicas in rendezvous order are. A
+//! replica's own refusal is the answer, `Unavailable` included (its store or
+//! registry failing): every replica shares those, so asking each in turn
+//! would only multiply the load on what is failing.
 
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::sync::{Arc, RwLock};
 
 use tonic::{Code, Response, Status};
@@ -86,7 +90,7 @@ impl Replicas {
     }
 
     /// Makes `call` with `request` on the replica owning `account`, or on
-    /// the next ones in rendezvous order while a replica is unavailable.
+    /// the next ones in rendezvous order while a replica cannot be reached.
     pub async fn call<Req, T, F, Fut>(
         &self,
         account: &str,
@@ -104,8 +108,8 @@ impl Replicas {
                 .await
                 .map(Response::into_inner);
             match &outcome {
-                Err(status) if status.code() == Code::Unavailable => {
-                    tracing::warn!(%account, %status, "session replica unavailable, trying the next");
+                Err(status) if unreached(status) => {
+                    tracing::warn!(%account, %status, "session replica unreachable, trying the next");
                 }
                 _ => break,
             }
@@ -122,10 +126,26 @@ impl Replicas {
     }
 }
 
+/// Whether `status` says the call did not reach a replica, rather than being
+/// a replica's answer: tonic makes a transport failure `Unavailable` with the
+/// error as its source, and a status a server sent has none.
+fn unreached(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.source().is_some()
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Streaming};
+    use xmppd_grpc::session_server::{Session, SessionServer};
+    use xmppd_grpc::{
+        BindReply, BindRequest, CredentialsReply, CredentialsRequest, RegisterReply,
+        RegisterRequest, RemoteConnector, Role, SessionDown, SessionUp,
+    };
+
     use super::*;
-    use xmppd_grpc::{CredentialsRequest, RemoteConnector, Role};
 
     fn replica(id: &str, grpc_address: &str) -> Node {
         Node {
@@ -171,6 +191,73 @@ mod tests {
         assert_eq!(replicas.count(), 2);
         let status = credentials(&replicas).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
+        assert!(unreached(&status), "{status:?}");
+    }
+
+    /// A replica that can serve nothing: it counts the credential calls it
+    /// answers, with `Unavailable`, as one whose store is down does.
+    #[derive(Clone, Default)]
+    struct StoreDown {
+        answered: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl Session for StoreDown {
+        type ProcessStream = tokio_stream::Empty<Result<SessionDown, Status>>;
+
+        async fn process(
+            &self,
+            _: Request<Streaming<SessionUp>>,
+        ) -> Result<Response<Self::ProcessStream>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_credentials(
+            &self,
+            _: Request<CredentialsRequest>,
+        ) -> Result<Response<CredentialsReply>, Status> {
+            self.answered.fetch_add(1, Ordering::SeqCst);
+            Err(Status::unavailable("storage: connection refused"))
+        }
+
+        async fn register(
+            &self,
+            _: Request<RegisterRequest>,
+        ) -> Result<Response<RegisterReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn bind(&self, _: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    async fn serve(replica: StoreDown) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SessionServer::new(replica))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        format!("http://{address}")
+    }
+
+    /// A replica's own `Unavailable` is its answer: the call is not made again
+    /// on the next replica, which shares the store that failed.
+    #[tokio::test]
+    async fn a_replica_that_answers_is_not_passed_over() {
+        let replica_down = StoreDown::default();
+        let answered = replica_down.answered.clone();
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        replicas.update(&[
+            replica("s1", &serve(replica_down.clone()).await),
+            replica("s2", &serve(replica_down).await),
+        ]);
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+        assert!(!unreached(&status), "{status:?}");
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
