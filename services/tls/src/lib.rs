@@ -82,6 +82,13 @@ impl ServerTls {
         // rustls refuses a client that offers ALPN without "xmpp-client" (RFC 7301 §3.2);
         // clients that offer no ALPN at all, as STARTTLS clients do, are unaffected.
         config.alpn_protocols = vec![XMPP_CLIENT_ALPN.to_vec()];
+        // No session resumption. rustls' default keeps 256 sessions per process and sends
+        // two tickets after every handshake: a connection-manager holding a million sessions
+        // could resume almost none of them, yet paid for the tickets (about 5% of a login's
+        // CPU). Resumption worth having needs stateless tickets under a key every
+        // connection-manager shares.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Self {
             config: Arc::new(config),
             end_point_binding,

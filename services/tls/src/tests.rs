@@ -4,6 +4,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use xmppd_sasl::ChannelBindingType;
@@ -219,5 +220,38 @@ fn domains_that_are_not_file_names_are_refused() {
             matches!(error, TlsError::InvalidDomain { .. }),
             "{domain:?}: {error}"
         );
+    }
+}
+
+/// A client that would resume (rustls' default client keeps the tickets it is sent) gets a
+/// full handshake every time: the server issues no tickets and keeps no sessions.
+#[tokio::test]
+async fn no_session_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = generated(dir.path());
+    let acceptor = tls.acceptor();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connector = TlsConnector::from(Arc::new(insecure_client_config_for(
+        rustls::DEFAULT_VERSIONS,
+    )));
+    for _ in 0..3 {
+        let client = async {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut stream = connector.connect(name, tcp).await.unwrap();
+            // Reading after the handshake takes in any tickets sent after it.
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).await.unwrap();
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(tcp).await.unwrap();
+            stream.write_all(b"x").await.unwrap();
+            stream.flush().await.unwrap();
+            stream.get_ref().1.handshake_kind()
+        };
+        let ((), kind) = tokio::join!(client, server);
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full));
     }
 }
