@@ -255,3 +255,44 @@ async fn no_session_is_resumed() {
         assert_eq!(kind, Some(rustls::HandshakeKind::Full));
     }
 }
+
+/// Clients that list AES-256-GCM first, as rustls' does, get AES-128-GCM: the server's
+/// order decides, in TLS 1.3 and 1.2.
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = generated(dir.path());
+    for (versions, expected) in [
+        (
+            &[&rustls::version::TLS13][..],
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &[&rustls::version::TLS12][..],
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let client = insecure_client_config_for(versions);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor();
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let stream = acceptor.accept(tcp).await.unwrap();
+            stream
+                .get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .unwrap()
+                .suite()
+        };
+        let connector = TlsConnector::from(Arc::new(client));
+        let client = async {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        };
+        let (suite, _stream) = tokio::join!(server, client);
+        assert_eq!(suite, expected);
+    }
+}
