@@ -16,6 +16,8 @@ use crate::insecure::insecure_client_config_for;
 struct Handshake {
     server_alpn: Option<Vec<u8>>,
     server_bindings: Vec<ChannelBinding>,
+    server_kind: Option<rustls::HandshakeKind>,
+    suite: rustls::CipherSuite,
     client_alpn: Option<Vec<u8>>,
     client_exporter: Option<Vec<u8>>,
     leaf_der: Vec<u8>,
@@ -27,27 +29,35 @@ async fn handshake(tls: &ServerTls, client: ClientConfig, server_name: &str) -> 
     let (acceptor, server_tls) = (tls.acceptor(), tls.clone());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let stream = acceptor.accept(tcp).await.unwrap();
+        let mut stream = acceptor.accept(tcp).await.unwrap();
+        stream.write_all(b"x").await.unwrap();
+        stream.flush().await.unwrap();
         let (_, conn) = stream.get_ref();
         (
             conn.alpn_protocol().map(<[u8]>::to_vec),
             server_tls.channel_bindings(conn),
+            conn.handshake_kind(),
+            conn.negotiated_cipher_suite().unwrap().suite(),
         )
     });
     let tcp = TcpStream::connect(address).await.unwrap();
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
-    let stream = TlsConnector::from(Arc::new(client))
+    let mut stream = TlsConnector::from(Arc::new(client))
         .connect(name, tcp)
         .await
         .unwrap();
+    // Reading after the handshake takes in whatever the server sent after it (tickets).
+    stream.read_exact(&mut [0u8]).await.unwrap();
     let (_, conn) = stream.get_ref();
     let client_exporter = conn
         .export_keying_material(vec![0; 32], b"EXPORTER-Channel-Binding", None)
         .ok();
-    let (server_alpn, server_bindings) = server.await.unwrap();
+    let (server_alpn, server_bindings, server_kind, suite) = server.await.unwrap();
     Handshake {
         server_alpn,
         server_bindings,
+        server_kind,
+        suite,
         client_alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         client_exporter,
         leaf_der: conn.peer_certificates().unwrap()[0].to_vec(),
@@ -223,36 +233,17 @@ fn domains_that_are_not_file_names_are_refused() {
     }
 }
 
-/// A client that would resume (rustls' default client keeps the tickets it is sent) gets a
-/// full handshake every time: the server issues no tickets and keeps no sessions.
+/// A client that would resume (rustls' default client keeps the tickets it is sent, and
+/// its clones share them) gets a full handshake every time: the server issues no tickets
+/// and keeps no sessions.
 #[tokio::test]
 async fn no_session_is_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let tls = generated(dir.path());
-    let acceptor = tls.acceptor();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let connector = TlsConnector::from(Arc::new(insecure_client_config_for(
-        rustls::DEFAULT_VERSIONS,
-    )));
+    let client = insecure_client_config_for(rustls::DEFAULT_VERSIONS);
     for _ in 0..3 {
-        let client = async {
-            let tcp = TcpStream::connect(address).await.unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            let mut stream = connector.connect(name, tcp).await.unwrap();
-            // Reading after the handshake takes in any tickets sent after it.
-            let mut byte = [0u8];
-            stream.read_exact(&mut byte).await.unwrap();
-        };
-        let server = async {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut stream = acceptor.accept(tcp).await.unwrap();
-            stream.write_all(b"x").await.unwrap();
-            stream.flush().await.unwrap();
-            stream.get_ref().1.handshake_kind()
-        };
-        let ((), kind) = tokio::join!(client, server);
-        assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        let seen = handshake(&tls, client.clone(), "localhost").await;
+        assert_eq!(seen.server_kind, Some(rustls::HandshakeKind::Full));
     }
 }
 
@@ -262,37 +253,17 @@ async fn no_session_is_resumed() {
 async fn the_server_prefers_aes_128_gcm() {
     let dir = tempfile::tempdir().unwrap();
     let tls = generated(dir.path());
-    for (versions, expected) in [
+    for (version, expected) in [
         (
-            &[&rustls::version::TLS13][..],
+            &rustls::version::TLS13,
             rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
         ),
         (
-            &[&rustls::version::TLS12][..],
+            &rustls::version::TLS12,
             rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         ),
     ] {
-        let client = insecure_client_config_for(versions);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let acceptor = tls.acceptor();
-        let server = async {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let stream = acceptor.accept(tcp).await.unwrap();
-            stream
-                .get_ref()
-                .1
-                .negotiated_cipher_suite()
-                .unwrap()
-                .suite()
-        };
-        let connector = TlsConnector::from(Arc::new(client));
-        let client = async {
-            let tcp = TcpStream::connect(address).await.unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            connector.connect(name, tcp).await.unwrap()
-        };
-        let (suite, _stream) = tokio::join!(server, client);
-        assert_eq!(suite, expected);
+        let client = insecure_client_config_for(&[version]);
+        assert_eq!(handshake(&tls, client, "localhost").await.suite, expected);
     }
 }
