@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports on 127.0.0.1: held until all are picked, since a port let go can
+/// be handed out again at once.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|listener| listener.local_addr().unwrap().port())
 }
 
 fn xmppd_binary() -> PathBuf {
@@ -39,19 +38,17 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &Path) -> (Server, u16) {
-    let c2s = free_port();
+    let [c2s, c2s_tls, http] = free_ports();
     let config = dir.join("xmppd.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\ndata_dir = \"{}\"\n\
-             [listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{}\"\n\
+             [listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{c2s_tls}\"\n\
              [auth]\nregistration = true\nregistrations_per_ip_per_hour = 0\n\
              [limits]\nconnections_per_ip = 0\nstanzas_per_second = 0\n\
-             [observability]\nhttp = \"127.0.0.1:{}\"\nlog = \"warn\"\n",
+             [observability]\nhttp = \"127.0.0.1:{http}\"\nlog = \"warn\"\n",
             dir.display(),
-            free_port(),
-            free_port()
         ),
     )
     .unwrap();

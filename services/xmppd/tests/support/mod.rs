@@ -15,15 +15,6 @@ use tokio::net::TcpStream;
 
 pub const DOMAIN: &str = "localhost";
 
-/// A free TCP port on 127.0.0.1 (released for the server to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn xmppd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xmppd"))
 }
@@ -50,12 +41,17 @@ pub struct Ports {
 
 impl Ports {
     pub fn free() -> Ports {
-        let free = || format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Held until all four are picked: a port let go can be handed out again at once,
+        // and a server given the same port twice fails to bind the second.
+        let held: Vec<TcpListener> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let address = |i: usize| held[i].local_addr().unwrap();
         Ports {
-            c2s: free(),
-            c2s_tls: free(),
-            http: free(),
-            grpc: free(),
+            c2s: address(0),
+            c2s_tls: address(1),
+            http: address(2),
+            grpc: address(3),
         }
     }
 }
