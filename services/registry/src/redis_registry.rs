@@ -361,8 +361,9 @@ impl Registry for RedisRegistry {
                 .await;
         };
         let removed = self.swap(full_jid, Expected::HeldBy(holder), None).await?;
-        let key = self.keys.resources(bare_of(full_jid));
-        removed.map(|raw| decode(&key, raw)).transpose()
+        removed
+            .map(|raw| decode(&self.keys.resources(bare_of(full_jid)), raw))
+            .transpose()
     }
 
     async fn set_presence(

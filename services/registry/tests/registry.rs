@@ -44,6 +44,7 @@ macro_rules! registry_tests {
 registry_tests!(
     bind_replace_and_unbind,
     stale_unbind_is_ignored,
+    unbind_by_connection_zero_or_no_node_is_exact,
     set_presence_needs_the_holding_connection,
     resources_of_a_bare_jid,
     sessions_on_node_counts_and_listing,
@@ -183,6 +184,31 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Connection 0 and an empty node id are left out of an entry's encoding,
+/// which the Redis unbind recognises its holder by: they must neither remove
+/// another connection's entry nor miss their own.
+async fn unbind_by_connection_zero_or_no_node_is_exact(registry: SharedRegistry) {
+    let held = bound("carol@example.org/tab", "cm1", 5);
+    registry.bind(held.clone()).await.unwrap();
+    let zero = registry.unbind("carol@example.org/tab", "cm1", 0).await;
+    assert_eq!(zero.unwrap(), None);
+    let no_node = registry.unbind("carol@example.org/tab", "", 5).await;
+    assert_eq!(no_node.unwrap(), None);
+    assert_eq!(
+        registry.session("carol@example.org/tab").await.unwrap(),
+        Some(held)
+    );
+
+    let zero_held = bound("carol@example.org/tab", "cm1", 0);
+    registry.bind(zero_held.clone()).await.unwrap();
+    let removed = registry.unbind("carol@example.org/tab", "cm1", 0).await;
+    assert_eq!(removed.unwrap(), Some(zero_held));
+    assert_eq!(
+        registry.session("carol@example.org/tab").await.unwrap(),
+        None
     );
 }
 
