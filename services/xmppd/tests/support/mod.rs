@@ -43,15 +43,14 @@ impl Ports {
     pub fn free() -> Ports {
         // Held until all four are picked: a port let go can be handed out again at once,
         // and a server given the same port twice fails to bind the second.
-        let held: Vec<TcpListener> = (0..4)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let address = |i: usize| held[i].local_addr().unwrap();
+        let held: [TcpListener; 4] =
+            std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+        let [c2s, c2s_tls, http, grpc] = held.map(|listener| listener.local_addr().unwrap());
         Ports {
-            c2s: address(0),
-            c2s_tls: address(1),
-            http: address(2),
-            grpc: address(3),
+            c2s,
+            c2s_tls,
+            http,
+            grpc,
         }
     }
 }
