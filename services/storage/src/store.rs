@@ -7,10 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 use crate::StoreError;
 use crate::migrations;
+
+/// A Postgres connection idle for longer than this is pinged before it is lent out, since the
+/// server (restarted, or a proxy or firewall in between) may have closed it meanwhile. One
+/// used a moment ago is alive: pinging it too would cost every query a round trip, and after
+/// a restart every connection has been idle for longer than this by the time Postgres is back.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,17 +136,39 @@ fn create_if_missing(url: &str) -> String {
 }
 
 fn pool_options(target: &Target, max_connections: NonZeroU32) -> AnyPoolOptions {
-    let options = AnyPoolOptions::new().max_connections(max_connections.get());
-    let options = match target {
-        Target::Postgres => return options,
+    // sqlx pings every connection before lending it out unless told otherwise: a round trip
+    // to the database before every query.
+    let options = AnyPoolOptions::new()
+        .max_connections(max_connections.get())
+        .test_before_acquire(false);
+    match target {
+        Target::Postgres => {
+            options.before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta.idle_for)))
+        }
         // sqlx gives each connection to `:memory:` a database of its own, so the pool must hold
         // exactly one connection and never recycle it, or data would vanish.
-        Target::SqliteMemory => options
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None),
-        Target::SqliteFile(_) => options,
-    };
+        Target::SqliteMemory => with_sqlite_pragmas(
+            options
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+        ),
+        // A SQLite connection is a file opened in this process, with no far end that could
+        // have gone away: nothing to ping.
+        Target::SqliteFile(_) => with_sqlite_pragmas(options),
+    }
+}
+
+/// Whether a pooled connection may be lent out; a failed ping makes the pool drop it and
+/// lend another.
+async fn ping_if_idle(conn: &mut AnyConnection, idle_for: Duration) -> Result<bool, sqlx::Error> {
+    if idle_for >= PING_AFTER_IDLE {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
+fn with_sqlite_pragmas(options: AnyPoolOptions) -> AnyPoolOptions {
     options.after_connect(|conn, _meta| {
         Box::pin(async move {
             for pragma in SQLITE_PRAGMAS {

@@ -521,3 +521,26 @@ async fn the_pool_opens_no_more_connections_than_allowed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_connection_postgres_closed_is_replaced_before_use() {
+    with_postgres(|url| async move {
+        let store = Store::connect(&url, NonZeroU32::MIN).await.unwrap();
+        store.credentials("alice@example.org").await.unwrap();
+        let database = url.rsplit('/').next().unwrap().to_owned();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let (terminated,): (i64,) = sqlx::query_as(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(terminated, 1, "the pool's one connection");
+        // Longer than the store's PING_AFTER_IDLE, after which a connection is checked.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        store.credentials("alice@example.org").await.unwrap();
+    })
+    .await;
+}
