@@ -66,7 +66,8 @@
 //! Invariants: a full JID is in `sess:{node}` exactly when its `res:` entry
 //! names `node`, and `nodes` holds exactly the nodes with a non-empty `sess:`
 //! set. Every write to a `res:` entry goes through one compare-and-swap Lua
-//! script that updates all three together. `role:` sets may name nodes whose
+//! script that updates all three together; the one that deletes an entry
+//! also takes and deletes its `dir:` set, so an unbind is one round trip. `role:` sets may name nodes whose
 //! heartbeat expired; [`Registry::live_nodes`] prunes them.
 //!
 //! The scripts touch keys of several hash slots, so Redis Cluster is not
@@ -87,6 +88,15 @@ pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
 pub use xmppd_grpc::{BoundSession, Node, Role};
 
+/// What [`Registry::unbind`] removed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unbound {
+    pub session: BoundSession,
+    /// Who got directed presence from it (RFC 6121 §4.6), sorted; forgotten
+    /// with it, to be told it is gone.
+    pub directed: Vec<String>,
+}
+
 /// The registry as services hold it: one instance shared by every task.
 pub type SharedRegistry = Arc<dyn Registry>;
 
@@ -98,13 +108,14 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Removes the resource only if it is still held by (`node_id`, `conn_id`)
     /// — a replaced connection's late unbind must not remove its replacement.
-    /// Returns the removed session.
+    /// The recipients of its directed presence are taken in the same step,
+    /// so that a new session of the same full JID never loses its own.
     async fn unbind(
         &self,
         full_jid: &str,
         node_id: &str,
         conn_id: u64,
-    ) -> Result<Option<BoundSession>, RegistryError>;
+    ) -> Result<Option<Unbound>, RegistryError>;
 
     /// Updates availability, priority and last presence of a bound resource.
     /// `Ok(false)` (and no change) if `conn_id` does not hold it.

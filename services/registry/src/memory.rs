@@ -9,7 +9,7 @@ use bytes::Bytes;
 use xmppd_grpc::{BoundSession, Node, Role};
 
 use crate::rules::{self, Change};
-use crate::{Registry, RegistryError, sort_by_jid, split_full};
+use crate::{Registry, RegistryError, Unbound, sort_by_jid, split_full};
 
 #[derive(Default)]
 pub struct MemoryRegistry {
@@ -104,6 +104,16 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl MemoryRegistry {
+    /// The recipients of `full_jid`'s directed presence, sorted, forgotten.
+    fn forget_directed(&self, full_jid: &str) -> Vec<String> {
+        let taken = write(&self.directed).remove(full_jid).unwrap_or_default();
+        let mut taken: Vec<String> = taken.into_iter().collect();
+        taken.sort_unstable();
+        taken
+    }
+}
+
 #[async_trait::async_trait]
 impl Registry for MemoryRegistry {
     async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
@@ -116,9 +126,16 @@ impl Registry for MemoryRegistry {
         full_jid: &str,
         node_id: &str,
         conn_id: u64,
-    ) -> Result<Option<BoundSession>, RegistryError> {
-        Ok(write(&self.sessions)
-            .apply(full_jid, |current| rules::unbind(node_id, conn_id, current)))
+    ) -> Result<Option<Unbound>, RegistryError> {
+        // The sessions stay locked until the directed presence is taken too.
+        let mut sessions = write(&self.sessions);
+        let Some(session) =
+            sessions.apply(full_jid, |current| rules::unbind(node_id, conn_id, current))
+        else {
+            return Ok(None);
+        };
+        let directed = self.forget_directed(full_jid);
+        Ok(Some(Unbound { session, directed }))
     }
 
     async fn set_presence(
@@ -188,10 +205,7 @@ impl Registry for MemoryRegistry {
     }
 
     async fn take_directed(&self, full_jid: &str) -> Result<Vec<String>, RegistryError> {
-        let taken = write(&self.directed).remove(full_jid).unwrap_or_default();
-        let mut taken: Vec<String> = taken.into_iter().collect();
-        taken.sort_unstable();
-        Ok(taken)
+        Ok(self.forget_directed(full_jid))
     }
 
     async fn heartbeat(&self, node: &Node, ttl: Duration) -> Result<(), RegistryError> {

@@ -11,15 +11,18 @@ use xmppd_grpc::{BoundSession, Node, Role};
 
 use crate::lookup_cache::{CacheStatistics, LookupCache};
 use crate::rules::{self, Change};
-use crate::{Caching, Registry, RegistryError, bare_of, sort_by_jid, split_full};
+use crate::{Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
-/// step with it. An empty string stands for "absent": an encoded session never
-/// is empty, since its full JID is not. The expected entry is either exactly
-/// the one held, or (`holder`) the start of it, a [`Holder`]'s. Returns
-/// the entry replaced (empty if none) on success, nil if it was not expected.
+/// step with it, and deletes the entry's directed-presence set with it. An
+/// empty string stands for "absent": an encoded session never is empty, since
+/// its full JID is not. The expected entry is either exactly the one held, or
+/// (`holder`) the start of it, a [`Holder`]'s. Returns the entry replaced
+/// (empty if none) and the directed-presence set taken on success, nil if the
+/// entry was not as expected.
 ///
-/// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`.
+/// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`,
+/// `dir:{full JID}`.
 /// ARGV: resource, expected entry, new entry, full JID, old node, new node,
 /// `exact` or `holder`.
 const SWAP_LUA: &str = r"
@@ -29,8 +32,11 @@ if ARGV[7] == 'holder' then
 elseif current ~= ARGV[2] then
   return false
 end
+local directed = {}
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  directed = redis.call('SMEMBERS', KEYS[5])
+  redis.call('DEL', KEYS[5])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
@@ -42,7 +48,7 @@ if ARGV[6] ~= '' then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[2], ARGV[6])
 end
-return current
+return {current, directed}
 ";
 
 /// Drops the role-set members whose heartbeat key is (still) gone: checking
@@ -122,6 +128,14 @@ impl Keys {
 struct Entry {
     raw: Bytes,
     session: BoundSession,
+}
+
+/// What a successful compare-and-swap replaced.
+struct Swapped {
+    /// The entry as it was; empty if there was none.
+    replaced: Vec<u8>,
+    /// The directed-presence recipients, sorted, if the entry was deleted.
+    directed: Vec<String>,
 }
 
 /// What a compare-and-swap expects to find in the entry.
@@ -237,15 +251,14 @@ impl RedisRegistry {
     }
 
     /// Writes `new` (or deletes, if `None`) as the entry of `full_jid` if it
-    /// still is as `expected`. Returns the entry replaced (empty if there was
-    /// none), or `None` if it was not as expected: another writer got in
-    /// between, or another connection holds it.
+    /// still is as `expected`. `None` if it was not as expected: another
+    /// writer got in between, or another connection holds it.
     async fn swap(
         &self,
         full_jid: &str,
         expected: Expected<'_>,
         new: Option<&BoundSession>,
-    ) -> Result<Option<Vec<u8>>, RegistryError> {
+    ) -> Result<Option<Swapped>, RegistryError> {
         let (bare, resource) = split_full(full_jid);
         let (mode, expected_raw, old_node) = match &expected {
             Expected::Entry(entry) => (
@@ -256,12 +269,13 @@ impl RedisRegistry {
             Expected::HeldBy(holder) => ("holder", &holder.encoded[..], holder.node_id),
         };
         let new_node = new.map_or("", |session| session.node_id.as_str());
-        let replaced = self
+        let swapped: Option<(Vec<u8>, Vec<String>)> = self
             .swap
             .key(self.keys.resources(bare))
             .key(self.keys.nodes_with_sessions())
             .key(self.keys.node_sessions(old_node))
             .key(self.keys.node_sessions(new_node))
+            .key(self.keys.directed(full_jid))
             .arg(resource)
             .arg(expected_raw)
             .arg(new.map(Message::encode_to_vec).unwrap_or_default())
@@ -271,26 +285,31 @@ impl RedisRegistry {
             .arg(mode)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(replaced)
+        Ok(swapped.map(|(replaced, mut directed)| {
+            directed.sort_unstable();
+            Swapped { replaced, directed }
+        }))
     }
 
     /// Applies a [`rules`] decision to the entry of `full_jid`, optimistically:
-    /// read, decide, swap if unchanged, else start over.
+    /// read, decide, swap if unchanged, else start over. Returns the
+    /// decision's outcome, and the directed presence taken if the entry was
+    /// deleted.
     async fn update<T>(
         &self,
         full_jid: &str,
         decide: impl Fn(Option<&BoundSession>) -> Change<T>,
-    ) -> Result<T, RegistryError> {
+    ) -> Result<(T, Vec<String>), RegistryError> {
         for _ in 0..MAX_ATTEMPTS {
             let current = self.read(full_jid).await?;
             let (new, outcome) = match decide(current.as_ref().map(|entry| &entry.session)) {
-                Change::Keep(outcome) => return Ok(outcome),
+                Change::Keep(outcome) => return Ok((outcome, Vec::new())),
                 Change::Put(session, outcome) => (Some(session), outcome),
                 Change::Delete(outcome) => (None, outcome),
             };
             let expected = Expected::Entry(current.as_ref());
-            if self.swap(full_jid, expected, new.as_ref()).await?.is_some() {
-                return Ok(outcome);
+            if let Some(swapped) = self.swap(full_jid, expected, new.as_ref()).await? {
+                return Ok((outcome, swapped.directed));
             }
         }
         tracing::warn!(full_jid, "registry entry contended, giving up");
@@ -343,8 +362,10 @@ impl Registry for RedisRegistry {
         {
             return Ok(replaced);
         }
-        self.update(&session.full_jid, |current| rules::bind(&session, current))
-            .await
+        let (replaced, _) = self
+            .update(&session.full_jid, |current| rules::bind(&session, current))
+            .await?;
+        Ok(replaced)
     }
 
     async fn unbind(
@@ -352,18 +373,23 @@ impl Registry for RedisRegistry {
         full_jid: &str,
         node_id: &str,
         conn_id: u64,
-    ) -> Result<Option<BoundSession>, RegistryError> {
+    ) -> Result<Option<Unbound>, RegistryError> {
         // Every session end unbinds: Redis checks the holder itself, sparing
         // the read (one round trip) that `rules::unbind` would need.
         let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
-            return self
+            let (removed, directed) = self
                 .update(full_jid, |current| rules::unbind(node_id, conn_id, current))
-                .await;
+                .await?;
+            return Ok(removed.map(|session| Unbound { session, directed }));
         };
-        let removed = self.swap(full_jid, Expected::HeldBy(holder), None).await?;
-        removed
-            .map(|raw| decode(&self.keys.resources(bare_of(full_jid)), raw))
-            .transpose()
+        let Some(swapped) = self.swap(full_jid, Expected::HeldBy(holder), None).await? else {
+            return Ok(None);
+        };
+        let session = decode(&self.keys.resources(bare_of(full_jid)), swapped.replaced)?;
+        Ok(Some(Unbound {
+            session,
+            directed: swapped.directed,
+        }))
     }
 
     async fn set_presence(
@@ -374,10 +400,12 @@ impl Registry for RedisRegistry {
         priority: i32,
         presence: Bytes,
     ) -> Result<bool, RegistryError> {
-        self.update(full_jid, |current| {
-            rules::set_presence(conn_id, available, priority, &presence, current)
-        })
-        .await
+        let (updated, _) = self
+            .update(full_jid, |current| {
+                rules::set_presence(conn_id, available, priority, &presence, current)
+            })
+            .await?;
+        Ok(updated)
     }
 
     async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {

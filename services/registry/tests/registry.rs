@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use xmppd_registry::{
-    BoundSession, Caching, Node, RedisRegistry, Registry, Role, SharedRegistry, bare_of,
+    BoundSession, Caching, Node, RedisRegistry, Registry, Role, SharedRegistry, Unbound, bare_of,
 };
 
 macro_rules! registry_tests {
@@ -49,6 +49,7 @@ registry_tests!(
     resources_of_a_bare_jid,
     sessions_on_node_counts_and_listing,
     directed_presence,
+    unbind_takes_the_directed_presence_with_it,
     expired_heartbeat_makes_a_node_dead,
     live_nodes_by_role,
     concurrent_binds_replace_one_another,
@@ -171,7 +172,7 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
         .unbind("alice@example.org/phone", "cm2", 7)
         .await
         .unwrap();
-    assert_eq!(removed, Some(second));
+    assert_eq!(removed.map(|unbound| unbound.session), Some(second));
     assert_eq!(
         registry.session("alice@example.org/phone").await.unwrap(),
         None
@@ -204,8 +205,16 @@ async fn unbind_by_connection_zero_or_no_node_is_exact(registry: SharedRegistry)
 
     let zero_held = bound("carol@example.org/tab", "cm1", 0);
     registry.bind(zero_held.clone()).await.unwrap();
+    registry
+        .add_directed("carol@example.org/tab", "dan@example.org")
+        .await
+        .unwrap();
     let removed = registry.unbind("carol@example.org/tab", "cm1", 0).await;
-    assert_eq!(removed.unwrap(), Some(zero_held));
+    let expected = Unbound {
+        session: zero_held,
+        directed: vec!["dan@example.org".into()],
+    };
+    assert_eq!(removed.unwrap(), Some(expected));
     assert_eq!(
         registry.session("carol@example.org/tab").await.unwrap(),
         None
@@ -368,6 +377,31 @@ async fn directed_presence(registry: SharedRegistry) {
         ["gina@other.example", "room@muc.example.org/frank"]
     );
     assert!(registry.take_directed(from).await.unwrap().is_empty());
+}
+
+/// The end of a session tells whoever got its directed presence, so the
+/// unbind takes them; a replaced connection's late unbind must leave them to
+/// the replacement.
+async fn unbind_takes_the_directed_presence_with_it(registry: SharedRegistry) {
+    let full = "ivy@example.org/desk";
+    registry.bind(bound(full, "cm1", 1)).await.unwrap();
+    let replacement = bound(full, "cm1", 2);
+    registry.bind(replacement.clone()).await.unwrap();
+    for to in ["room@muc.example.org/ivy", "jay@other.example"] {
+        registry.add_directed(full, to).await.unwrap();
+    }
+
+    assert_eq!(registry.unbind(full, "cm1", 1).await.unwrap(), None);
+    let removed = registry.unbind(full, "cm1", 2).await.unwrap();
+    let expected = Unbound {
+        session: replacement,
+        directed: vec![
+            "jay@other.example".into(),
+            "room@muc.example.org/ivy".into(),
+        ],
+    };
+    assert_eq!(removed, Some(expected));
+    assert!(registry.take_directed(full).await.unwrap().is_empty());
 }
 
 async fn expired_heartbeat_makes_a_node_dead(registry: SharedRegistry) {

@@ -6,6 +6,7 @@ use xmppd_grpc::{BoundSession, Envelope, Kind, SessionEnded};
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
+use xmppd_registry::Unbound;
 use xmppd_storage::{RosterItem, Subscription};
 
 use crate::clock::now_ms;
@@ -320,7 +321,8 @@ async fn unavailable(core: &Core, full: &str, payload: Bytes, out: &mut Outbox) 
     core.registry
         .set_presence(full, session.conn_id, false, 0, Bytes::new())
         .await?;
-    broadcast_unavailable(core, full, session.available, payload, out).await
+    let directed = core.registry.take_directed(full).await?;
+    broadcast_unavailable(core, full, session.available, &directed, payload, out).await
 }
 
 /// The client stream closed, or its connection-manager died.
@@ -330,24 +332,28 @@ pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) 
         .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)
         .await?;
     // A replaced session's late end must not touch its replacement.
-    let Some(session) = removed else {
+    let Some(Unbound { session, directed }) = removed else {
         return Ok(());
     };
     core.metrics.count("unbound");
     let gone = to_bytes(&presence(&session.full_jid, "", "unavailable"));
-    broadcast_unavailable(core, &session.full_jid, session.available, gone, out).await
+    let was_available = session.available;
+    broadcast_unavailable(core, &session.full_jid, was_available, &directed, gone, out).await
 }
 
+/// Tells `directed`, and the roster if the resource was available, that it
+/// no longer is.
 async fn broadcast_unavailable(
     core: &Core,
     full: &str,
     was_available: bool,
+    directed: &[String],
     payload: Bytes,
     out: &mut Outbox,
 ) -> Result {
     let user = bare(full);
-    for to in core.registry.take_directed(full).await? {
-        out.deliver(&to, full, Kind::Presence, "unavailable", payload.clone());
+    for to in directed {
+        out.deliver(to, full, Kind::Presence, "unavailable", payload.clone());
     }
     if !was_available {
         return Ok(());
