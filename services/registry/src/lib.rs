@@ -66,9 +66,10 @@
 //! Invariants: a full JID is in `sess:{node}` exactly when its `res:` entry
 //! names `node`, and `nodes` holds exactly the nodes with a non-empty `sess:`
 //! set. Every write to a `res:` entry goes through one compare-and-swap Lua
-//! script that updates all three together; the one that deletes an entry
-//! also takes and deletes its `dir:` set, so an unbind is one round trip. `role:` sets may name nodes whose
-//! heartbeat expired; [`Registry::live_nodes`] prunes them.
+//! script that updates all three together; when it deletes an entry, it
+//! takes and deletes the entry's `dir:` set too, so that an unbind is one
+//! round trip. `role:` sets may name nodes whose heartbeat expired;
+//! [`Registry::live_nodes`] prunes them.
 //!
 //! The scripts touch keys of several hash slots, so Redis Cluster is not
 //! supported; a single primary (with replicas or Sentinel) is.

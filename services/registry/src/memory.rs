@@ -127,7 +127,8 @@ impl Registry for MemoryRegistry {
         node_id: &str,
         conn_id: u64,
     ) -> Result<Option<Unbound>, RegistryError> {
-        // The sessions stay locked until the directed presence is taken too.
+        // The sessions stay locked until the directed presence is taken too, so
+        // that a new session of this full JID cannot add to it in between.
         let mut sessions = write(&self.sessions);
         let Some(session) =
             sessions.apply(full_jid, |current| rules::unbind(node_id, conn_id, current))
