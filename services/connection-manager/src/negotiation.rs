@@ -128,7 +128,7 @@ async fn open_stream(
             .fail_with(StreamErrorCondition::InvalidNamespace, "")
             .await);
     }
-    stream.open(&edge.settings.domain, &header).await?;
+    stream.open(&edge.settings.domain, &header);
     Ok(header)
 }
 

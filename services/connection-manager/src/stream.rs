@@ -30,12 +30,20 @@ pub enum StreamEnd {
     Error(StreamError),
 }
 
+/// Where our stream header is: a stream error needs one before it.
+enum OurHeader {
+    None,
+    /// Answered (`XmppStream::open`), to go out with the next write.
+    Pending(Box<str>),
+    Sent,
+}
+
 pub struct XmppStream {
     transport: Transport,
     parser: StreamParser,
     /// When the client last sent anything, whitespace included.
     pub last_heard: Instant,
-    header_sent: bool,
+    header: OurHeader,
     read_size: usize,
     /// The last read left nothing behind in the transport that a wait for
     /// the socket to become readable could miss (TLS may hold decrypted
@@ -51,7 +59,7 @@ impl XmppStream {
             transport,
             parser: StreamParser::new(limits),
             last_heard: Instant::now(),
-            header_sent: false,
+            header: OurHeader::None,
             read_size: READ_MIN,
             drained,
         }
@@ -122,13 +130,26 @@ impl XmppStream {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
+        match std::mem::replace(&mut self.header, OurHeader::Sent) {
+            OurHeader::Pending(header) => {
+                let mut out = String::from(header).into_bytes();
+                out.extend_from_slice(data);
+                self.send(&out).await
+            }
+            OurHeader::None | OurHeader::Sent => self.send(data).await,
+        }
+    }
+
+    async fn send(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
         self.transport.write_all(data).await?;
         self.transport.flush().await?;
         Ok(())
     }
 
-    /// Answers the client's stream header with ours (RFC 6120 §4.2).
-    pub async fn open(&mut self, domain: &str, client: &StreamHeader) -> Result<(), StreamEnd> {
+    /// Answers the client's stream header with ours (RFC 6120 §4.2), sent
+    /// with the next write: the features (or a stream error) always follow
+    /// it, and together they take one segment and one TLS record, not two.
+    pub fn open(&mut self, domain: &str, client: &StreamHeader) {
         let id = format!("{:016x}", rand::random::<u64>());
         let mut header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -139,8 +160,7 @@ impl XmppStream {
             header.push_str(&format!(" to='{}'", escape_attr(from)));
         }
         header.push('>');
-        self.header_sent = true;
-        self.write(header.as_bytes()).await
+        self.header = OurHeader::Pending(header.into_boxed_str());
     }
 
     /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
@@ -149,12 +169,11 @@ impl XmppStream {
     pub async fn fail(&mut self, error: StreamError) -> StreamEnd {
         Box::pin(async move {
             let mut out = String::new();
-            if !self.header_sent {
+            if matches!(self.header, OurHeader::None) {
                 out.push_str(
                     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
                      xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
                 );
-                self.header_sent = true;
             }
             out.push_str(&error.to_xml());
             out.push_str("</stream:stream>");
@@ -186,7 +205,7 @@ impl XmppStream {
     /// transport (RFC 6120 §6.4.6).
     pub fn restart(&mut self) {
         self.parser.reset();
-        self.header_sent = false;
+        self.header = OurHeader::None;
     }
 
     /// Upgrades a plain transport to TLS after `<proceed/>` was sent
@@ -201,5 +220,71 @@ impl XmppStream {
             Transport::Tls(Box::new(tls)),
             self.parser.limits().clone(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A loopback connection: our stream, and the client's end of it.
+    async fn connected() -> (XmppStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream = XmppStream::new(Transport::Plain(server), Limits::default());
+        (stream, client)
+    }
+
+    async fn read_all(client: &mut TcpStream, stream: XmppStream) -> String {
+        drop(stream);
+        let mut received = String::new();
+        tokio::io::AsyncReadExt::read_to_string(client, &mut received)
+            .await
+            .unwrap();
+        received
+    }
+
+    #[tokio::test]
+    async fn the_header_goes_out_with_the_features() {
+        let (mut stream, mut client) = connected().await;
+        stream.open("example.org", &StreamHeader::default());
+        let mut buffer = [0; 64];
+        let early = client.try_read(&mut buffer);
+        assert_eq!(
+            early.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "the header was sent alone"
+        );
+        stream.write(b"<stream:features/>").await.unwrap();
+        let received = read_all(&mut client, stream).await;
+        assert!(received.starts_with("<?xml version='1.0'?><stream:stream "));
+        assert!(received.contains(" from='example.org' "), "{received}");
+        assert!(received.ends_with("><stream:features/>"), "{received}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_follows_the_header_given_or_a_minimal_one() {
+        let (mut answered, mut client) = connected().await;
+        answered.open("example.org", &StreamHeader::default());
+        answered
+            .fail_with(StreamErrorCondition::HostUnknown, "")
+            .await;
+        let received = read_all(&mut client, answered).await;
+        assert_eq!(received.matches("<stream:stream ").count(), 1, "{received}");
+        assert!(received.contains(" from='example.org' "), "{received}");
+        assert!(received.ends_with("</stream:stream>"), "{received}");
+
+        let (mut unanswered, mut client) = connected().await;
+        unanswered
+            .fail_with(StreamErrorCondition::BadFormat, "")
+            .await;
+        let received = read_all(&mut client, unanswered).await;
+        assert!(received.starts_with("<?xml version='1.0'?><stream:stream "));
+        assert!(received.contains("<bad-format "), "{received}");
     }
 }
