@@ -19,8 +19,9 @@
 //!
 //! A router asks for the resources of a bare JID for every message it routes
 //! to one. With [`Caching::On`], [`RedisRegistry`] answers
-//! [`Registry::resources`] from memory (`lookup_cache.rs`), kept decoded and
-//! emptied by Redis' server-assisted client-side caching:
+//! [`Registry::resources`] from memory (`lookup_cache.rs`, an
+//! [`xmppd_cache::Cache`]), kept decoded and emptied by Redis' server-assisted
+//! client-side caching:
 //!
 //! - The connection speaks RESP3 whatever the URL says (invalidations are
 //!   RESP3 pushes). A miss sends `CLIENT TRACKING ON OPTIN`,
@@ -84,9 +85,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use lookup_cache::CacheStatistics;
 pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
+pub use xmppd_cache::CacheStatistics;
 pub use xmppd_grpc::{BoundSession, Node, Role};
 
 /// What [`Registry::unbind`] removed.

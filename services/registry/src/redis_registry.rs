@@ -9,9 +9,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, Script};
 use xmppd_grpc::{BoundSession, Node, Role};
 
-use crate::lookup_cache::{CacheStatistics, LookupCache};
+use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
 use crate::{Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
+use xmppd_cache::CacheStatistics;
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
 /// step with it, and deletes the entry's directed-presence set with it. An
@@ -213,7 +214,7 @@ impl RedisRegistry {
                 let cache = Arc::new(LookupCache::new(entries.get(), ttl));
                 let pushes = cache.clone();
                 config = config.set_push_sender(move |push: PushInfo| {
-                    pushes.apply(&push);
+                    lookup_cache::apply(&pushes, &push);
                     Ok::<(), std::convert::Infallible>(())
                 });
                 Some(cache)
@@ -436,7 +437,7 @@ impl Registry for RedisRegistry {
             .query_async(&mut self.conn.clone())
             .await?;
         let sessions = decode_sessions(&key, raws)?;
-        cache.store(&key, ticket, &sessions);
+        cache.store(&key, ticket, sessions.clone());
         Ok(sessions)
     }
 

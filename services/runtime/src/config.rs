@@ -116,6 +116,11 @@ pub struct StorageConfig {
     pub url: String,
     /// Most database connections one process opens (each is a Postgres backend).
     pub max_connections: NonZeroU32,
+    /// Accounts whose SCRAM credentials a session replica keeps after reading them, until
+    /// Postgres notifies a change; 0 turns the cache off. Session replicas on Postgres only.
+    pub credential_cache_entries: u64,
+    /// Seconds a cached credential may be used at most, even with no notification.
+    pub credential_cache_ttl_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -123,6 +128,8 @@ impl Default for StorageConfig {
         StorageConfig {
             url: String::new(),
             max_connections: NonZeroU32::new(10).expect("not zero"),
+            credential_cache_entries: 100_000,
+            credential_cache_ttl_secs: 600,
         }
     }
 }

@@ -81,6 +81,21 @@ impl Store {
 
     /// Empty if there is no such account.
     pub async fn credentials(&self, jid: &str) -> Result<Vec<Credential>, StoreError> {
+        let Some(cache) = &self.credential_cache else {
+            return self.read_credentials(jid).await;
+        };
+        let ticket = match cache.cache().get(jid) {
+            Ok(credentials) => return Ok(credentials),
+            Err(ticket) => ticket,
+        };
+        let credentials = self.read_credentials(jid).await?;
+        if !credentials.is_empty() {
+            cache.cache().store(jid, ticket, credentials.clone());
+        }
+        Ok(credentials)
+    }
+
+    async fn read_credentials(&self, jid: &str) -> Result<Vec<Credential>, StoreError> {
         let rows = sqlx::query(
             "SELECT mechanism, salt, iterations, stored_key, server_key \
              FROM credentials WHERE jid = $1 ORDER BY mechanism",
@@ -115,6 +130,7 @@ impl Store {
         }
         insert_credentials(&mut tx, jid, credentials).await?;
         tx.commit().await?;
+        self.forget_credentials(jid);
         Ok(())
     }
 
@@ -138,7 +154,17 @@ impl Store {
             sqlx::query(sql).bind(jid).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.forget_credentials(jid);
         Ok(deleted > 0)
+    }
+
+    /// Drops the cached credentials of an account this store just changed, at once rather
+    /// than when its own notification comes back: a client that changed its password and
+    /// logs in again on this replica must not meet the old keys.
+    fn forget_credentials(&self, jid: &str) {
+        if let Some(cache) = &self.credential_cache {
+            cache.cache().invalidate([jid]);
+        }
     }
 
     /// Bare JIDs in byte order, all of them or those of one domain.

@@ -10,6 +10,8 @@
 //! - `migrations.rs`: the SQL files of `migrations/postgres` and `migrations/sqlite`, embedded in
 //!   the binary. Both folders hold the same numbered files; only the DDL dialect differs.
 //! - `accounts.rs`, `roster.rs`, `offline.rs`: the queries, one module per concern.
+//! - `credential_cache.rs`: a session replica's cache of SCRAM credentials, which Postgres
+//!   invalidates ([`Store::cache_credentials`]).
 //!
 //! # Concurrency
 //!
@@ -20,15 +22,18 @@
 //! another connection wrote in between.
 
 mod accounts;
+mod credential_cache;
 mod migrations;
 mod offline;
 mod roster;
 mod store;
 
 pub use accounts::Credential;
+pub use credential_cache::CredentialCaching;
 pub use offline::{LastActivity, OfflineMessage};
 pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};
 pub use store::{Backend, Store};
+pub use xmppd_cache::CacheStatistics;
 
 /// Everything a [`Store`] method can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,7 @@ macro_rules! embed {
 /// Append new files here, in both folders; never edit an applied one (sqlx checks checksums).
 const MIGRATIONS: &[Embedded] = embed![
     1 => "0001_initial",
+    2 => "0002_credential_notifications",
 ];
 
 #[derive(Debug)]

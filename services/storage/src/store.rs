@@ -9,8 +9,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-use crate::StoreError;
+use std::sync::Arc;
+
+use crate::credential_cache::{CredentialCache, CredentialCaching};
 use crate::migrations;
+use crate::{CacheStatistics, StoreError};
 
 /// A Postgres connection idle for longer than this is pinged before it is lent out, since the
 /// server (restarted, or a proxy or firewall in between) may have closed it meanwhile. One
@@ -30,6 +33,9 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// Kept for connections of the store's own, outside the pool.
+    url: Arc<str>,
+    pub(crate) credential_cache: Option<Arc<CredentialCache>>,
 }
 
 /// Applied to every SQLite connection: the Any driver only passes the URL through, so these
@@ -75,7 +81,34 @@ impl Store {
             .await?;
         migrate(backend, &pool).await?;
         tracing::debug!(?backend, "store connected, migrations applied");
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            url: url.into(),
+            credential_cache: None,
+        })
+    }
+
+    /// Serves [`Store::credentials`] from memory, kept until Postgres says they changed
+    /// (`credential_cache.rs`). Postgres only: a SQLite store is returned as it is, since
+    /// nothing would tell it of another process's writes. Call it from within a Tokio
+    /// runtime; the store listens on a connection of its own until its last clone is dropped.
+    pub fn cache_credentials(self, caching: CredentialCaching) -> Store {
+        if self.backend != Backend::Postgres {
+            return self;
+        }
+        let cache = CredentialCache::start(&self.url, caching);
+        Store {
+            credential_cache: Some(Arc::new(cache)),
+            ..self
+        }
+    }
+
+    /// Hits, misses and invalidations of the credential cache; `None` without one.
+    pub fn credential_cache_statistics(&self) -> Option<CacheStatistics> {
+        self.credential_cache
+            .as_ref()
+            .map(|cache| cache.statistics())
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,13 +3,16 @@
 //! and dropped afterwards) so that tests run in parallel.
 
 use std::future::Future;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
-use xmppd_storage::{Backend, Credential, RosterItem, Store, StoreError, Subscription};
+use xmppd_storage::{
+    Backend, CacheStatistics, Credential, CredentialCaching, RosterItem, Store, StoreError,
+    Subscription,
+};
 
 const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
 
@@ -539,8 +542,156 @@ async fn a_connection_postgres_closed_is_replaced_before_use() {
         .unwrap();
         assert_eq!(terminated, 1, "the pool's one connection");
         // Longer than the store's PING_AFTER_IDLE, after which a connection is checked.
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         store.credentials("alice@example.org").await.unwrap();
+    })
+    .await;
+}
+
+const CACHING: CredentialCaching = CredentialCaching {
+    entries: NonZeroUsize::new(100).unwrap(),
+    ttl: Duration::from_secs(600),
+};
+
+/// Polls `store` for `jid`'s credentials until `done` holds, for at most five seconds (a
+/// notification comes back in milliseconds; the ttl, in ten minutes).
+async fn credentials_once(
+    store: &Store,
+    jid: &str,
+    done: impl Fn(&[Credential], CacheStatistics) -> bool,
+) -> Vec<Credential> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let credentials = store.credentials(jid).await.unwrap();
+        let statistics = store.credential_cache_statistics().unwrap();
+        if done(&credentials, statistics) {
+            return credentials;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {credentials:?} ({statistics:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads until a read is served from the cache, which is listening from then on.
+async fn warm(store: &Store, jid: &str) -> Vec<Credential> {
+    let hits = store.credential_cache_statistics().unwrap().hits;
+    credentials_once(store, jid, |_, statistics| statistics.hits > hits).await
+}
+
+/// Every change reaches the cache, whichever process writes it: `writer` stands for the
+/// admin CLI or another replica, with a store of its own.
+#[tokio::test]
+async fn cached_credentials_follow_every_change() {
+    with_postgres(|url| async move {
+        let store = Store::connect(&url, POOL)
+            .await
+            .unwrap()
+            .cache_credentials(CACHING);
+        let writer = Store::connect(&url, POOL).await.unwrap();
+        let jid = "alice@example.org";
+        writer
+            .create_account(jid, &[credential("SCRAM-SHA-1", 1)])
+            .await
+            .unwrap();
+        assert_eq!(warm(&store, jid).await, [credential("SCRAM-SHA-1", 1)]);
+
+        writer
+            .set_credentials(jid, &[credential("SCRAM-SHA-1", 2)])
+            .await
+            .unwrap();
+        let changed = credentials_once(&store, jid, |c, _| c[0].salt[0] == 2).await;
+        assert_eq!(changed, [credential("SCRAM-SHA-1", 2)]);
+        warm(&store, jid).await;
+
+        // The store's own change is seen at once, before its notification.
+        store
+            .set_credentials(jid, &[credential("SCRAM-SHA-256", 3)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.credentials(jid).await.unwrap(),
+            [credential("SCRAM-SHA-256", 3)]
+        );
+        warm(&store, jid).await;
+
+        assert!(writer.delete_account(jid).await.unwrap());
+        credentials_once(&store, jid, |c, _| c.is_empty()).await;
+
+        // Accounts that do not exist are not kept: registering one must not wait.
+        let misses = store.credential_cache_statistics().unwrap().misses;
+        store.credentials(jid).await.unwrap();
+        assert_eq!(
+            store.credential_cache_statistics().unwrap().misses,
+            misses + 1
+        );
+        writer
+            .create_account(jid, &[credential("SCRAM-SHA-1", 4)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.credentials(jid).await.unwrap(),
+            [credential("SCRAM-SHA-1", 4)]
+        );
+    })
+    .await;
+}
+
+/// While the listening connection is down, changes cannot be heard: the cache drops what it
+/// holds, and caches again once it listens on a new connection.
+#[tokio::test]
+async fn a_lost_listener_empties_the_cache_until_it_listens_again() {
+    with_postgres(|url| async move {
+        let store = Store::connect(&url, POOL)
+            .await
+            .unwrap()
+            .cache_credentials(CACHING);
+        let writer = Store::connect(&url, POOL).await.unwrap();
+        let jid = "bob@example.org";
+        writer
+            .create_account(jid, &[credential("SCRAM-SHA-1", 1)])
+            .await
+            .unwrap();
+        warm(&store, jid).await;
+
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let (terminated,): (i64,) = sqlx::query_as(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(terminated, 1, "the cache's one listening connection");
+        let invalidations =
+            |store: &Store| store.credential_cache_statistics().unwrap().invalidations;
+        let before = invalidations(&store);
+        credentials_once(&store, jid, |_, statistics| {
+            statistics.invalidations > before
+        })
+        .await;
+
+        warm(&store, jid).await;
+        writer
+            .set_credentials(jid, &[credential("SCRAM-SHA-1", 2)])
+            .await
+            .unwrap();
+        credentials_once(&store, jid, |c, _| c[0].salt[0] == 2).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_embedded_store_never_caches_credentials() {
+    with_sqlite(|url| async move {
+        let store = Store::connect(&url, POOL)
+            .await
+            .unwrap()
+            .cache_credentials(CACHING);
+        assert_eq!(store.backend(), Backend::Sqlite);
+        assert!(store.credential_cache_statistics().is_none());
     })
     .await;
 }

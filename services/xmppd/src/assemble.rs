@@ -17,7 +17,7 @@ use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{Readiness, serve_http};
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_session::Settings;
-use xmppd_storage::Store;
+use xmppd_storage::{CredentialCaching, Store};
 use xmppd_tls::ServerTls;
 
 pub fn heartbeat_interval(config: &Config) -> Duration {
@@ -71,6 +71,17 @@ pub fn router_caching(config: &Config) -> Caching {
         },
         _ => Caching::Off,
     }
+}
+
+/// The credential cache of a session replica's store (`storage.credential_cache_*`; either
+/// at 0 turns it off). Only a replica caches: the other roles never read credentials, and
+/// the all-in-one's embedded store cannot hear of the admin CLI's writes.
+pub fn credential_caching(config: &Config) -> Option<CredentialCaching> {
+    let entries = usize::try_from(config.storage.credential_cache_entries)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)?;
+    let ttl = Duration::from_secs(config.storage.credential_cache_ttl_secs);
+    (!ttl.is_zero()).then_some(CredentialCaching { entries, ttl })
 }
 
 /// The store; the embedded SQLite database lives under `data_dir`.

@@ -179,7 +179,10 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "session service", Caching::Off).await?;
-    let store = assemble::store(&config).await?;
+    let mut store = assemble::store(&config).await?;
+    if let Some(caching) = assemble::credential_caching(&config) {
+        store = store.cache_credentials(caching);
+    }
     let id = config.cluster.node_id_or_generated("session");
     let session_metrics = SessionMetrics::default();
     session_metrics.register(&mut metrics);
