@@ -581,29 +581,38 @@ async fn warm(store: &Store, jid: &str) -> Vec<Credential> {
     credentials_once(store, jid, |_, statistics| statistics.hits > hits).await
 }
 
+/// A caching store, and a store of its own for the writes, sharing one account whose
+/// credentials the caching one has read and keeps.
+async fn cached_account(url: &str, jid: &str) -> (Store, Store) {
+    let store = Store::connect(url, POOL)
+        .await
+        .unwrap()
+        .cache_credentials(CACHING);
+    let writer = Store::connect(url, POOL).await.unwrap();
+    writer
+        .create_account(jid, &[credential("SCRAM-SHA-1", 1)])
+        .await
+        .unwrap();
+    assert_eq!(warm(&store, jid).await, [credential("SCRAM-SHA-1", 1)]);
+    (store, writer)
+}
+
+/// `writer` changes the password; `store` must read the new keys within the poll's bound.
+async fn changed_by(writer: &Store, store: &Store, jid: &str) {
+    let new = [credential("SCRAM-SHA-1", 2)];
+    writer.set_credentials(jid, &new).await.unwrap();
+    assert_eq!(credentials_once(store, jid, |c, _| c == new).await, new);
+}
+
 /// Every change reaches the cache, whichever process writes it: `writer` stands for the
 /// admin CLI or another replica, with a store of its own.
 #[tokio::test]
 async fn cached_credentials_follow_every_change() {
     with_postgres(|url| async move {
-        let store = Store::connect(&url, POOL)
-            .await
-            .unwrap()
-            .cache_credentials(CACHING);
-        let writer = Store::connect(&url, POOL).await.unwrap();
         let jid = "alice@example.org";
-        writer
-            .create_account(jid, &[credential("SCRAM-SHA-1", 1)])
-            .await
-            .unwrap();
-        assert_eq!(warm(&store, jid).await, [credential("SCRAM-SHA-1", 1)]);
+        let (store, writer) = cached_account(&url, jid).await;
 
-        writer
-            .set_credentials(jid, &[credential("SCRAM-SHA-1", 2)])
-            .await
-            .unwrap();
-        let changed = credentials_once(&store, jid, |c, _| c[0].salt[0] == 2).await;
-        assert_eq!(changed, [credential("SCRAM-SHA-1", 2)]);
+        changed_by(&writer, &store, jid).await;
         warm(&store, jid).await;
 
         // The store's own change is seen at once, before its notification.
@@ -644,17 +653,8 @@ async fn cached_credentials_follow_every_change() {
 #[tokio::test]
 async fn a_lost_listener_empties_the_cache_until_it_listens_again() {
     with_postgres(|url| async move {
-        let store = Store::connect(&url, POOL)
-            .await
-            .unwrap()
-            .cache_credentials(CACHING);
-        let writer = Store::connect(&url, POOL).await.unwrap();
         let jid = "bob@example.org";
-        writer
-            .create_account(jid, &[credential("SCRAM-SHA-1", 1)])
-            .await
-            .unwrap();
-        warm(&store, jid).await;
+        let (store, writer) = cached_account(&url, jid).await;
 
         let mut admin = PgConnection::connect(&url).await.unwrap();
         let (terminated,): (i64,) = sqlx::query_as(
@@ -674,11 +674,7 @@ async fn a_lost_listener_empties_the_cache_until_it_listens_again() {
         .await;
 
         warm(&store, jid).await;
-        writer
-            .set_credentials(jid, &[credential("SCRAM-SHA-1", 2)])
-            .await
-            .unwrap();
-        credentials_once(&store, jid, |c, _| c[0].salt[0] == 2).await;
+        changed_by(&writer, &store, jid).await;
     })
     .await;
 }
