@@ -171,6 +171,12 @@ pub trait Registry: Send + Sync + 'static {
     /// Ids (sorted) of the nodes that still own sessions but whose heartbeat
     /// expired, for the reaper to clean up.
     async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError>;
+
+    /// Hits, misses and invalidations of the look-up cache since connecting;
+    /// `None` for a registry that does not cache (see "Cached look-ups").
+    fn cache_statistics(&self) -> Option<CacheStatistics> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

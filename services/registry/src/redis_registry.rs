@@ -233,12 +233,6 @@ impl RedisRegistry {
         })
     }
 
-    /// Hits, misses and invalidations of the look-up cache since connecting;
-    /// `None` without [`Caching::On`].
-    pub fn cache_statistics(&self) -> Option<CacheStatistics> {
-        self.cache.as_ref().map(|cache| cache.statistics())
-    }
-
     async fn read(&self, full_jid: &str) -> Result<Option<Entry>, RegistryError> {
         let (bare, resource) = split_full(full_jid);
         let key = self.keys.resources(bare);
@@ -352,6 +346,10 @@ impl RedisRegistry {
 
 #[async_trait::async_trait]
 impl Registry for RedisRegistry {
+    fn cache_statistics(&self) -> Option<CacheStatistics> {
+        self.cache.as_ref().map(|cache| cache.statistics())
+    }
+
     async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
         // Most binds are of a resource nobody holds: swapping against
         // "absent" first spares the read, one round trip of every login.

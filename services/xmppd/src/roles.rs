@@ -15,7 +15,7 @@ use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
-use xmppd_runtime::observability::{Readiness, init_logging};
+use xmppd_runtime::observability::{CacheMetrics, Readiness, init_logging};
 use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
 use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
@@ -145,6 +145,8 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
+    let cached = registry.clone();
+    CacheMetrics::register(&mut metrics, "resources", move || cached.cache_statistics());
     let router = start_router(
         &config,
         registry.clone(),
@@ -183,6 +185,10 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     if let Some(caching) = assemble::credential_caching(&config) {
         store = store.cache_credentials(caching);
     }
+    let cached = store.clone();
+    CacheMetrics::register(&mut metrics, "credentials", move || {
+        cached.credential_cache_statistics()
+    });
     let id = config.cluster.node_id_or_generated("session");
     let session_metrics = SessionMetrics::default();
     session_metrics.register(&mut metrics);
