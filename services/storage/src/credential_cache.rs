@@ -112,6 +112,10 @@ async fn follow(
 /// the connection fails.
 async fn listen(url: &str, cache: &Cache<Vec<Credential>>) -> Result<Infallible, sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
+    // sqlx would listen again on a new connection by itself, inside a
+    // receive that our timeout may cut short, and the loss would go
+    // unreported; here every loss suspends the cache until this listens anew.
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     cache.resume();
     tracing::debug!("listening for credential changes");
@@ -120,9 +124,7 @@ async fn listen(url: &str, cache: &Cache<Vec<Credential>>) -> Result<Infallible,
         // by the timeout loses nothing.
         match tokio::time::timeout(PING_AFTER_QUIET, listener.try_recv()).await {
             Ok(Ok(Some(notification))) => cache.invalidate([notification.payload()]),
-            // The connection was lost and sqlx has listened again on a new
-            // one: what changed in between was not heard.
-            Ok(Ok(None)) => cache.clear(),
+            Ok(Ok(None)) => return Err(lost("the listening connection was lost")),
             Ok(Err(error)) => return Err(error),
             Err(_quiet) => ping(&mut listener).await?,
         }
@@ -132,9 +134,13 @@ async fn listen(url: &str, cache: &Cache<Vec<Credential>>) -> Result<Infallible,
 async fn ping(listener: &mut PgListener) -> Result<(), sqlx::Error> {
     match tokio::time::timeout(PING_TIMEOUT, listener.execute("SELECT 1")).await {
         Ok(result) => result.map(drop),
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the credential listener's connection did not answer a ping",
-        ))),
+        Err(_) => Err(lost("the listening connection did not answer a ping")),
     }
+}
+
+fn lost(what: &'static str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        what,
+    ))
 }
