@@ -161,14 +161,6 @@ impl<V: Clone> Cache<V> {
         self.lock().statistics
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn drop_all(state: &mut State<V>) {
         state.generation += 1;
         state.statistics.invalidations += state.entries.len() as u64;
@@ -255,6 +247,6 @@ mod tests {
         // ones, making room.
         fetch(&cache, "c", "3");
         assert_eq!(cache.get("c").ok(), Some("3"));
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lock().entries.len(), 1);
     }
 }

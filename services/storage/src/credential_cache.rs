@@ -37,7 +37,7 @@ use std::time::Duration;
 use sqlx::Executor;
 use sqlx::postgres::PgListener;
 use tokio::sync::oneshot;
-use xmppd_cache::{Cache, CacheStatistics};
+use xmppd_cache::Cache;
 
 use crate::Credential;
 
@@ -81,10 +81,6 @@ impl CredentialCache {
 
     pub(crate) fn cache(&self) -> &Cache<Vec<Credential>> {
         &self.cache
-    }
-
-    pub(crate) fn statistics(&self) -> CacheStatistics {
-        self.cache.statistics()
     }
 }
 

@@ -108,7 +108,7 @@ impl Store {
     pub fn credential_cache_statistics(&self) -> Option<CacheStatistics> {
         self.credential_cache
             .as_ref()
-            .map(|cache| cache.statistics())
+            .map(|cache| cache.cache().statistics())
     }
 
     pub fn backend(&self) -> Backend {
