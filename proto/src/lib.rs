@@ -106,17 +106,16 @@ pub type FrameStream<T> = BoxStream<'static, Result<T, Status>>;
 /// Opens channels and streams to other nodes of the cluster. The cluster
 /// dials their registered gRPC address and makes every call over HTTP/2;
 /// the all-in-one process hands out in-process channels to the services it
-/// composed, and connects the two streaming calls to their services' cores
-/// directly (no protobuf encoding for the frames that every stanza rides).
+/// composed, and connects the streaming calls to their services' cores
+/// directly (no protobuf encoding for frames handed over in memory).
 pub trait Connector: Send + Sync + 'static {
     /// The channel for `node`'s calls.
     fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError>;
 
     /// Opens `Router.Attach` on the router `node`, reached by `channel`
-    /// (from [`Connector::channel`], so that the stream shares the unary
-    /// calls' connection): `up` carries the frames to the router, starting
-    /// with `hello`; the result, the router's frames back. The default makes
-    /// the gRPC call on `channel`.
+    /// (from [`Connector::channel`]): `up` carries the frames to the router,
+    /// starting with `hello`; the result, the router's frames back. The
+    /// default makes the gRPC call on `channel`.
     fn attach(
         &self,
         _node: &Node,
@@ -143,6 +142,39 @@ pub trait Connector: Send + Sync + 'static {
             let down = client.process(ReceiverStream::new(up)).await?.into_inner();
             Ok(down.boxed())
         })
+    }
+
+    /// Opens `Session.Logins` on the session replica `node`, as
+    /// [`Connector::attach`] does `Router.Attach`.
+    fn logins(
+        &self,
+        _node: &Node,
+        channel: GrpcChannel,
+        calls: mpsc::Receiver<LoginCall>,
+    ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
+        Box::pin(async move {
+            let mut client = session_client::SessionClient::new(channel);
+            let answers = client
+                .logins(ReceiverStream::new(calls))
+                .await?
+                .into_inner();
+            Ok(answers.boxed())
+        })
+    }
+}
+
+impl From<Status> for LoginRefusal {
+    fn from(status: Status) -> Self {
+        LoginRefusal {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        }
+    }
+}
+
+impl From<LoginRefusal> for Status {
+    fn from(refusal: LoginRefusal) -> Self {
+        Status::new(tonic::Code::from_i32(refusal.code), refusal.message)
     }
 }
 

@@ -22,7 +22,7 @@ use tonic::Status;
 use xmppd_grpc::{
     BindRequest, Connector, Credential, CredentialsRequest, EdgeDown, EdgeUp, Envelope,
     FrameStream, Node, RegisterOutcome, RegisterRequest, Role, SessionEnded, bind_reply, edge_down,
-    edge_up,
+    edge_up, login_answer, login_call,
 };
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::{SharedRegistry, membership};
@@ -58,6 +58,8 @@ pub enum ClusterError {
     Rpc(#[from] Status),
     #[error("the router stream this session is pinned to is gone")]
     RouteLost,
+    #[error("a session replica answered another call than the one made")]
+    WrongAnswer,
 }
 
 /// A bound client stream's way into the cluster.
@@ -216,7 +218,7 @@ impl Cluster {
     pub async fn follow_session_replicas(self, interval: Duration) {
         let mut members = membership::follow(self.inner.registry.clone(), Role::Session, interval);
         while let Some(nodes) = members.next().await {
-            self.inner.replicas.update(&nodes);
+            self.inner.replicas.update(&nodes).await;
         }
     }
 
@@ -413,13 +415,12 @@ impl Cluster {
         let request = CredentialsRequest {
             jid: bare_jid.to_string(),
         };
-        let reply = self
-            .inner
-            .replicas
-            .call(bare_jid, request, |mut replica, request| async move {
-                replica.get_credentials(request).await
-            })
-            .await?;
+        let call = login_call::Call::Credentials(request);
+        let login_answer::Answer::Credentials(reply) =
+            self.inner.replicas.call(bare_jid, call).await?
+        else {
+            return Err(ClusterError::WrongAnswer);
+        };
         Ok(reply.credentials)
     }
 
@@ -433,13 +434,12 @@ impl Cluster {
             jid: bare_jid.to_string(),
             credentials,
         };
-        let reply = self
-            .inner
-            .replicas
-            .call(bare_jid, request, |mut replica, request| async move {
-                replica.register(request).await
-            })
-            .await?;
+        let call = login_call::Call::Register(request);
+        let login_answer::Answer::Register(reply) =
+            self.inner.replicas.call(bare_jid, call).await?
+        else {
+            return Err(ClusterError::WrongAnswer);
+        };
         Ok(reply.outcome())
     }
 
@@ -457,13 +457,11 @@ impl Cluster {
             node_id: self.inner.node.id.clone(),
             conn_id,
         };
-        let reply = self
-            .inner
-            .replicas
-            .call(bare_jid, request, |mut replica, request| async move {
-                replica.bind(request).await
-            })
-            .await?;
+        let call = login_call::Call::Bind(request);
+        let login_answer::Answer::Bind(reply) = self.inner.replicas.call(bare_jid, call).await?
+        else {
+            return Err(ClusterError::WrongAnswer);
+        };
         let full_jid = match reply.outcome {
             Some(bind_reply::Outcome::FullJid(full_jid)) => full_jid,
             Some(bind_reply::Outcome::ErrorCondition(condition)) => return Ok(Err(condition)),

@@ -2,147 +2,241 @@
 //! between, for what a login needs: an account's credentials, its
 //! registration and the binding of a resource.
 //!
+//! Every live replica gets one `Session.Logins` stream from this node, and
+//! every login's calls ride those streams, each call tagged with an id that
+//! its answer carries back: a login then costs the replica no HTTP/2 stream
+//! of its own, and many logins share each write and wake-up.
+//!
 //! Any replica can answer these calls: they read the store, or change it
 //! and the registry atomically. The account's owner by rendezvous hash is
 //! asked first, so the calls spread over the replicas as the accounts do;
-//! when it cannot be reached (a replica that died stays a member until its
-//! heartbeat expires), the next replicas in rendezvous order are. A
-//! replica's own refusal is the answer, `Unavailable` included (its store or
-//! registry failing): every replica shares those, so asking each in turn
-//! would only multiply the load on what is failing.
+//! when its stream ends before it answers (the replica died or restarted),
+//! the next replicas in rendezvous order are asked. A replica's own refusal
+//! is the answer, `Unavailable` included (its store or registry failing):
+//! every replica shares those, so asking each in turn would only multiply
+//! the load on what is failing.
 
 use std::collections::HashMap;
-use std::error::Error as _;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use tonic::{Code, Response, Status};
-use xmppd_grpc::session_client::SessionClient;
-use xmppd_grpc::{Connector, GrpcChannel, Node};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tonic::Status;
+use xmppd_grpc::{Connector, FrameStream, LoginAnswer, LoginCall, Node, login_answer, login_call};
 use xmppd_registry::membership;
 
-pub type ReplicaClient = SessionClient<GrpcChannel>;
+/// Login calls queued towards one replica before logins wait.
+const CALL_BUFFER: usize = 1024;
 
 pub struct Replicas {
     connector: Arc<dyn Connector>,
-    // A std lock, never held across an await.
-    members: RwLock<Members>,
+    // A std lock, never held across an await; shared with the tasks that
+    // read the streams, which retire their link when it ends.
+    members: Arc<RwLock<Members>>,
 }
 
 #[derive(Default)]
 struct Members {
-    /// Sorted by id, so every node ranks the same list.
+    /// The replicas with an open stream, sorted by id, so that every node
+    /// ranks the same list.
     nodes: Vec<Node>,
-    clients: HashMap<String, ReplicaClient>,
+    links: HashMap<String, Arc<LoginLink>>,
+}
+
+/// The login stream to one replica.
+struct LoginLink {
+    node: Node,
+    calls: mpsc::Sender<LoginCall>,
+    next_id: AtomicU64,
+    /// The calls waiting for their answer, by id; `None` once the stream
+    /// has ended, so that no call is left waiting on it.
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<login_answer::Answer>>>>,
 }
 
 impl Replicas {
     pub fn new(connector: Arc<dyn Connector>) -> Self {
         Replicas {
             connector,
-            members: RwLock::default(),
+            members: Arc::default(),
         }
     }
 
+    /// The replicas a login can be served by now.
     pub fn count(&self) -> usize {
         self.members.read().expect("replicas lock").nodes.len()
     }
 
-    /// Takes the live replicas from the registry: a client for each new
-    /// one (its channel connects lazily and reconnects by itself), none
-    /// any more for those that left.
-    pub fn update(&self, live: &[Node]) {
-        let mut live = live.to_vec();
-        live.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut members = self.members.write().expect("replicas lock");
-        if members.nodes == live {
-            return;
-        }
-        let mut clients = HashMap::with_capacity(live.len());
-        live.retain(|node| {
-            let unchanged = members.nodes.contains(node);
-            let client = match members.clients.get(&node.id).filter(|_| unchanged) {
-                Some(client) => client.clone(),
-                None => match self.open(node) {
-                    Some(client) => client,
-                    None => return false,
-                },
-            };
-            clients.insert(node.id.clone(), client);
-            true
-        });
-        *members = Members {
-            nodes: live,
-            clients,
+    /// Takes the live replicas from the registry: opens a stream to each
+    /// one that has none (new, or its last stream ended) and closes those
+    /// of replicas that left, once their calls in flight are answered.
+    pub async fn update(&self, live: &[Node]) {
+        let new: Vec<Node> = {
+            let mut members = self.members.write().expect("replicas lock");
+            members.links.retain(|id, link| {
+                let stays = live.contains(&link.node);
+                if !stays {
+                    tracing::info!(replica = %id, "session replica left");
+                }
+                stays
+            });
+            members.refresh_nodes();
+            live.iter()
+                .filter(|node| !members.links.contains_key(&node.id))
+                .cloned()
+                .collect()
         };
-    }
-
-    fn open(&self, node: &Node) -> Option<ReplicaClient> {
-        match self.connector.channel(node) {
-            Ok(channel) => {
-                tracing::info!(replica = %node.id, "login calls may go to session replica");
-                Some(SessionClient::new(channel))
-            }
-            Err(error) => {
-                tracing::warn!(replica = %node.id, %error, "cannot reach session replica");
-                None
+        for node in new {
+            if let Err(status) = self.open(node.clone()).await {
+                tracing::warn!(replica = %node.id, %status, "cannot open a login stream to session replica");
             }
         }
     }
 
-    /// Makes `call` with `request` on the replica owning `account`, or on
-    /// the next ones in rendezvous order while a replica cannot be reached.
-    pub async fn call<Req, T, F, Fut>(
+    async fn open(&self, node: Node) -> Result<(), Status> {
+        let channel = self
+            .connector
+            .channel(&node)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        let (calls, rx) = mpsc::channel(CALL_BUFFER);
+        let answers = self.connector.logins(&node, channel, rx).await?;
+        let link = Arc::new(LoginLink {
+            node: node.clone(),
+            calls,
+            next_id: AtomicU64::new(1),
+            waiting: Mutex::new(Some(HashMap::new())),
+        });
+        let mut members = self.members.write().expect("replicas lock");
+        members.links.insert(node.id.clone(), link.clone());
+        members.refresh_nodes();
+        drop(members);
+        tracing::info!(replica = %node.id, "login calls may go to session replica");
+        tokio::spawn(read_answers(Arc::downgrade(&self.members), link, answers));
+        Ok(())
+    }
+
+    /// Makes `call` on the replica owning `account`, or on the next ones in
+    /// rendezvous order while a replica's stream ends before it answers. A
+    /// replica's refusal is returned as the status it carries.
+    pub async fn call(
         &self,
         account: &str,
-        request: Req,
-        call: F,
-    ) -> Result<T, Status>
-    where
-        Req: Clone,
-        F: Fn(ReplicaClient, Req) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
-        let mut outcome = Err(Status::unavailable("no session replica is reachable"));
-        for client in self.ranked(account) {
-            outcome = call(client, request.clone())
-                .await
-                .map(Response::into_inner);
-            match &outcome {
-                Err(status) if unreached(status) => {
-                    tracing::warn!(%account, %status, "session replica unreachable, trying the next");
-                }
-                _ => break,
+        call: login_call::Call,
+    ) -> Result<login_answer::Answer, Status> {
+        for link in self.ranked(account) {
+            match link.call(call.clone()).await {
+                Some(login_answer::Answer::Refused(refusal)) => return Err(refusal.into()),
+                Some(answer) => return Ok(answer),
+                None => tracing::warn!(
+                    %account,
+                    replica = %link.node.id,
+                    "session replica went away before it answered, trying the next"
+                ),
             }
         }
-        outcome
+        Err(Status::unavailable("no session replica is reachable"))
     }
 
-    fn ranked(&self, account: &str) -> Vec<ReplicaClient> {
+    fn ranked(&self, account: &str) -> Vec<Arc<LoginLink>> {
         let members = self.members.read().expect("replicas lock");
         membership::ranked(account, &members.nodes)
             .into_iter()
-            .filter_map(|node| members.clients.get(&node.id).cloned())
+            .filter_map(|node| members.links.get(&node.id).cloned())
             .collect()
     }
 }
 
-/// Whether `status` says the call did not reach a replica, rather than being
-/// a replica's answer: tonic makes a transport failure `Unavailable` with the
-/// error as its source, and a status a server sent has none.
-fn unreached(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.source().is_some()
+impl Members {
+    fn refresh_nodes(&mut self) {
+        let mut nodes: Vec<Node> = self.links.values().map(|link| link.node.clone()).collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        self.nodes = nodes;
+    }
+}
+
+impl LoginLink {
+    /// The replica's answer to `call`, or `None` if its stream ended first.
+    async fn call(&self, call: login_call::Call) -> Option<login_answer::Answer> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .as_mut()?
+            .insert(id, answer);
+        let call = LoginCall {
+            id,
+            call: Some(call),
+        };
+        if self.calls.send(call).await.is_err() {
+            self.answered(id);
+            return None;
+        }
+        answered.await.ok()
+    }
+
+    /// Takes the caller waiting for the answer to call `id`, if it still is.
+    fn answered(&self, id: u64) -> Option<oneshot::Sender<login_answer::Answer>> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .as_mut()?
+            .remove(&id)
+    }
+}
+
+/// Hands each answer on `answers` to its caller until the stream ends, then
+/// fails the calls still waiting (their callers ask the next replica) and
+/// retires the link: the next registry update opens a new stream if the
+/// replica is still live.
+async fn read_answers(
+    members: Weak<RwLock<Members>>,
+    link: Arc<LoginLink>,
+    mut answers: FrameStream<LoginAnswer>,
+) {
+    loop {
+        match answers.next().await {
+            Some(Ok(LoginAnswer {
+                id,
+                answer: Some(answer),
+            })) => {
+                if let Some(caller) = link.answered(id) {
+                    let _ = caller.send(answer);
+                }
+            }
+            Some(Ok(LoginAnswer { answer: None, .. })) => {}
+            None => break,
+            Some(Err(status)) => {
+                tracing::warn!(replica = %link.node.id, %status, "login stream failed");
+                break;
+            }
+        }
+    }
+    link.waiting.lock().expect("waiting lock").take();
+    let Some(members) = members.upgrade() else {
+        return;
+    };
+    let mut members = members.write().expect("replicas lock");
+    let current = members
+        .links
+        .get(&link.node.id)
+        .is_some_and(|current| Arc::ptr_eq(current, &link));
+    if current {
+        members.links.remove(&link.node.id);
+        members.refresh_nodes();
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
+    use tokio_stream::wrappers::ReceiverStream;
     use tonic::transport::server::TcpIncoming;
-    use tonic::{Request, Streaming};
+    use tonic::{Code, Request, Response, Streaming};
     use xmppd_grpc::session_server::{Session, SessionServer};
     use xmppd_grpc::{
-        BindReply, BindRequest, CredentialsReply, CredentialsRequest, RegisterReply,
-        RegisterRequest, RemoteConnector, Role, SessionDown, SessionUp,
+        CredentialsRequest, LoginRefusal, RemoteConnector, Role, SessionDown, SessionUp,
     };
 
     use super::*;
@@ -155,55 +249,29 @@ mod tests {
         }
     }
 
-    async fn credentials(replicas: &Replicas) -> Result<xmppd_grpc::CredentialsReply, Status> {
+    async fn credentials(replicas: &Replicas) -> Result<login_answer::Answer, Status> {
         let request = CredentialsRequest {
             jid: "ann@example.org".into(),
         };
         replicas
-            .call(
-                "ann@example.org",
-                request,
-                |mut replica, request| async move { replica.get_credentials(request).await },
-            )
+            .call("ann@example.org", login_call::Call::Credentials(request))
             .await
     }
 
-    #[tokio::test]
-    async fn with_no_replica_a_call_is_unavailable() {
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
-        let status = credentials(&replicas).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status}");
-    }
-
-    /// A replica nothing listens for fails as `Unavailable`, the code the
-    /// fallback to the next replica goes by; with every member so, that is
-    /// the answer.
-    #[tokio::test]
-    async fn an_unreachable_replica_is_unavailable() {
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
-        let closed = |id| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let address = listener.local_addr().unwrap();
-            drop(listener);
-            replica(id, &format!("http://{address}"))
-        };
-        replicas.update(&[closed("s2"), closed("s1")]);
-        assert_eq!(replicas.count(), 2);
-        let status = credentials(&replicas).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status}");
-        assert!(unreached(&status), "{status:?}");
-    }
-
-    /// A replica that can serve nothing: it counts the credential calls it
-    /// answers, with `Unavailable`, as one whose store is down does.
+    /// A replica that can serve nothing. It counts the calls it receives;
+    /// it answers each with `Unavailable`, as one whose store is down does,
+    /// or, when `silent`, ends its stream at the first call without
+    /// answering, as one that dies does.
     #[derive(Clone, Default)]
-    struct StoreDown {
-        answered: Arc<AtomicUsize>,
+    struct Broken {
+        silent: bool,
+        received: Arc<AtomicUsize>,
     }
 
     #[tonic::async_trait]
-    impl Session for StoreDown {
+    impl Session for Broken {
         type ProcessStream = tokio_stream::Empty<Result<SessionDown, Status>>;
+        type LoginsStream = ReceiverStream<Result<LoginAnswer, Status>>;
 
         async fn process(
             &self,
@@ -212,27 +280,32 @@ mod tests {
             Err(Status::unimplemented("not in this test"))
         }
 
-        async fn get_credentials(
+        async fn logins(
             &self,
-            _: Request<CredentialsRequest>,
-        ) -> Result<Response<CredentialsReply>, Status> {
-            self.answered.fetch_add(1, Ordering::SeqCst);
-            Err(Status::unavailable("storage: connection refused"))
-        }
-
-        async fn register(
-            &self,
-            _: Request<RegisterRequest>,
-        ) -> Result<Response<RegisterReply>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn bind(&self, _: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
-            Err(Status::unimplemented("not in this test"))
+            request: Request<Streaming<LoginCall>>,
+        ) -> Result<Response<Self::LoginsStream>, Status> {
+            let mut calls = request.into_inner();
+            let (answers, rx) = mpsc::channel(16);
+            let replica = self.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(call)) = calls.next().await {
+                    replica.received.fetch_add(1, Ordering::SeqCst);
+                    if replica.silent {
+                        return;
+                    }
+                    let refusal = LoginRefusal::from(Status::unavailable("storage: refused"));
+                    let answer = LoginAnswer {
+                        id: call.id,
+                        answer: Some(login_answer::Answer::Refused(refusal)),
+                    };
+                    let _ = answers.send(Ok(answer)).await;
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
         }
     }
 
-    async fn serve(replica: StoreDown) -> String {
+    async fn serve(replica: Broken) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(
@@ -243,42 +316,97 @@ mod tests {
         format!("http://{address}")
     }
 
+    fn ids(replicas: &Replicas) -> Vec<String> {
+        let members = replicas.members.read().unwrap();
+        members.nodes.iter().map(|n| n.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn with_no_replica_a_call_is_unavailable() {
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+    }
+
+    /// A live member of the registry that nothing listens for serves no
+    /// login, and makes none wait for it.
+    #[tokio::test]
+    async fn an_unreachable_replica_is_no_member() {
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        replicas
+            .update(&[replica("s1", &format!("http://{address}"))])
+            .await;
+        assert_eq!(replicas.count(), 0);
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+    }
+
     /// A replica's own `Unavailable` is its answer: the call is not made again
     /// on the next replica, which shares the store that failed.
     #[tokio::test]
     async fn a_replica_that_answers_is_not_passed_over() {
-        let replica_down = StoreDown::default();
-        let answered = replica_down.answered.clone();
+        let broken = Broken::default();
         let replicas = Replicas::new(Arc::new(RemoteConnector));
-        replicas.update(&[
-            replica("s1", &serve(replica_down.clone()).await),
-            replica("s2", &serve(replica_down).await),
-        ]);
+        replicas
+            .update(&[
+                replica("s1", &serve(broken.clone()).await),
+                replica("s2", &serve(broken.clone()).await),
+            ])
+            .await;
+        assert_eq!(replicas.count(), 2);
         let status = credentials(&replicas).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
-        assert!(!unreached(&status), "{status:?}");
-        assert_eq!(answered.load(Ordering::SeqCst), 1);
+        assert_eq!(status.message(), "storage: refused");
+        assert_eq!(broken.received.load(Ordering::SeqCst), 1);
+    }
+
+    /// A replica that goes away with a call unanswered leaves it to the next
+    /// one, and the logins after it no longer wait for it.
+    #[tokio::test]
+    async fn a_call_its_replica_never_answers_goes_to_the_next() {
+        let silent = Broken {
+            silent: true,
+            ..Broken::default()
+        };
+        let answering = Broken::default();
+        // The silent one is the account's owner, asked first.
+        let candidates = [replica("s1", ""), replica("s2", "")];
+        let owner = membership::owner("ann@example.org", &candidates)
+            .unwrap()
+            .id
+            .clone();
+        let other = if owner == "s1" { "s2" } else { "s1" };
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        replicas
+            .update(&[
+                replica(&owner, &serve(silent.clone()).await),
+                replica(other, &serve(answering.clone()).await),
+            ])
+            .await;
+        let status = credentials(&replicas).await.unwrap_err();
+        assert_eq!(status.message(), "storage: refused");
+        assert_eq!(silent.received.load(Ordering::SeqCst), 1);
+        assert_eq!(answering.received.load(Ordering::SeqCst), 1);
+        assert_eq!(ids(&replicas), [other]);
+        credentials(&replicas).await.unwrap_err();
+        assert_eq!(silent.received.load(Ordering::SeqCst), 1);
+        assert_eq!(answering.received.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn members_are_kept_sorted_and_follow_the_registry() {
         let replicas = Replicas::new(Arc::new(RemoteConnector));
         let (a, b) = (
-            replica("s1", "http://127.0.0.1:1"),
-            replica("s2", "http://127.0.0.1:2"),
+            replica("s1", &serve(Broken::default()).await),
+            replica("s2", &serve(Broken::default()).await),
         );
-        replicas.update(&[b.clone(), a.clone()]);
-        let ids = |replicas: &Replicas| {
-            let members = replicas.members.read().unwrap();
-            members
-                .nodes
-                .iter()
-                .map(|n| n.id.clone())
-                .collect::<Vec<_>>()
-        };
+        replicas.update(&[b.clone(), a.clone()]).await;
         assert_eq!(ids(&replicas), ["s1", "s2"]);
-        replicas.update(&[b]);
+        replicas.update(&[b]).await;
         assert_eq!(ids(&replicas), ["s2"]);
-        assert_eq!(replicas.members.read().unwrap().clients.len(), 1);
+        assert_eq!(replicas.members.read().unwrap().links.len(), 1);
     }
 }

@@ -4,15 +4,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
     BindReply, BindRequest, BoundSession, Credential, CredentialsReply, CredentialsRequest, Kick,
-    RegisterOutcome, RegisterReply, RegisterRequest, SessionDown, SessionUp, bind_reply,
-    session_down,
+    LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply, RegisterRequest,
+    SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::SharedRegistry;
@@ -24,6 +24,9 @@ use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, down};
 
 /// Frames buffered towards one router before workers wait.
 const STREAM_BUFFER: usize = 4096;
+/// Login calls one connection-manager can have in flight on a replica;
+/// further calls wait on its stream.
+const LOGIN_CALLS_IN_FLIGHT: usize = 1024;
 
 /// What a replica needs from the configuration.
 #[derive(Clone, Debug)]
@@ -71,6 +74,10 @@ impl Core {
 
 /// The frames a replica sends back on one router's stream.
 pub type RouterStream = ReceiverStream<Result<SessionDown, Status>>;
+
+/// The answers a replica sends back on one connection-manager's login
+/// stream.
+pub type LoginAnswers = ReceiverStream<Result<LoginAnswer, Status>>;
 
 /// A session replica. Cheap to clone.
 #[derive(Clone)]
@@ -151,6 +158,51 @@ impl SessionService {
         ReceiverStream::new(rx)
     }
 
+    /// `Session.Logins` without its transport: `calls` is a
+    /// connection-manager's stream of login calls, the result the stream of
+    /// their answers. Each call runs as a task of its own and is answered
+    /// when it is done, so a slow store write holds up no other login.
+    pub fn login_calls<S>(&self, mut calls: S) -> LoginAnswers
+    where
+        S: Stream<Item = Result<LoginCall, Status>> + Unpin + Send + 'static,
+    {
+        let (out, rx) = mpsc::channel(LOGIN_CALLS_IN_FLIGHT);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(LOGIN_CALLS_IN_FLIGHT));
+            loop {
+                let call = match calls.next().await {
+                    Some(Ok(call)) => call,
+                    None => break,
+                    Some(Err(status)) => {
+                        tracing::warn!(%status, "login stream failed");
+                        break;
+                    }
+                };
+                let Ok(slot) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (service, out) = (service.clone(), out.clone());
+                tokio::spawn(async move {
+                    let answer = match call.call {
+                        Some(call) => service.answer(call).await,
+                        None => Err(Status::invalid_argument("a login call names no call")),
+                    };
+                    let answer = answer.unwrap_or_else(|status| {
+                        login_answer::Answer::Refused(LoginRefusal::from(status))
+                    });
+                    let answer = LoginAnswer {
+                        id: call.id,
+                        answer: Some(answer),
+                    };
+                    let _ = out.send(Ok(answer)).await;
+                    drop(slot);
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
     /// The bare JID of a local account, or the reason it is not one.
     fn local_account(&self, jid: &str) -> Result<Jid, Status> {
         let jid = Jid::parse(jid).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -171,6 +223,7 @@ fn storage_status(error: StoreError) -> Status {
 #[tonic::async_trait]
 impl Session for SessionService {
     type ProcessStream = RouterStream;
+    type LoginsStream = LoginAnswers;
 
     async fn process(
         &self,
@@ -179,36 +232,53 @@ impl Session for SessionService {
         Ok(Response::new(self.process_frames(request.into_inner())))
     }
 
-    async fn get_credentials(
+    async fn logins(
         &self,
-        request: Request<CredentialsRequest>,
-    ) -> Result<Response<CredentialsReply>, Status> {
-        let jid = self.local_account(&request.get_ref().jid)?;
+        request: Request<Streaming<LoginCall>>,
+    ) -> Result<Response<Self::LoginsStream>, Status> {
+        Ok(Response::new(self.login_calls(request.into_inner())))
+    }
+}
+
+/// The calls a login makes, each answered on its own.
+impl SessionService {
+    async fn answer(&self, call: login_call::Call) -> Result<login_answer::Answer, Status> {
+        Ok(match call {
+            login_call::Call::Credentials(request) => {
+                login_answer::Answer::Credentials(self.credentials(request).await?)
+            }
+            login_call::Call::Register(request) => {
+                login_answer::Answer::Register(self.register(request).await?)
+            }
+            login_call::Call::Bind(request) => {
+                login_answer::Answer::Bind(self.bind(request).await?)
+            }
+        })
+    }
+
+    async fn credentials(&self, request: CredentialsRequest) -> Result<CredentialsReply, Status> {
+        let jid = self.local_account(&request.jid)?;
         let credentials = self
             .core
             .store
             .credentials(jid.as_str())
             .await
             .map_err(storage_status)?;
-        Ok(Response::new(CredentialsReply {
+        Ok(CredentialsReply {
             found: !credentials.is_empty(),
             credentials: credentials.into_iter().map(to_wire).collect(),
-        }))
+        })
     }
 
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterReply>, Status> {
+    async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, Status> {
         let reply = |outcome: RegisterOutcome| {
-            Ok(Response::new(RegisterReply {
+            Ok(RegisterReply {
                 outcome: outcome as i32,
-            }))
+            })
         };
         if !self.core.settings.registration {
             return reply(RegisterOutcome::NotAllowed);
         }
-        let request = request.into_inner();
         let jid = self.local_account(&request.jid)?;
         let credentials: Vec<_> = request.credentials.into_iter().map(from_wire).collect();
         match self
@@ -226,8 +296,7 @@ impl Session for SessionService {
         }
     }
 
-    async fn bind(&self, request: Request<BindRequest>) -> Result<Response<BindReply>, Status> {
-        let request = request.into_inner();
+    async fn bind(&self, request: BindRequest) -> Result<BindReply, Status> {
         let bare = self.local_account(&request.bare_jid)?;
         let resource = if request.resource.is_empty() {
             generated_resource()
@@ -235,9 +304,9 @@ impl Session for SessionService {
             request.resource
         };
         let Ok(full) = bare.with_resource(&resource) else {
-            return Ok(Response::new(BindReply {
+            return Ok(BindReply {
                 outcome: Some(bind_reply::Outcome::ErrorCondition("bad-request".into())),
-            }));
+            });
         };
         let session = BoundSession {
             full_jid: full.to_string(),
@@ -268,9 +337,9 @@ impl Session for SessionService {
                 .send_to_any_router(vec![session_down::Frame::Kick(kick)])
                 .await;
         }
-        Ok(Response::new(BindReply {
+        Ok(BindReply {
             outcome: Some(bind_reply::Outcome::FullJid(full.to_string())),
-        }))
+        })
     }
 }
 

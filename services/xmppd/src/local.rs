@@ -1,11 +1,10 @@
 //! In-process wiring for the all-in-one server: the services call each
-//! other without a socket. Unary calls go through their gRPC interfaces
-//! over in-process channels; the two streams every stanza rides
-//! (`Router.Attach`, `Session.Process`) are connected to the router's and
-//! the replica's stream cores directly, so their frames are handed over as
-//! they are instead of being encoded to protobuf and decoded again. Only
-//! the transport differs from the cluster's: the same cores run behind the
-//! gRPC services there.
+//! other without a socket. Every call of the cluster's API is a stream
+//! (`Router.Attach`, `Session.Process`, `Session.Logins`), and each is
+//! connected to the router's or the replica's stream core directly, so its
+//! frames are handed over as they are instead of being encoded to protobuf
+//! and decoded again. Only the transport differs from the cluster's: the
+//! same cores run behind the gRPC services there.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -18,8 +17,8 @@ use tonic::Status;
 use xmppd_grpc::router_server::RouterServer;
 use xmppd_grpc::session_server::SessionServer;
 use xmppd_grpc::{
-    Connector, EdgeDown, EdgeUp, FrameStream, GrpcChannel, Node, SessionDown, SessionUp,
-    local_channel,
+    Connector, EdgeDown, EdgeUp, FrameStream, GrpcChannel, LoginAnswer, LoginCall, Node,
+    SessionDown, SessionUp, local_channel,
 };
 use xmppd_router::RouterService;
 use xmppd_session::SessionService;
@@ -108,6 +107,25 @@ impl Connector for LocalConnector {
             };
             Ok(session
                 .process_frames(ReceiverStream::new(up).map(Ok))
+                .boxed())
+        })
+    }
+
+    fn logins(
+        &self,
+        node: &Node,
+        _channel: GrpcChannel,
+        calls: mpsc::Receiver<LoginCall>,
+    ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
+        let service = self.service(node);
+        Box::pin(async move {
+            let Service::Session(session) = service? else {
+                return Err(Status::unimplemented(
+                    "Session.Logins on a node that is no session replica",
+                ));
+            };
+            Ok(session
+                .login_calls(ReceiverStream::new(calls).map(Ok))
                 .boxed())
         })
     }
