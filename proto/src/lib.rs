@@ -1,7 +1,6 @@
-//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), the one
-//! channel type every client of it uses, whether the server is across the
-//! network or in the same process, and the [`Connector`] that opens channels
-//! and streams to a node.
+//! The gRPC API between xmppd's services (`xmppd/v1/cluster.proto`), and the
+//! [`Connector`] that opens its streams to a node, whether the node is across
+//! the network or in the same process.
 
 pub mod v1 {
     tonic::include_proto!("xmppd.v1");
@@ -11,69 +10,14 @@ pub use v1::*;
 
 mod envelope;
 
-use std::convert::Infallible;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tonic::body::Body;
-use tonic::transport::Endpoint;
-use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceExt};
-
-/// A gRPC channel: a real HTTP/2 connection in a cluster, or a direct call into
-/// a server object in the all-in-one process. Services only ever see this
-/// type, so both deployments run the same code.
-pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, ChannelError>;
-
-/// The transport error of a [`GrpcChannel`]. A concrete type rather than a
-/// boxed trait object, so that futures calling through the channel stay
-/// `Send` for every lifetime, as `async_trait` service methods need.
-#[derive(Debug)]
-pub struct ChannelError(BoxError);
-
-impl std::fmt::Display for ChannelError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ChannelError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
-    }
-}
-
-/// A lazily connecting channel to `address` (`http://host:port`). It
-/// reconnects by itself after the peer restarts.
-pub fn remote_channel(address: &str) -> Result<GrpcChannel, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(address.to_string())?
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-        .keep_alive_timeout(std::time::Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect_lazy();
-    Ok(BoxCloneSyncService::new(
-        channel.map_err(|error| ChannelError(error.into())),
-    ))
-}
-
-/// A channel that calls `server` (a generated `*Server`) in this process,
-/// without a socket.
-pub fn local_channel<S>(server: S) -> GrpcChannel
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    BoxCloneSyncService::new(server.map_err(|never| match never {}))
-}
+use tonic::transport::{Channel, Endpoint};
 
 impl Kind {
     /// The stanza element name of this kind.
@@ -96,34 +40,31 @@ impl Kind {
     }
 }
 
-/// The frames coming back on one of the cluster's bidirectional streams
-/// (`Router.Attach`, `Session.Process`), whatever carries them: tonic
-/// decoding HTTP/2 data frames, or an in-process channel handing over the
-/// frames themselves. It ends when the other side closes the stream; an
-/// error ends it too.
+/// The frames coming back on one of the cluster's bidirectional streams,
+/// whatever carries them: tonic decoding HTTP/2 data frames, or an
+/// in-process channel handing over the frames themselves. It ends when the
+/// other side closes the stream; an error ends it too.
 pub type FrameStream<T> = BoxStream<'static, Result<T, Status>>;
 
-/// Opens channels and streams to other nodes of the cluster. The cluster
-/// dials their registered gRPC address and makes every call over HTTP/2;
-/// the all-in-one process hands out in-process channels to the services it
-/// composed, and connects the streaming calls to their services' cores
-/// directly (no protobuf encoding for frames handed over in memory).
+/// Opens the cluster's streams to other nodes. Every call of the API is a
+/// long-lived stream, and each node opens at most one of each to a peer, so
+/// a stream is all a caller ever asks for. The defaults, which
+/// [`RemoteConnector`] keeps, dial the node's registered gRPC address and
+/// run the stream over HTTP/2; the all-in-one process connects each stream
+/// to its service's core directly (no protobuf encoding for frames handed
+/// over in memory).
 pub trait Connector: Send + Sync + 'static {
-    /// The channel for `node`'s calls.
-    fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError>;
-
-    /// Opens `Router.Attach` on the router `node`, reached by `channel`
-    /// (from [`Connector::channel`]): `up` carries the frames to the router,
-    /// starting with `hello`; the result, the router's frames back. The
-    /// default makes the gRPC call on `channel`.
+    /// Opens `Router.Attach` on the router `node`: `up` carries the frames
+    /// to the router, starting with `hello`; the result, the router's frames
+    /// back.
     fn attach(
         &self,
-        _node: &Node,
-        channel: GrpcChannel,
+        node: &Node,
         up: mpsc::Receiver<EdgeUp>,
     ) -> BoxFuture<'static, Result<FrameStream<EdgeDown>, Status>> {
+        let channel = dial(node);
         Box::pin(async move {
-            let mut client = router_client::RouterClient::new(channel);
+            let mut client = router_client::RouterClient::new(channel?);
             let down = client.attach(ReceiverStream::new(up)).await?.into_inner();
             Ok(down.boxed())
         })
@@ -133,12 +74,12 @@ pub trait Connector: Send + Sync + 'static {
     /// [`Connector::attach`] does `Router.Attach`.
     fn process(
         &self,
-        _node: &Node,
-        channel: GrpcChannel,
+        node: &Node,
         up: mpsc::Receiver<SessionUp>,
     ) -> BoxFuture<'static, Result<FrameStream<SessionDown>, Status>> {
+        let channel = dial(node);
         Box::pin(async move {
-            let mut client = session_client::SessionClient::new(channel);
+            let mut client = session_client::SessionClient::new(channel?);
             let down = client.process(ReceiverStream::new(up)).await?.into_inner();
             Ok(down.boxed())
         })
@@ -148,12 +89,12 @@ pub trait Connector: Send + Sync + 'static {
     /// [`Connector::attach`] does `Router.Attach`.
     fn logins(
         &self,
-        _node: &Node,
-        channel: GrpcChannel,
+        node: &Node,
         calls: mpsc::Receiver<LoginCall>,
     ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
+        let channel = dial(node);
         Box::pin(async move {
-            let mut client = session_client::SessionClient::new(channel);
+            let mut client = session_client::SessionClient::new(channel?);
             let answers = client
                 .logins(ReceiverStream::new(calls))
                 .await?
@@ -161,6 +102,25 @@ pub trait Connector: Send + Sync + 'static {
             Ok(answers.boxed())
         })
     }
+}
+
+/// An HTTP/2 connection to `node`'s gRPC address, made by the stream's
+/// first call. With keepalive, a stream whose peer vanished (no reset ever
+/// comes) ends within seconds, as a reset one does.
+fn dial(node: &Node) -> Result<Channel, Status> {
+    let endpoint = Endpoint::from_shared(node.grpc_address.clone()).map_err(|error| {
+        Status::invalid_argument(format!(
+            "node {} registered a bad gRPC address {:?}: {error}",
+            node.id, node.grpc_address
+        ))
+    })?;
+    Ok(endpoint
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(3))
+        .connect_lazy())
 }
 
 impl From<Status> for LoginRefusal {
@@ -178,12 +138,8 @@ impl From<LoginRefusal> for Status {
     }
 }
 
-/// Dials `Node::grpc_address`.
+/// The cluster's connector: dials each node's registered gRPC address.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RemoteConnector;
 
-impl Connector for RemoteConnector {
-    fn channel(&self, node: &Node) -> Result<GrpcChannel, BoxError> {
-        Ok(remote_channel(&node.grpc_address)?)
-    }
-}
+impl Connector for RemoteConnector {}

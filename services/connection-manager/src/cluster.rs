@@ -247,17 +247,12 @@ impl Cluster {
     }
 
     async fn attach(&self, node: Node) -> Result<(), ClusterError> {
-        let channel = self
-            .inner
-            .connector
-            .channel(&node)
-            .map_err(|error| Status::unavailable(error.to_string()))?;
         let (up, rx) = mpsc::channel(ROUTER_BUFFER);
         let hello = EdgeUp {
             frame: Some(edge_up::Frame::Hello(self.inner.node.clone())),
         };
         up.send(hello).await.map_err(|_| ClusterError::NoRouter)?;
-        let downstream = self.inner.connector.attach(&node, channel, rx).await?;
+        let downstream = self.inner.connector.attach(&node, rx).await?;
         let link = Arc::new(RouterLink {
             node: node.clone(),
             up,

@@ -94,12 +94,8 @@ impl Replicas {
     }
 
     async fn open(&self, node: Node) -> Result<(), Status> {
-        let channel = self
-            .connector
-            .channel(&node)
-            .map_err(|error| Status::unavailable(error.to_string()))?;
         let (calls, rx) = mpsc::channel(CALL_BUFFER);
-        let answers = self.connector.logins(&node, channel, rx).await?;
+        let answers = self.connector.logins(&node, rx).await?;
         let link = Arc::new(LoginLink {
             node: node.clone(),
             calls,

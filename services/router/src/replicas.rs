@@ -136,12 +136,8 @@ impl Replicas {
         node: Node,
         downstream: &Arc<D>,
     ) -> Result<(), Status> {
-        let channel = self
-            .connector
-            .channel(&node)
-            .map_err(|error| Status::unavailable(error.to_string()))?;
         let (up, rx) = mpsc::channel(STREAM_BUFFER);
-        let responses = self.connector.process(&node, channel, rx).await?;
+        let responses = self.connector.process(&node, rx).await?;
         let link = Arc::new(Link {
             node: node.clone(),
             stream: AsyncMutex::new(LinkStream {

@@ -14,11 +14,8 @@ use futures::stream::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use xmppd_grpc::router_server::RouterServer;
-use xmppd_grpc::session_server::SessionServer;
 use xmppd_grpc::{
-    Connector, EdgeDown, EdgeUp, FrameStream, GrpcChannel, LoginAnswer, LoginCall, Node,
-    SessionDown, SessionUp, local_channel,
+    Connector, EdgeDown, EdgeUp, FrameStream, LoginAnswer, LoginCall, Node, SessionDown, SessionUp,
 };
 use xmppd_router::RouterService;
 use xmppd_session::SessionService;
@@ -32,52 +29,50 @@ enum Service {
 
 #[derive(Default)]
 pub struct LocalConnector {
-    nodes: RwLock<HashMap<String, (GrpcChannel, Service)>>,
+    nodes: RwLock<HashMap<String, Service>>,
 }
 
 impl LocalConnector {
     pub fn add_router(&self, node_id: &str, router: RouterService) {
-        let channel = local_channel(RouterServer::new(router.clone()));
-        self.add(node_id, channel, Service::Router(router));
+        self.add(node_id, Service::Router(router));
     }
 
     pub fn add_session(&self, node_id: &str, session: SessionService) {
-        let channel = local_channel(SessionServer::new(session.clone()));
-        self.add(node_id, channel, Service::Session(session));
+        self.add(node_id, Service::Session(session));
     }
 
-    fn add(&self, node_id: &str, channel: GrpcChannel, service: Service) {
+    fn add(&self, node_id: &str, service: Service) {
         self.nodes
             .write()
             .expect("nodes lock")
-            .insert(node_id.to_string(), (channel, service));
+            .insert(node_id.to_string(), service);
     }
 
-    fn get(&self, node: &Node) -> Result<(GrpcChannel, Service), String> {
+    fn service(&self, node: &Node) -> Result<Service, Status> {
         self.nodes
             .read()
             .expect("nodes lock")
             .get(&node.id)
             .cloned()
-            .ok_or_else(|| format!("no in-process service for node {}", node.id))
+            .ok_or_else(|| {
+                Status::unavailable(format!("no in-process service for node {}", node.id))
+            })
     }
 
-    fn service(&self, node: &Node) -> Result<Service, Status> {
-        self.get(node)
-            .map(|(_, service)| service)
-            .map_err(Status::unavailable)
+    fn session(&self, node: &Node, call: &str) -> Result<SessionService, Status> {
+        match self.service(node)? {
+            Service::Session(session) => Ok(session),
+            Service::Router(_) => Err(Status::unimplemented(format!(
+                "{call} on a node that is no session replica"
+            ))),
+        }
     }
 }
 
 impl Connector for LocalConnector {
-    fn channel(&self, node: &Node) -> Result<GrpcChannel, tower::BoxError> {
-        Ok(self.get(node)?.0)
-    }
-
     fn attach(
         &self,
         node: &Node,
-        _channel: GrpcChannel,
         up: mpsc::Receiver<EdgeUp>,
     ) -> BoxFuture<'static, Result<FrameStream<EdgeDown>, Status>> {
         let service = self.service(node);
@@ -95,17 +90,11 @@ impl Connector for LocalConnector {
     fn process(
         &self,
         node: &Node,
-        _channel: GrpcChannel,
         up: mpsc::Receiver<SessionUp>,
     ) -> BoxFuture<'static, Result<FrameStream<SessionDown>, Status>> {
-        let service = self.service(node);
+        let session = self.session(node, "Session.Process");
         Box::pin(async move {
-            let Service::Session(session) = service? else {
-                return Err(Status::unimplemented(
-                    "Session.Process on a node that is no session replica",
-                ));
-            };
-            Ok(session
+            Ok(session?
                 .process_frames(ReceiverStream::new(up).map(Ok))
                 .boxed())
         })
@@ -114,17 +103,11 @@ impl Connector for LocalConnector {
     fn logins(
         &self,
         node: &Node,
-        _channel: GrpcChannel,
         calls: mpsc::Receiver<LoginCall>,
     ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
-        let service = self.service(node);
+        let session = self.session(node, "Session.Logins");
         Box::pin(async move {
-            let Service::Session(session) = service? else {
-                return Err(Status::unimplemented(
-                    "Session.Logins on a node that is no session replica",
-                ));
-            };
-            Ok(session
+            Ok(session?
                 .login_calls(ReceiverStream::new(calls).map(Ok))
                 .boxed())
         })
