@@ -107,7 +107,16 @@ impl Replicas {
         members.refresh_nodes();
         drop(members);
         tracing::info!(replica = %node.id, "login calls may go to session replica");
-        tokio::spawn(read_answers(Arc::downgrade(&self.members), link, answers));
+        // The reader holds the link weakly: once the registry drops the
+        // replica and no call waits on it, the link and its sender go, which
+        // ends the stream.
+        let reader = read_answers(
+            Arc::downgrade(&self.members),
+            Arc::downgrade(&link),
+            node.id,
+            answers,
+        );
+        tokio::spawn(reader);
         Ok(())
     }
 
@@ -187,7 +196,8 @@ impl LoginLink {
 /// replica is still live.
 async fn read_answers(
     members: Weak<RwLock<Members>>,
-    link: Arc<LoginLink>,
+    link: Weak<LoginLink>,
+    replica: String,
     mut answers: FrameStream<LoginAnswer>,
 ) {
     loop {
@@ -196,22 +206,22 @@ async fn read_answers(
                 id,
                 answer: Some(answer),
             })) => {
-                if let Some(caller) = link.answered(id) {
+                if let Some(caller) = link.upgrade().and_then(|link| link.answered(id)) {
                     let _ = caller.send(answer);
                 }
             }
             Some(Ok(LoginAnswer { answer: None, .. })) => {}
             None => break,
             Some(Err(status)) => {
-                tracing::warn!(replica = %link.node.id, %status, "login stream failed");
+                tracing::warn!(%replica, %status, "login stream failed");
                 break;
             }
         }
     }
-    link.waiting.lock().expect("waiting lock").take();
-    let Some(members) = members.upgrade() else {
+    let (Some(link), Some(members)) = (link.upgrade(), members.upgrade()) else {
         return;
     };
+    link.waiting.lock().expect("waiting lock").take();
     let mut members = members.write().expect("replicas lock");
     let current = members
         .links
@@ -262,6 +272,8 @@ mod tests {
     struct Broken {
         silent: bool,
         received: Arc<AtomicUsize>,
+        /// Login streams whose caller closed them.
+        closed: Arc<AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -296,6 +308,7 @@ mod tests {
                     };
                     let _ = answers.send(Ok(answer)).await;
                 }
+                replica.closed.fetch_add(1, Ordering::SeqCst);
             });
             Ok(Response::new(ReceiverStream::new(rx)))
         }
@@ -404,5 +417,26 @@ mod tests {
         replicas.update(&[b]).await;
         assert_eq!(ids(&replicas), ["s2"]);
         assert_eq!(replicas.members.read().unwrap().links.len(), 1);
+    }
+
+    /// The stream to a replica that left the registry is closed, not kept
+    /// open by the task reading it.
+    #[tokio::test]
+    async fn a_replica_that_left_has_its_stream_closed() {
+        let broken = Broken::default();
+        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        replicas
+            .update(&[replica("s1", &serve(broken.clone()).await)])
+            .await;
+        credentials(&replicas).await.unwrap_err();
+        replicas.update(&[]).await;
+        let closed = async {
+            while broken.closed.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), closed)
+            .await
+            .expect("the stream to a departed replica stays open");
     }
 }
