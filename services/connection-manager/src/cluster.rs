@@ -36,6 +36,10 @@ const ROUTER_BUFFER: usize = 4096;
 /// behind is disconnected rather than holding up everyone else. The mailbox
 /// only takes memory for what is queued.
 const MAILBOX_SIZE: usize = 1024;
+/// How long a login step waits for a session replica that keeps its stream
+/// open but does not answer (hung, or its store stalled): the client gets
+/// `temporary-auth-failure` rather than a stream that never moves.
+const LOGIN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the cluster hands a bound client stream.
 #[derive(Debug)]
@@ -142,7 +146,7 @@ impl Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 node,
-                replicas: Replicas::new(connector.clone()),
+                replicas: Replicas::new(connector.clone(), LOGIN_CALL_TIMEOUT),
                 connector,
                 registry,
                 next_conn_id: AtomicU64::new(1),

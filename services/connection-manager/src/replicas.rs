@@ -14,11 +14,14 @@
 //! the next replicas in rendezvous order are asked. A replica's own refusal
 //! is the answer, `Unavailable` included (its store or registry failing):
 //! every replica shares those, so asking each in turn would only multiply
-//! the load on what is failing.
+//! the load on what is failing. So is a replica's silence past the call
+//! timeout, with its stream still open: it may yet carry the call out, so
+//! asking another could register or bind twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -31,6 +34,8 @@ const CALL_BUFFER: usize = 1024;
 
 pub struct Replicas {
     connector: Arc<dyn Connector>,
+    /// How long a call waits for its answer on an open stream.
+    call_timeout: Duration,
     // A std lock, never held across an await; shared with the tasks that
     // read the streams, which retire their link when it ends.
     members: Arc<RwLock<Members>>,
@@ -55,9 +60,10 @@ struct LoginLink {
 }
 
 impl Replicas {
-    pub fn new(connector: Arc<dyn Connector>) -> Self {
+    pub fn new(connector: Arc<dyn Connector>, call_timeout: Duration) -> Self {
         Replicas {
             connector,
+            call_timeout,
             members: Arc::default(),
         }
     }
@@ -122,17 +128,24 @@ impl Replicas {
 
     /// Makes `call` on the replica owning `account`, or on the next ones in
     /// rendezvous order while a replica's stream ends before it answers. A
-    /// replica's refusal is returned as the status it carries.
+    /// replica's refusal is returned as the status it carries; its silence
+    /// past the call timeout as `DeadlineExceeded`.
     pub async fn call(
         &self,
         account: &str,
         call: login_call::Call,
     ) -> Result<login_answer::Answer, Status> {
         for link in self.ranked(account) {
-            match link.call(call.clone()).await {
-                Some(login_answer::Answer::Refused(refusal)) => return Err(refusal.into()),
-                Some(answer) => return Ok(answer),
-                None => tracing::warn!(
+            match link.call(call.clone(), self.call_timeout).await {
+                Ok(login_answer::Answer::Refused(refusal)) => return Err(refusal.into()),
+                Ok(answer) => return Ok(answer),
+                Err(Unanswered::TimedOut) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "session replica {} did not answer within {:?}",
+                        link.node.id, self.call_timeout
+                    )));
+                }
+                Err(Unanswered::StreamEnded) => tracing::warn!(
                     %account,
                     replica = %link.node.id,
                     "session replica went away before it answered, trying the next"
@@ -159,25 +172,48 @@ impl Members {
     }
 }
 
+/// Why a call on a login stream went unanswered.
+enum Unanswered {
+    /// The stream ended first: the replica died, restarted or left.
+    StreamEnded,
+    /// The stream is open, but the answer did not come in time.
+    TimedOut,
+}
+
 impl LoginLink {
-    /// The replica's answer to `call`, or `None` if its stream ended first.
-    async fn call(&self, call: login_call::Call) -> Option<login_answer::Answer> {
+    /// The replica's answer to `call` within `timeout`.
+    async fn call(
+        &self,
+        call: login_call::Call,
+        timeout: Duration,
+    ) -> Result<login_answer::Answer, Unanswered> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         self.waiting
             .lock()
             .expect("waiting lock")
-            .as_mut()?
+            .as_mut()
+            .ok_or(Unanswered::StreamEnded)?
             .insert(id, answer);
         let call = LoginCall {
             id,
             call: Some(call),
         };
-        if self.calls.send(call).await.is_err() {
+        let sent_and_answered = async {
+            self.calls
+                .send(call)
+                .await
+                .map_err(|_| Unanswered::StreamEnded)?;
+            answered.await.map_err(|_| Unanswered::StreamEnded)
+        };
+        let outcome = tokio::time::timeout(timeout, sent_and_answered)
+            .await
+            .unwrap_or(Err(Unanswered::TimedOut));
+        if outcome.is_err() {
+            // No answer is coming, or it comes too late for anyone to read.
             self.answered(id);
-            return None;
         }
-        answered.await.ok()
+        outcome
     }
 
     /// Takes the caller waiting for the answer to call `id`, if it still is.
@@ -247,6 +283,8 @@ mod tests {
 
     use super::*;
 
+    const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
     fn replica(id: &str, grpc_address: &str) -> Node {
         Node {
             id: id.into(),
@@ -267,10 +305,12 @@ mod tests {
     /// A replica that can serve nothing. It counts the calls it receives;
     /// it answers each with `Unavailable`, as one whose store is down does,
     /// or, when `silent`, ends its stream at the first call without
-    /// answering, as one that dies does.
+    /// answering, as one that dies does, or, when `hung`, keeps its stream
+    /// open and never answers.
     #[derive(Clone, Default)]
     struct Broken {
         silent: bool,
+        hung: bool,
         received: Arc<AtomicUsize>,
         /// Login streams whose caller closed them.
         closed: Arc<AtomicUsize>,
@@ -301,6 +341,9 @@ mod tests {
                     if replica.silent {
                         return;
                     }
+                    if replica.hung {
+                        continue;
+                    }
                     let refusal = LoginRefusal::from(Status::unavailable("storage: refused"));
                     let answer = LoginAnswer {
                         id: call.id,
@@ -325,6 +368,15 @@ mod tests {
         format!("http://{address}")
     }
 
+    /// Of replicas `s1` and `s2`, the one `account` is asked of first, and
+    /// the other.
+    fn owner_and_other(account: &str) -> (String, String) {
+        let candidates = [replica("s1", ""), replica("s2", "")];
+        let owner = membership::owner(account, &candidates).unwrap().id.clone();
+        let other = if owner == "s1" { "s2" } else { "s1" };
+        (owner, other.to_string())
+    }
+
     fn ids(replicas: &Replicas) -> Vec<String> {
         let members = replicas.members.read().unwrap();
         members.nodes.iter().map(|n| n.id.clone()).collect()
@@ -332,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_no_replica_a_call_is_unavailable() {
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         let status = credentials(&replicas).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
     }
@@ -341,7 +393,7 @@ mod tests {
     /// login, and makes none wait for it.
     #[tokio::test]
     async fn an_unreachable_replica_is_no_member() {
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
@@ -358,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_answers_is_not_passed_over() {
         let broken = Broken::default();
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         replicas
             .update(&[
                 replica("s1", &serve(broken.clone()).await),
@@ -382,17 +434,12 @@ mod tests {
         };
         let answering = Broken::default();
         // The silent one is the account's owner, asked first.
-        let candidates = [replica("s1", ""), replica("s2", "")];
-        let owner = membership::owner("ann@example.org", &candidates)
-            .unwrap()
-            .id
-            .clone();
-        let other = if owner == "s1" { "s2" } else { "s1" };
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let (owner, other) = owner_and_other("ann@example.org");
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         replicas
             .update(&[
                 replica(&owner, &serve(silent.clone()).await),
-                replica(other, &serve(answering.clone()).await),
+                replica(&other, &serve(answering.clone()).await),
             ])
             .await;
         let status = credentials(&replicas).await.unwrap_err();
@@ -405,9 +452,42 @@ mod tests {
         assert_eq!(answering.received.load(Ordering::SeqCst), 2);
     }
 
+    /// A replica that keeps its stream open but never answers holds a login
+    /// no longer than the call timeout, and the call is not made again on
+    /// another replica, where it could take effect twice.
+    #[tokio::test]
+    async fn a_call_its_replica_sits_on_times_out() {
+        let hung = Broken {
+            hung: true,
+            ..Broken::default()
+        };
+        let answering = Broken::default();
+        let timeout = Duration::from_millis(200);
+        let (owner, other) = owner_and_other("ann@example.org");
+        let replicas = Replicas::new(Arc::new(RemoteConnector), timeout);
+        replicas
+            .update(&[
+                replica(&owner, &serve(hung.clone()).await),
+                replica(&other, &serve(answering.clone()).await),
+            ])
+            .await;
+        let started = std::time::Instant::now();
+        let status = tokio::time::timeout(TEST_TIMEOUT, credentials(&replicas))
+            .await
+            .expect("the call waits past its timeout")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+        assert!(started.elapsed() >= timeout);
+        assert_eq!(hung.received.load(Ordering::SeqCst), 1);
+        assert_eq!(answering.received.load(Ordering::SeqCst), 0);
+        let link = replicas.members.read().unwrap().links[&owner].clone();
+        let waiting = link.waiting.lock().unwrap().as_ref().map(HashMap::len);
+        assert_eq!(waiting, Some(0), "the timed-out call is still waiting");
+    }
+
     #[tokio::test]
     async fn members_are_kept_sorted_and_follow_the_registry() {
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         let (a, b) = (
             replica("s1", &serve(Broken::default()).await),
             replica("s2", &serve(Broken::default()).await),
@@ -424,7 +504,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_left_has_its_stream_closed() {
         let broken = Broken::default();
-        let replicas = Replicas::new(Arc::new(RemoteConnector));
+        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
         replicas
             .update(&[replica("s1", &serve(broken.clone()).await)])
             .await;
