@@ -116,6 +116,8 @@ pub struct StorageConfig {
     pub url: String,
     /// Most database connections one process opens (each is a Postgres backend).
     pub max_connections: NonZeroU32,
+    /// Connections kept open from the start, even when idle; at most `max_connections`.
+    pub min_connections: u32,
     /// Accounts whose SCRAM credentials a session replica keeps after reading them, until
     /// Postgres notifies a change; 0 turns the cache off. Session replicas on Postgres only.
     pub credential_cache_entries: u64,
@@ -128,6 +130,7 @@ impl Default for StorageConfig {
         StorageConfig {
             url: String::new(),
             max_connections: NonZeroU32::new(10).expect("not zero"),
+            min_connections: 0,
             credential_cache_entries: 100_000,
             credential_cache_ttl_secs: 600,
         }
@@ -299,6 +302,8 @@ pub enum ConfigError {
     },
     #[error("invalid configuration (file and environment): {0}")]
     Invalid(toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
     #[error("invalid address {value:?} for {key}: {source}")]
     Address {
         key: &'static str,
@@ -322,7 +327,23 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env_overrides(&mut table, env);
-        Value::Table(table).try_into().map_err(ConfigError::Invalid)
+        let config: Config = Value::Table(table)
+            .try_into()
+            .map_err(ConfigError::Invalid)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// What no single key's type can say: keys that must agree.
+    fn check(&self) -> Result<(), ConfigError> {
+        let storage = &self.storage;
+        if storage.min_connections > storage.max_connections.get() {
+            return Err(ConfigError::Inconsistent(format!(
+                "storage.min_connections ({}) is more than storage.max_connections ({})",
+                storage.min_connections, storage.max_connections
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -450,6 +471,21 @@ mod tests {
         let error = Config::load_with_env(None, env(&[("XMPPD_STORAGE__MAX_CONNECTIONS", "0")]))
             .unwrap_err();
         assert!(error.to_string().contains("max_connections"), "{error}");
+    }
+
+    #[test]
+    fn a_pool_kept_larger_than_its_maximum_is_refused() {
+        let overrides = [
+            ("XMPPD_STORAGE__MAX_CONNECTIONS", "4"),
+            ("XMPPD_STORAGE__MIN_CONNECTIONS", "5"),
+        ];
+        let error = Config::load_with_env(None, env(&overrides)).unwrap_err();
+        assert!(error.to_string().contains("min_connections (5)"), "{error}");
+        let overrides = [
+            ("XMPPD_STORAGE__MAX_CONNECTIONS", "4"),
+            ("XMPPD_STORAGE__MIN_CONNECTIONS", "4"),
+        ];
+        Config::load_with_env(None, env(&overrides)).unwrap();
     }
 
     #[test]

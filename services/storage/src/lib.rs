@@ -32,7 +32,7 @@ pub use accounts::Credential;
 pub use credential_cache::CredentialCaching;
 pub use offline::{LastActivity, OfflineMessage};
 pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};
-pub use store::{Backend, Store};
+pub use store::{Backend, PoolSize, Store};
 pub use xmppd_cache::CacheStatistics;
 
 /// Everything a [`Store`] method can fail with.

@@ -52,6 +52,24 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA synchronous = NORMAL",
 ];
 
+/// How many connections a store's pool holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize {
+    /// The most it opens.
+    pub max: NonZeroU32,
+    /// How many it opens at once and keeps open, idle or not (capped at `max`): a
+    /// burst of load then finds them ready instead of waiting for new ones (for
+    /// Postgres, a backend forked and authenticated each).
+    pub min: u32,
+}
+
+impl PoolSize {
+    /// Up to `max`, opened as the load asks for them and closed when idle.
+    pub fn on_demand(max: NonZeroU32) -> PoolSize {
+        PoolSize { max, min: 0 }
+    }
+}
+
 /// What a database URL designates, once checked.
 enum Target {
     Postgres,
@@ -65,6 +83,11 @@ impl Store {
     /// `max_connections` are opened, as the load asks for them (`sqlite::memory:` always
     /// has one: each connection would be a database of its own).
     pub async fn connect(url: &str, max_connections: NonZeroU32) -> Result<Store, StoreError> {
+        Store::connect_pool(url, PoolSize::on_demand(max_connections)).await
+    }
+
+    /// As [`Store::connect`], with `pool.min` connections kept open from the start.
+    pub async fn connect_pool(url: &str, pool: PoolSize) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let target = Target::parse(url)?;
         let (backend, url) = match &target {
@@ -76,9 +99,7 @@ impl Store {
             Target::SqliteMemory => (Backend::Sqlite, url.to_owned()),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = pool_options(&target, max_connections)
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(&target, pool).connect_with(options).await?;
         migrate(backend, &pool).await?;
         tracing::debug!(?backend, "store connected, migrations applied");
         Ok(Store {
@@ -168,11 +189,12 @@ fn create_if_missing(url: &str) -> String {
     }
 }
 
-fn pool_options(target: &Target, max_connections: NonZeroU32) -> AnyPoolOptions {
+fn pool_options(target: &Target, pool: PoolSize) -> AnyPoolOptions {
     // sqlx pings every connection before lending it out unless told otherwise: a round trip
     // to the database before every query.
     let options = AnyPoolOptions::new()
-        .max_connections(max_connections.get())
+        .max_connections(pool.max.get())
+        .min_connections(pool.min)
         .test_before_acquire(false);
     match target {
         Target::Postgres => {

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 use xmppd_storage::{
-    Backend, CacheStatistics, Credential, CredentialCaching, RosterItem, Store, StoreError,
-    Subscription,
+    Backend, CacheStatistics, Credential, CredentialCaching, PoolSize, RosterItem, Store,
+    StoreError, Subscription,
 };
 
 const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
@@ -511,18 +511,38 @@ async fn the_pool_opens_no_more_connections_than_allowed() {
         for query in queries.collect::<Vec<_>>() {
             query.await.unwrap().unwrap();
         }
-        let database = url.rsplit('/').next().unwrap().to_owned();
-        let mut watcher = PgConnection::connect(&url).await.unwrap();
-        let (open,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&database)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
+        let open = connections_to(&url).await;
         assert!(open >= 1 && open <= i64::from(limit.get()), "{open} open");
     })
     .await;
+}
+
+/// `storage.min_connections`: that many are open once the store is, before any query.
+#[tokio::test]
+async fn a_pool_keeps_its_minimum_open_from_the_start() {
+    with_postgres(|url| async move {
+        let pool = PoolSize {
+            max: NonZeroU32::new(4).unwrap(),
+            min: 3,
+        };
+        let _store = Store::connect_pool(&url, pool).await.unwrap();
+        assert_eq!(connections_to(&url).await, 3);
+    })
+    .await;
+}
+
+/// Connections to `url`'s database, other than the one asking.
+async fn connections_to(url: &str) -> i64 {
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let mut watcher = PgConnection::connect(url).await.unwrap();
+    let (open,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .fetch_one(&mut watcher)
+    .await
+    .unwrap();
+    open
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{Readiness, serve_http};
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_session::Settings;
-use xmppd_storage::{CredentialCaching, Store};
+use xmppd_storage::{CredentialCaching, PoolSize, Store};
 use xmppd_tls::ServerTls;
 
 pub fn heartbeat_interval(config: &Config) -> Duration {
@@ -93,7 +93,11 @@ pub async fn store(config: &Config) -> anyhow::Result<Store> {
         )
     })?;
     let url = config.storage.url_or_embedded(&config.server.data_dir);
-    Store::connect(&url, config.storage.max_connections)
+    let pool = PoolSize {
+        max: config.storage.max_connections,
+        min: config.storage.min_connections,
+    };
+    Store::connect_pool(&url, pool)
         .await
         .with_context(|| format!("cannot open the store {}", redact(&url)))
 }
