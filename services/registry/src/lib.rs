@@ -90,7 +90,7 @@ pub use redis_registry::RedisRegistry;
 pub use xmppd_cache::CacheStatistics;
 pub use xmppd_grpc::{BoundSession, Node, Role};
 
-/// What [`Registry::unbind`] removed.
+/// What [`Registry::unbind`] removed, or [`Registry::bind`] replaced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unbound {
     pub session: BoundSession,
@@ -105,8 +105,10 @@ pub type SharedRegistry = Arc<dyn Registry>;
 #[async_trait::async_trait]
 pub trait Registry: Send + Sync + 'static {
     /// Registers a resource. Returns the session it replaced (same full JID,
-    /// any node/conn), if any — the caller kicks that one with `<conflict/>`.
-    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError>;
+    /// any node/conn), if any, with the recipients of its directed presence
+    /// taken in the same step: the caller kicks that one with `<conflict/>`
+    /// and tells them, and its contacts, that it is gone.
+    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError>;
 
     /// Removes the resource only if it is still held by (`node_id`, `conn_id`)
     /// — a replaced connection's late unbind must not remove its replacement.

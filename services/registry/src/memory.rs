@@ -116,9 +116,19 @@ impl MemoryRegistry {
 
 #[async_trait::async_trait]
 impl Registry for MemoryRegistry {
-    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
+    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError> {
         let full_jid = session.full_jid.clone();
-        Ok(write(&self.sessions).apply(&full_jid, |current| rules::bind(&session, current)))
+        // Locked until the replaced session's directed presence is taken, as in `unbind`.
+        let mut sessions = write(&self.sessions);
+        let Some(replaced) = sessions.apply(&full_jid, |current| rules::bind(&session, current))
+        else {
+            return Ok(None);
+        };
+        let directed = self.forget_directed(&full_jid);
+        Ok(Some(Unbound {
+            session: replaced,
+            directed,
+        }))
     }
 
     async fn unbind(

@@ -15,7 +15,8 @@ use crate::{Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, spl
 use xmppd_cache::CacheStatistics;
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
-/// step with it, and deletes the entry's directed-presence set with it. An
+/// step with it, and takes the entry's directed-presence set when it deletes
+/// the entry, or (`take`) when it replaces one. An
 /// empty string stands for "absent": an encoded session never is empty, since
 /// its full JID is not. The expected entry is either exactly the one held, or
 /// (`holder`) the start of it, a [`Holder`]'s. Returns the entry replaced
@@ -25,7 +26,7 @@ use xmppd_cache::CacheStatistics;
 /// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`,
 /// `dir:{full JID}`.
 /// ARGV: resource, expected entry, new entry, full JID, old node, new node,
-/// `exact` or `holder`.
+/// `exact` or `holder`, `take` or `keep`.
 const SWAP_LUA: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if ARGV[7] == 'holder' then
@@ -36,10 +37,12 @@ end
 local directed = {}
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  directed = redis.call('SMEMBERS', KEYS[5])
-  redis.call('DEL', KEYS[5])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+if ARGV[3] == '' or (ARGV[8] == 'take' and current ~= '') then
+  directed = redis.call('SMEMBERS', KEYS[5])
+  redis.call('DEL', KEYS[5])
 end
 if ARGV[5] ~= '' and ARGV[5] ~= ARGV[6] then
   redis.call('SREM', KEYS[3], ARGV[4])
@@ -135,8 +138,18 @@ struct Entry {
 struct Swapped {
     /// The entry as it was; empty if there was none.
     replaced: Vec<u8>,
-    /// The directed-presence recipients, sorted, if the entry was deleted.
+    /// The directed-presence recipients, sorted, if they were taken.
     directed: Vec<String>,
+}
+
+/// What a compare-and-swap that replaces an entry does with its
+/// directed-presence set; one that deletes the entry always takes it.
+#[derive(Clone, Copy)]
+enum OnReplace {
+    /// The entry is the same session, updated (its presence).
+    KeepDirected,
+    /// The entry is a new session, which sent no directed presence yet.
+    TakeDirected,
 }
 
 /// What a compare-and-swap expects to find in the entry.
@@ -253,6 +266,7 @@ impl RedisRegistry {
         full_jid: &str,
         expected: Expected<'_>,
         new: Option<&BoundSession>,
+        on_replace: OnReplace,
     ) -> Result<Option<Swapped>, RegistryError> {
         let (bare, resource) = split_full(full_jid);
         let (mode, expected_raw, old_node) = match &expected {
@@ -278,6 +292,10 @@ impl RedisRegistry {
             .arg(old_node)
             .arg(new_node)
             .arg(mode)
+            .arg(match on_replace {
+                OnReplace::KeepDirected => "keep",
+                OnReplace::TakeDirected => "take",
+            })
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(swapped.map(|(replaced, mut directed)| {
@@ -288,11 +306,11 @@ impl RedisRegistry {
 
     /// Applies a [`rules`] decision to the entry of `full_jid`, optimistically:
     /// read, decide, swap if unchanged, else start over. Returns the
-    /// decision's outcome, and the directed presence taken if the entry was
-    /// deleted.
+    /// decision's outcome, and the directed presence taken.
     async fn update<T>(
         &self,
         full_jid: &str,
+        on_replace: OnReplace,
         decide: impl Fn(Option<&BoundSession>) -> Change<T>,
     ) -> Result<(T, Vec<String>), RegistryError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -303,7 +321,10 @@ impl RedisRegistry {
                 Change::Delete(outcome) => (None, outcome),
             };
             let expected = Expected::Entry(current.as_ref());
-            if let Some(swapped) = self.swap(full_jid, expected, new.as_ref()).await? {
+            if let Some(swapped) = self
+                .swap(full_jid, expected, new.as_ref(), on_replace)
+                .await?
+            {
                 return Ok((outcome, swapped.directed));
             }
         }
@@ -350,21 +371,24 @@ impl Registry for RedisRegistry {
         self.cache.as_ref().map(|cache| cache.statistics())
     }
 
-    async fn bind(&self, session: BoundSession) -> Result<Option<BoundSession>, RegistryError> {
+    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError> {
+        let take = OnReplace::TakeDirected;
         // Most binds are of a resource nobody holds: swapping against
         // "absent" first spares the read, one round trip of every login.
-        if let Change::Put(new, replaced) = rules::bind(&session, None)
+        if let Change::Put(new, None) = rules::bind(&session, None)
             && self
-                .swap(&session.full_jid, Expected::Entry(None), Some(&new))
+                .swap(&session.full_jid, Expected::Entry(None), Some(&new), take)
                 .await?
                 .is_some()
         {
-            return Ok(replaced);
+            return Ok(None);
         }
-        let (replaced, _) = self
-            .update(&session.full_jid, |current| rules::bind(&session, current))
+        let (replaced, directed) = self
+            .update(&session.full_jid, take, |current| {
+                rules::bind(&session, current)
+            })
             .await?;
-        Ok(replaced)
+        Ok(replaced.map(|session| Unbound { session, directed }))
     }
 
     async fn unbind(
@@ -377,11 +401,17 @@ impl Registry for RedisRegistry {
         // the read (one round trip) that `rules::unbind` would need.
         let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
             let (removed, directed) = self
-                .update(full_jid, |current| rules::unbind(node_id, conn_id, current))
+                .update(full_jid, OnReplace::KeepDirected, |current| {
+                    rules::unbind(node_id, conn_id, current)
+                })
                 .await?;
             return Ok(removed.map(|session| Unbound { session, directed }));
         };
-        let Some(swapped) = self.swap(full_jid, Expected::HeldBy(holder), None).await? else {
+        let expected = Expected::HeldBy(holder);
+        let swapped = self
+            .swap(full_jid, expected, None, OnReplace::KeepDirected)
+            .await?;
+        let Some(swapped) = swapped else {
             return Ok(None);
         };
         let session = decode(&self.keys.resources(bare_of(full_jid)), swapped.replaced)?;
@@ -400,7 +430,7 @@ impl Registry for RedisRegistry {
         presence: Bytes,
     ) -> Result<bool, RegistryError> {
         let (updated, _) = self
-            .update(full_jid, |current| {
+            .update(full_jid, OnReplace::KeepDirected, |current| {
                 rules::set_presence(conn_id, available, priority, &presence, current)
             })
             .await?;

@@ -50,6 +50,7 @@ registry_tests!(
     sessions_on_node_counts_and_listing,
     directed_presence,
     unbind_takes_the_directed_presence_with_it,
+    a_replacing_bind_takes_the_directed_presence_of_the_replaced,
     expired_heartbeat_makes_a_node_dead,
     live_nodes_by_role,
     concurrent_binds_replace_one_another,
@@ -159,7 +160,11 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
 
     // The same full JID from another node replaces the first, which moves.
     let second = bound("alice@example.org/phone", "cm2", 7);
-    assert_eq!(registry.bind(second.clone()).await.unwrap(), Some(first));
+    let replaced = Unbound {
+        session: first,
+        directed: Vec::new(),
+    };
+    assert_eq!(registry.bind(second.clone()).await.unwrap(), Some(replaced));
     assert_eq!(
         registry.session("alice@example.org/phone").await.unwrap(),
         Some(second.clone())
@@ -404,6 +409,26 @@ async fn unbind_takes_the_directed_presence_with_it(registry: SharedRegistry) {
     assert!(registry.take_directed(full).await.unwrap().is_empty());
 }
 
+/// The session a bind replaces is over: its directed presence goes with
+/// it, to be told so, and the replacement starts with none of its own.
+async fn a_replacing_bind_takes_the_directed_presence_of_the_replaced(registry: SharedRegistry) {
+    let full = "ivy@example.org/desk";
+    let first = bound(full, "cm1", 1);
+    registry.bind(first.clone()).await.unwrap();
+    registry
+        .add_directed(full, "room@muc.example.org/ivy")
+        .await
+        .unwrap();
+
+    let replaced = registry.bind(bound(full, "cm2", 2)).await.unwrap();
+    let expected = Unbound {
+        session: first,
+        directed: vec!["room@muc.example.org/ivy".into()],
+    };
+    assert_eq!(replaced, Some(expected));
+    assert!(registry.take_directed(full).await.unwrap().is_empty());
+}
+
 async fn expired_heartbeat_makes_a_node_dead(registry: SharedRegistry) {
     let short = node("cm-short", Role::ConnectionManager, "");
     let long = node("cm-long", Role::ConnectionManager, "");
@@ -512,7 +537,7 @@ async fn concurrent_binds_replace_one_another(registry: SharedRegistry) {
         .await
         .unwrap()
         .unwrap();
-    let mut conn_ids: Vec<u64> = replaced.iter().map(|s| s.conn_id).collect();
+    let mut conn_ids: Vec<u64> = replaced.iter().map(|old| old.session.conn_id).collect();
     conn_ids.push(survivor.conn_id);
     conn_ids.sort_unstable();
     assert_eq!(conn_ids, (0..BINDERS).collect::<Vec<_>>());

@@ -332,13 +332,27 @@ pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) 
         .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)
         .await?;
     // A replaced session's late end must not touch its replacement.
-    let Some(Unbound { session, directed }) = removed else {
+    let Some(unbound) = removed else {
         return Ok(());
     };
     core.metrics.count("unbound");
-    let gone = to_bytes(&presence(&session.full_jid, "", "unavailable"));
-    let was_available = session.available;
-    broadcast_unavailable(core, &session.full_jid, was_available, &directed, gone, out).await
+    gone(core, &unbound, out).await
+}
+
+/// A session over, by its end or by a new one of its full JID taking its
+/// place (RFC 6120 §7.7.2.2): whoever saw it available is told it is not.
+pub async fn gone(core: &Core, ended: &Unbound, out: &mut Outbox) -> Result {
+    let Unbound { session, directed } = ended;
+    let payload = to_bytes(&presence(&session.full_jid, "", "unavailable"));
+    broadcast_unavailable(
+        core,
+        &session.full_jid,
+        session.available,
+        directed,
+        payload,
+        out,
+    )
+    .await
 }
 
 /// Tells `directed`, and the roster if the resource was available, that it

@@ -15,11 +15,13 @@ use xmppd_grpc::{
     SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
 };
 use xmppd_protocol::jid::Jid;
-use xmppd_registry::SharedRegistry;
+use xmppd_registry::{SharedRegistry, Unbound};
 use xmppd_storage::{Store, StoreError};
 
 use crate::clock::now_ms;
 use crate::metrics::SessionMetrics;
+use crate::outbox::Outbox;
+use crate::presence;
 use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, down};
 
 /// Frames buffered towards one router before workers wait.
@@ -203,6 +205,26 @@ impl SessionService {
         ReceiverStream::new(rx)
     }
 
+    /// RFC 6120 §7.7.2.2: the new session wins, the old one is closed and,
+    /// as at any session's end, its contacts and the recipients of its
+    /// directed presence are told it is gone (the new session tells them
+    /// anew once it sends presence).
+    async fn replace(&self, old: Unbound) {
+        let mut out = Outbox::default();
+        if let Err(error) = presence::gone(&self.core, &old, &mut out).await {
+            tracing::warn!(full_jid = %old.session.full_jid, %error, "cannot tell a replaced session's contacts it is gone");
+        }
+        let session = old.session;
+        out.kick(Kick {
+            node_id: session.node_id,
+            full_jid: session.full_jid,
+            conn_id: session.conn_id,
+            condition: "conflict".into(),
+            text: "replaced by a new session".into(),
+        });
+        self.core.send_to_any_router(out.frames).await;
+    }
+
     /// The bare JID of a local account, or the reason it is not one.
     fn local_account(&self, jid: &str) -> Result<Jid, Status> {
         let jid = Jid::parse(jid).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -322,20 +344,11 @@ impl SessionService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         self.core.metrics.count("bound");
-        if let Some(old) =
-            replaced.filter(|old| old.node_id != request.node_id || old.conn_id != request.conn_id)
-        {
-            // RFC 6120 §7.7.2.2: the new session wins, the old one is closed.
-            let kick = Kick {
-                node_id: old.node_id,
-                full_jid: old.full_jid,
-                conn_id: old.conn_id,
-                condition: "conflict".into(),
-                text: "replaced by a new session".into(),
-            };
-            self.core
-                .send_to_any_router(vec![session_down::Frame::Kick(kick)])
-                .await;
+        let replaced = replaced.filter(|old| {
+            old.session.node_id != request.node_id || old.session.conn_id != request.conn_id
+        });
+        if let Some(old) = replaced {
+            self.replace(old).await;
         }
         Ok(BindReply {
             outcome: Some(bind_reply::Outcome::FullJid(full.to_string())),

@@ -543,6 +543,45 @@ async fn directed_presence_and_its_unavailable_on_disconnect() {
         .await;
 }
 
+/// RFC 6120 §7.7.2.2: a login that takes a session's full JID ends that
+/// session, and whoever saw it available, by roster or directed presence,
+/// is told so before the new one says anything.
+#[tokio::test]
+async fn a_replaced_session_goes_unavailable_to_contacts_and_directed_recipients() {
+    let (_dir, server) = start("").await;
+    for (user, password) in [("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")] {
+        server.add_user(user, password);
+    }
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let mut bob = Client::login(&server, "bob", "pw-b", "desk").await;
+    let mut carol = Client::login(&server, "carol", "pw-c", "desk").await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.available("").await;
+    }
+    befriend(&mut alice, &mut bob).await;
+    alice.send("<presence to='carol@localhost/desk'/>").await;
+    carol
+        .wait("directed presence", |s| {
+            is_presence(s, "alice@localhost/phone", "")
+        })
+        .await;
+
+    let mut again = Client::login(&server, "alice", "pw-a", "phone").await;
+    for (client, what) in [(&mut bob, "the contact"), (&mut carol, "the recipient")] {
+        client
+            .wait(what, |s| {
+                is_presence(s, "alice@localhost/phone", "unavailable")
+            })
+            .await;
+    }
+    again.available("").await;
+    bob.wait("the new session's presence", |s| {
+        is_presence(s, "alice@localhost/phone", "")
+    })
+    .await;
+    drop(alice);
+}
+
 #[tokio::test]
 async fn messages_follow_the_delivery_rules_of_priority_and_resource() {
     let (_dir, server) = start("").await;
