@@ -43,6 +43,15 @@ PIDS=""
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# Each server's data starts empty at its first start in a run of the script, so that no run
+# sees another's accounts and rosters (an existing roster makes the presence scenario's set-up
+# phase cheaper), while the restarts between scenarios keep them.
+declare -A STARTED=()
+first_start() {
+    [[ -z "${STARTED[$1]:-}" ]] || return 1
+    STARTED[$1]=1
+}
+
 # Servers and the load generator hold one descriptor per session: 1024 is far too few (at
 # 1000 sessions ejabberd fails accepts with emfile and its node dies). Raise the soft limit
 # to the hard one; the servers inherit it.
@@ -101,6 +110,7 @@ ejabberdctl_lt() {
 }
 
 start_ejabberd() {
+    if first_start ejabberd; then rm -rf "$WORK/ejabberd/spool"; fi
     mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
     certificate
     cat "$CERT" "$CERT_KEY" >"$WORK/ejabberd/localhost.pem"
@@ -128,6 +138,7 @@ stop_ejabberd() { ejabberdctl_lt stop >/dev/null 2>&1 || true; sleep 2; }
 
 start_prosody() {
     local dir="$WORK/prosody"
+    if first_start prosody; then rm -rf "$dir/data"; fi
     mkdir -p "$dir/data" "$dir/certs"
     certificate
     cp "$CERT" "$dir/certs/localhost.crt"
@@ -157,11 +168,7 @@ stop_prosody() {
 # in-band registration, no rate limits), a fresh data folder per run.
 start_xmppd_allinone() {
     local config="$COMPARE_DIR/xmppd-allinone.toml"
-    # Fresh data on the first start only: restarts between scenarios keep the accounts.
-    if [[ -z "${XMPPD_ALLINONE_FRESH:-}" ]]; then
-        rm -rf /tmp/xmpp-compare/xmppd-allinone
-        XMPPD_ALLINONE_FRESH=done
-    fi
+    if first_start xmppd-allinone; then rm -rf /tmp/xmpp-compare/xmppd-allinone; fi
     certificate
     XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
         XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
@@ -178,12 +185,9 @@ stop_xmppd_allinone() { [[ -n "$PIDS" ]] && kill "$PIDS" 2>/dev/null || true; sl
 # included, so server CPU and memory are counted in full.
 start_xmppd_cluster() {
     local config_dir="$COMPARE_DIR/xmppd-cluster"
-    # A fresh database and key space on the first start only, so runs do not see each
-    # other's accounts while restarts between scenarios keep them.
-    if [[ -z "${XMPPD_CLUSTER_FRESH:-}" ]]; then
+    if first_start xmppd-cluster; then
         psql -q -h 127.0.0.1 -U root -d postgres -c 'DROP DATABASE IF EXISTS xmppd_bench' \
             -c 'CREATE DATABASE xmppd_bench'
-        XMPPD_CLUSTER_FRESH=done
     fi
     redis-cli -h 127.0.0.1 --scan --pattern 'xmppd-bench:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
     certificate

@@ -164,14 +164,22 @@ impl SessionService {
     /// connection-manager's stream of login calls, the result the stream of
     /// their answers. Each call runs as a task of its own and is answered
     /// when it is done, so a slow store write holds up no other login.
-    pub fn login_calls<S>(&self, mut calls: S) -> LoginAnswers
+    pub fn login_calls<S>(&self, calls: S) -> LoginAnswers
     where
         S: Stream<Item = Result<LoginCall, Status>> + Unpin + Send + 'static,
     {
-        let (out, rx) = mpsc::channel(LOGIN_CALLS_IN_FLIGHT);
+        self.login_calls_at_most(calls, LOGIN_CALLS_IN_FLIGHT)
+    }
+
+    /// [`SessionService::login_calls`] with at most `limit` calls in flight.
+    fn login_calls_at_most<S>(&self, mut calls: S, limit: usize) -> LoginAnswers
+    where
+        S: Stream<Item = Result<LoginCall, Status>> + Unpin + Send + 'static,
+    {
+        let (out, rx) = mpsc::channel(limit);
         let service = self.clone();
         tokio::spawn(async move {
-            let in_flight = Arc::new(Semaphore::new(LOGIN_CALLS_IN_FLIGHT));
+            let in_flight = Arc::new(Semaphore::new(limit));
             loop {
                 let call = match calls.next().await {
                     Some(Ok(call)) => call,
@@ -378,5 +386,94 @@ pub fn from_wire(credential: Credential) -> xmppd_storage::Credential {
         iterations: credential.iterations,
         stored_key: credential.stored_key,
         server_key: credential.server_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use sqlx::{Connection, Executor, SqliteConnection};
+    use xmppd_grpc::{CredentialsRequest, RegisterRequest};
+    use xmppd_registry::MemoryRegistry;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            domain: "example.org".into(),
+            node_id: "s1".into(),
+            registration: true,
+            scram_iterations: 4096,
+            max_offline_messages: 100,
+        }
+    }
+
+    fn call(id: u64, call: login_call::Call) -> Result<LoginCall, Status> {
+        Ok(LoginCall {
+            id,
+            call: Some(call),
+        })
+    }
+
+    fn register(id: u64, user: &str) -> Result<LoginCall, Status> {
+        let request = RegisterRequest {
+            jid: format!("{user}@example.org"),
+            credentials: Vec::new(),
+        };
+        call(id, login_call::Call::Register(request))
+    }
+
+    /// `LOGIN_CALLS_IN_FLIGHT`: calls past the limit wait for a slot, even
+    /// one that could be answered at once. Two registrations are held up by
+    /// a write lock another connection keeps on the database; with a limit
+    /// of two, a credential read behind them (which SQLite's write-ahead log
+    /// would serve at once) is answered only once they are.
+    #[tokio::test]
+    async fn calls_past_the_limit_wait_for_a_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("xmppd.db").display());
+        let store = Store::connect(&url, NonZeroU32::new(4).unwrap())
+            .await
+            .unwrap();
+        let registry: SharedRegistry = Arc::new(MemoryRegistry::default());
+        let service = SessionService::new(settings(), store, registry, SessionMetrics::default());
+        let mut writer = SqliteConnection::connect(&url).await.unwrap();
+        writer.execute("BEGIN IMMEDIATE").await.unwrap();
+
+        let (calls, rx) = mpsc::channel(8);
+        let mut answers = service.login_calls_at_most(ReceiverStream::new(rx), 2);
+        calls.send(register(1, "ann")).await.unwrap();
+        calls.send(register(2, "bob")).await.unwrap();
+        let read = CredentialsRequest {
+            jid: "ann@example.org".into(),
+        };
+        calls
+            .send(call(3, login_call::Call::Credentials(read)))
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(500), answers.next()).await;
+        assert!(
+            early.is_err(),
+            "answered while both slots were taken: {early:?}"
+        );
+
+        writer.execute("COMMIT").await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(5), answers.next())
+                .await
+                .expect("an answer once the lock is gone")
+                .unwrap()
+                .unwrap();
+            assert!(
+                !matches!(answer.answer, Some(login_answer::Answer::Refused(_))),
+                "{answer:?}"
+            );
+            ids.push(answer.id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3]);
     }
 }
