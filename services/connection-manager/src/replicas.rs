@@ -302,18 +302,35 @@ mod tests {
             .await
     }
 
-    /// A replica that can serve nothing. It counts the calls it receives;
-    /// it answers each with `Unavailable`, as one whose store is down does,
-    /// or, when `silent`, ends its stream at the first call without
-    /// answering, as one that dies does, or, when `hung`, keeps its stream
-    /// open and never answers.
+    /// How a [`Broken`] replica fails the calls it receives.
+    #[derive(Clone, Copy, Default)]
+    enum Failure {
+        /// Answers each with `Unavailable`, as one whose store is down does.
+        #[default]
+        Refuses,
+        /// Ends its stream at the first call without answering, as one that
+        /// dies does.
+        EndsStream,
+        /// Keeps its stream open and never answers, as one that hangs does.
+        SitsOnCalls,
+    }
+
+    /// A replica that can serve nothing. It counts the calls it receives.
     #[derive(Clone, Default)]
     struct Broken {
-        silent: bool,
-        hung: bool,
+        failure: Failure,
         received: Arc<AtomicUsize>,
         /// Login streams whose caller closed them.
         closed: Arc<AtomicUsize>,
+    }
+
+    impl Broken {
+        fn failing(failure: Failure) -> Self {
+            Broken {
+                failure,
+                ..Broken::default()
+            }
+        }
     }
 
     #[tonic::async_trait]
@@ -338,11 +355,10 @@ mod tests {
             tokio::spawn(async move {
                 while let Some(Ok(call)) = calls.next().await {
                     replica.received.fetch_add(1, Ordering::SeqCst);
-                    if replica.silent {
-                        return;
-                    }
-                    if replica.hung {
-                        continue;
+                    match replica.failure {
+                        Failure::Refuses => {}
+                        Failure::EndsStream => return,
+                        Failure::SitsOnCalls => continue,
                     }
                     let refusal = LoginRefusal::from(Status::unavailable("storage: refused"));
                     let answer = LoginAnswer {
@@ -368,13 +384,27 @@ mod tests {
         format!("http://{address}")
     }
 
-    /// Of replicas `s1` and `s2`, the one `account` is asked of first, and
-    /// the other.
-    fn owner_and_other(account: &str) -> (String, String) {
+    /// Replicas serving `first` as the one "ann@example.org" is asked of
+    /// first, and `next` as the other; and the first one's id.
+    async fn first_and_next(
+        first: &Broken,
+        next: &Broken,
+        timeout: Duration,
+    ) -> (Replicas, String) {
         let candidates = [replica("s1", ""), replica("s2", "")];
-        let owner = membership::owner(account, &candidates).unwrap().id.clone();
+        let owner = membership::owner("ann@example.org", &candidates)
+            .unwrap()
+            .id
+            .clone();
         let other = if owner == "s1" { "s2" } else { "s1" };
-        (owner, other.to_string())
+        let replicas = Replicas::new(Arc::new(RemoteConnector), timeout);
+        replicas
+            .update(&[
+                replica(&owner, &serve(first.clone()).await),
+                replica(other, &serve(next.clone()).await),
+            ])
+            .await;
+        (replicas, owner)
     }
 
     fn ids(replicas: &Replicas) -> Vec<String> {
@@ -428,25 +458,15 @@ mod tests {
     /// one, and the logins after it no longer wait for it.
     #[tokio::test]
     async fn a_call_its_replica_never_answers_goes_to_the_next() {
-        let silent = Broken {
-            silent: true,
-            ..Broken::default()
-        };
+        let silent = Broken::failing(Failure::EndsStream);
         let answering = Broken::default();
-        // The silent one is the account's owner, asked first.
-        let (owner, other) = owner_and_other("ann@example.org");
-        let replicas = Replicas::new(Arc::new(RemoteConnector), TEST_TIMEOUT);
-        replicas
-            .update(&[
-                replica(&owner, &serve(silent.clone()).await),
-                replica(&other, &serve(answering.clone()).await),
-            ])
-            .await;
+        let (replicas, silent_id) = first_and_next(&silent, &answering, TEST_TIMEOUT).await;
         let status = credentials(&replicas).await.unwrap_err();
         assert_eq!(status.message(), "storage: refused");
         assert_eq!(silent.received.load(Ordering::SeqCst), 1);
         assert_eq!(answering.received.load(Ordering::SeqCst), 1);
-        assert_eq!(ids(&replicas), [other]);
+        assert!(!ids(&replicas).contains(&silent_id));
+        assert_eq!(replicas.count(), 1);
         credentials(&replicas).await.unwrap_err();
         assert_eq!(silent.received.load(Ordering::SeqCst), 1);
         assert_eq!(answering.received.load(Ordering::SeqCst), 2);
@@ -457,20 +477,10 @@ mod tests {
     /// another replica, where it could take effect twice.
     #[tokio::test]
     async fn a_call_its_replica_sits_on_times_out() {
-        let hung = Broken {
-            hung: true,
-            ..Broken::default()
-        };
+        let hung = Broken::failing(Failure::SitsOnCalls);
         let answering = Broken::default();
         let timeout = Duration::from_millis(200);
-        let (owner, other) = owner_and_other("ann@example.org");
-        let replicas = Replicas::new(Arc::new(RemoteConnector), timeout);
-        replicas
-            .update(&[
-                replica(&owner, &serve(hung.clone()).await),
-                replica(&other, &serve(answering.clone()).await),
-            ])
-            .await;
+        let (replicas, owner) = first_and_next(&hung, &answering, timeout).await;
         let started = std::time::Instant::now();
         let status = tokio::time::timeout(TEST_TIMEOUT, credentials(&replicas))
             .await
