@@ -174,11 +174,12 @@ start_xmppd_allinone() {
         XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
         --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
     PIDS="$!"
+    echo "$PIDS" >"$WORK/xmppd-allinone.pids"
     PORT=5222
     sleep 2
 }
 
-stop_xmppd_allinone() { [[ -n "$PIDS" ]] && kill "$PIDS" 2>/dev/null || true; sleep 2; }
+stop_xmppd_allinone() { stop_pids "$WORK/xmppd-allinone.pids"; }
 
 # The cluster as separate processes (connection-manager, router, session, with
 # Redis and Postgres). PIDS must list every process of the deployment, Redis and Postgres
@@ -207,13 +208,20 @@ start_xmppd_cluster() {
     # process's descendants, so Postgres' postmaster brings every backend it forks, for the
     # pools and for any other client of that server while the benchmark runs.
     PIDS="$CLUSTER_PIDS $(pgrep -o -x redis-server) $(pgrep -o -x postgres)"
+    echo "$CLUSTER_PIDS" >"$WORK/xmppd-cluster.pids"
     PORT=5222
     sleep 2
 }
 
-stop_xmppd_cluster() {
-    # shellcheck disable=SC2086 # a list of pids
-    [[ -n "${CLUSTER_PIDS:-}" ]] && kill $CLUSTER_PIDS 2>/dev/null || true
+stop_xmppd_cluster() { stop_pids "$WORK/xmppd-cluster.pids"; }
+
+# Stops the processes a start function listed in `file`, also when it ran in another shell
+# (`run.sh start` then `run.sh stop`), so that no old server keeps the ports of the next.
+stop_pids() {
+    local file="$1"
+    # shellcheck disable=SC2046 # a list of pids
+    [[ -f "$file" ]] && kill $(cat "$file") 2>/dev/null || true
+    rm -f "$file"
     sleep 2
 }
 
