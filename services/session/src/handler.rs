@@ -5,24 +5,24 @@ use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 
 use crate::outbox::Outbox;
 use crate::service::Core;
+use crate::shards::Work;
 use crate::{iq, offline, presence};
 
-/// Runs `frame` for the account `owner`. A storage or registry failure
+/// Runs `work` for the account `owner`. A storage or registry failure
 /// answers the stanza with `internal-server-error` rather than losing it
 /// silently; the router's acknowledgement bookkeeping then moves on.
-pub async fn handle(
-    core: &Core,
-    owner: &str,
-    frame: session_up::Frame,
-) -> Vec<session_down::Frame> {
+pub async fn handle(core: &Core, owner: &str, work: Work) -> Vec<session_down::Frame> {
     let mut out = Outbox::default();
-    let result = match &frame {
-        session_up::Frame::Ended(ended) => presence::session_ended(core, ended, &mut out).await,
-        session_up::Frame::Stanza(envelope) => stanza(core, envelope, &mut out).await,
+    let result = match &work {
+        Work::Frame(session_up::Frame::Ended(ended)) => {
+            presence::session_ended(core, ended, &mut out).await
+        }
+        Work::Frame(session_up::Frame::Stanza(envelope)) => stanza(core, envelope, &mut out).await,
+        Work::Replaced(old) => presence::gone(core, old, &mut out).await,
     };
-    match (result, frame) {
+    match (result, work) {
         (Ok(()), _) => out.frames,
-        (Err(error), session_up::Frame::Stanza(envelope)) => {
+        (Err(error), Work::Frame(session_up::Frame::Stanza(envelope))) => {
             tracing::error!(%error, owner, "stanza handling failed");
             let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
             envelope
@@ -31,7 +31,7 @@ pub async fn handle(
                 .into_iter()
                 .collect()
         }
-        (Err(error), session_up::Frame::Ended(_)) => {
+        (Err(error), _) => {
             tracing::error!(%error, owner, "session clean-up failed");
             Vec::new()
         }

@@ -13,7 +13,7 @@ use xmppd_registry::membership;
 
 use crate::handler::bare;
 use crate::service::Core;
-use crate::shards::{Job, Shards, Sink};
+use crate::shards::{Job, Shards, Sink, Work};
 
 pub async fn run(
     core: Arc<Core>,
@@ -55,7 +55,7 @@ async fn sweep(
             shards
                 .dispatch(Job {
                     owner,
-                    frame: Some(session_up::Frame::Ended(ended)),
+                    work: Some(Work::Frame(session_up::Frame::Ended(ended))),
                     sink: Sink::AnyRouter,
                 })
                 .await;

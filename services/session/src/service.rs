@@ -20,9 +20,7 @@ use xmppd_storage::{Store, StoreError};
 
 use crate::clock::now_ms;
 use crate::metrics::SessionMetrics;
-use crate::outbox::Outbox;
-use crate::presence;
-use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, down};
+use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, Work, down};
 
 /// Frames buffered towards one router before workers wait.
 const STREAM_BUFFER: usize = 4096;
@@ -144,7 +142,7 @@ impl SessionService {
                         shards
                             .dispatch(Job {
                                 owner: up.owner,
-                                frame: up.frame,
+                                work: up.frame.map(Work::Frame),
                                 sink,
                             })
                             .await;
@@ -213,24 +211,29 @@ impl SessionService {
         ReceiverStream::new(rx)
     }
 
-    /// RFC 6120 §7.7.2.2: the new session wins, the old one is closed and,
-    /// as at any session's end, its contacts and the recipients of its
-    /// directed presence are told it is gone (the new session tells them
-    /// anew once it sends presence).
-    async fn replace(&self, old: Unbound) {
-        let mut out = Outbox::default();
-        if let Err(error) = presence::gone(&self.core, &old, &mut out).await {
-            tracing::warn!(full_jid = %old.session.full_jid, %error, "cannot tell a replaced session's contacts it is gone");
-        }
-        let session = old.session;
-        out.kick(Kick {
-            node_id: session.node_id,
-            full_jid: session.full_jid,
+    /// RFC 6120 §7.7.2.2: the new session wins and the old one is closed.
+    /// Its end, as any session's, tells its contacts and the recipients of
+    /// its directed presence that it is gone: on the account's worker, in
+    /// order with the account's other work (the new session tells them anew
+    /// once it sends presence).
+    async fn replace(&self, owner: &Jid, old: Unbound) {
+        let session = &old.session;
+        let kick = Kick {
+            node_id: session.node_id.clone(),
+            full_jid: session.full_jid.clone(),
             conn_id: session.conn_id,
             condition: "conflict".into(),
             text: "replaced by a new session".into(),
-        });
-        self.core.send_to_any_router(out.frames).await;
+        };
+        self.core
+            .send_to_any_router(vec![session_down::Frame::Kick(kick)])
+            .await;
+        let job = Job {
+            owner: owner.to_string(),
+            work: Some(Work::Replaced(old)),
+            sink: Sink::AnyRouter,
+        };
+        self.shards.dispatch(job).await;
     }
 
     /// The bare JID of a local account, or the reason it is not one.
@@ -356,7 +359,7 @@ impl SessionService {
             old.session.node_id != request.node_id || old.session.conn_id != request.conn_id
         });
         if let Some(old) = replaced {
-            self.replace(old).await;
+            self.replace(&bare, old).await;
         }
         Ok(BindReply {
             outcome: Some(bind_reply::Outcome::FullJid(full.to_string())),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tonic::Status;
 use xmppd_grpc::{SessionDown, session_down, session_up};
+use xmppd_registry::Unbound;
 
 use crate::handler;
 use crate::service::Core;
@@ -37,8 +38,18 @@ pub enum Sink {
 
 pub struct Job {
     pub owner: String,
-    pub frame: Option<session_up::Frame>,
+    /// `None` for a frame with nothing in it, acknowledged all the same.
+    pub work: Option<Work>,
     pub sink: Sink,
+}
+
+/// What a job does to its account.
+pub enum Work {
+    /// A frame a router sent, or the reaper made.
+    Frame(session_up::Frame),
+    /// A session that a bind of its full JID replaced (RFC 6120 §7.7.2.2),
+    /// already out of the registry, which ends as any other.
+    Replaced(Unbound),
 }
 
 pub struct Shards {
@@ -71,8 +82,8 @@ impl Shards {
 
 async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
-        let frames = match job.frame {
-            Some(frame) => handler::handle(&core, &job.owner, frame).await,
+        let frames = match job.work {
+            Some(work) => handler::handle(&core, &job.owner, work).await,
             None => Vec::new(),
         };
         match job.sink {
