@@ -273,6 +273,7 @@ async fn read_answers(
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
+    use futures::future::BoxFuture;
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::transport::server::TcpIncoming;
     use tonic::{Code, Request, Response, Streaming};
@@ -493,6 +494,62 @@ mod tests {
         let link = replicas.members.read().unwrap().links[&owner].clone();
         let waiting = link.waiting.lock().unwrap().as_ref().map(HashMap::len);
         assert_eq!(waiting, Some(0), "the timed-out call is still waiting");
+    }
+
+    /// A replica in this process that takes its login stream and never reads
+    /// it, as one whose transport stalls: the test reads the calls queued.
+    #[derive(Default)]
+    struct Unread {
+        calls: Mutex<Option<mpsc::Receiver<LoginCall>>>,
+    }
+
+    impl Connector for Unread {
+        fn logins(
+            &self,
+            _: &Node,
+            calls: mpsc::Receiver<LoginCall>,
+        ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
+            *self.calls.lock().unwrap() = Some(calls);
+            Box::pin(async { Ok(Box::pin(futures::stream::pending()) as FrameStream<_>) })
+        }
+    }
+
+    /// Waits until `CALL_BUFFER` calls are queued on `calls`.
+    async fn full(calls: &mpsc::Receiver<LoginCall>) -> Result<(), tokio::time::error::Elapsed> {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            while calls.len() < CALL_BUFFER {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+
+    /// `CALL_BUFFER` calls queue towards a replica that does not take them;
+    /// the next login waits for room, and goes out as soon as there is some.
+    #[tokio::test]
+    async fn calls_past_the_buffer_wait_for_room() {
+        let unread = Arc::new(Unread::default());
+        let replicas = Arc::new(Replicas::new(unread.clone(), TEST_TIMEOUT));
+        replicas.update(&[replica("s1", "")]).await;
+        for _ in 0..=CALL_BUFFER {
+            let replicas = replicas.clone();
+            tokio::spawn(async move { credentials(&replicas).await });
+        }
+        let mut calls = unread.calls.lock().unwrap().take().unwrap();
+        full(&calls).await.expect("the buffer never filled");
+        // The last call waits: give it every chance to get in.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.len(), CALL_BUFFER);
+        let first = calls.recv().await.unwrap();
+        full(&calls)
+            .await
+            .expect("the waiting call did not take the room made");
+        let mut ids = vec![first.id];
+        while let Ok(call) = calls.try_recv() {
+            ids.push(call.id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=CALL_BUFFER as u64 + 1).collect::<Vec<_>>());
     }
 
     #[tokio::test]
