@@ -94,7 +94,13 @@ impl Namespaces {
         self.bindings
             .iter()
             .rev()
-            .find(|b| &self.arena[b.start..b.prefix_end] == prefix)
+            .find(|b| {
+                let bound = &self.arena[b.start..b.prefix_end];
+                // The default namespace, asked for on nearly every element,
+                // is found by its length alone: `==` would call `memcmp`
+                // even for empty strings, a quarter of a stanza's parsing.
+                bound.len() == prefix.len() && (prefix.is_empty() || bound == prefix)
+            })
             .map(|b| &self.arena[b.prefix_end..b.uri_end])
     }
 
@@ -341,10 +347,14 @@ pub(crate) fn split_qname(qname: &str) -> Result<(&str, &str), ParseError> {
 /// UTF-8 (RFC 6120 §11.6) made only of characters XML 1.0 allows.
 pub(crate) fn check_chars(xml: &[u8]) -> Result<&str, ParseError> {
     let text = utf8(xml)?;
-    let control = xml
-        .iter()
-        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
-    if control || text.contains(['\u{FFFE}', '\u{FFFF}']) {
+    // What can be a character XML forbids: a control character, or 0xEF, the
+    // lead byte of U+FFFE and U+FFFF (and of other characters). Folded over
+    // every byte without stopping early, so the compiler checks many at once;
+    // only a stanza that has one is decoded character by character.
+    let suspect = xml.iter().fold(false, |suspect, &b| {
+        suspect | (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') | (b == 0xEF)
+    });
+    if suspect && !text.chars().all(is_xml_char) {
         return Err(not_well_formed("character not allowed in xml"));
     }
     Ok(text)
@@ -424,6 +434,30 @@ pub(crate) fn unescape_attr(raw: &str) -> Result<Cow<'_, str>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_xml_characters_pass() {
+        for allowed in [
+            "a\tb\nc\rd",
+            "caf\u{E9}",
+            "\u{FF21}\u{FFFD}\u{EFFF}",
+            "\u{1F600}",
+            "",
+        ] {
+            assert_eq!(check_chars(allowed.as_bytes()).unwrap(), allowed);
+        }
+        for forbidden in [
+            "a\u{1}",
+            "\u{0}",
+            "\u{1F}x",
+            "x\u{FFFE}",
+            "\u{FFFF}",
+            "\u{FF21}\u{FFFF}",
+        ] {
+            assert!(check_chars(forbidden.as_bytes()).is_err(), "{forbidden:?}");
+        }
+        assert!(check_chars(b"a\xff").is_err());
+    }
 
     #[test]
     fn references() {
