@@ -32,7 +32,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
-    let mut metrics = Metrics::with_prefix("");
+    let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
     let store = assemble::store(&config).await?;
     let connector = Arc::new(LocalConnector::default());

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{RawClient, Server, http_get, xmppd};
+use support::{RawClient, Server, assert_metrics_documented, http_get, xmppd};
 
 #[tokio::test]
 async fn two_clients_chat_and_sessions_are_listed() {
@@ -40,6 +40,7 @@ async fn two_clients_chat_and_sessions_are_listed() {
         .unwrap();
     let listed = String::from_utf8_lossy(&output.stdout);
     assert!(listed.contains("bob@localhost/laptop"), "{listed}");
+    assert_metrics_documented(&server).await;
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use support::{DOMAIN, RawClient, Server, ServerOptions, http_get};
+use support::{DOMAIN, RawClient, Server, ServerOptions, assert_metrics_documented, http_get};
 
 const MESSAGES: usize = 10_000;
 /// Messages alice writes in one go.
@@ -97,6 +97,9 @@ async fn scenario(backing: Backing, dir: PathBuf) {
         "{MESSAGES} messages cm1 → router → cm2 in {elapsed:.2?}: {:.0} messages/s",
         MESSAGES as f64 / elapsed.as_secs_f64()
     );
+    for node in [&router, &sessions[0], &cm2] {
+        assert_metrics_documented(node).await;
+    }
 
     // SIGKILL the connection-manager holding alice: the replicas' reapers
     // end her session once its heartbeat expires, and bob hears of it.

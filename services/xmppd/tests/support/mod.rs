@@ -241,6 +241,32 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> 
     Some((status, body))
 }
 
+/// Fails unless every metric family `server` exports is in the reference,
+/// `docs/observability.md`, by its name or with the `_total` of a counter.
+pub async fn assert_metrics_documented(server: &Server) {
+    let (status, scrape) = http_get(server.http, "/metrics")
+        .await
+        .expect("no answer from /metrics");
+    assert_eq!(status, 200, "{scrape}");
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/observability.md");
+    let docs = std::fs::read_to_string(reference).unwrap();
+    let families: Vec<&str> = scrape
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP ")?.split_whitespace().next())
+        .collect();
+    assert!(!families.is_empty(), "{scrape}");
+    let undocumented: Vec<&str> = families
+        .into_iter()
+        .filter(|name| {
+            !docs.contains(&format!("`{name}`")) && !docs.contains(&format!("`{name}_total`"))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/observability.md: {undocumented:?}"
+    );
+}
+
 /// A raw client: writes what the test says, and reads until what it waits for.
 pub struct RawClient {
     socket: TcpStream,
