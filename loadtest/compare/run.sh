@@ -344,7 +344,7 @@ main() {
         done
         ((${#args[@]})) || continue
         printf '\n######## %s\n' "$name"
-        "$LOADTEST" compare "${args[@]}"
+        "$LOADTEST" compare --plot "$OUT/plots/$name" "${args[@]}"
     done
 }
 

@@ -134,6 +134,10 @@ pub enum Command {
     Compare {
         #[arg(required = true)]
         reports: Vec<String>,
+        /// Also draw each phase's latency by percentile, one curve per report, as
+        /// `DIR/<phase>-delivery.svg` and `DIR/<phase>-login.svg`.
+        #[arg(long, value_name = "DIR")]
+        plot: Option<PathBuf>,
     },
 }
 

@@ -24,6 +24,7 @@
 mod cli;
 mod connection;
 mod metrics;
+mod plot;
 mod population;
 mod procstat;
 mod prom;
@@ -41,10 +42,11 @@ use clap::Parser;
 use crate::cli::{Cli, Command, Common};
 use crate::connection::ConnectOptions;
 use crate::metrics::Metrics;
+use crate::plot::Curve;
 use crate::population::{Accounts, Population};
 use crate::procstat::ServerSelector;
 use crate::recorder::Recorder;
-use crate::report::Report;
+use crate::report::{Hist, PhaseReport, Report};
 use crate::scenario::Env;
 use crate::scenario::login::Pace;
 use crate::scenario::muc::MucParams;
@@ -59,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Merge { reports, json } => merge(reports, json.as_deref()),
-        Command::Compare { reports } => compare(reports),
+        Command::Compare { reports, plot } => compare(reports, plot.as_deref()),
         command => {
             let common = command
                 .common()
@@ -319,7 +321,7 @@ fn merge(paths: &[std::path::PathBuf], json: Option<&Path>) -> anyhow::Result<()
     output(&Report::merge(&reports)?, json)
 }
 
-fn compare(specs: &[String]) -> anyhow::Result<()> {
+fn compare(specs: &[String], plot: Option<&Path>) -> anyhow::Result<()> {
     let runs = specs
         .iter()
         .map(|spec| {
@@ -335,5 +337,46 @@ fn compare(specs: &[String]) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     print!("{}", report::compare(&runs));
+    match plot {
+        Some(dir) => plot_latencies(dir, &runs),
+        None => Ok(()),
+    }
+}
+
+/// Which of a phase's latency histograms a chart draws.
+type LatencyOf = fn(&PhaseReport) -> &Hist;
+
+/// For each phase of the first run, and each latency any run has samples of, one chart with
+/// every run's curve: `dir/<phase>-delivery.svg`, `dir/<phase>-login.svg`.
+fn plot_latencies(dir: &Path, runs: &[(String, Report)]) -> anyhow::Result<()> {
+    let Some((_, first)) = runs.first() else {
+        return Ok(());
+    };
+    let latencies: [(&str, LatencyOf); 2] = [
+        ("delivery", |phase| &phase.delivery_latency),
+        ("login", |phase| &phase.login_latency),
+    ];
+    for phase in &first.phases {
+        for (latency, of) in latencies {
+            let curves: Vec<Curve<'_>> = runs
+                .iter()
+                .filter_map(|(label, report)| {
+                    let same = report.phases.iter().find(|p| p.name == phase.name)?;
+                    Some(Curve {
+                        label,
+                        micros: &of(same).0,
+                    })
+                })
+                .collect();
+            let path = dir.join(format!("{}-{latency}.svg", phase.name));
+            let title = format!(
+                "{latency} latency by percentile: {} {}",
+                first.scenario, phase.name
+            );
+            if plot::latency_by_percentile(&path, &title, &curves)? {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
     Ok(())
 }

@@ -135,4 +135,22 @@ fn provision_then_chat_against_the_all_in_one_server() {
     assert_eq!(total(&chat, "messages_reordered"), 0);
     assert_eq!(total(&chat, "messages_skipped"), 0);
     assert_eq!(total(&chat, "login_failures"), 0);
+
+    // The report compares and plots: one chart per phase and latency with samples.
+    let report = dir.path().join("chat.json");
+    std::fs::write(&report, chat.to_string()).unwrap();
+    let plots = dir.path().join("plots");
+    let output = Command::new(env!("CARGO_BIN_EXE_xmppd-loadtest"))
+        .args(["compare", "--plot"])
+        .arg(&plots)
+        .arg(format!("all-in-one={}", report.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("delivered msgs/s"));
+    for chart in ["ramp-up-login.svg", "steady-delivery.svg"] {
+        let svg = std::fs::read_to_string(plots.join(chart)).unwrap();
+        assert!(svg.contains("all-in-one"), "{chart}: {svg}");
+    }
+    assert!(!plots.join("ramp-down-delivery.svg").exists());
 }
