@@ -46,7 +46,7 @@ use crate::plot::Curve;
 use crate::population::{Accounts, Population};
 use crate::procstat::ServerSelector;
 use crate::recorder::Recorder;
-use crate::report::{Hist, PhaseReport, Report};
+use crate::report::{Hist, PhaseReport, Report, SliceValue};
 use crate::scenario::Env;
 use crate::scenario::login::Pace;
 use crate::scenario::muc::MucParams;
@@ -338,7 +338,10 @@ fn compare(specs: &[String], plot: Option<&Path>) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     print!("{}", report::compare(&runs));
     match plot {
-        Some(dir) => plot_latencies(dir, &runs),
+        Some(dir) => {
+            plot_latencies(dir, &runs)?;
+            plot_timelines(dir, &runs)
+        }
         None => Ok(()),
     }
 }
@@ -376,6 +379,44 @@ fn plot_latencies(dir: &Path, runs: &[(String, Report)]) -> anyhow::Result<()> {
             if plot::latency_by_percentile(&path, &title, &curves)? {
                 eprintln!("wrote {}", path.display());
             }
+        }
+    }
+    Ok(())
+}
+
+/// The runs' rates, sessions and latency second by second, one chart each:
+/// `dir/timeline-<name>.svg`.
+fn plot_timelines(dir: &Path, runs: &[(String, Report)]) -> anyhow::Result<()> {
+    let Some((_, first)) = runs.first() else {
+        return Ok(());
+    };
+    let charts: [(&str, &str, SliceValue); 5] = [
+        ("delivered", "delivered messages/s", |slice, seconds| {
+            Some(slice.counters.messages_delivered as f64 / seconds)
+        }),
+        ("logins", "logins/s", |slice, seconds| {
+            Some(slice.counters.logins as f64 / seconds)
+        }),
+        ("errors", "errors/s", |slice, seconds| {
+            Some(slice.errors as f64 / seconds)
+        }),
+        ("sessions", "sessions online", |slice, _| {
+            Some(slice.sessions as f64)
+        }),
+        ("delivery-p99", "delivery latency p99 (ms)", |slice, _| {
+            let micros = &slice.delivery_latency.0;
+            (!micros.is_empty()).then(|| micros.value_at_quantile(0.99) as f64 / 1000.0)
+        }),
+    ];
+    for (name, measure, value) in charts {
+        let series: Vec<(&str, Vec<(f64, f64)>)> = runs
+            .iter()
+            .map(|(label, report)| (label.as_str(), report.over_time(value)))
+            .collect();
+        let path = dir.join(format!("timeline-{name}.svg"));
+        let title = format!("{measure}: {}", first.scenario);
+        if plot::over_time(&path, &title, measure, &series)? {
+            eprintln!("wrote {}", path.display());
         }
     }
     Ok(())

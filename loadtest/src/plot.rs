@@ -1,6 +1,8 @@
-//! Latency by percentile, as SVG: one curve per run, on the scale HdrHistogram's own plots
-//! use, where each step right is one more nine (90%, 99%, 99.9%...). The tables give a few
-//! percentiles; the curve shows where each server's tail starts to rise, and how steeply.
+//! The charts `compare --plot` draws, as SVG, one curve per run: latency by percentile, on
+//! the scale HdrHistogram's own plots use, where each step right is one more nine (90%, 99%,
+//! 99.9%...), and rates and latencies over the run's time. The tables give a few percentiles
+//! and each phase's average; the curves show where a tail starts to rise, and when in a run
+//! a server fell behind.
 
 use std::path::Path;
 
@@ -43,13 +45,70 @@ pub fn latency_by_percentile(
         .filter(|curve| !curve.micros.is_empty())
         .map(|curve| (curve.label, points(curve.micros)))
         .collect();
-    if drawn.is_empty() {
+    let axes = Axes {
+        x_desc: "percentile",
+        y_desc: "latency (ms)",
+        x_max: MAX_NINES,
+        x_labels: MAX_NINES as usize + 1,
+        x_label: &|nines| percentile_label(*nines),
+    };
+    write(path, title, &axes, &drawn)
+}
+
+/// Writes `series`, (seconds, value) per run, to `path` as curves over the run's time; false,
+/// and no file, when no run has a value above zero.
+pub fn over_time(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> anyhow::Result<bool> {
+    if !series
+        .iter()
+        .any(|(_, points)| points.iter().any(|&(_, y)| y > 0.0))
+    {
+        return Ok(false);
+    }
+    let end = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|&(t, _)| t))
+        .fold(0.0, f64::max);
+    let axes = Axes {
+        x_desc: "seconds from the start of the run",
+        y_desc,
+        x_max: end.max(1.0),
+        x_labels: 10,
+        x_label: &|seconds| format!("{seconds:.0}"),
+    };
+    write(path, title, &axes, series)
+}
+
+/// What the horizontal and vertical axes say.
+struct Axes<'a> {
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_max: f64,
+    x_labels: usize,
+    x_label: &'a dyn Fn(&f64) -> String,
+}
+
+fn write(
+    path: &Path,
+    title: &str,
+    axes: &Axes<'_>,
+    curves: &[(&str, Vec<(f64, f64)>)],
+) -> anyhow::Result<bool> {
+    let curves: Vec<_> = curves
+        .iter()
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    if curves.is_empty() {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    draw(path, title, &drawn).with_context(|| format!("writing {}", path.display()))?;
+    draw(path, title, axes, &curves).with_context(|| format!("writing {}", path.display()))?;
     Ok(true)
 }
 
@@ -88,27 +147,43 @@ fn percentile_label(nines: f64) -> String {
     format!("{percent:.decimals$}%")
 }
 
-fn draw(path: &Path, title: &str, curves: &[(&str, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+/// A value on the vertical axis, with as many decimals as an axis up to `top` needs.
+fn value_label(value: f64, top: f64) -> String {
+    let decimals = match top {
+        top if top >= 100.0 => 0,
+        top if top >= 1.0 => 1,
+        _ => 3,
+    };
+    format!("{value:.decimals$}")
+}
+
+fn draw(
+    path: &Path,
+    title: &str,
+    axes: &Axes<'_>,
+    curves: &[&(&str, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
     let top = curves
         .iter()
-        .flat_map(|(_, points)| points.iter().map(|&(_, ms)| ms))
+        .flat_map(|(_, points)| points.iter().map(|&(_, y)| y))
         .fold(0.0, f64::max);
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
-        // Room for the last percentile label, centred on the right edge.
+        // Room for the last label on the horizontal axis, centred on the right edge.
         .margin_right(44)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..MAX_NINES, 0.0..(top * 1.05).max(0.001))?;
+        .build_cartesian_2d(0.0..axes.x_max, 0.0..(top * 1.05).max(0.001))?;
     chart
         .configure_mesh()
-        .x_labels(MAX_NINES as usize + 1)
-        .x_label_formatter(&|nines| percentile_label(*nines))
-        .x_desc("percentile")
-        .y_desc("latency (ms)")
+        .x_labels(axes.x_labels)
+        .x_label_formatter(axes.x_label)
+        .y_label_formatter(&|y| value_label(*y, top))
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
         .draw()?;
     for (index, (label, points)) in curves.iter().enumerate() {
         let color = COLOURS[index % COLOURS.len()].stroke_width(2);
@@ -140,6 +215,9 @@ mod tests {
         assert_eq!(percentile_label(0.0), "0%");
         assert_eq!(percentile_label(2.0), "99%");
         assert_eq!(percentile_label(4.0), "99.99%");
+        assert_eq!(value_label(90_000.0, 95_000.0), "90000");
+        assert_eq!(value_label(2.5, 8.0), "2.5");
+        assert_eq!(value_label(0.25, 0.5), "0.250");
     }
 
     #[test]
@@ -184,6 +262,14 @@ mod tests {
             assert!(svg.contains(text), "{text} missing");
         }
         assert!(!svg.contains("idle"));
+
+        let series = [("steady", vec![(1.0, 0.0), (2.0, 5.0)]), ("none", vec![])];
+        let timeline = dir.path().join("timeline.svg");
+        assert!(over_time(&timeline, "delivered", "messages/s", &series).unwrap());
+        let svg = std::fs::read_to_string(&timeline).unwrap();
+        assert!(svg.contains("steady") && !svg.contains(">none<"), "{svg}");
+        let flat = [("idle", vec![(1.0, 0.0)])];
+        assert!(!over_time(&dir.path().join("flat.svg"), "logins", "logins/s", &flat).unwrap());
 
         let nothing = dir.path().join("nothing.svg");
         let curves = [Curve {

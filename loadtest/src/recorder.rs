@@ -1,6 +1,6 @@
 //! Phase bookkeeping: snapshots at each phase boundary become a [`PhaseReport`], while a
-//! ticker samples the server's processes, tracks the peak session count and drives the live
-//! progress bar.
+//! ticker cuts the phase into one-second slices (its timeline), samples the server's
+//! processes, tracks the peak session count and drives the live progress bar.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{Counters, Metrics};
+use hdrhistogram::Histogram;
+
+use crate::metrics::{Counters, Metrics, new_histogram};
 use crate::procstat::{ProcSampler, ServerSelector};
-use crate::report::{Hist, PhaseReport, Report};
+use crate::report::{Hist, PhaseReport, Report, Slice};
 
 const TICK: Duration = Duration::from_millis(500);
+/// Length of a timeline slice.
+const SLICE: Duration = Duration::from_secs(1);
 
 /// What the progress bar of a phase counts.
 #[derive(Clone, Copy)]
@@ -38,7 +42,66 @@ struct Current {
     bar: ProgressBar,
     /// Highest `Metrics::online` seen in the phase, kept by the ticker.
     peak: Arc<AtomicU64>,
+    /// Cut by the ticker every second, and once more when the phase ends.
+    timeline: Arc<Mutex<Timeline>>,
     ticker: JoinHandle<()>,
+}
+
+/// A phase's slices so far, and where the last one ended.
+struct Timeline {
+    start: Instant,
+    slices: Vec<Slice>,
+    counters: Counters,
+    errors: u64,
+    /// The login latencies of every slice: the phase's (a slice keeps only its deliveries').
+    login_latency: Histogram<u64>,
+}
+
+impl Timeline {
+    fn new(metrics: &Metrics) -> Self {
+        Self {
+            start: Instant::now(),
+            slices: Vec::new(),
+            counters: metrics.counters(),
+            errors: metrics.error_total(),
+            login_latency: new_histogram(),
+        }
+    }
+
+    /// Whether the current slice has lasted its second, to within half a tick.
+    fn due(&self) -> bool {
+        let next = SLICE * (self.slices.len() as u32 + 1);
+        self.start.elapsed() + TICK / 2 >= next
+    }
+
+    /// Ends the current slice here: what happened since the last cut.
+    fn cut(&mut self, metrics: &Metrics) {
+        let counters = metrics.counters();
+        let errors = metrics.error_total();
+        let (login, delivery) = metrics.take_histograms();
+        self.login_latency
+            .add(&login)
+            .expect("latency histograms share their bounds");
+        self.slices.push(Slice {
+            end_s: self.start.elapsed().as_secs_f64(),
+            counters: counters.since(&self.counters),
+            errors: errors.saturating_sub(self.errors),
+            sessions: metrics.online(),
+            delivery_latency: Hist(delivery),
+        });
+        self.counters = counters;
+        self.errors = errors;
+    }
+
+    /// The phase's delivery latencies: its slices' together.
+    fn delivery_latency(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for slice in &self.slices {
+            all.add(&slice.delivery_latency.0)
+                .expect("latency histograms share their bounds");
+        }
+        all
+    }
 }
 
 pub struct Recorder {
@@ -77,6 +140,7 @@ impl Recorder {
         let bar = self.bar(name, goal);
         let peak = Arc::new(AtomicU64::new(self.metrics.online()));
         let counters = self.metrics.counters();
+        let timeline = Arc::new(Mutex::new(Timeline::new(&self.metrics)));
         let ticker = tokio::spawn(tick(
             self.metrics.clone(),
             self.sampler.clone(),
@@ -84,6 +148,7 @@ impl Recorder {
             goal,
             counters,
             peak.clone(),
+            timeline.clone(),
         ));
         self.current = Some(Current {
             name: name.to_owned(),
@@ -92,6 +157,7 @@ impl Recorder {
             errors: self.metrics.errors(),
             bar,
             peak,
+            timeline,
             ticker,
         });
     }
@@ -128,7 +194,12 @@ impl Recorder {
         };
         current.ticker.abort();
         let duration = current.start.elapsed();
-        let (login, delivery) = self.metrics.take_histograms();
+        let mut timeline = current.timeline.lock().expect("timeline");
+        timeline.cut(&self.metrics);
+        let delivery = timeline.delivery_latency();
+        let login = std::mem::replace(&mut timeline.login_latency, new_histogram());
+        let slices = std::mem::take(&mut timeline.slices);
+        drop(timeline);
         let errors = self
             .metrics
             .errors()
@@ -154,6 +225,7 @@ impl Recorder {
                 .sampler
                 .as_ref()
                 .map(|s| s.lock().expect("sampler").end_phase()),
+            timeline: slices,
         };
         current.bar.finish();
         if current.bar.is_hidden() && !self.quiet {
@@ -194,6 +266,7 @@ async fn tick(
     goal: Goal,
     start: Counters,
     peak: Arc<AtomicU64>,
+    timeline: Arc<Mutex<Timeline>>,
 ) {
     let mut interval = tokio::time::interval(TICK);
     let mut last = start;
@@ -205,6 +278,12 @@ async fn tick(
         let now = metrics.counters();
         let online = metrics.online();
         peak.fetch_max(online, Ordering::Relaxed);
+        {
+            let mut timeline = timeline.lock().expect("timeline");
+            if timeline.due() {
+                timeline.cut(&metrics);
+            }
+        }
         let rates = summary(&now.since(&last), last_at.elapsed().as_secs_f64(), online);
         bar.set_message(format!("{rates} | errors {}", metrics.error_total()));
         match goal {

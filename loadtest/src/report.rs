@@ -46,6 +46,23 @@ pub struct PhaseReport {
     pub login_latency: Hist,
     pub delivery_latency: Hist,
     pub server: Option<ServerUsage>,
+    /// The phase second by second; its slices add up to the phase. Empty in reports of
+    /// versions before it.
+    #[serde(default)]
+    pub timeline: Vec<Slice>,
+}
+
+/// What happened in one slice of a phase: a second, but for the phase's last, which ends with
+/// it. The plots draw rates and latencies over time from these.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Slice {
+    /// Seconds from the phase's start to the end of this slice.
+    pub end_s: f64,
+    pub counters: Counters,
+    pub errors: u64,
+    /// Sessions online when the slice ended.
+    pub sessions: u64,
+    pub delivery_latency: Hist,
 }
 
 /// A histogram of microseconds that serialises as its exact encoding plus a readable summary.
@@ -123,7 +140,37 @@ pub enum MergeError {
     Histogram(String),
 }
 
+/// What a timeline chart reads from a slice, given the slice's length in seconds; `None`
+/// leaves the slice out (a latency of a slice without samples).
+pub type SliceValue = fn(&Slice, f64) -> Option<f64>;
+
+/// Slices shorter than this (a phase's last one may be a moment long) are left out of the
+/// timelines: a rate over a few milliseconds says nothing.
+const SHORTEST_SLICE_S: f64 = 0.5;
+
 impl Report {
+    /// `value` at the end of each slice of the run, its phases one after another: (seconds
+    /// from the first phase's start, value).
+    pub fn over_time(&self, value: SliceValue) -> Vec<(f64, f64)> {
+        let mut points = Vec::new();
+        let mut offset = 0.0;
+        for phase in &self.phases {
+            let mut start = 0.0;
+            for slice in &phase.timeline {
+                let length = slice.end_s - start;
+                start = slice.end_s;
+                if length < SHORTEST_SLICE_S {
+                    continue;
+                }
+                if let Some(y) = value(slice, length) {
+                    points.push((offset + slice.end_s, y));
+                }
+            }
+            offset += phase.duration_s;
+        }
+        points
+    }
+
     pub fn phase_names(&self) -> Vec<String> {
         self.phases.iter().map(|p| p.name.clone()).collect()
     }
@@ -190,6 +237,7 @@ impl PhaseReport {
                 .add(&from.0)
                 .map_err(|e| MergeError::Histogram(format!("{e:?}")))?;
         }
+        merge_timelines(&mut self.timeline, &other.timeline)?;
         self.server = match (self.server, other.server) {
             (Some(a), Some(b)) => Some(ServerUsage {
                 cpu_s: a.cpu_s.max(b.cpu_s),
@@ -205,6 +253,26 @@ impl PhaseReport {
     fn errors_total(&self) -> u64 {
         self.errors.values().sum()
     }
+}
+
+/// Adds the slices of another worker's phase to the same second of this one: the workers of
+/// a run start their phases together, so slice `i` covers the same second in each.
+fn merge_timelines(into: &mut Vec<Slice>, from: &[Slice]) -> Result<(), MergeError> {
+    for (i, slice) in from.iter().enumerate() {
+        let Some(mine) = into.get_mut(i) else {
+            into.push(slice.clone());
+            continue;
+        };
+        mine.end_s = mine.end_s.max(slice.end_s);
+        mine.counters.add(&slice.counters);
+        mine.errors += slice.errors;
+        mine.sessions += slice.sessions;
+        mine.delivery_latency
+            .0
+            .add(&slice.delivery_latency.0)
+            .map_err(|e| MergeError::Histogram(format!("{e:?}")))?;
+    }
+    Ok(())
 }
 
 /// One row of a table: a label and how to read it from a phase (None: not applicable).
@@ -557,8 +625,27 @@ mod tests {
                     memory_max_bytes: 8192,
                     processes: 1,
                 }),
+                timeline: timeline(2 + worker as usize, deliveries),
             }],
         }
+    }
+
+    /// `deliveries` over `seconds` slices, one session more online at the end of each.
+    fn timeline(seconds: usize, deliveries: &[u64]) -> Vec<Slice> {
+        deliveries
+            .chunks(deliveries.len().div_ceil(seconds))
+            .enumerate()
+            .map(|(i, chunk)| Slice {
+                end_s: (i + 1) as f64,
+                counters: Counters {
+                    messages_delivered: chunk.len() as u64,
+                    ..Counters::default()
+                },
+                errors: 0,
+                sessions: i as u64 + 1,
+                delivery_latency: hist(chunk),
+            })
+            .collect()
     }
 
     fn json_roundtrip(r: &Report) -> Report {
@@ -594,6 +681,39 @@ mod tests {
         assert_eq!(phase.sessions_end, 10);
         assert_eq!(phase.server.unwrap().cpu_s, 3.0);
         assert_eq!(merged.worker_indexes, vec![0, 1]);
+
+        // Second by second, the workers' slices add up, and still make up the phase.
+        let seconds = &phase.timeline;
+        assert_eq!(seconds.len(), 3);
+        assert_eq!(
+            seconds.iter().map(|s| s.sessions).collect::<Vec<_>>(),
+            [2, 4, 3]
+        );
+        let delivered: u64 = seconds.iter().map(|s| s.counters.messages_delivered).sum();
+        assert_eq!(delivered, 8000);
+        let mut together = hist(&[]);
+        for slice in seconds {
+            together.0.add(&slice.delivery_latency.0).unwrap();
+        }
+        assert_eq!(together, hist(&all));
+    }
+
+    #[test]
+    fn timelines_run_on_across_phases() {
+        let mut run = report(0, &[], &[10, 20, 30, 40], 1.0);
+        let mut second = run.phases[0].clone();
+        second.timeline = timeline(2, &[50, 60]);
+        second.timeline[1].end_s = 1.2;
+        run.phases.push(second);
+        let delivered =
+            run.over_time(|s, length| Some(s.counters.messages_delivered as f64 / length));
+        // The first phase lasts 10 s; the second's last slice (0.2 s) is too short to show.
+        assert_eq!(delivered, [(1.0, 2.0), (2.0, 2.0), (11.0, 1.0)]);
+        let p99 = run.over_time(|s, _| {
+            (!s.delivery_latency.0.is_empty())
+                .then(|| s.delivery_latency.0.value_at_quantile(0.99) as f64)
+        });
+        assert_eq!(p99.len(), 3);
     }
 
     #[test]

@@ -136,7 +136,8 @@ fn provision_then_chat_against_the_all_in_one_server() {
     assert_eq!(total(&chat, "messages_skipped"), 0);
     assert_eq!(total(&chat, "login_failures"), 0);
 
-    // The report compares and plots: one chart per phase and latency with samples.
+    // The report compares and plots: one chart per phase and latency with samples, and the
+    // run second by second.
     let report = dir.path().join("chat.json");
     std::fs::write(&report, chat.to_string()).unwrap();
     let plots = dir.path().join("plots");
@@ -148,9 +149,16 @@ fn provision_then_chat_against_the_all_in_one_server() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("delivered msgs/s"));
-    for chart in ["ramp-up-login.svg", "steady-delivery.svg"] {
+    for chart in [
+        "ramp-up-login.svg",
+        "steady-delivery.svg",
+        "timeline-delivered.svg",
+        "timeline-sessions.svg",
+        "timeline-delivery-p99.svg",
+    ] {
         let svg = std::fs::read_to_string(plots.join(chart)).unwrap();
         assert!(svg.contains("all-in-one"), "{chart}: {svg}");
     }
     assert!(!plots.join("ramp-down-delivery.svg").exists());
+    assert!(!plots.join("timeline-errors.svg").exists());
 }
