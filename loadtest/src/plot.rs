@@ -33,8 +33,8 @@ pub struct Curve<'a> {
     pub micros: &'a Histogram<u64>,
 }
 
-/// Writes the curves of `curves` that hold samples to `path` (its folder made if need be);
-/// false, and no file, when none does.
+/// Writes the curves of `curves` that hold samples to `path`; false, and no file, when none
+/// does.
 pub fn latency_by_percentile(
     path: &Path,
     title: &str,
@@ -92,6 +92,8 @@ struct Axes<'a> {
     x_label: &'a dyn Fn(&f64) -> String,
 }
 
+/// Draws the curves that have points to `path`, making its folder if need be; false, and no
+/// file, when none has.
 fn write(
     path: &Path,
     title: &str,
