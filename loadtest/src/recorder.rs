@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
-
-use hdrhistogram::Histogram;
 
 use crate::metrics::{Counters, Metrics, new_histogram};
 use crate::procstat::{ProcSampler, ServerSelector};
@@ -58,12 +57,13 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(metrics: &Metrics) -> Self {
+    /// Starts at the phase's own snapshot, so that the slices add up to the phase exactly.
+    fn new(counters: Counters, errors: &BTreeMap<String, u64>) -> Self {
         Self {
             start: Instant::now(),
             slices: Vec::new(),
-            counters: metrics.counters(),
-            errors: metrics.error_total(),
+            counters,
+            errors: errors.values().sum(),
             login_latency: new_histogram(),
         }
     }
@@ -140,7 +140,8 @@ impl Recorder {
         let bar = self.bar(name, goal);
         let peak = Arc::new(AtomicU64::new(self.metrics.online()));
         let counters = self.metrics.counters();
-        let timeline = Arc::new(Mutex::new(Timeline::new(&self.metrics)));
+        let errors = self.metrics.errors();
+        let timeline = Arc::new(Mutex::new(Timeline::new(counters, &errors)));
         let ticker = tokio::spawn(tick(
             self.metrics.clone(),
             self.sampler.clone(),
@@ -154,7 +155,7 @@ impl Recorder {
             name: name.to_owned(),
             start: Instant::now(),
             counters,
-            errors: self.metrics.errors(),
+            errors,
             bar,
             peak,
             timeline,
@@ -199,6 +200,7 @@ impl Recorder {
         let delivery = timeline.delivery_latency();
         let login = std::mem::replace(&mut timeline.login_latency, new_histogram());
         let slices = std::mem::take(&mut timeline.slices);
+        let counters = timeline.counters.since(&current.counters);
         drop(timeline);
         let errors = self
             .metrics
@@ -212,7 +214,7 @@ impl Recorder {
         let phase = PhaseReport {
             name: current.name,
             duration_s: duration.as_secs_f64(),
-            counters: self.metrics.counters().since(&current.counters),
+            counters,
             errors,
             sessions_end: self.metrics.online(),
             sessions_peak: current
