@@ -136,6 +136,20 @@ fn provision_then_chat_against_the_all_in_one_server() {
     assert_eq!(total(&chat, "messages_skipped"), 0);
     assert_eq!(total(&chat, "login_failures"), 0);
 
+    // Each phase's timeline adds up to the phase.
+    for phase in chat["phases"].as_array().unwrap() {
+        let slices = phase["timeline"].as_array().unwrap();
+        assert!(!slices.is_empty(), "{phase}");
+        let delivered: u64 = slices
+            .iter()
+            .map(|slice| slice["counters"]["messages_delivered"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            delivered, phase["counters"]["messages_delivered"],
+            "{phase}"
+        );
+    }
+
     // The report compares and plots: one chart per phase and latency with samples, and the
     // run second by second.
     let report = dir.path().join("chat.json");
