@@ -139,17 +139,32 @@ impl Framer {
                 };
             }
             Lex::StartTag { quote: None, slash } => {
-                self.pos += 1;
+                // Names and spaces change nothing: jump to the next byte that does. The `/`
+                // of an empty-element tag counts only right before its `>`.
+                let Some(next) = find_any(buf, self.pos, is_start_tag_markup) else {
+                    // At least one byte was skipped: a `/` before it is no longer last.
+                    self.lex = Lex::StartTag {
+                        quote: None,
+                        slash: false,
+                    };
+                    self.pos = buf.len();
+                    return Ok(None);
+                };
+                let slash = slash && next == self.pos;
+                let byte = buf[next];
+                self.pos = next + 1;
                 return self.in_start_tag(byte, slash, limits);
             }
-            Lex::EndTag => {
-                self.pos += 1;
-                match byte {
-                    b'>' => return self.end_tag_closed(limits),
-                    b'<' => return Err(not_well_formed("'<' in end tag")),
-                    _ => {}
+            Lex::EndTag => match find_any(buf, self.pos, |b| matches!(b, b'>' | b'<')) {
+                Some(next) => {
+                    self.pos = next + 1;
+                    if buf[next] == b'<' {
+                        return Err(not_well_formed("'<' in end tag"));
+                    }
+                    return self.end_tag_closed(limits);
                 }
-            }
+                None => self.pos = buf.len(),
+            },
             Lex::Declaration { question } => {
                 self.pos += 1;
                 if question && byte == b'>' {
@@ -343,8 +358,17 @@ impl Framer {
 }
 
 fn find(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
+    find_any(buf, from, |b| b == byte)
+}
+
+fn find_any(buf: &[u8], from: usize, wanted: impl Fn(u8) -> bool) -> Option<usize> {
     buf[from..]
         .iter()
-        .position(|&b| b == byte)
+        .position(|&b| wanted(b))
         .map(|i| from + i)
+}
+
+/// The bytes a start tag's scan acts on outside attribute values (`in_start_tag`).
+fn is_start_tag_markup(byte: u8) -> bool {
+    matches!(byte, b'\'' | b'"' | b'>' | b'<' | b'/' | b'=')
 }
