@@ -404,7 +404,7 @@ fn plot_timelines(dir: &Path, runs: &[(String, Report)]) -> anyhow::Result<()> {
             Some(slice.sessions as f64)
         }),
         ("delivery-p99", "delivery latency p99 (ms)", |slice, _| {
-            let micros = &slice.delivery_latency.0;
+            let micros = slice.delivery_latency.unpack();
             (!micros.is_empty()).then(|| micros.value_at_quantile(0.99) as f64 / 1000.0)
         }),
     ];

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{Counters, Metrics, new_histogram};
 use crate::procstat::{ProcSampler, ServerSelector};
-use crate::report::{Hist, PhaseReport, Report, Slice};
+use crate::report::{Hist, PackedHist, PhaseReport, Report, Slice};
 
 const TICK: Duration = Duration::from_millis(500);
 /// Length of a timeline slice.
@@ -52,8 +52,9 @@ struct Timeline {
     slices: Vec<Slice>,
     counters: Counters,
     errors: u64,
-    /// The login latencies of every slice: the phase's (a slice keeps only its deliveries').
+    /// The phase's latencies so far; a slice keeps its deliveries' packed.
     login_latency: Histogram<u64>,
+    delivery_latency: Histogram<u64>,
 }
 
 impl Timeline {
@@ -65,6 +66,7 @@ impl Timeline {
             counters,
             errors: errors.values().sum(),
             login_latency: new_histogram(),
+            delivery_latency: new_histogram(),
         }
     }
 
@@ -79,28 +81,23 @@ impl Timeline {
         let counters = metrics.counters();
         let errors = metrics.error_total();
         let (login, delivery) = metrics.take_histograms();
-        self.login_latency
-            .add(&login)
-            .expect("latency histograms share their bounds");
+        for (phase, slice) in [
+            (&mut self.login_latency, &login),
+            (&mut self.delivery_latency, &delivery),
+        ] {
+            phase
+                .add(slice)
+                .expect("latency histograms share their bounds");
+        }
         self.slices.push(Slice {
             end_s: self.start.elapsed().as_secs_f64(),
             counters: counters.since(&self.counters),
             errors: errors.saturating_sub(self.errors),
             sessions: metrics.online(),
-            delivery_latency: Hist(delivery),
+            delivery_latency: PackedHist::pack(&delivery),
         });
         self.counters = counters;
         self.errors = errors;
-    }
-
-    /// The phase's delivery latencies: its slices' together.
-    fn delivery_latency(&self) -> Histogram<u64> {
-        let mut all = new_histogram();
-        for slice in &self.slices {
-            all.add(&slice.delivery_latency.0)
-                .expect("latency histograms share their bounds");
-        }
-        all
     }
 }
 
@@ -197,8 +194,8 @@ impl Recorder {
         let duration = current.start.elapsed();
         let mut timeline = current.timeline.lock().expect("timeline");
         timeline.cut(&self.metrics);
-        let delivery = timeline.delivery_latency();
         let login = std::mem::replace(&mut timeline.login_latency, new_histogram());
+        let delivery = std::mem::replace(&mut timeline.delivery_latency, new_histogram());
         let slices = std::mem::take(&mut timeline.slices);
         let counters = timeline.counters.since(&current.counters);
         drop(timeline);

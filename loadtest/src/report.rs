@@ -62,7 +62,7 @@ pub struct Slice {
     pub errors: u64,
     /// Sessions online when the slice ended.
     pub sessions: u64,
-    pub delivery_latency: Hist,
+    pub delivery_latency: PackedHist,
 }
 
 /// A histogram of microseconds that serialises as its exact encoding plus a readable summary.
@@ -95,10 +95,6 @@ struct HistJson {
 impl Serialize for Hist {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let h = &self.0;
-        let mut bytes = Vec::new();
-        V2DeflateSerializer::new()
-            .serialize(h, &mut bytes)
-            .map_err(|e| serde::ser::Error::custom(format!("histogram: {e:?}")))?;
         HistJson {
             count: h.len(),
             p50_us: h.value_at_quantile(0.5),
@@ -106,7 +102,7 @@ impl Serialize for Hist {
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
-            hdr_v2_deflate_base64: B64.encode(bytes),
+            hdr_v2_deflate_base64: B64.encode(PackedHist::pack(h).0),
         }
         .serialize(s)
     }
@@ -118,11 +114,52 @@ impl<'de> Deserialize<'de> for Hist {
         let bytes = B64
             .decode(&json.hdr_v2_deflate_base64)
             .map_err(serde::de::Error::custom)?;
-        let h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| serde::de::Error::custom(format!("histogram: {e:?}")))?;
-        Ok(Self(h))
+        unpack(&bytes).map(Self).map_err(serde::de::Error::custom)
     }
+}
+
+/// A histogram kept encoded (HdrHistogram V2 + DEFLATE): a few hundred bytes, where a decoded
+/// one holds its whole counts array (about 180 KiB at [`new_histogram`]'s bounds). A long
+/// run's timeline holds one a second. In JSON it is a [`Hist`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedHist(Vec<u8>);
+
+impl PackedHist {
+    pub fn pack(histogram: &Histogram<u64>) -> Self {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(histogram, &mut bytes)
+            .expect("a histogram encodes into memory");
+        Self(bytes)
+    }
+
+    pub fn unpack(&self) -> Histogram<u64> {
+        unpack(&self.0).expect("packed histograms were encoded here or checked when read")
+    }
+}
+
+fn unpack(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("histogram: {e:?}"))
+}
+
+impl Serialize for PackedHist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Hist(self.unpack()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PackedHist {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Hist::deserialize(d).map(|hist| Self::pack(&hist.0))
+    }
+}
+
+/// Adds `from` to `into`, as merging reports does.
+fn add_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) -> Result<(), MergeError> {
+    into.add(from)
+        .map_err(|e| MergeError::Histogram(format!("{e:?}")))
 }
 
 /// Why reports cannot be merged.
@@ -233,9 +270,7 @@ impl PhaseReport {
             (&mut self.login_latency, &other.login_latency),
             (&mut self.delivery_latency, &other.delivery_latency),
         ] {
-            into.0
-                .add(&from.0)
-                .map_err(|e| MergeError::Histogram(format!("{e:?}")))?;
+            add_histogram(&mut into.0, &from.0)?;
         }
         merge_timelines(&mut self.timeline, &other.timeline)?;
         self.server = match (self.server, other.server) {
@@ -267,10 +302,9 @@ fn merge_timelines(into: &mut Vec<Slice>, from: &[Slice]) -> Result<(), MergeErr
         mine.counters.add(&slice.counters);
         mine.errors += slice.errors;
         mine.sessions += slice.sessions;
-        mine.delivery_latency
-            .0
-            .add(&slice.delivery_latency.0)
-            .map_err(|e| MergeError::Histogram(format!("{e:?}")))?;
+        let mut latency = mine.delivery_latency.unpack();
+        add_histogram(&mut latency, &slice.delivery_latency.unpack())?;
+        mine.delivery_latency = PackedHist::pack(&latency);
     }
     Ok(())
 }
@@ -643,7 +677,7 @@ mod tests {
                 },
                 errors: 0,
                 sessions: i as u64 + 1,
-                delivery_latency: hist(chunk),
+                delivery_latency: PackedHist::pack(&hist(chunk).0),
             })
             .collect()
     }
@@ -693,9 +727,21 @@ mod tests {
         assert_eq!(delivered, 8000);
         let mut together = hist(&[]);
         for slice in seconds {
-            together.0.add(&slice.delivery_latency.0).unwrap();
+            together.0.add(slice.delivery_latency.unpack()).unwrap();
         }
         assert_eq!(together, hist(&all));
+    }
+
+    #[test]
+    fn a_slice_keeps_its_latencies_packed_and_exact() {
+        let samples: Vec<u64> = (1..=5000).map(|i| i * 37 % 90_000 + 50).collect();
+        let packed = PackedHist::pack(&hist(&samples).0);
+        assert!(packed.0.len() < 16 * 1024, "{} bytes", packed.0.len());
+        assert!(PackedHist::pack(&new_histogram()).0.len() < 1024);
+        assert_eq!(packed.unpack(), hist(&samples).0);
+        let json = serde_json::to_string(&packed).unwrap();
+        assert!(json.contains("\"p99_us\""), "{json}");
+        assert_eq!(serde_json::from_str::<PackedHist>(&json).unwrap(), packed);
     }
 
     #[test]
@@ -710,8 +756,8 @@ mod tests {
         // The first phase lasts 10 s; the second's last slice (0.2 s) is too short to show.
         assert_eq!(delivered, [(1.0, 2.0), (2.0, 2.0), (11.0, 1.0)]);
         let p99 = run.over_time(|s, _| {
-            (!s.delivery_latency.0.is_empty())
-                .then(|| s.delivery_latency.0.value_at_quantile(0.99) as f64)
+            let micros = s.delivery_latency.unpack();
+            (!micros.is_empty()).then(|| micros.value_at_quantile(0.99) as f64)
         });
         assert_eq!(p99.len(), 3);
     }
