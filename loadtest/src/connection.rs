@@ -50,7 +50,8 @@ pub enum TlsMode {
 /// Where and how every simulated client connects.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    pub addr: SocketAddr,
+    /// The target's addresses, tried in order by each connect: [`resolve_target`].
+    pub addrs: Arc<[SocketAddr]>,
     pub domain: String,
     pub tls: TlsMode,
     /// `None`: the strongest mechanism the server offers.
@@ -62,8 +63,29 @@ pub struct ConnectOptions {
     pub tls_config: Arc<ClientConfig>,
 }
 
-/// The TLS of the simulated clients: any certificate is accepted (the target is on loopback),
-/// and no session is ever resumed. Each simulated user is a device connecting afresh; with
+/// Resolves `--target` once, so that a storm of connects is not a storm of DNS queries, and
+/// keeps the load on loopback unless the operator says the target is theirs: a mistyped
+/// address must not load somebody else's server.
+pub async fn resolve_target(target: &str, allow_remote: bool) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| format!("--target {target}: {e} (expected host:port, e.g. 127.0.0.1:5222)"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--target {target}: the name has no address"));
+    }
+    match addrs.iter().find(|addr| !addr.ip().is_loopback()) {
+        Some(remote) if !allow_remote => Err(format!(
+            "--target {target}: {} is not a loopback address; pass --allow-remote to load a \
+             server you operate",
+            remote.ip()
+        )),
+        _ => Ok(addrs),
+    }
+}
+
+/// The TLS of the simulated clients: any certificate is accepted (the tool measures the
+/// server, not its certificate chain), and no session is ever resumed. Each simulated user is a device connecting afresh; with
 /// rustls' default cache, one per server name for the whole process, each login would resume
 /// some other user's session and skip the certificate, its signature and (for TLS 1.2) the key
 /// exchange, a cost every server pays in full for a storm of new clients. It would also make
@@ -177,7 +199,7 @@ pub struct Connection {
 impl Connection {
     /// Connects, secures the stream as asked and reads the first usable stream features.
     async fn open(opts: &ConnectOptions) -> Result<(Self, Features), XmppError> {
-        let tcp = tokio::time::timeout(opts.step_timeout, TcpStream::connect(opts.addr))
+        let tcp = tokio::time::timeout(opts.step_timeout, TcpStream::connect(&opts.addrs[..]))
             .await
             .map_err(|_| XmppError::Timeout("connect"))?
             .map_err(XmppError::Connect)?;
@@ -485,6 +507,25 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+
+    #[tokio::test]
+    async fn targets_stay_on_loopback_unless_allowed() {
+        let local: SocketAddr = "127.0.0.2:5222".parse().unwrap();
+        assert_eq!(
+            resolve_target("127.0.0.2:5222", false).await,
+            Ok(vec![local])
+        );
+        assert!(resolve_target("[::1]:5222", false).await.is_ok());
+        assert!(resolve_target("localhost:5222", false).await.is_ok());
+        let refused = resolve_target("10.0.0.1:5222", false).await.unwrap_err();
+        assert!(
+            refused.contains("10.0.0.1 is not a loopback address"),
+            "{refused}"
+        );
+        assert!(resolve_target("10.0.0.1:5222", true).await.is_ok());
+        let malformed = resolve_target("127.0.0.1", false).await.unwrap_err();
+        assert!(malformed.contains("expected host:port"), "{malformed}");
+    }
 
     /// A server that issues tickets and keeps sessions (rustls' defaults, which xmppd turns
     /// off) sees only full handshakes.

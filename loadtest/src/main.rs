@@ -33,6 +33,7 @@ mod report;
 mod sasl;
 mod scenario;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -97,7 +98,10 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
             }
         });
     }
-    let mut env = env(common, metrics.clone());
+    let addrs = connection::resolve_target(&common.target, common.allow_remote)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut env = env(common, addrs.into(), metrics.clone());
     let server = match (&common.server_pid[..], &common.server_process) {
         ([], None) => None,
         ([], Some(name)) => Some(ServerSelector::Name(name.clone())),
@@ -206,7 +210,7 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
     let report = recorder.finish(Report {
         tool: format!("xmppd-loadtest {}", env!("CARGO_PKG_VERSION")),
         scenario: command.name().into(),
-        target: common.target.to_string(),
+        target: common.target.clone(),
         domain: common.domain.clone(),
         params,
         workers: common.workers,
@@ -217,10 +221,10 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
     output(&report, common.json.as_deref())
 }
 
-fn env(common: &Common, metrics: Arc<Metrics>) -> Env {
+fn env(common: &Common, addrs: Arc<[SocketAddr]>, metrics: Arc<Metrics>) -> Env {
     Env {
         opts: ConnectOptions {
-            addr: common.target,
+            addrs,
             domain: common.domain.clone(),
             tls: common.tls,
             mechanism: common.mechanism,
