@@ -41,7 +41,10 @@ struct Link {
 struct LinkStream {
     next_seq: u64,
     unacked: VecDeque<(u64, Pending)>,
-    up: mpsc::Sender<SessionUp>,
+    /// `None` once the link is retired. Dropping the sender ends the stream,
+    /// which a replica that is stopping waits for: its gRPC server finishes
+    /// only when every stream has.
+    up: Option<mpsc::Sender<SessionUp>>,
 }
 
 pub struct Replicas {
@@ -143,7 +146,7 @@ impl Replicas {
             stream: AsyncMutex::new(LinkStream {
                 next_seq: 1,
                 unacked: VecDeque::new(),
-                up,
+                up: Some(up),
             }),
         });
         self.links
@@ -176,7 +179,7 @@ impl Replicas {
         };
         if removed {
             self.refresh_owners();
-            self.resend_unacked(link).await;
+            self.resend(link.close().await).await;
         }
     }
 
@@ -192,18 +195,7 @@ impl Replicas {
         *self.owners.write().expect("owners lock") = nodes;
     }
 
-    async fn resend_unacked(&self, link: &Link) {
-        let unacked: Vec<Pending> = {
-            let mut stream = link.stream.lock().await;
-            stream
-                .unacked
-                .drain(..)
-                .map(|(_, pending)| pending)
-                .collect()
-        };
-        if !unacked.is_empty() {
-            tracing::warn!(replica = %link.node.id, frames = unacked.len(), "re-routing unacknowledged frames");
-        }
+    async fn resend(&self, unacked: Vec<Pending>) {
         for pending in unacked {
             Box::pin(self.send(pending.owner, pending.frame)).await;
         }
@@ -226,12 +218,30 @@ impl Link {
             owner: pending.owner.clone(),
             frame: Some(pending.frame.clone()),
         };
-        if stream.up.send(frame).await.is_err() {
+        let Some(up) = &stream.up else {
+            return Err(pending);
+        };
+        if up.send(frame).await.is_err() {
             return Err(pending);
         }
         stream.next_seq += 1;
         stream.unacked.push_back((seq, pending));
         Ok(())
+    }
+
+    /// Ends the stream and takes back what the replica did not acknowledge.
+    async fn close(&self) -> Vec<Pending> {
+        let mut stream = self.stream.lock().await;
+        stream.up = None;
+        let unacked: Vec<Pending> = stream
+            .unacked
+            .drain(..)
+            .map(|(_, pending)| pending)
+            .collect();
+        if !unacked.is_empty() {
+            tracing::warn!(replica = %self.node.id, frames = unacked.len(), "re-routing unacknowledged frames");
+        }
+        unacked
     }
 
     async fn acknowledge(&self, up_to: u64) {

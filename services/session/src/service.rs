@@ -129,6 +129,7 @@ impl SessionService {
             .expect("routers lock")
             .push(out.clone());
         let shards = self.shards.clone();
+        let core = self.core.clone();
         tokio::spawn(async move {
             let acks = Arc::new(AckTracker::default());
             loop {
@@ -154,6 +155,14 @@ impl SessionService {
                     }
                 }
             }
+            // The router ended its stream (this replica left, or the router
+            // is going): work the replica starts itself must not pick it, and
+            // once the jobs in flight are answered the answers' stream ends
+            // too, which a stopping replica's gRPC server waits for.
+            core.routers
+                .lock()
+                .expect("routers lock")
+                .retain(|router| !router.same_channel(&out));
         });
         ReceiverStream::new(rx)
     }

@@ -193,6 +193,17 @@ async fn scenario(backing: Backing, dir: PathBuf) {
         "after her replica died",
     )
     .await;
+
+    // A graceful stop (SIGTERM) of the other replica while the router still
+    // has a stream open to it: the replica deregisters, the router ends the
+    // stream, and the replica's gRPC server, which waits for every stream,
+    // lets it exit.
+    let stopping = Instant::now();
+    stop(&sessions[1 - owner]).await;
+    println!(
+        "the last session replica stopped {:.2?} after SIGTERM",
+        stopping.elapsed()
+    );
 }
 
 /// Which of the replicas, named `session-1`, `session-2`… as `Nodes` names
