@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,11 +13,9 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{Counters, Metrics, new_histogram};
 use crate::procstat::{ProcSampler, ServerSelector};
-use crate::report::{Hist, PackedHist, PhaseReport, Report, Slice};
+use crate::report::{Hist, PackedHist, PhaseReport, Report, SLICE, Slice};
 
 const TICK: Duration = Duration::from_millis(500);
-/// Length of a timeline slice.
-const SLICE: Duration = Duration::from_secs(1);
 
 /// What the progress bar of a phase counts.
 #[derive(Clone, Copy)]
@@ -36,6 +34,8 @@ pub enum Goal {
 struct Current {
     name: String,
     start: Instant,
+    /// The same moment by the wall clock, for lining up workers' timelines.
+    started_at: SystemTime,
     counters: Counters,
     errors: BTreeMap<String, u64>,
     bar: ProgressBar,
@@ -151,6 +151,7 @@ impl Recorder {
         self.current = Some(Current {
             name: name.to_owned(),
             start: Instant::now(),
+            started_at: SystemTime::now(),
             counters,
             errors,
             bar,
@@ -210,6 +211,11 @@ impl Recorder {
             .collect();
         let phase = PhaseReport {
             name: current.name,
+            started_unix_ms: current
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|since| since.as_millis() as u64),
             duration_s: duration.as_secs_f64(),
             counters,
             errors,

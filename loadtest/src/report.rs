@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -37,6 +38,11 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseReport {
     pub name: String,
+    /// When the phase began, in milliseconds since the Unix epoch: a merge lines up the
+    /// timelines of workers that did not start together (pods of a Job start seconds apart).
+    /// `None` in reports of versions before it, which are lined up by slice.
+    #[serde(default)]
+    pub started_unix_ms: Option<u64>,
     pub duration_s: f64,
     pub counters: Counters,
     pub errors: BTreeMap<String, u64>,
@@ -63,6 +69,22 @@ pub struct Slice {
     /// Sessions online when the slice ended.
     pub sessions: u64,
     pub delivery_latency: PackedHist,
+}
+
+/// The length of a timeline's slices.
+pub const SLICE: Duration = Duration::from_secs(1);
+
+impl Slice {
+    /// The `index`th second of a timeline in which nothing happened.
+    fn empty(index: usize) -> Self {
+        Self {
+            end_s: (index + 1) as f64 * SLICE.as_secs_f64(),
+            counters: Counters::default(),
+            errors: 0,
+            sessions: 0,
+            delivery_latency: PackedHist::pack(&new_histogram()),
+        }
+    }
 }
 
 /// A histogram of microseconds that serialises as its exact encoding plus a readable summary.
@@ -213,8 +235,8 @@ impl Report {
     }
 
     /// Combines the reports of the workers of one run. Counts, sessions and histograms add
-    /// up; each phase lasts as long as its slowest worker; server usage is the largest seen,
-    /// because every worker on the machine samples the same server.
+    /// up; each phase lasts from its first worker's start to its last worker's end; server
+    /// usage is the largest seen, because every worker on the machine samples the same server.
     pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         let (first, rest) = reports.split_first().ok_or(MergeError::Empty)?;
         let mut merged = first.clone();
@@ -259,7 +281,12 @@ fn max_opt<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
 
 impl PhaseReport {
     fn merge(&mut self, other: &PhaseReport) -> Result<(), MergeError> {
-        self.duration_s = self.duration_s.max(other.duration_s);
+        let (mine, theirs) = slice_offsets(self.started_unix_ms, other.started_unix_ms);
+        self.started_unix_ms = match (self.started_unix_ms, other.started_unix_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.duration_s = (mine as f64 + self.duration_s).max(theirs as f64 + other.duration_s);
         self.counters.add(&other.counters);
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
@@ -272,7 +299,8 @@ impl PhaseReport {
         ] {
             add_histogram(&mut into.0, &from.0)?;
         }
-        merge_timelines(&mut self.timeline, &other.timeline)?;
+        delay_timeline(&mut self.timeline, mine);
+        merge_timelines(&mut self.timeline, &other.timeline, theirs)?;
         self.server = match (self.server, other.server) {
             (Some(a), Some(b)) => Some(ServerUsage {
                 cpu_s: a.cpu_s.max(b.cpu_s),
@@ -290,15 +318,42 @@ impl PhaseReport {
     }
 }
 
-/// Adds the slices of another worker's phase to the same second of this one: the workers of
-/// a run start their phases together, so slice `i` covers the same second in each.
-fn merge_timelines(into: &mut Vec<Slice>, from: &[Slice]) -> Result<(), MergeError> {
+/// How many whole slices (seconds) each of two phases started after the earlier of them, so
+/// that a slice covers the same second of the clock in both. Without both starts the phases
+/// are taken to have started together.
+fn slice_offsets(mine: Option<u64>, theirs: Option<u64>) -> (usize, usize) {
+    let (Some(mine), Some(theirs)) = (mine, theirs) else {
+        return (0, 0);
+    };
+    let slices_after = |later: u64, earlier: u64| {
+        (later.saturating_sub(earlier) as f64 / SLICE.as_millis() as f64).round() as usize
+    };
+    (slices_after(mine, theirs), slices_after(theirs, mine))
+}
+
+/// Moves a timeline `slices` later, behind empty slices: the seconds before its worker began.
+fn delay_timeline(timeline: &mut Vec<Slice>, slices: usize) {
+    if slices == 0 {
+        return;
+    }
+    let delay = slices as f64 * SLICE.as_secs_f64();
+    for slice in timeline.iter_mut() {
+        slice.end_s += delay;
+    }
+    timeline.splice(0..0, (0..slices).map(Slice::empty));
+}
+
+/// Adds the slices of another worker's phase, `offset` slices later, to the slices of this one
+/// that cover the same seconds.
+fn merge_timelines(into: &mut Vec<Slice>, from: &[Slice], offset: usize) -> Result<(), MergeError> {
+    let delay = offset as f64 * SLICE.as_secs_f64();
     for (i, slice) in from.iter().enumerate() {
-        let Some(mine) = into.get_mut(i) else {
-            into.push(slice.clone());
-            continue;
-        };
-        mine.end_s = mine.end_s.max(slice.end_s);
+        let at = i + offset;
+        while into.len() <= at {
+            into.push(Slice::empty(into.len()));
+        }
+        let mine = &mut into[at];
+        mine.end_s = mine.end_s.max(slice.end_s + delay);
         mine.counters.add(&slice.counters);
         mine.errors += slice.errors;
         mine.sessions += slice.sessions;
@@ -642,6 +697,7 @@ mod tests {
             server_memory_baseline_bytes: Some(1000),
             phases: vec![PhaseReport {
                 name: "steady".into(),
+                started_unix_ms: Some(1_800_000_000_000),
                 duration_s: 10.0 + worker as f64,
                 counters: Counters {
                     logins: logins.len() as u64,
@@ -730,6 +786,38 @@ mod tests {
             together.0.add(slice.delivery_latency.unpack()).unwrap();
         }
         assert_eq!(together, hist(&all));
+    }
+
+    /// Pods of a Job start seconds apart: their slices are added where they cover the same
+    /// second of the clock, whichever report comes first.
+    #[test]
+    fn timelines_of_workers_started_apart_line_up_by_the_clock() {
+        let mut early = report(0, &[], &[10, 20, 30], 1.0);
+        early.phases[0].timeline = timeline(3, &[10, 20, 30]);
+        early.phases[0].duration_s = 3.0;
+        let mut late = report(1, &[], &[40, 50, 60], 1.0);
+        late.phases[0].timeline = timeline(3, &[40, 50, 60]);
+        late.phases[0].duration_s = 3.0;
+        // Two seconds later, give or take the clocks' milliseconds.
+        late.phases[0].started_unix_ms = early.phases[0].started_unix_ms.map(|ms| ms + 2_040);
+        for order in [[&early, &late], [&late, &early]] {
+            let merged = Report::merge(&order.map(Report::clone)).unwrap();
+            let phase = &merged.phases[0];
+            assert_eq!(phase.started_unix_ms, early.phases[0].started_unix_ms);
+            assert_eq!(phase.duration_s, 5.0);
+            let seconds = &phase.timeline;
+            let delivered: Vec<u64> = seconds
+                .iter()
+                .map(|s| s.counters.messages_delivered)
+                .collect();
+            assert_eq!(delivered, [1, 1, 2, 1, 1]);
+            let ends: Vec<f64> = seconds.iter().map(|s| s.end_s).collect();
+            assert_eq!(ends, [1.0, 2.0, 3.0, 4.0, 5.0]);
+            // One session more online at the end of each of a worker's seconds.
+            let sessions: Vec<u64> = seconds.iter().map(|s| s.sessions).collect();
+            assert_eq!(sessions, [1, 2, 4, 2, 3]);
+            assert_eq!(seconds[2].delivery_latency.unpack(), hist(&[30, 40]).0);
+        }
     }
 
     #[test]
