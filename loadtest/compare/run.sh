@@ -4,6 +4,7 @@
 #
 #   loadtest/compare/run.sh                 # every server that can be started
 #   SERVERS="ejabberd prosody" USERS=2000 DURATION=30s loadtest/compare/run.sh
+#   ROUNDS=3 SERVERS="ejabberd xmppd-allinone" SCENARIOS=chat-closed loadtest/compare/run.sh
 #   loadtest/compare/run.sh start prosody   # just start one server (and print its pids)
 #   loadtest/compare/run.sh stop prosody
 #   loadtest/compare/run.sh idle-scale xmppd-cluster 50000   # idle memory at scale (below)
@@ -33,6 +34,11 @@ TLS="${TLS:-starttls}"
 # keeps each server's default (one per core). Prosody has one thread whatever this says.
 THREADS="${THREADS:-}"
 MECHANISM="${MECHANISM:-SCRAM-SHA-1}"
+# Runs of every scenario against every server, the servers taking turns; with more than one the
+# tables give each figure's median and the median of the rounds' ratios (reports in
+# $OUT/round-N/), so that a machine drifting during the run moves both sides of a ratio.
+ROUNDS="${ROUNDS:-1}"
+RUN_OUT="$OUT"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOADTEST="$CARGO_TARGET_DIR/release/xmppd-loadtest"
@@ -43,9 +49,9 @@ PIDS=""
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# Each server's data starts empty at its first start in a run of the script, so that no run
-# sees another's accounts and rosters (an existing roster makes the presence scenario's set-up
-# phase cheaper), while the restarts between scenarios keep them.
+# Each server's data starts empty at its first start in a run of the script and in each round,
+# so that no run sees another's accounts and rosters (an existing roster makes the presence
+# scenario's set-up phase cheaper), while the restarts between scenarios keep them.
 declare -A STARTED=()
 first_start() {
     [[ -z "${STARTED[$1]:-}" ]] || return 1
@@ -236,7 +242,7 @@ loadtest() {
     for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
     log "$server: $name"
     "$LOADTEST" "$scenario" --target "127.0.0.1:$PORT" --tls "$TLS" --mechanism "$MECHANISM" \
-        --quiet "${pid_args[@]}" --json "$OUT/$server-$name.json" "$@" >"$OUT/$server-$name.txt"
+        --quiet "${pid_args[@]}" --json "$RUN_OUT/$server-$name.json" "$@" >"$RUN_OUT/$server-$name.txt"
 }
 
 restart() {
@@ -273,7 +279,7 @@ scenario() {
             loadtest "$server" muc muc --users "$((USERS / MUC_OCCUPANTS * MUC_OCCUPANTS))" \
                 --occupants "$MUC_OCCUPANTS" --rate "$MUC_RATE" --duration "$DURATION" \
                 "${ramp[@]}" ||
-                { log "$server: muc failed"; rm -f "$OUT/$server-muc.json"; }
+                { log "$server: muc failed"; rm -f "$RUN_OUT/$server-muc.json"; }
             ;;
         presence)
             loadtest "$server" presence presence --users "$USERS" --duration "$DURATION" \
@@ -311,7 +317,7 @@ idle_scale() {
     restart "$server"
     for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
     for ((i = 0; i < workers; i++)); do
-        local report="$OUT/$server-idle-$users-$TLS-$i.json"
+        local report="$RUN_OUT/$server-idle-$users-$TLS-$i.json"
         reports+=("$report")
         "$LOADTEST" idle --target "127.0.0.1:${ports[i]}" --tls "$TLS" --mechanism "$MECHANISM" \
             --users "$users" --workers "$workers" --worker-index "$i" --duration "$DURATION" \
@@ -320,27 +326,49 @@ idle_scale() {
         generators+=("$!")
     done
     wait "${generators[@]}"
-    "$LOADTEST" merge "${reports[@]}" --json "$OUT/$server-idle-$users-$TLS.json"
+    "$LOADTEST" merge "${reports[@]}" --json "$RUN_OUT/$server-idle-$users-$TLS.json"
 }
 
+# Where a round's reports go: $OUT itself when there is one round.
+round_out() { if ((ROUNDS > 1)); then echo "$OUT/round-$1"; else echo "$OUT"; fi; }
+
 main() {
-    mkdir -p "$OUT"
     install_peers
     build
     local ran=()
-    for server in $SERVERS; do
-        local start="start_${server//-/_}" stop="stop_${server//-/_}"
-        PIDS=""
-        if ! "$start"; then continue; fi
-        log "$server up on 127.0.0.1:$PORT (pids: $PIDS)"
-        if bench "$server"; then ran+=("$server"); else log "$server: a scenario failed"; fi
-        "$stop"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        RUN_OUT="$(round_out "$round")"
+        mkdir -p "$RUN_OUT"
+        STARTED=()  # every round starts each server with empty data, as the first does
+        for server in $SERVERS; do
+            local start="start_${server//-/_}" stop="stop_${server//-/_}"
+            PIDS=""
+            if ! "$start"; then continue; fi
+            log "$server up on 127.0.0.1:$PORT (pids: $PIDS), round $round of $ROUNDS"
+            if bench "$server"; then
+                [[ " ${ran[*]} " == *" $server "* ]] || ran+=("$server")
+            else
+                log "$server: a scenario failed"
+            fi
+            "$stop"
+        done
     done
     ((${#ran[@]})) || { log "no server ran"; exit 1; }
     for name in provision $SCENARIOS; do
         local args=()
         for server in "${ran[@]}"; do
-            [[ -f "$OUT/$server-$name.json" ]] && args+=("$server=$OUT/$server-$name.json")
+            # A server is compared on a scenario only if every round has its report.
+            local rounds=()
+            for ((round = 1; round <= ROUNDS; round++)); do
+                local report
+                report="$(round_out "$round")/$server-$name.json"
+                [[ -f "$report" ]] && rounds+=("$report")
+            done
+            if ((${#rounds[@]} == ROUNDS)); then
+                args+=("$server=$(IFS=,; echo "${rounds[*]}")")
+            elif ((${#rounds[@]})); then
+                log "$server: $name missing in some rounds, left out of its table"
+            fi
         done
         ((${#args[@]})) || continue
         printf '\n######## %s\n' "$name"
@@ -357,6 +385,7 @@ case "${1:-}" in
         ;;
     stop) "stop_${2//-/_}" ;;
     idle-scale)
+        RUN_OUT="$OUT"
         mkdir -p "$WORK" "$OUT"
         install_peers
         build

@@ -130,7 +130,8 @@ pub enum Command {
         json: Option<PathBuf>,
     },
     /// Side-by-side table of reports, with ratios to the first: `label=report.json` or a path
-    /// (labelled by its file name).
+    /// (labelled by its file name); `label=a.json,b.json,...` are rounds of one run, compared
+    /// by their medians and the median of the rounds' ratios.
     Compare {
         #[arg(required = true)]
         reports: Vec<String>,

@@ -329,25 +329,33 @@ fn compare(specs: &[String], plot: Option<&Path>) -> anyhow::Result<()> {
     let runs = specs
         .iter()
         .map(|spec| {
-            let (label, path) = match spec.split_once('=') {
-                Some((label, path)) => (label.to_owned(), Path::new(path)),
+            let (label, paths) = match spec.split_once('=') {
+                Some((label, paths)) => (label.to_owned(), paths),
                 None => {
                     let path = Path::new(spec.as_str());
                     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(spec);
-                    (stem.to_owned(), path)
+                    (stem.to_owned(), spec.as_str())
                 }
             };
-            Ok((label, read_report(path)?))
+            // Several reports, comma-separated, are rounds of the same run.
+            let rounds = paths
+                .split(',')
+                .map(|path| read_report(Path::new(path)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((label, rounds))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     print!("{}", report::compare(&runs));
-    match plot {
-        Some(dir) => {
-            plot_latencies(dir, &runs)?;
-            plot_timelines(dir, &runs)
-        }
-        None => Ok(()),
-    }
+    let Some(dir) = plot else {
+        return Ok(());
+    };
+    // The charts draw each run's first round: curves of several rounds would hide each other.
+    let firsts: Vec<(String, Report)> = runs
+        .into_iter()
+        .map(|(label, mut rounds)| (label, rounds.swap_remove(0)))
+        .collect();
+    plot_latencies(dir, &firsts)?;
+    plot_timelines(dir, &firsts)
 }
 
 /// Which of a phase's latency histograms a chart draws.

@@ -628,11 +628,19 @@ pub fn table(report: &Report) -> String {
 }
 
 /// Side-by-side tables of several runs (labelled), one per phase name of the first run, with
-/// each later run's ratio to the first.
-pub fn compare(runs: &[(String, Report)]) -> String {
-    let Some((_, base)) = runs.first() else {
+/// each later run's ratio to the first. A run may have several rounds (the same scenario run
+/// again, the servers taking turns): each figure is then its median over the rounds, and each
+/// ratio the median of the rounds' own ratios, so that a machine that drifts between rounds
+/// moves both sides of a ratio together.
+pub fn compare(runs: &[(String, Vec<Report>)]) -> String {
+    let Some(base) = runs.first().and_then(|(_, rounds)| rounds.first()) else {
         return String::new();
     };
+    let rounds = runs
+        .iter()
+        .map(|(_, rounds)| rounds.len())
+        .max()
+        .unwrap_or(1);
     let mut out = String::new();
     for phase in &base.phases {
         let mut headers: Vec<String> = runs.iter().map(|(label, _)| label.clone()).collect();
@@ -644,32 +652,58 @@ pub fn compare(runs: &[(String, Report)]) -> String {
         let cells = ROWS
             .iter()
             .map(|row| {
-                let values: Vec<Option<f64>> = runs
+                // Each run's value in each of its rounds.
+                let values: Vec<Vec<Option<f64>>> = runs
                     .iter()
-                    .map(|(_, r)| {
-                        r.phases
+                    .map(|(_, reports)| {
+                        reports
                             .iter()
-                            .find(|p| p.name == phase.name)
-                            .and_then(|p| (row.value)(r, p))
+                            .map(|r| {
+                                r.phases
+                                    .iter()
+                                    .find(|p| p.name == phase.name)
+                                    .and_then(|p| (row.value)(r, p))
+                            })
+                            .collect()
                     })
                     .collect();
-                let mut cells: Vec<String> =
-                    values.iter().map(|v| fmt_cell(*v, row.precision)).collect();
-                cells.extend(values.iter().skip(1).map(|v| {
-                    let ratio = match (values[0], *v) {
-                        (Some(a), Some(b)) if a != 0.0 => Some(b / a),
+                let mut cells: Vec<String> = values
+                    .iter()
+                    .map(|run| fmt_cell(median(run.iter().flatten().copied()), row.precision))
+                    .collect();
+                cells.extend(values.iter().skip(1).map(|run| {
+                    let ratios = values[0].iter().zip(run).filter_map(|pair| match pair {
+                        (Some(a), Some(b)) if *a != 0.0 => Some(b / a),
                         _ => None,
-                    };
-                    fmt_cell(ratio, 2)
+                    });
+                    fmt_cell(median(ratios), 2)
                 }));
                 (row.label, cells)
             })
             .collect();
-        let title = format!("phase {} ({})", phase.name, base.scenario);
+        let title = match rounds {
+            1 => format!("phase {} ({})", phase.name, base.scenario),
+            n => format!(
+                "phase {} ({}), medians of {n} rounds",
+                phase.name, base.scenario
+            ),
+        };
         out.push_str(&render(&title, &headers, cells));
         out.push('\n');
     }
     out
+}
+
+/// The middle value (the mean of the middle two of an even count); `None` for none.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
 }
 
 #[cfg(test)]
@@ -850,6 +884,31 @@ mod tests {
         assert_eq!(p99.len(), 3);
     }
 
+    /// Three rounds of two servers: the figures are medians, the ratio the median of the
+    /// rounds' ratios (0.2), not the ratio of the medians (2 / 12).
+    #[test]
+    fn rounds_are_compared_by_their_medians() {
+        let deliveries: Vec<u64> = (1..=1000).collect();
+        let rounds = |cpu: [f64; 3]| -> Vec<Report> {
+            cpu.iter()
+                .map(|&s| report(0, &[], &deliveries, s))
+                .collect()
+        };
+        let table = compare(&[
+            ("peer".into(), rounds([0.010, 0.100, 0.012])),
+            ("ours".into(), rounds([0.002, 0.002, 0.003])),
+        ]);
+        assert!(table.contains("medians of 3 rounds"), "{table}");
+        let cpu = table
+            .lines()
+            .find(|line| line.starts_with("server CPU µs/delivered"))
+            .unwrap();
+        let cells: Vec<&str> = cpu.split_whitespace().skip(3).collect();
+        assert_eq!(cells, ["12.0", "2.0", "0.20"], "{table}");
+        assert_eq!(median([3.0, 1.0, 2.0, 10.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
     #[test]
     fn merge_refuses_mismatched_reports() {
         let a = report(0, &[1], &[1], 1.0);
@@ -879,7 +938,7 @@ mod tests {
         let text = table(&a);
         assert!(text.contains("delivered msgs/s"), "{text}");
         assert!(text.contains("error timeout:bind: 1"), "{text}");
-        let text = compare(&[("ejabberd".into(), a), ("prosody".into(), b)]);
+        let text = compare(&[("ejabberd".into(), vec![a]), ("prosody".into(), vec![b])]);
         let cpu = text
             .lines()
             .find(|l| l.starts_with("server CPU (s)"))

@@ -151,7 +151,7 @@ fn provision_then_chat_against_the_all_in_one_server() {
     }
 
     // The report compares and plots: one chart per phase and latency with samples, and the
-    // run second by second.
+    // run second by second. A second run names it twice, as two rounds.
     let report = dir.path().join("chat.json");
     std::fs::write(&report, chat.to_string()).unwrap();
     let plots = dir.path().join("plots");
@@ -159,10 +159,13 @@ fn provision_then_chat_against_the_all_in_one_server() {
         .args(["compare", "--plot"])
         .arg(&plots)
         .arg(format!("all-in-one={}", report.display()))
+        .arg(format!("again={0},{0}", report.display()))
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("delivered msgs/s"));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("delivered msgs/s"), "{table}");
+    assert!(table.contains("medians of 2 rounds"), "{table}");
     for chart in [
         "ramp-up-login.svg",
         "steady-delivery.svg",

@@ -60,6 +60,7 @@ observability endpoint on the pod's address. */}}
 
 {{- define "xmppd.podAnnotations" -}}
 checksum/config: {{ .Values.config | sha256sum }}
+checksum/urls: {{ printf "%s %s %s" .Values.storage.url .Values.registry.url .Values.existingSecret | sha256sum }}
 {{- if .Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: "9090"
