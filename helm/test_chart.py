@@ -89,7 +89,7 @@ VALUE_SETS = {
         "connectionManager": {"service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}},
     },
     "load test": {**URLS, "loadtest": {
-        "enabled": True, "workers": 4, "provision": True, "reportsClaim": "reports",
+        "enabled": True, "users": 1000000, "workers": 4, "provision": True, "reportsClaim": "reports",
         "args": ["--duration", "5m", "--rate", "2000"]}},
 }
 
@@ -148,6 +148,7 @@ class Manifests(unittest.TestCase):
             self.assertEqual(args[args.index("--target") + 1], f"{service}:5222")
             self.assertIn("--allow-remote", args)
             self.assertEqual(args[args.index("--workers") + 1], "4")
+            self.assertEqual(args[args.index("--users") + 1], "1000000")
             self.assertIn("JOB_COMPLETION_INDEX", {var["name"] for var in container["env"]})
         self.assertNotIn("Job", {kind for kind, _ in render(URLS)})
         direct = render({**URLS, "loadtest": {"enabled": True, "tls": "direct"}})
