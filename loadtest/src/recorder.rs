@@ -33,8 +33,8 @@ pub enum Goal {
 
 struct Current {
     name: String,
-    start: Instant,
-    /// The same moment by the wall clock, for lining up workers' timelines.
+    /// When the phase began by the wall clock, for lining up workers' timelines; its
+    /// timeline's `start` is the same moment on the monotonic clock.
     started_at: SystemTime,
     counters: Counters,
     errors: BTreeMap<String, u64>,
@@ -150,7 +150,6 @@ impl Recorder {
         ));
         self.current = Some(Current {
             name: name.to_owned(),
-            start: Instant::now(),
             started_at: SystemTime::now(),
             counters,
             errors,
@@ -192,9 +191,10 @@ impl Recorder {
             return;
         };
         current.ticker.abort();
-        let duration = current.start.elapsed();
         let mut timeline = current.timeline.lock().expect("timeline");
         timeline.cut(&self.metrics);
+        // The phase ends where its last slice, just cut, does.
+        let duration_s = timeline.slices.last().map_or(0.0, |slice| slice.end_s);
         let login = std::mem::replace(&mut timeline.login_latency, new_histogram());
         let delivery = std::mem::replace(&mut timeline.delivery_latency, new_histogram());
         let slices = std::mem::take(&mut timeline.slices);
@@ -216,7 +216,7 @@ impl Recorder {
                 .duration_since(UNIX_EPOCH)
                 .ok()
                 .map(|since| since.as_millis() as u64),
-            duration_s: duration.as_secs_f64(),
+            duration_s,
             counters,
             errors,
             sessions_end: self.metrics.online(),

@@ -259,9 +259,10 @@ impl Report {
                 }
                 merged.worker_indexes.push(index);
             }
-            merged.server_memory_baseline_bytes = max_opt(
+            merged.server_memory_baseline_bytes = either(
                 merged.server_memory_baseline_bytes,
                 report.server_memory_baseline_bytes,
+                u64::max,
             );
             for (into, from) in merged.phases.iter_mut().zip(&report.phases) {
                 into.merge(from)?;
@@ -272,9 +273,10 @@ impl Report {
     }
 }
 
-fn max_opt<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+/// `both` of the two when each report has the figure, else the one that has it.
+fn either<T>(a: Option<T>, b: Option<T>, both: impl FnOnce(T, T) -> T) -> Option<T> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+        (Some(a), Some(b)) => Some(both(a, b)),
         (a, b) => a.or(b),
     }
 }
@@ -282,10 +284,7 @@ fn max_opt<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
 impl PhaseReport {
     fn merge(&mut self, other: &PhaseReport) -> Result<(), MergeError> {
         let (mine, theirs) = slice_offsets(self.started_unix_ms, other.started_unix_ms);
-        self.started_unix_ms = match (self.started_unix_ms, other.started_unix_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.started_unix_ms = either(self.started_unix_ms, other.started_unix_ms, u64::min);
         self.duration_s = (mine as f64 + self.duration_s).max(theirs as f64 + other.duration_s);
         self.counters.add(&other.counters);
         for (kind, n) in &other.errors {
@@ -301,15 +300,12 @@ impl PhaseReport {
         }
         delay_timeline(&mut self.timeline, mine);
         merge_timelines(&mut self.timeline, &other.timeline, theirs)?;
-        self.server = match (self.server, other.server) {
-            (Some(a), Some(b)) => Some(ServerUsage {
-                cpu_s: a.cpu_s.max(b.cpu_s),
-                memory_end_bytes: a.memory_end_bytes.max(b.memory_end_bytes),
-                memory_max_bytes: a.memory_max_bytes.max(b.memory_max_bytes),
-                processes: a.processes.max(b.processes),
-            }),
-            (a, b) => a.or(b),
-        };
+        self.server = either(self.server, other.server, |a, b| ServerUsage {
+            cpu_s: a.cpu_s.max(b.cpu_s),
+            memory_end_bytes: a.memory_end_bytes.max(b.memory_end_bytes),
+            memory_max_bytes: a.memory_max_bytes.max(b.memory_max_bytes),
+            processes: a.processes.max(b.processes),
+        });
         Ok(())
     }
 
