@@ -234,8 +234,15 @@ class Pod:
         raise AssertionError(f"{self.name} not ready in {timeout} s:\n{self.log.read_text()}")
 
     def run(self, timeout=120):
+        """Runs to the end, as a Job's container does; one still running after `timeout` is
+        killed and fails the test."""
         self.start()
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.log.read_text()}")
         return code, self.log.read_text()
 
 
@@ -317,14 +324,19 @@ key_prefix = "{self.prefix}"
 
         def worker(index, address):
             spec = job["spec"]["template"]["spec"]
-            outcome = []
+            # The init container, then the main one, as a pod runs them; a step that hangs
+            # ends the worker with its log, which the assertions below report.
+            results[index] = outcome = []
             for step in containers(spec):
                 # The Service's name would resolve to its address, which leads to this pod.
                 step = {**step, "args": [arg.replace(f"{service}:", f"{edge}:") for arg in step["args"]]}
                 pod = Pod(f"loadtest-{index}-{step['name']}", spec, step, address, sources,
                           self.workdir, index)
-                outcome.append(pod.run())
-            results[index] = outcome
+                try:
+                    outcome.append(pod.run())
+                except AssertionError as hung:
+                    outcome.append((None, str(hung)))
+                    return
 
         threads = [threading.Thread(target=worker, args=(i, next(addresses))) for i in range(workers)]
         for thread in threads:
