@@ -17,10 +17,12 @@
 //! - [`replicas`]: the session replicas a login calls.
 //! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.
+//! - [`hints`]: what routing needs to know of a message's content.
 
 pub mod auth;
 pub mod cluster;
 pub mod edge;
+pub mod hints;
 pub mod limits;
 pub mod listener;
 pub mod mailbox;

@@ -18,6 +18,7 @@ use xmppd_protocol::stream::StreamEvent;
 
 use crate::cluster::{Delivery, SessionRoute};
 use crate::edge::Edge;
+use crate::hints;
 use crate::limits::TokenBucket;
 use crate::listener::Open;
 use crate::mailbox::Mailbox;
@@ -260,6 +261,7 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
         payload: stanza.with_from(full.as_str()),
         stage: Stage::FromClient as i32,
         trace_context: Default::default(),
+        hints: hints::read(stanza),
     })
 }
 

@@ -199,6 +199,8 @@ pub struct StanzaError {
     pub condition: StanzaErrorCondition,
     pub error_type: ErrorType,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.4): element name and namespace.
+    pub application: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -208,6 +210,15 @@ impl StanzaError {
             condition,
             error_type: condition.default_type(),
             text: None,
+            application: None,
+        }
+    }
+
+    /// With an application-specific condition element beside the defined one.
+    pub fn with_application(self, name: &'static str, namespace: &'static str) -> Self {
+        Self {
+            application: Some((name, namespace)),
+            ..self
         }
     }
 
@@ -231,6 +242,9 @@ impl StanzaError {
             .child(Element::new(self.condition.name(), ns::STANZAS));
         if let Some(text) = &self.text {
             error.push_child(Element::new("text", ns::STANZAS).text(text.as_str()));
+        }
+        if let Some((name, namespace)) = self.application {
+            error.push_child(Element::new(name, namespace));
         }
         error
     }

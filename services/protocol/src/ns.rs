@@ -68,3 +68,19 @@ const WELL_KNOWN: &[&str] = &[
 pub(crate) fn well_known(uri: &str) -> Option<&'static str> {
     WELL_KNOWN.iter().copied().find(|known| *known == uri)
 }
+/// XEP-0191 Blocking Command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191 application error condition.
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0280 Message Carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297 Stanza Forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0334 Message Processing Hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0085 Chat State Notifications.
+pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184 Message Delivery Receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333 Chat Markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";

@@ -57,7 +57,7 @@
 //!
 //! | key               | type   | content                                                      |
 //! |-------------------|--------|--------------------------------------------------------------|
-//! | `{p}res:{bare}`   | HASH   | resource → [`BoundSession`]; one `HGET`/`HVALS` per lookup    |
+//! | `{p}res:{bare}`   | HASH   | resource → [`BoundSession`], and `""` → [`AccountPolicy`]; one `HGETALL` per look-up |
 //! | `{p}sess:{node}`  | SET    | full JIDs bound on connection-manager `node`                 |
 //! | `{p}nodes`        | SET    | node ids whose `sess:` set is not empty                      |
 //! | `{p}hb:{node}`    | STRING | the [`Node`], expiring (`PX`) when its heartbeat stops       |
@@ -69,7 +69,12 @@
 //! set. Every write to a `res:` entry goes through one compare-and-swap Lua
 //! script that updates all three together; when it deletes an entry, it
 //! takes and deletes the entry's `dir:` set too, so that an unbind is one
-//! round trip. `role:` sets may name nodes whose heartbeat expired;
+//! round trip. The `""` field (no resource is empty) holds the account's
+//! routing policy, written by its replica once the account has a resource
+//! ([`Registry::set_policy`]); the script that deletes the last resource
+//! deletes the key with it, so a policy lives exactly as long as the
+//! account is online and is read by the same look-up (and cached and
+//! invalidated with it). `role:` sets may name nodes whose heartbeat expired;
 //! [`Registry::live_nodes`] prunes them.
 //!
 //! The scripts touch keys of several hash slots, so Redis Cluster is not
@@ -88,7 +93,17 @@ use std::time::Duration;
 pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
 pub use xmppd_cache::CacheStatistics;
-pub use xmppd_grpc::{BoundSession, Node, Role};
+pub use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
+
+/// An account as routing sees it: its bound resources and its policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Account {
+    /// Sorted by full JID.
+    pub resources: Vec<BoundSession>,
+    /// `None` until the account's replica has written it
+    /// ([`Registry::set_policy`]), which it does after the first bind.
+    pub policy: Option<Arc<AccountPolicy>>,
+}
 
 /// What [`Registry::unbind`] removed, or [`Registry::bind`] replaced.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +112,10 @@ pub struct Unbound {
     /// Who got directed presence from it (RFC 6121 §4.6), sorted; forgotten
     /// with it, to be told it is gone.
     pub directed: Vec<String>,
+    /// The account's policy when this was its last resource (the policy
+    /// leaves the registry with it), for what is sent on the session's
+    /// behalf once it is gone; `None` while other resources keep it.
+    pub policy: Option<Arc<AccountPolicy>>,
 }
 
 /// The registry as services hold it: one instance shared by every task.
@@ -132,12 +151,35 @@ pub trait Registry: Send + Sync + 'static {
         presence: bytes::Bytes,
     ) -> Result<bool, RegistryError>;
 
+    /// Updates the flags of a bound resource. `Ok(false)` (and no change) if
+    /// `conn_id` does not hold it.
+    async fn set_flags(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        flags: ResourceFlags,
+    ) -> Result<bool, RegistryError>;
+
+    /// Writes the routing policy of an account that has a resource bound.
+    /// `Ok(false)` (and nothing written) when it has none: the policy is
+    /// written again after its next bind.
+    async fn set_policy(
+        &self,
+        bare_jid: &str,
+        policy: &AccountPolicy,
+    ) -> Result<bool, RegistryError>;
+
     async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError>;
 
-    /// All resources of a bare JID (`user@domain`), available or not, sorted
-    /// by full JID. With [`Caching::On`] this may be an invalidation push
+    /// The resources (available or not) and policy of a bare JID
+    /// (`user@domain`). With [`Caching::On`] this may be an invalidation push
     /// old (see "Cached look-ups").
-    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError>;
+    async fn account(&self, bare_jid: &str) -> Result<Arc<Account>, RegistryError>;
+
+    /// The resources of [`Registry::account`], sorted by full JID.
+    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+        Ok(self.account(bare_jid).await?.resources.clone())
+    }
 
     /// Sessions bound on one node (to clean up after that node died), sorted
     /// by full JID.

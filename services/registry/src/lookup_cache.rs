@@ -3,11 +3,15 @@
 //! documentation), and how Redis' pushes on its connection invalidate it.
 
 use redis::{PushInfo, PushKind, Value};
-use xmppd_cache::Cache;
-use xmppd_grpc::BoundSession;
+use std::sync::Arc;
 
-/// By Redis key (`{prefix}res:{bare}`), as invalidations name them.
-pub(crate) type LookupCache = Cache<Vec<BoundSession>>;
+use xmppd_cache::Cache;
+
+use crate::Account;
+
+/// By Redis key (`{prefix}res:{bare}`), as invalidations name them; shared
+/// with every reader, so that a hit copies nothing.
+pub(crate) type LookupCache = Cache<Arc<Account>>;
 
 /// Applies a push from the cache's Redis connection: an invalidation drops
 /// the keys it names (all of them for a flush, which names none), a lost
@@ -34,7 +38,7 @@ mod tests {
 
     fn fetch(cache: &LookupCache, key: &str) {
         let ticket = cache.get(key).expect_err("a miss");
-        cache.store(key, ticket, Vec::new());
+        cache.store(key, ticket, Arc::default());
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //! are never held across an await (no method of this registry awaits).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use xmppd_grpc::{BoundSession, Node, Role};
+use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
 
 use crate::rules::{self, Change};
-use crate::{Registry, RegistryError, Unbound, sort_by_jid, split_full};
+use crate::{Account, Registry, RegistryError, Unbound, sort_by_jid, split_full};
 
 #[derive(Default)]
 pub struct MemoryRegistry {
@@ -23,10 +23,12 @@ pub struct MemoryRegistry {
 
 #[derive(Default)]
 struct Sessions {
-    /// Bare JID → its bound resources, so that `resources()` is one lookup.
-    /// A list, not a map: an account has one or a few resources, and a map
-    /// would cost each idle session a table of several buckets.
-    by_bare: HashMap<String, Vec<BoundSession>>,
+    /// Bare JID → its bound resources (sorted) and policy, so that a look-up
+    /// is one hash probe and a reference count: routing reads an account
+    /// for every stanza, and changes copy it. A list, not a map: an account
+    /// has one or a few resources, and a map would cost each idle session a
+    /// table of several buckets.
+    by_bare: HashMap<String, Arc<Account>>,
     /// Node id → sessions bound there; a node leaves with its last session,
     /// so the keys are exactly the nodes that own sessions.
     per_node: HashMap<String, usize>,
@@ -37,6 +39,7 @@ impl Sessions {
         let (bare, _) = split_full(full_jid);
         self.by_bare
             .get(bare)?
+            .resources
             .iter()
             .find(|session| session.full_jid == full_jid)
     }
@@ -46,22 +49,28 @@ impl Sessions {
         self.remove(&session.full_jid);
         *self.per_node.entry(session.node_id.clone()).or_default() += 1;
         let (bare, _) = split_full(&session.full_jid);
-        let resources = self.by_bare.entry(bare.to_owned()).or_default();
+        let account = self.by_bare.entry(bare.to_owned()).or_default();
+        let resources = &mut Arc::make_mut(account).resources;
+        let at = resources.partition_point(|s| s.full_jid < session.full_jid);
         resources.reserve_exact(1);
-        resources.push(session);
+        resources.insert(at, session);
     }
 
-    fn remove(&mut self, full_jid: &str) {
+    /// Removes a resource; returns the account's policy if it was the last.
+    fn remove(&mut self, full_jid: &str) -> Option<Arc<AccountPolicy>> {
         let (bare, _) = split_full(full_jid);
-        let Some(resources) = self.by_bare.get_mut(bare) else {
-            return;
-        };
-        let Some(index) = resources.iter().position(|s| s.full_jid == full_jid) else {
-            return;
-        };
-        let removed = resources.swap_remove(index);
-        if resources.is_empty() {
-            self.by_bare.remove(bare);
+        let account = self.by_bare.get_mut(bare)?;
+        let index = account
+            .resources
+            .iter()
+            .position(|s| s.full_jid == full_jid)?;
+        let removed = Arc::make_mut(account).resources.remove(index);
+        let mut policy = None;
+        if account.resources.is_empty() {
+            policy = self
+                .by_bare
+                .remove(bare)
+                .and_then(|gone| gone.policy.clone());
         }
         if let Some(count) = self.per_node.get_mut(&removed.node_id) {
             *count -= 1;
@@ -69,26 +78,29 @@ impl Sessions {
                 self.per_node.remove(&removed.node_id);
             }
         }
+        policy
     }
 
     fn all(&self) -> impl Iterator<Item = &BoundSession> {
-        self.by_bare.values().flatten()
+        self.by_bare.values().flat_map(|account| &account.resources)
     }
 
+    /// Applies a decision; returns its outcome, and the account's policy if
+    /// the decision deleted its last resource.
     fn apply<T>(
         &mut self,
         full_jid: &str,
         decide: impl FnOnce(Option<&BoundSession>) -> Change<T>,
-    ) -> T {
+    ) -> (T, Option<Arc<AccountPolicy>>) {
         match decide(self.get(full_jid)) {
-            Change::Keep(outcome) => outcome,
+            Change::Keep(outcome) => (outcome, None),
             Change::Put(session, outcome) => {
                 self.insert(session);
-                outcome
+                (outcome, None)
             }
             Change::Delete(outcome) => {
-                self.remove(full_jid);
-                outcome
+                let policy = self.remove(full_jid);
+                (outcome, policy)
             }
         }
     }
@@ -120,7 +132,8 @@ impl Registry for MemoryRegistry {
         let full_jid = session.full_jid.clone();
         // Locked until the replaced session's directed presence is taken, as in `unbind`.
         let mut sessions = write(&self.sessions);
-        let Some(replaced) = sessions.apply(&full_jid, |current| rules::bind(&session, current))
+        let (Some(replaced), _) =
+            sessions.apply(&full_jid, |current| rules::bind(&session, current))
         else {
             return Ok(None);
         };
@@ -128,6 +141,7 @@ impl Registry for MemoryRegistry {
         Ok(Some(Unbound {
             session: replaced,
             directed,
+            policy: None,
         }))
     }
 
@@ -140,13 +154,17 @@ impl Registry for MemoryRegistry {
         // The sessions stay locked until the directed presence is taken too, so
         // that a new session of this full JID cannot add to it in between.
         let mut sessions = write(&self.sessions);
-        let Some(session) =
+        let (Some(session), policy) =
             sessions.apply(full_jid, |current| rules::unbind(node_id, conn_id, current))
         else {
             return Ok(None);
         };
         let directed = self.forget_directed(full_jid);
-        Ok(Some(Unbound { session, directed }))
+        Ok(Some(Unbound {
+            session,
+            directed,
+            policy,
+        }))
     }
 
     async fn set_presence(
@@ -157,23 +175,46 @@ impl Registry for MemoryRegistry {
         priority: i32,
         presence: Bytes,
     ) -> Result<bool, RegistryError> {
-        Ok(write(&self.sessions).apply(full_jid, |current| {
-            rules::set_presence(conn_id, available, priority, &presence, current)
-        }))
+        Ok(write(&self.sessions)
+            .apply(full_jid, |current| {
+                rules::set_presence(conn_id, available, priority, &presence, current)
+            })
+            .0)
+    }
+
+    async fn set_flags(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        flags: ResourceFlags,
+    ) -> Result<bool, RegistryError> {
+        Ok(write(&self.sessions)
+            .apply(full_jid, |current| {
+                rules::set_flags(conn_id, flags, current)
+            })
+            .0)
+    }
+
+    async fn set_policy(
+        &self,
+        bare_jid: &str,
+        policy: &AccountPolicy,
+    ) -> Result<bool, RegistryError> {
+        let mut sessions = write(&self.sessions);
+        let Some(account) = sessions.by_bare.get_mut(bare_jid) else {
+            return Ok(false);
+        };
+        Arc::make_mut(account).policy = Some(Arc::new(policy.clone()));
+        Ok(true)
     }
 
     async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
         Ok(read(&self.sessions).get(full_jid).cloned())
     }
 
-    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn account(&self, bare_jid: &str) -> Result<Arc<Account>, RegistryError> {
         let sessions = read(&self.sessions);
-        let found = sessions
-            .by_bare
-            .get(bare_jid)
-            .map(|resources| resources.to_vec())
-            .unwrap_or_default();
-        Ok(sort_by_jid(found))
+        Ok(sessions.by_bare.get(bare_jid).cloned().unwrap_or_default())
     }
 
     async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, Script};
-use xmppd_grpc::{BoundSession, Node, Role};
+use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
 
 use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
-use crate::{Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
+use crate::{Account, Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
 use xmppd_cache::CacheStatistics;
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
@@ -20,8 +20,9 @@ use xmppd_cache::CacheStatistics;
 /// empty string stands for "absent": an encoded session never is empty, since
 /// its full JID is not. The expected entry is either exactly the one held, or
 /// (`holder`) the start of it, a [`Holder`]'s. Returns the entry replaced
-/// (empty if none) and the directed-presence set taken on success, nil if the
-/// entry was not as expected.
+/// (empty if none), the directed-presence set taken, and the account's
+/// policy if the deletion left nothing else (the key is then deleted with
+/// it) on success; nil if the entry was not as expected.
 ///
 /// KEYS: `res:{bare}`, `nodes`, `sess:{old node}`, `sess:{new node}`,
 /// `dir:{full JID}`.
@@ -35,8 +36,13 @@ elseif current ~= ARGV[2] then
   return false
 end
 local directed = {}
+local policy = false
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('HLEN', KEYS[1]) == 1 then
+    policy = redis.call('HGET', KEYS[1], '')
+    if policy then redis.call('DEL', KEYS[1]) end
+  end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
@@ -52,8 +58,20 @@ if ARGV[6] ~= '' then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[2], ARGV[6])
 end
-return {current, directed}
+return {current, directed, policy}
 ";
+
+/// Writes an account's policy (the `""` field) if it has a resource bound.
+///
+/// KEYS: `res:{bare}`. ARGV: the encoded policy.
+const SET_POLICY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], '', ARGV[1])
+return 1
+";
+
+/// The field of a `res:` hash that holds the account's policy.
+const POLICY_FIELD: &str = "";
 
 /// Drops the role-set members whose heartbeat key is (still) gone: checking
 /// again inside the script spares a node that heartbeated since we looked.
@@ -81,6 +99,7 @@ pub struct RedisRegistry {
     cache: Option<Arc<LookupCache>>,
     keys: Keys,
     swap: Script,
+    set_policy: Script,
     prune_role: Script,
 }
 
@@ -134,12 +153,18 @@ struct Entry {
     session: BoundSession,
 }
 
+/// The swap script's reply: the entry replaced, the directed presence and
+/// the policy taken.
+type SwapReply = (Vec<u8>, Vec<String>, Option<Vec<u8>>);
+
 /// What a successful compare-and-swap replaced.
 struct Swapped {
     /// The entry as it was; empty if there was none.
     replaced: Vec<u8>,
     /// The directed-presence recipients, sorted, if they were taken.
     directed: Vec<String>,
+    /// The account's policy, if the swap deleted its last resource.
+    policy: Option<Arc<AccountPolicy>>,
 }
 
 /// What a compare-and-swap that replaces an entry does with its
@@ -198,12 +223,18 @@ fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, R
     })
 }
 
-fn decode_sessions(key: &str, raws: Vec<Vec<u8>>) -> Result<Vec<BoundSession>, RegistryError> {
-    let sessions = raws
-        .into_iter()
-        .map(|raw| decode(key, raw))
-        .collect::<Result<_, _>>()?;
-    Ok(sort_by_jid(sessions))
+/// An account from its `res:` hash, as `HGETALL` returns it.
+fn decode_account(key: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Account, RegistryError> {
+    let mut account = Account::default();
+    for (field, raw) in fields {
+        if field == POLICY_FIELD.as_bytes() {
+            account.policy = Some(Arc::new(decode(key, raw)?));
+        } else {
+            account.resources.push(decode(key, raw)?);
+        }
+    }
+    account.resources = sort_by_jid(account.resources);
+    Ok(account)
 }
 
 impl RedisRegistry {
@@ -242,6 +273,7 @@ impl RedisRegistry {
                 prefix: key_prefix.to_owned(),
             },
             swap: Script::new(SWAP_LUA),
+            set_policy: Script::new(SET_POLICY_LUA),
             prune_role: Script::new(PRUNE_ROLE_LUA),
         })
     }
@@ -278,7 +310,7 @@ impl RedisRegistry {
             Expected::HeldBy(holder) => ("holder", &holder.encoded[..], holder.node_id),
         };
         let new_node = new.map_or("", |session| session.node_id.as_str());
-        let swapped: Option<(Vec<u8>, Vec<String>)> = self
+        let swapped: Option<SwapReply> = self
             .swap
             .key(self.keys.resources(bare))
             .key(self.keys.nodes_with_sessions())
@@ -298,25 +330,34 @@ impl RedisRegistry {
             })
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(swapped.map(|(replaced, mut directed)| {
-            directed.sort_unstable();
-            Swapped { replaced, directed }
+        let Some((replaced, mut directed, policy)) = swapped else {
+            return Ok(None);
+        };
+        directed.sort_unstable();
+        let key = self.keys.resources(bare);
+        let policy = policy
+            .map(|raw| decode(&key, raw).map(Arc::new))
+            .transpose()?;
+        Ok(Some(Swapped {
+            replaced,
+            directed,
+            policy,
         }))
     }
 
     /// Applies a [`rules`] decision to the entry of `full_jid`, optimistically:
     /// read, decide, swap if unchanged, else start over. Returns the
-    /// decision's outcome, and the directed presence taken.
+    /// decision's outcome, and the directed presence and policy taken.
     async fn update<T>(
         &self,
         full_jid: &str,
         on_replace: OnReplace,
         decide: impl Fn(Option<&BoundSession>) -> Change<T>,
-    ) -> Result<(T, Vec<String>), RegistryError> {
+    ) -> Result<(T, Vec<String>, Option<Arc<AccountPolicy>>), RegistryError> {
         for _ in 0..MAX_ATTEMPTS {
             let current = self.read(full_jid).await?;
             let (new, outcome) = match decide(current.as_ref().map(|entry| &entry.session)) {
-                Change::Keep(outcome) => return Ok((outcome, Vec::new())),
+                Change::Keep(outcome) => return Ok((outcome, Vec::new(), None)),
                 Change::Put(session, outcome) => (Some(session), outcome),
                 Change::Delete(outcome) => (None, outcome),
             };
@@ -325,7 +366,7 @@ impl RedisRegistry {
                 .swap(full_jid, expected, new.as_ref(), on_replace)
                 .await?
             {
-                return Ok((outcome, swapped.directed));
+                return Ok((outcome, swapped.directed, swapped.policy));
             }
         }
         tracing::warn!(full_jid, "registry entry contended, giving up");
@@ -383,12 +424,16 @@ impl Registry for RedisRegistry {
         {
             return Ok(None);
         }
-        let (replaced, directed) = self
+        let (replaced, directed, _) = self
             .update(&session.full_jid, take, |current| {
                 rules::bind(&session, current)
             })
             .await?;
-        Ok(replaced.map(|session| Unbound { session, directed }))
+        Ok(replaced.map(|session| Unbound {
+            session,
+            directed,
+            policy: None,
+        }))
     }
 
     async fn unbind(
@@ -400,12 +445,16 @@ impl Registry for RedisRegistry {
         // Every session end unbinds: Redis checks the holder itself, sparing
         // the read (one round trip) that `rules::unbind` would need.
         let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
-            let (removed, directed) = self
+            let (removed, directed, policy) = self
                 .update(full_jid, OnReplace::KeepDirected, |current| {
                     rules::unbind(node_id, conn_id, current)
                 })
                 .await?;
-            return Ok(removed.map(|session| Unbound { session, directed }));
+            return Ok(removed.map(|session| Unbound {
+                session,
+                directed,
+                policy,
+            }));
         };
         let expected = Expected::HeldBy(holder);
         let swapped = self
@@ -418,6 +467,7 @@ impl Registry for RedisRegistry {
         Ok(Some(Unbound {
             session,
             directed: swapped.directed,
+            policy: swapped.policy,
         }))
     }
 
@@ -429,7 +479,7 @@ impl Registry for RedisRegistry {
         priority: i32,
         presence: Bytes,
     ) -> Result<bool, RegistryError> {
-        let (updated, _) = self
+        let (updated, ..) = self
             .update(full_jid, OnReplace::KeepDirected, |current| {
                 rules::set_presence(conn_id, available, priority, &presence, current)
             })
@@ -437,36 +487,64 @@ impl Registry for RedisRegistry {
         Ok(updated)
     }
 
+    async fn set_flags(
+        &self,
+        full_jid: &str,
+        conn_id: u64,
+        flags: ResourceFlags,
+    ) -> Result<bool, RegistryError> {
+        let (updated, ..) = self
+            .update(full_jid, OnReplace::KeepDirected, |current| {
+                rules::set_flags(conn_id, flags, current)
+            })
+            .await?;
+        Ok(updated)
+    }
+
+    async fn set_policy(
+        &self,
+        bare_jid: &str,
+        policy: &AccountPolicy,
+    ) -> Result<bool, RegistryError> {
+        let written: bool = self
+            .set_policy
+            .key(self.keys.resources(bare_jid))
+            .arg(policy.encode_to_vec())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(written)
+    }
+
     async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
         Ok(self.read(full_jid).await?.map(|entry| entry.session))
     }
 
-    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn account(&self, bare_jid: &str) -> Result<Arc<Account>, RegistryError> {
         let key = self.keys.resources(bare_jid);
         let Some(cache) = &self.cache else {
-            let raws: Vec<Vec<u8>> = self.conn.clone().hvals(&key).await?;
-            return decode_sessions(&key, raws);
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = self.conn.clone().hgetall(&key).await?;
+            return Ok(Arc::new(decode_account(&key, fields)?));
         };
         let ticket = match cache.get(&key) {
-            Ok(sessions) => return Ok(sessions),
+            Ok(account) => return Ok(account),
             Err(ticket) => ticket,
         };
         // Tracking is asked for with every miss, not once: after a reconnect
         // the new connection tracks nothing until it is. One write, so the
         // three run in a row on the same connection.
-        let (raws,): (Vec<Vec<u8>>,) = redis::pipe()
+        let (fields,): (Vec<(Vec<u8>, Vec<u8>)>,) = redis::pipe()
             .cmd("CLIENT")
             .arg(&["TRACKING", "ON", "OPTIN"][..])
             .ignore()
             .cmd("CLIENT")
             .arg(&["CACHING", "YES"][..])
             .ignore()
-            .hvals(&key)
+            .hgetall(&key)
             .query_async(&mut self.conn.clone())
             .await?;
-        let sessions = decode_sessions(&key, raws)?;
-        cache.store(&key, ticket, sessions.clone());
-        Ok(sessions)
+        let account = Arc::new(decode_account(&key, fields)?);
+        cache.store(&key, ticket, account.clone());
+        Ok(account)
     }
 
     async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
@@ -501,14 +579,13 @@ impl Registry for RedisRegistry {
         let keys = self.resource_keys().await?;
         let mut pipe = redis::pipe();
         for key in &keys {
-            pipe.hvals(key);
+            pipe.hgetall(key);
         }
-        let raws: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let accounts: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
         let mut sessions = Vec::new();
-        for (key, raws) in keys.iter().zip(raws) {
-            for raw in raws {
-                sessions.push(decode(key, raw)?);
-            }
+        for (key, fields) in keys.iter().zip(accounts) {
+            sessions.extend(decode_account(key, fields)?.resources);
         }
         Ok(sort_by_jid(sessions))
     }
@@ -633,6 +710,10 @@ mod tests {
             priority: -3,
             presence: Bytes::from_static(b"<presence/>"),
             bound_at: 1_700_000_000_000,
+            flags: Some(ResourceFlags {
+                carbons: true,
+                blocklist_pushes: true,
+            }),
         }
     }
 

@@ -4,7 +4,7 @@
 //! rules.
 
 use bytes::Bytes;
-use xmppd_grpc::BoundSession;
+use xmppd_grpc::{BoundSession, ResourceFlags};
 
 /// The write to make to a resource entry, and what to answer the caller.
 pub(crate) enum Change<T> {
@@ -49,6 +49,23 @@ pub(crate) fn set_presence(
                 available,
                 priority,
                 presence: presence.clone(),
+                ..held.clone()
+            };
+            Change::Put(updated, true)
+        }
+        _ => Change::Keep(false),
+    }
+}
+
+pub(crate) fn set_flags(
+    conn_id: u64,
+    flags: ResourceFlags,
+    current: Option<&BoundSession>,
+) -> Change<bool> {
+    match current {
+        Some(held) if held.conn_id == conn_id => {
+            let updated = BoundSession {
+                flags: Some(flags),
                 ..held.clone()
             };
             Change::Put(updated, true)

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use xmppd_registry::{
-    BoundSession, Caching, Node, RedisRegistry, Registry, Role, SharedRegistry, Unbound, bare_of,
+    AccountPolicy, BoundSession, Caching, Node, RedisRegistry, Registry, ResourceFlags, Role,
+    SharedRegistry, Unbound, bare_of,
 };
 
 macro_rules! registry_tests {
@@ -54,6 +55,8 @@ registry_tests!(
     expired_heartbeat_makes_a_node_dead,
     live_nodes_by_role,
     concurrent_binds_replace_one_another,
+    set_flags_needs_the_holding_connection,
+    a_policy_lives_while_the_account_has_resources,
 );
 
 /// A key prefix of its own, whose keys are deleted on drop — even when the
@@ -163,6 +166,7 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
     let replaced = Unbound {
         session: first,
         directed: Vec::new(),
+        policy: None,
     };
     assert_eq!(registry.bind(second.clone()).await.unwrap(), Some(replaced));
     assert_eq!(
@@ -218,6 +222,7 @@ async fn unbind_by_connection_zero_or_no_node_is_exact(registry: SharedRegistry)
     let expected = Unbound {
         session: zero_held,
         directed: vec!["dan@example.org".into()],
+        policy: None,
     };
     assert_eq!(removed.unwrap(), Some(expected));
     assert_eq!(
@@ -289,6 +294,115 @@ async fn set_presence_needs_the_holding_connection(registry: SharedRegistry) {
         registry.resources("carol@example.org").await.unwrap(),
         [expected]
     );
+}
+
+async fn set_flags_needs_the_holding_connection(registry: SharedRegistry) {
+    let session = bound("fay@example.org/desk", "cm1", 3);
+    registry.bind(session.clone()).await.unwrap();
+    let flags = ResourceFlags {
+        carbons: true,
+        blocklist_pushes: false,
+    };
+    assert!(
+        !registry
+            .set_flags("fay@example.org/desk", 4, flags)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !registry
+            .set_flags("fay@example.org/other", 3, flags)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        registry.session("fay@example.org/desk").await.unwrap(),
+        Some(session.clone())
+    );
+    assert!(
+        registry
+            .set_flags("fay@example.org/desk", 3, flags)
+            .await
+            .unwrap()
+    );
+    let expected = BoundSession {
+        flags: Some(flags),
+        ..session
+    };
+    assert_eq!(
+        registry.resources("fay@example.org").await.unwrap(),
+        [expected]
+    );
+}
+
+/// A policy is written only while the account has a resource, is read
+/// with its resources, and leaves with the last of them, handed to whoever
+/// unbinds it.
+async fn a_policy_lives_while_the_account_has_resources(registry: SharedRegistry) {
+    let policy = AccountPolicy {
+        blocked: vec!["mallory@example.org".into()],
+    };
+    let offline = registry.set_policy("gus@example.org", &policy).await;
+    assert!(!offline.unwrap(), "written for an account with no resource");
+    assert_eq!(
+        registry.account("gus@example.org").await.unwrap().policy,
+        None
+    );
+
+    registry
+        .bind(bound("gus@example.org/a", "cm1", 1))
+        .await
+        .unwrap();
+    registry
+        .bind(bound("gus@example.org/b", "cm1", 2))
+        .await
+        .unwrap();
+    assert!(
+        registry
+            .set_policy("gus@example.org", &policy)
+            .await
+            .unwrap()
+    );
+    let account = registry.account("gus@example.org").await.unwrap();
+    assert_eq!(account.policy.as_deref(), Some(&policy));
+    assert_eq!(
+        jids(&account.resources),
+        ["gus@example.org/a", "gus@example.org/b"]
+    );
+    assert_eq!(registry.all_sessions().await.unwrap().len(), 2);
+
+    let first = registry
+        .unbind("gus@example.org/a", "cm1", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.policy, None, "other resources keep the policy");
+    let last = registry
+        .unbind("gus@example.org/b", "cm1", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.policy.as_deref(), Some(&policy));
+    assert_eq!(
+        *registry.account("gus@example.org").await.unwrap(),
+        Default::default(),
+        "the policy outlived the account's resources"
+    );
+
+    // An empty policy is a policy: written and read back as one.
+    registry
+        .bind(bound("gus@example.org/a", "cm1", 3))
+        .await
+        .unwrap();
+    let empty = AccountPolicy::default();
+    assert!(
+        registry
+            .set_policy("gus@example.org", &empty)
+            .await
+            .unwrap()
+    );
+    let account = registry.account("gus@example.org").await.unwrap();
+    assert_eq!(account.policy.as_deref(), Some(&empty));
 }
 
 async fn resources_of_a_bare_jid(registry: SharedRegistry) {
@@ -404,6 +518,7 @@ async fn unbind_takes_the_directed_presence_with_it(registry: SharedRegistry) {
             "jay@other.example".into(),
             "room@muc.example.org/ivy".into(),
         ],
+        policy: None,
     };
     assert_eq!(removed, Some(expected));
     assert!(registry.take_directed(full).await.unwrap().is_empty());
@@ -424,6 +539,7 @@ async fn a_replacing_bind_takes_the_directed_presence_of_the_replaced(registry: 
     let expected = Unbound {
         session: first,
         directed: vec!["room@muc.example.org/ivy".into()],
+        policy: None,
     };
     assert_eq!(replaced, Some(expected));
     assert!(registry.take_directed(full).await.unwrap().is_empty());
@@ -630,10 +746,10 @@ async fn settles(cached: &RedisRegistry, uncached: &RedisRegistry, bare: &str, l
     }
 }
 
-fn hvals_calls(conn: &mut redis::Connection) -> u64 {
+fn hgetall_calls(conn: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_hvals:calls="))
+        .find_map(|line| line.strip_prefix("cmdstat_hgetall:calls="))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().unwrap())
 }
@@ -764,24 +880,24 @@ async fn repeated_lookups_are_served_from_the_cache() {
         .unwrap();
     let mut stats = scratch.connection().unwrap();
 
-    let before = hvals_calls(&mut stats);
+    let before = hgetall_calls(&mut stats);
     for _ in 0..LOOKUPS {
         assert_eq!(
             uncached.resources("ola@example.org").await.unwrap().len(),
             1
         );
     }
-    let uncached_calls = hvals_calls(&mut stats) - before;
+    let uncached_calls = hgetall_calls(&mut stats) - before;
     assert!(
         uncached_calls >= LOOKUPS,
         "uncached: {uncached_calls} HVALS"
     );
 
-    let before = hvals_calls(&mut stats);
+    let before = hgetall_calls(&mut stats);
     for _ in 0..LOOKUPS {
         assert_eq!(cached.resources("ola@example.org").await.unwrap().len(), 1);
     }
-    let cached_calls = hvals_calls(&mut stats) - before;
+    let cached_calls = hgetall_calls(&mut stats) - before;
     assert!(cached_calls < LOOKUPS / 2, "cached: {cached_calls} HVALS");
     let cache = cached.cache_statistics().unwrap();
     assert!(cache.hits >= LOOKUPS - 1, "{cache:?}");

@@ -10,14 +10,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BoundSession, Connector, EdgeDown, EdgeUp, Envelope, Kind, Node, Role, SessionDown, edge_down,
-    edge_up, session_down, session_up,
+    BoundSession, Connector, EdgeDown, EdgeUp, Envelope, Kind, Node, Role, SessionDown, Stage,
+    edge_down, edge_up, session_down, session_up,
 };
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
-use xmppd_registry::{SharedRegistry, membership};
+use xmppd_registry::{Account, SharedRegistry, membership};
 
 use crate::edges::Edges;
 use crate::metrics::RouterMetrics;
+use crate::policy::{self, Carbon, Verdict};
 use crate::replicas::{Downstream, Replicas};
 use crate::routing::{self, Selection, Target};
 
@@ -107,7 +108,79 @@ impl RouterService {
 pub type EdgeStream = ReceiverStream<Result<EdgeDown, Status>>;
 
 impl Core {
+    /// Routes a stanza a client or a replica sent: the sender's policy
+    /// first, when the sender is an account of this server with a
+    /// resource (which its own stanzas, and those its replica sends on its
+    /// behalf, come from).
     async fn route(&self, envelope: Envelope) {
+        let sender = match self.sender(&envelope).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                tracing::warn!(%error, "registry look-up failed, bouncing");
+                return self
+                    .bounce(&envelope, StanzaErrorCondition::InternalServerError)
+                    .await;
+            }
+        };
+        if let Some(sender) = &sender {
+            if let Some(policy) = &sender.policy {
+                match policy::outbound(policy, &envelope) {
+                    Verdict::Pass => {}
+                    verdict => return self.enforce(&envelope, verdict).await,
+                }
+            }
+            self.send_carbons(&envelope, sender).await;
+        }
+        self.forward(envelope).await;
+    }
+
+    /// The sender's account, if the sender is another local account than
+    /// the recipient (an account's stanzas to itself answer to no policy).
+    async fn sender(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Option<Arc<Account>>, xmppd_registry::RegistryError> {
+        let sender = routing::bare(&envelope.from);
+        let (node, domain, _) = routing::split_jid(sender);
+        let to_self = envelope.to.is_empty() || routing::bare(&envelope.to) == sender;
+        if node.is_none() || domain != self.domain || to_self {
+            return Ok(None);
+        }
+        self.registry.account(sender).await.map(Some)
+    }
+
+    /// Applies a policy's refusal or drop. A refusal names the blocked JID
+    /// in its payload but the server in its header: it is the server's
+    /// answer, which the policy that refused the stanza must not stop on
+    /// its way back (a user who blocks a contact is told so).
+    async fn enforce(&self, envelope: &Envelope, verdict: Verdict) {
+        self.metrics.count("blocked");
+        if let Verdict::Refuse(error) = verdict
+            && let Some(mut reply) = envelope.error_reply(&error, &self.domain)
+        {
+            self.domain.clone_into(&mut reply.from);
+            Box::pin(self.forward(reply)).await;
+        }
+    }
+
+    /// XEP-0280: a copy of a message a client sent to its account's other
+    /// resources that enabled carbons.
+    async fn send_carbons(&self, envelope: &Envelope, sender: &Account) {
+        if envelope.stage() != Stage::FromClient || !policy::carbons_eligible(envelope) {
+            return;
+        }
+        let account = routing::bare(&envelope.from);
+        for resource in
+            policy::carbon_recipients(&sender.resources, |r| r.full_jid == envelope.from)
+        {
+            let copy = policy::carbon_copy(Carbon::Sent, envelope, account, &resource.full_jid);
+            self.deliver_copy(resource, copy).await;
+        }
+    }
+
+    /// Where a stanza goes once the sender's policy let it through; the
+    /// router's own error answers start here, past any policy.
+    async fn forward(&self, envelope: Envelope) {
         match routing::target(&envelope, &self.domain) {
             Target::Session(owner) => {
                 let owner = owner.to_string();
@@ -131,8 +204,8 @@ impl Core {
     }
 
     async fn to_recipient(&self, envelope: Envelope, bare: &str, resource: Option<&str>) {
-        let resources = match self.registry.resources(bare).await {
-            Ok(resources) => resources,
+        let account = match self.registry.account(bare).await {
+            Ok(account) => account,
             Err(error) => {
                 tracing::warn!(%error, "registry look-up failed, bouncing");
                 return self
@@ -140,8 +213,18 @@ impl Core {
                     .await;
             }
         };
-        match routing::select(&envelope, resource, &resources) {
+        let from_elsewhere = routing::bare(&envelope.from) != bare;
+        if let Some(policy) = account.policy.as_deref().filter(|_| from_elsewhere) {
+            match policy::inbound(policy, &envelope) {
+                Verdict::Pass => {}
+                verdict => return self.enforce(&envelope, verdict).await,
+            }
+        }
+        match routing::select(&envelope, resource, &account.resources) {
             Selection::Deliver(sessions) => {
+                if from_elsewhere {
+                    self.receive_carbons(&envelope, &account, &sessions).await;
+                }
                 // A copy for every resource but the last, which takes the
                 // envelope itself. One that could not be handed on comes
                 // back as it was, to be routed once as undeliverable.
@@ -165,6 +248,32 @@ impl Core {
             Selection::Session => self.to_session(bare.to_string(), envelope).await,
             Selection::Bounce(condition) => self.bounce(&envelope, condition).await,
             Selection::Ignore => self.metrics.count("ignored"),
+        }
+    }
+
+    /// XEP-0280: a copy of a message delivered to some of an account's
+    /// resources to its others that enabled carbons.
+    async fn receive_carbons(
+        &self,
+        envelope: &Envelope,
+        account: &Account,
+        sessions: &[&BoundSession],
+    ) {
+        if !policy::carbons_eligible(envelope) {
+            return;
+        }
+        let holds = |r: &BoundSession| sessions.iter().any(|s| s.full_jid == r.full_jid);
+        let bare = routing::bare(&envelope.to);
+        for resource in policy::carbon_recipients(&account.resources, holds) {
+            let copy = policy::carbon_copy(Carbon::Received, envelope, bare, &resource.full_jid);
+            self.deliver_copy(resource, copy).await;
+        }
+    }
+
+    /// A carbon copy that cannot be handed on is not worth routing again.
+    async fn deliver_copy(&self, session: &BoundSession, copy: Envelope) {
+        if self.deliver(session, copy).await.is_none() {
+            self.metrics.count("carbons");
         }
     }
 
@@ -210,7 +319,7 @@ impl Core {
         match envelope.error_reply(&StanzaError::new(condition), &self.domain) {
             Some(reply) => {
                 self.metrics.count("bounced");
-                Box::pin(self.route(reply)).await;
+                Box::pin(self.forward(reply)).await;
             }
             None => self.metrics.count("ignored"),
         }

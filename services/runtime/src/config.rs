@@ -29,6 +29,11 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
     pub observability: ObservabilityConfig,
+    /// `[modules.<name>]`: the section of each account module (session
+    /// replicas and the all-in-one), read by the module itself; every module
+    /// takes `enabled`. The modules and their keys are in
+    /// `docs/configuration.md`.
+    pub modules: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -3,10 +3,11 @@
 use xmppd_grpc::{Envelope, Kind, Stage, session_down, session_up};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 
+use crate::module::Flow;
 use crate::outbox::Outbox;
 use crate::service::Core;
 use crate::shards::Work;
-use crate::{iq, offline, presence};
+use crate::{iq, presence};
 
 /// Runs `work` for the account `owner`. A storage or registry failure
 /// answers the stanza with `internal-server-error` rather than losing it
@@ -19,6 +20,7 @@ pub async fn handle(core: &Core, owner: &str, work: Work) -> Vec<session_down::F
         }
         Work::Frame(session_up::Frame::Stanza(envelope)) => stanza(core, envelope, &mut out).await,
         Work::Replaced(old) => presence::gone(core, old, &mut out).await,
+        Work::Bound => core.load_policy(owner).await,
     };
     match (result, work) {
         (Ok(()), _) => out.frames,
@@ -39,18 +41,48 @@ pub async fn handle(core: &Core, owner: &str, work: Work) -> Vec<session_down::F
 }
 
 async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
-    match (envelope.kind(), envelope.stage()) {
-        (Kind::Presence, Stage::FromClient) => presence::outbound(core, envelope, out).await,
-        (Kind::Presence, _) => presence::inbound(core, envelope, out).await,
-        (Kind::Iq, _) => iq::handle(core, envelope, out).await,
-        (Kind::Message, _) => offline::message(core, envelope, out).await,
-        (Kind::Unspecified, _) => Ok(()),
+    if envelope.kind() == Kind::Presence && envelope.stage() == Stage::FromClient {
+        return presence::outbound(core, envelope, out).await;
     }
+    if to_another_account(envelope) {
+        for module in core.modules.iter() {
+            if module.inbound(core, envelope, out).await? == Flow::Done {
+                return Ok(());
+            }
+        }
+    }
+    match envelope.kind() {
+        Kind::Presence => presence::inbound(core, envelope, out).await,
+        Kind::Iq => iq::handle(core, envelope, out).await,
+        // No module kept it (offline storage is off).
+        Kind::Message if !matches!(envelope.r#type.as_str(), "error" | "headline") => {
+            bounce(
+                core,
+                envelope,
+                StanzaErrorCondition::ServiceUnavailable,
+                out,
+            );
+            Ok(())
+        }
+        Kind::Message | Kind::Unspecified => Ok(()),
+    }
+}
+
+/// Whether `envelope` is for an account from someone else: what the
+/// modules' inbound hooks see.
+fn to_another_account(envelope: &Envelope) -> bool {
+    let to = bare(&envelope.to);
+    to.contains('@') && bare(&envelope.from) != to
 }
 
 /// Answers `envelope` with `condition`.
 pub fn bounce(core: &Core, envelope: &Envelope, condition: StanzaErrorCondition, out: &mut Outbox) {
-    if let Some(reply) = envelope.error_reply(&StanzaError::new(condition), &core.domain) {
+    refuse(core, envelope, &StanzaError::new(condition), out);
+}
+
+/// Answers `envelope` with `error`.
+pub fn refuse(core: &Core, envelope: &Envelope, error: &StanzaError, out: &mut Outbox) {
+    if let Some(reply) = envelope.error_reply(error, &core.domain) {
         out.frames.push(session_down::Frame::Stanza(reply));
     }
 }

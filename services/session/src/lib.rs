@@ -9,11 +9,12 @@
 //! # Layout
 //! - [`service`]: the gRPC `Session` service (streams, bind, credentials).
 //! - [`shards`]: per-account serialisation and acknowledgements.
-//! - [`handler`]: dispatch of one frame to the handlers below.
+//! - [`handler`]: dispatch of one frame to presence, IQs and the modules' hooks.
 //! - [`presence`], [`subscription`]: RFC 6121 §3-§4.
-//! - [`roster`]: RFC 6121 §2 and XEP-0237 versioning.
-//! - [`iq`]: disco, version, last activity, time, ping, registration.
-//! - [`offline`]: XEP-0160 storage and delivery with XEP-0203 stamps.
+//! - [`module`]: [`module::AccountModule`], the seam every account-side
+//!   feature plugs into; [`modules`]: the features (roster, disco, offline
+//!   storage, blocking, carbons…), one file or folder each.
+//! - [`iq`]: hands a get or set to the module that answers it.
 //! - [`reaper`]: cleans up after connection-managers that died.
 //! - [`outbox`]: the frames a handler emits.
 
@@ -21,11 +22,11 @@ pub mod clock;
 pub mod handler;
 pub mod iq;
 pub mod metrics;
-pub mod offline;
+pub mod module;
+pub mod modules;
 pub mod outbox;
 pub mod presence;
 pub mod reaper;
-pub mod roster;
 pub mod service;
 pub mod shards;
 pub mod subscription;

@@ -1,5 +1,7 @@
 //! The frames one handler run produces, sent back to the router in order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use xmppd_grpc::{Envelope, Kick, Kind, Stage, session_down};
 use xmppd_protocol::ns;
@@ -34,6 +36,33 @@ impl Outbox {
         );
     }
 
+    /// An IQ set from the account to each of `resources` (roster and
+    /// blocklist pushes), carrying `payload`.
+    pub fn push_iq<'r>(
+        &mut self,
+        account: &str,
+        resources: impl IntoIterator<Item = &'r str>,
+        payload: &Element,
+    ) {
+        // Unique per process is enough: the answers are ignored.
+        static PUSH_IDS: AtomicU64 = AtomicU64::new(1);
+        for resource in resources {
+            let id = format!("push{}", PUSH_IDS.fetch_add(1, Ordering::Relaxed));
+            let iq = Element::new("iq", ns::CLIENT)
+                .attr("type", "set")
+                .attr("id", id)
+                .attr("to", resource)
+                .child(payload.clone());
+            self.deliver(
+                resource,
+                account,
+                Kind::Iq,
+                "set",
+                Bytes::from(iq.to_xml(ns::CLIENT)),
+            );
+        }
+    }
+
     pub fn kick(&mut self, kick: Kick) {
         self.frames.push(session_down::Frame::Kick(kick));
     }
@@ -56,6 +85,7 @@ impl Outbox {
             payload,
             stage: stage as i32,
             trace_context: Default::default(),
+            hints: None,
         }));
     }
 }

@@ -11,9 +11,8 @@ use xmppd_storage::{RosterItem, Subscription};
 
 use crate::clock::now_ms;
 use crate::handler::bare;
-use crate::offline;
+use crate::modules::roster;
 use crate::outbox::Outbox;
-use crate::roster;
 use crate::service::Core;
 use crate::subscription::{self, Request, Transition};
 
@@ -297,7 +296,10 @@ async fn available(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result
             to_bytes(&request),
         );
     }
-    offline::flush(core, user, full, out).await
+    for module in core.modules.iter() {
+        module.available(core, full, out).await?;
+    }
+    Ok(())
 }
 
 /// `<priority/>` of an available presence, 0 when absent or invalid.
@@ -342,17 +344,38 @@ pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) 
 /// A session over, by its end or by a new one of its full JID taking its
 /// place (RFC 6120 §7.7.2.2): whoever saw it available is told it is not.
 pub async fn gone(core: &Core, ended: &Unbound, out: &mut Outbox) -> Result {
-    let Unbound { session, directed } = ended;
+    let Unbound {
+        session,
+        directed,
+        policy,
+    } = ended;
     let payload = to_bytes(&presence(&session.full_jid, "", "unavailable"));
+    let mut broadcast = Outbox::default();
     broadcast_unavailable(
         core,
         &session.full_jid,
         session.available,
         directed,
         payload,
-        out,
+        &mut broadcast,
     )
-    .await
+    .await?;
+    // The account's last resource took its policy out of the registry, so
+    // the router can no longer apply it to what is sent on its behalf.
+    if let Some(policy) = policy {
+        broadcast
+            .frames
+            .retain(|frame| !policy.blocks(frame_recipient(frame)));
+    }
+    out.frames.append(&mut broadcast.frames);
+    Ok(())
+}
+
+fn frame_recipient(frame: &xmppd_grpc::session_down::Frame) -> &str {
+    match frame {
+        xmppd_grpc::session_down::Frame::Stanza(envelope) => &envelope.to,
+        _ => "",
+    }
 }
 
 /// Tells `directed`, and the roster if the resource was available, that it

@@ -10,9 +10,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
-    BindReply, BindRequest, BoundSession, Credential, CredentialsReply, CredentialsRequest, Kick,
-    LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply, RegisterRequest,
-    SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
+    AccountPolicy, BindReply, BindRequest, BoundSession, Credential, CredentialsReply,
+    CredentialsRequest, Kick, LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply,
+    RegisterRequest, SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{SharedRegistry, Unbound};
@@ -20,6 +20,7 @@ use xmppd_storage::{Store, StoreError};
 
 use crate::clock::now_ms;
 use crate::metrics::SessionMetrics;
+use crate::module::Modules;
 use crate::shards::{AckTracker, Job, RouterSender, Shards, Sink, Work, down};
 
 /// Frames buffered towards one router before workers wait.
@@ -47,12 +48,34 @@ pub struct Core {
     pub registry: SharedRegistry,
     pub metrics: SessionMetrics,
     pub started: Instant,
+    pub modules: Modules,
     /// Open streams from routers; any of them can route what the replica
     /// produces on its own (kicks, clean-up after a dead node).
     routers: Mutex<Vec<RouterSender>>,
 }
 
 impl Core {
+    /// The account's routing policy from its modules, written into the
+    /// registry (while the account has a resource; after a bind otherwise).
+    /// Modules call it after changing what they contribute.
+    pub async fn refresh_policy(&self, account: &str) -> anyhow::Result<AccountPolicy> {
+        let mut policy = AccountPolicy::default();
+        for module in self.modules.iter() {
+            module.policy(self, account, &mut policy).await?;
+        }
+        self.registry.set_policy(account, &policy).await?;
+        Ok(policy)
+    }
+
+    /// After a bind: the policy, unless the account already had one (it
+    /// had a resource already, and every change since rewrote it).
+    pub async fn load_policy(&self, account: &str) -> anyhow::Result<()> {
+        if self.registry.account(account).await?.policy.is_none() {
+            self.refresh_policy(account).await?;
+        }
+        Ok(())
+    }
+
     pub async fn send_to_any_router(&self, frames: Vec<session_down::Frame>) {
         if frames.is_empty() {
             return;
@@ -87,11 +110,14 @@ pub struct SessionService {
 }
 
 impl SessionService {
+    /// A replica running `modules`, whose tables must exist
+    /// ([`Modules::migrate`]).
     pub fn new(
         settings: Settings,
         store: Store,
         registry: SharedRegistry,
         metrics: SessionMetrics,
+        modules: Modules,
     ) -> Self {
         let core = Arc::new(Core {
             domain: settings.domain.clone(),
@@ -100,6 +126,7 @@ impl SessionService {
             registry,
             metrics,
             started: Instant::now(),
+            modules,
             routers: Mutex::default(),
         });
         let shards = Arc::new(Shards::start(core.clone()));
@@ -370,6 +397,14 @@ impl SessionService {
         if let Some(old) = replaced {
             self.replace(&bare, old).await;
         }
+        // Queued before the answer, so before anything the client sends
+        // once bound, which reaches the same worker after it.
+        let job = Job {
+            owner: bare.to_string(),
+            work: Some(Work::Bound),
+            sink: Sink::AnyRouter,
+        };
+        self.shards.dispatch(job).await;
         Ok(BindReply {
             outcome: Some(bind_reply::Outcome::FullJid(full.to_string())),
         })
@@ -450,7 +485,14 @@ mod tests {
             .await
             .unwrap();
         let registry: SharedRegistry = Arc::new(MemoryRegistry::default());
-        let service = SessionService::new(settings(), store, registry, SessionMetrics::default());
+        let modules = crate::modules::all(&Default::default()).unwrap();
+        let service = SessionService::new(
+            settings(),
+            store,
+            registry,
+            SessionMetrics::default(),
+            modules,
+        );
         let mut writer = SqliteConnection::connect(&url).await.unwrap();
         writer.execute("BEGIN IMMEDIATE").await.unwrap();
 

@@ -50,6 +50,9 @@ pub enum Work {
     /// A session that a bind of its full JID replaced (RFC 6120 §7.7.2.2),
     /// already out of the registry, which ends as any other.
     Replaced(Unbound),
+    /// A resource of the account was bound: the account's policy goes into
+    /// the registry if it is not there yet (the account's first resource).
+    Bound,
 }
 
 pub struct Shards {

@@ -10,6 +10,10 @@
 //! - `migrations.rs`: the SQL files of `migrations/postgres` and `migrations/sqlite`, embedded in
 //!   the binary. Both folders hold the same numbered files; only the DDL dialect differs.
 //! - `accounts.rs`, `roster.rs`, `offline.rs`: the queries, one module per concern.
+//! - [`Schema`], [`Store::migrate`], [`Store::pool`]: the seam for an account module's own
+//!   tables: the module declares its migrations (both dialects) beside its code, the store
+//!   applies them, and the module's queries use the pool. Its rows reference `accounts`
+//!   with `ON DELETE CASCADE`, so that deleting an account deletes them.
 //! - `credential_cache.rs`: a session replica's cache of SCRAM credentials, which Postgres
 //!   invalidates ([`Store::cache_credentials`]).
 //!
@@ -30,6 +34,7 @@ mod store;
 
 pub use accounts::Credential;
 pub use credential_cache::CredentialCaching;
+pub use migrations::{Embedded as Migration, Schema};
 pub use offline::{LastActivity, OfflineMessage};
 pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};
 pub use store::{Backend, PoolSize, Store};

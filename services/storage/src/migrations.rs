@@ -1,7 +1,12 @@
-//! Migrations embedded in the binary.
+//! Migrations embedded in the binary: the core tables' (`migrations/`), and those of each
+//! account module's tables, which the module declares as a [`Schema`] beside its code.
 //!
 //! `sqlx::migrate!` would need sqlx's `macros` feature, which compiles sqlx and both database
 //! drivers a second time as proc-macro dependencies; a list of `include_str!` costs nothing.
+//!
+//! All schemas share sqlx's one history table, so versions must not collide: the core's are
+//! numbered 1, 2, 3…, a module's by the day they were written, `YYYYMMDDNN`. Each schema's
+//! migrator ignores the versions of the others in that table.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -12,13 +17,23 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::store::Backend;
 
-/// One numbered file present in both `migrations/postgres` and `migrations/sqlite`.
-struct Embedded {
-    version: i64,
+/// The tables of one part of the server, and how they came to be.
+#[derive(Debug)]
+pub struct Schema {
+    /// For logs and errors.
+    pub name: &'static str,
+    /// In version order; append, never edit an applied one (sqlx checks checksums).
+    pub migrations: &'static [Embedded],
+}
+
+/// One migration, in both dialects.
+#[derive(Debug)]
+pub struct Embedded {
+    pub version: i64,
     /// File stem, `<version>_<description>`, as sqlx's own file naming.
-    stem: &'static str,
-    postgres: &'static str,
-    sqlite: &'static str,
+    pub stem: &'static str,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
 }
 
 macro_rules! embed {
@@ -32,20 +47,30 @@ macro_rules! embed {
     };
 }
 
-/// Append new files here, in both folders; never edit an applied one (sqlx checks checksums).
-const MIGRATIONS: &[Embedded] = embed![
-    1 => "0001_initial",
-    2 => "0002_credential_notifications",
-];
+/// The core tables. Append new files here, in both folders.
+pub(crate) const CORE: Schema = Schema {
+    name: "core",
+    migrations: embed![
+        1 => "0001_initial",
+        2 => "0002_credential_notifications",
+    ],
+};
 
 #[derive(Debug)]
-struct Source(Backend);
+struct Source(Backend, &'static Schema);
 
 impl MigrationSource<'static> for Source {
     fn resolve(
         self,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
-        Box::pin(async move { Ok(MIGRATIONS.iter().map(|m| m.migration(self.0)).collect()) })
+        let Source(backend, schema) = self;
+        Box::pin(async move {
+            Ok(schema
+                .migrations
+                .iter()
+                .map(|m| m.migration(backend))
+                .collect())
+        })
     }
 }
 
@@ -66,8 +91,13 @@ impl Embedded {
     }
 }
 
-pub(crate) async fn migrator(backend: Backend) -> Result<Migrator, sqlx::migrate::MigrateError> {
-    Migrator::new(Source(backend)).await
+pub(crate) async fn migrator(
+    backend: Backend,
+    schema: &'static Schema,
+) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    let mut migrator = Migrator::new(Source(backend, schema)).await?;
+    migrator.set_ignore_missing(true);
+    Ok(migrator)
 }
 
 #[cfg(test)]
@@ -89,10 +119,10 @@ mod tests {
     /// A file dropped into a folder but not listed in `MIGRATIONS` would silently never run.
     #[test]
     fn every_migration_file_is_embedded_for_both_backends() {
-        let embedded: Vec<String> = MIGRATIONS.iter().map(|m| m.stem.to_owned()).collect();
+        let embedded: Vec<String> = CORE.migrations.iter().map(|m| m.stem.to_owned()).collect();
         assert_eq!(stems_in("migrations/postgres"), embedded);
         assert_eq!(stems_in("migrations/sqlite"), embedded);
-        for m in MIGRATIONS {
+        for m in CORE.migrations {
             assert!(
                 m.stem.starts_with(&format!("{:04}_", m.version)),
                 "{}",

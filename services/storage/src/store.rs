@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use std::sync::Arc;
 
 use crate::credential_cache::{CredentialCache, CredentialCaching};
-use crate::migrations;
+use crate::migrations::{self, Schema};
 use crate::{CacheStatistics, StoreError};
 
 /// A Postgres connection idle for longer than this is pinged before it is lent out, since the
@@ -100,7 +100,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = pool_options(&target, pool).connect_with(options).await?;
-        migrate(backend, &pool).await?;
+        migrate(backend, &pool, &migrations::CORE).await?;
         tracing::debug!(?backend, "store connected, migrations applied");
         Ok(Store {
             pool,
@@ -134,6 +134,20 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Creates or migrates the tables of a part of the server that keeps its own (an
+    /// account module): idempotent, and safe while other processes do the same.
+    pub async fn migrate(&self, schema: &'static Schema) -> Result<(), StoreError> {
+        migrate(self.backend, &self.pool, schema).await?;
+        tracing::debug!(schema = schema.name, "migrations applied");
+        Ok(())
+    }
+
+    /// The pool, for the queries of a module's own tables (see [`Store::migrate`]). Queries
+    /// go through sqlx's `Any` driver, written once for both backends as this crate's are.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Waits for the connections in use to be returned, then closes them all: call on shutdown
@@ -247,8 +261,12 @@ pub(crate) fn now_ms() -> i64 {
 /// at once (a server starting while `xmppd user add` runs), the loser fails
 /// on a table the winner just created. It then finds the migration applied
 /// on a second look.
-async fn migrate(backend: Backend, pool: &AnyPool) -> Result<(), StoreError> {
-    let migrator = migrations::migrator(backend).await?;
+async fn migrate(
+    backend: Backend,
+    pool: &AnyPool,
+    schema: &'static Schema,
+) -> Result<(), StoreError> {
+    let migrator = migrations::migrator(backend, schema).await?;
     let mut attempts = 0;
     loop {
         match migrator.run(pool).await {

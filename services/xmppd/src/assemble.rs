@@ -17,6 +17,7 @@ use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{Readiness, serve_http};
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_session::Settings;
+use xmppd_session::module::Modules;
 use xmppd_storage::{CredentialCaching, PoolSize, Store};
 use xmppd_tls::ServerTls;
 
@@ -114,6 +115,16 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The account modules `[modules]` enables, their tables migrated.
+pub async fn modules(config: &Config, store: &Store) -> anyhow::Result<Modules> {
+    let modules = xmppd_session::modules::all(&config.modules)?;
+    modules
+        .migrate(store)
+        .await
+        .context("cannot migrate the modules' tables")?;
+    Ok(modules)
 }
 
 pub fn session_settings(config: &Config, node_id: &str) -> Settings {

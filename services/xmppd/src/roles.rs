@@ -35,6 +35,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
     let store = assemble::store(&config).await?;
+    let modules = assemble::modules(&config, &store).await?;
     let connector = Arc::new(LocalConnector::default());
 
     let session_id = config.cluster.node_id_or_generated("session");
@@ -45,6 +46,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
         store,
         registry.clone(),
         session_metrics,
+        modules,
     );
     connector.add_session(&session_id, session);
     keep_registered(
@@ -189,6 +191,7 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     CacheMetrics::register(&mut metrics, "credentials", move || {
         cached.credential_cache_statistics()
     });
+    let modules = assemble::modules(&config, &store).await?;
     let id = config.cluster.node_id_or_generated("session");
     let session_metrics = SessionMetrics::default();
     session_metrics.register(&mut metrics);
@@ -197,6 +200,7 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
         store,
         registry.clone(),
         session_metrics,
+        modules,
     );
     let members = xmppd_registry::membership::watch_members(
         registry.clone(),

@@ -57,6 +57,47 @@ async fn cluster_survives_the_failure_of_each_kind_of_node() {
     }
 }
 
+/// Blocking and carbons between users on different connection-managers:
+/// the router enforces and copies from the policy the replicas wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_features_work_across_connection_managers() {
+    let backing = Backing::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = tokio::spawn(features(backing.clone(), dir.path().to_path_buf()));
+    let outcome = tokio::time::timeout(TEST_LIMIT, &mut run).await;
+    if outcome.is_err() {
+        run.abort();
+        let _ = run.await;
+    }
+    backing.remove().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => std::panic::resume_unwind(failure.into_panic()),
+        Err(_) => panic!("the features scenario took longer than {TEST_LIMIT:?}"),
+    }
+}
+
+async fn features(backing: Backing, dir: PathBuf) {
+    let nodes = Nodes { backing, dir };
+    let sessions = [nodes.session(1), nodes.session(2)];
+    for session in &sessions {
+        session.ready().await;
+    }
+    for user in ["alice", "bob", "carol", "dave"] {
+        sessions[0].add_user(user, &format!("pw-{user}"));
+    }
+    let router = nodes.router(None);
+    router.ready().await;
+    wait_metric(&router, "xmppd_router_session_replicas", 2).await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    support::features::blocking(cm1.c2s, cm2.c2s, "alice", "bob").await;
+    support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
+}
+
 async fn scenario(backing: Backing, dir: PathBuf) {
     let nodes = Nodes { backing, dir };
 
@@ -263,13 +304,16 @@ impl Backing {
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let admin_url = std::env::var("XMPPD_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
+        // Tests of one process start within the same millisecond.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
         let unique = format!(
-            "{}_{}",
+            "{}_{}_{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
-                .as_millis()
+                .as_millis(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
         );
         let backing = Backing {
             redis_url,

@@ -4,242 +4,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use base64::Engine;
+use support::client::*;
 use support::{DOMAIN, RawClient, Server, ServerOptions};
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
-
-/// How long one expected stanza may take; generous, never a timing check.
-const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A logged-in client that reads whole stanzas and keeps the ones a test did
-/// not wait for yet, so that nothing the server sent is lost between checks.
-struct Client {
-    raw: RawClient,
-    jid: String,
-    backlog: Vec<Element>,
-    next_id: u32,
-}
-
-impl Client {
-    async fn login(server: &Server, user: &str, password: &str, resource: &str) -> Client {
-        Client {
-            raw: RawClient::login(server.c2s, user, password, resource).await,
-            jid: format!("{user}@{DOMAIN}/{resource}"),
-            backlog: Vec::new(),
-            next_id: 0,
-        }
-    }
-
-    fn bare(&self) -> &str {
-        self.jid.split_once('/').unwrap().0
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.raw.send(xml).await;
-    }
-
-    /// One complete top-level element from the socket, or `None` when
-    /// nothing complete arrives in time.
-    async fn read(&mut self) -> Option<Element> {
-        let mut text = String::new();
-        let mut depth = 0usize;
-        loop {
-            let chunk = self.raw.wait_for(">", STANZA_TIMEOUT).await?;
-            let tag = &chunk[chunk.rfind('<').expect("a tag ends every chunk")..];
-            text.push_str(&chunk);
-            if tag.starts_with("</") {
-                assert!(depth > 0, "stream closed by the server: {text}");
-                depth -= 1;
-            } else if !tag.ends_with("/>") {
-                depth += 1;
-            }
-            if depth == 0 {
-                break;
-            }
-        }
-        let text = text.trim_start();
-        assert!(
-            !text.starts_with("<stream:"),
-            "unexpected stream element: {text}"
-        );
-        Some(
-            Element::parse(text.as_bytes(), ns::CLIENT)
-                .unwrap_or_else(|e| panic!("unparsable stanza {text:?}: {e}")),
-        )
-    }
-
-    /// The first stanza (already received or still to come) that `matches`.
-    async fn wait(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
-        if let Some(at) = self.backlog.iter().position(&matches) {
-            return self.backlog.remove(at);
-        }
-        loop {
-            match self.read().await {
-                Some(stanza) if matches(&stanza) => return stanza,
-                Some(stanza) => self.backlog.push(stanza),
-                None => panic!(
-                    "{} did not receive {what}; received meanwhile:\n{}",
-                    self.jid,
-                    self.backlog
-                        .iter()
-                        .map(|s| s.to_xml(ns::CLIENT))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Whether a stanza that `matches` was received (and not yet waited for).
-    fn received(&self, matches: impl Fn(&Element) -> bool) -> bool {
-        self.backlog.iter().any(matches)
-    }
-
-    /// Sends an IQ with a fresh id and returns its answer.
-    async fn iq(&mut self, iq_type: &str, to: Option<&str>, payload: &str) -> Element {
-        self.next_id += 1;
-        let id = format!("q{}", self.next_id);
-        let to = to.map(|to| format!(" to='{to}'")).unwrap_or_default();
-        self.send(&format!(
-            "<iq type='{iq_type}' id='{id}'{to}>{payload}</iq>"
-        ))
-        .await;
-        self.wait(&format!("the answer to IQ {id}"), |s| {
-            s.name() == "iq"
-                && s.get_attr("id") == Some(&id)
-                && matches!(s.get_attr("type"), Some("result" | "error"))
-        })
-        .await
-    }
-
-    /// Sends available presence with `children` and waits for the server's
-    /// echo of it to this resource, which comes after it was stored.
-    async fn available(&mut self, children: &str) {
-        self.send(&format!("<presence>{children}</presence>")).await;
-        let me = self.jid.clone();
-        self.wait("the echo of its own presence", |s| is_presence(s, &me, ""))
-            .await;
-    }
-
-    /// A roster push for `contact`, acknowledged as RFC 6121 §2.1.6 asks.
-    async fn roster_push(&mut self, contact: &str) -> Element {
-        let push = self
-            .wait(&format!("a roster push for {contact}"), |s| {
-                s.name() == "iq"
-                    && s.get_attr("type") == Some("set")
-                    && roster_item(s, contact).is_some()
-            })
-            .await;
-        let from = push.get_attr("from");
-        assert!(
-            from.is_none() || from == Some(self.bare()),
-            "roster push from a stranger: {push:?}"
-        );
-        let id = push.get_attr("id").unwrap().to_string();
-        self.send(&format!("<iq type='result' id='{id}'/>")).await;
-        roster_item(&push, contact).unwrap().clone()
-    }
-}
-
-async fn start(extra: &str) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::all_in_one(dir.path(), extra);
-    server.ready().await;
-    (dir, server)
-}
-
-fn is_presence(stanza: &Element, from: &str, presence_type: &str) -> bool {
-    stanza.name() == "presence"
-        && stanza.get_attr("from") == Some(from)
-        && stanza.get_attr("type").unwrap_or("") == presence_type
-}
-
-fn is_message(stanza: &Element, id: &str) -> bool {
-    stanza.name() == "message" && stanza.get_attr("id") == Some(id)
-}
-
-fn roster_item<'a>(iq: &'a Element, contact: &str) -> Option<&'a Element> {
-    iq.get_child("query", ns::ROSTER)?
-        .children()
-        .find(|item| item.is("item", ns::ROSTER) && item.get_attr("jid") == Some(contact))
-}
-
-fn assert_result(iq: &Element) {
-    assert_eq!(
-        iq.get_attr("type"),
-        Some("result"),
-        "{}",
-        iq.to_xml(ns::CLIENT)
-    );
-}
-
-/// The defined condition of a stanza error (RFC 6120 §8.3).
-fn error_condition(stanza: &Element) -> String {
-    assert_eq!(
-        stanza.get_attr("type"),
-        Some("error"),
-        "{}",
-        stanza.to_xml(ns::CLIENT)
-    );
-    let error = stanza
-        .get_child("error", ns::CLIENT)
-        .unwrap_or_else(|| panic!("no <error/>: {stanza:?}"));
-    error
-        .children()
-        .find(|child| child.namespace() == ns::STANZAS && child.name() != "text")
-        .map(|condition| condition.name().to_string())
-        .unwrap_or_else(|| panic!("no defined condition: {stanza:?}"))
-}
-
-fn subscription_of(item: &Element) -> (&str, Option<&str>) {
-    (item.get_attr("subscription").unwrap(), item.get_attr("ask"))
-}
-
-/// `subscriber` subscribes to `contact`, who approves (RFC 6121 §3.1),
-/// checking every roster push and presence on the way.
-async fn subscribe(subscriber: &mut Client, contact: &mut Client, mutual_after: bool) {
-    let (user, other) = (subscriber.bare().to_string(), contact.bare().to_string());
-    subscriber
-        .send(&format!("<presence to='{other}' type='subscribe'/>"))
-        .await;
-    let item = subscriber.roster_push(&other).await;
-    let before = if mutual_after { "from" } else { "none" };
-    assert_eq!(subscription_of(&item), (before, Some("subscribe")));
-    contact
-        .wait("the subscription request", |s| {
-            is_presence(s, &user, "subscribe")
-        })
-        .await;
-
-    contact
-        .send(&format!("<presence to='{user}' type='subscribed'/>"))
-        .await;
-    let item = contact.roster_push(&user).await;
-    let after = if mutual_after { "both" } else { "from" };
-    assert_eq!(subscription_of(&item), (after, None));
-    let item = subscriber.roster_push(&other).await;
-    let after = if mutual_after { "both" } else { "to" };
-    assert_eq!(subscription_of(&item), (after, None));
-    subscriber
-        .wait("the approval", |s| is_presence(s, &other, "subscribed"))
-        .await;
-    // §3.1.5: the new subscriber gets the contact's current presence.
-    let contact_full = contact.jid.clone();
-    subscriber
-        .wait("the contact's presence", |s| {
-            is_presence(s, &contact_full, "")
-        })
-        .await;
-}
-
-/// Mutual subscription between two available clients.
-async fn befriend(a: &mut Client, b: &mut Client) {
-    subscribe(a, b, false).await;
-    subscribe(b, a, true).await;
-}
 
 #[tokio::test]
 async fn roster_get_set_push_remove_and_versioning() {
@@ -811,6 +580,8 @@ async fn disco_info_lists_exactly_the_implemented_features() {
         "jabber:iq:register",
         "jabber:iq:version",
         "msgoffline",
+        "urn:xmpp:blocking",
+        "urn:xmpp:carbons:2",
         "urn:xmpp:features:rosterver",
         "urn:xmpp:ping",
         "urn:xmpp:time",
@@ -834,21 +605,17 @@ async fn disco_info_lists_exactly_the_implemented_features() {
             .count(),
         0
     );
-    // An unknown node has nothing to show.
-    let node = alice
-        .iq(
-            "get",
-            Some(DOMAIN),
-            "<query xmlns='http://jabber.org/protocol/disco#info' node='nope'/>",
-        )
-        .await;
-    assert_eq!(
-        node.get_child("query", ns::DISCO_INFO)
-            .unwrap()
-            .children()
-            .count(),
-        0
-    );
+    // A node the server does not serve is not found (XEP-0030 §3.1, §4.1).
+    for namespace in [ns::DISCO_INFO, ns::DISCO_ITEMS] {
+        let node = alice
+            .iq(
+                "get",
+                Some(DOMAIN),
+                &format!("<query xmlns='{namespace}' node='nope'/>"),
+            )
+            .await;
+        assert_eq!(error_condition(&node), "item-not-found");
+    }
     // An account answers for itself with the account identity.
     let own = alice
         .iq(
@@ -867,6 +634,56 @@ async fn disco_info_lists_exactly_the_implemented_features() {
     assert_eq!(
         (identity.get_attr("category"), identity.get_attr("type")),
         (Some("account"), Some("registered"))
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_module_is_neither_advertised_nor_answered() {
+    let (_dir, server) = start("[modules.carbons]\nenabled = false\n").await;
+    server.add_user("alice", "pw-a");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone").await;
+    let info = alice
+        .iq(
+            "get",
+            Some(DOMAIN),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
+        .await;
+    let query = info.get_child("query", ns::DISCO_INFO).unwrap();
+    let advertised = |var: &str| {
+        query
+            .children()
+            .any(|c| c.name() == "feature" && c.get_attr("var") == Some(var))
+    };
+    assert!(!advertised(ns::CARBONS));
+    assert!(advertised(ns::BLOCKING));
+    let enable = alice
+        .iq("set", None, "<enable xmlns='urn:xmpp:carbons:2'/>")
+        .await;
+    assert_eq!(error_condition(&enable), "service-unavailable");
+}
+
+#[tokio::test]
+async fn a_module_section_no_module_reads_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xmppd.toml");
+    let toml = format!(
+        "[server]\ndata_dir = {:?}\n[listen]\nc2s = \"\"\nc2s_tls = \"\"\n\
+         [observability]\nhttp = \"\"\n[modules.carbonz]\nenabled = false\n",
+        dir.path().display().to_string()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let output = support::xmppd()
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[modules.carbonz]: no such module"),
+        "{stderr}"
     );
 }
 

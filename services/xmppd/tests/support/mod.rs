@@ -13,6 +13,9 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod client;
+pub mod features;
+
 pub const DOMAIN: &str = "localhost";
 
 pub fn xmppd() -> Command {

@@ -1,23 +1,51 @@
-//! Roster management (RFC 6121 §2) with XEP-0237 versioning.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Roster management (RFC 6121 §2) with XEP-0237 versioning. Presence and
+//! subscriptions (`crate::presence`) change rosters too, and push through
+//! [`push`].
 
 use bytes::Bytes;
-use xmppd_grpc::{Envelope, Kind};
+use xmppd_grpc::Kind;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::{RosterItem, Subscription};
 
-use crate::handler::bare;
-use crate::iq::{IqReply, result_with};
+use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 use crate::subscription;
 
-/// Ids of roster pushes: unique per process is enough, replies are ignored.
-static PUSH_IDS: AtomicU64 = AtomicU64::new(1);
+pub struct Roster;
+
+pub fn module(_: &Section) -> anyhow::Result<Box<dyn AccountModule>> {
+    Ok(Box::new(Roster))
+}
+
+#[async_trait::async_trait]
+impl AccountModule for Roster {
+    fn iqs(&self) -> &'static [IqRoute] {
+        &[IqRoute {
+            namespace: ns::ROSTER,
+            name: "query",
+            to: &[Addressee::OwnAccount],
+        }]
+    }
+
+    fn disco(&self) -> Disco {
+        Disco {
+            server: &[ns::ROSTER_VER],
+            account: &[],
+        }
+    }
+
+    async fn iq(&self, core: &Core, iq: &Iq<'_>, out: &mut Outbox) -> anyhow::Result<IqReply> {
+        if iq.is_get() {
+            get(core, iq.account(), iq.payload).await
+        } else {
+            set(core, iq.account(), iq.payload, out).await
+        }
+    }
+}
 
 /// Longest group name or item name accepted, in bytes.
 const MAX_NAME_BYTES: usize = 1023;
@@ -55,36 +83,9 @@ pub async fn push(
     let query = Element::new("query", ns::ROSTER)
         .attr("ver", version.to_string())
         .child(item);
-    for resource in core.registry.resources(user).await? {
-        let id = format!("push{}", PUSH_IDS.fetch_add(1, Ordering::Relaxed));
-        let iq = Element::new("iq", ns::CLIENT)
-            .attr("type", "set")
-            .attr("id", id)
-            .attr("to", resource.full_jid.clone())
-            .child(query.clone());
-        out.deliver(
-            &resource.full_jid,
-            user,
-            Kind::Iq,
-            "set",
-            Bytes::from(iq.to_xml(ns::CLIENT)),
-        );
-    }
+    let resources = core.registry.resources(user).await?;
+    out.push_iq(user, resources.iter().map(|r| r.full_jid.as_str()), &query);
     Ok(())
-}
-
-/// A roster get or set from the account's own resource.
-pub async fn handle(
-    core: &Core,
-    envelope: &Envelope,
-    query: &Element,
-    out: &mut Outbox,
-) -> anyhow::Result<IqReply> {
-    let user = bare(&envelope.from);
-    match envelope.r#type.as_str() {
-        "get" => get(core, user, query).await,
-        _ => set(core, user, query, out).await,
-    }
 }
 
 async fn get(core: &Core, user: &str, query: &Element) -> anyhow::Result<IqReply> {
@@ -102,7 +103,7 @@ async fn get(core: &Core, user: &str, query: &Element) -> anyhow::Result<IqReply
     {
         answer.push_child(item_element(item));
     }
-    Ok(result_with(answer))
+    Ok(IqReply::with(answer))
 }
 
 async fn set(
@@ -115,21 +116,21 @@ async fn set(
         .children()
         .filter(|child| child.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
-        return Ok(IqReply::Error(StanzaErrorCondition::BadRequest));
+        return Ok(IqReply::error(StanzaErrorCondition::BadRequest));
     };
     let Some(contact) = item.get_attr("jid").and_then(|jid| Jid::parse(jid).ok()) else {
-        return Ok(IqReply::Error(StanzaErrorCondition::JidMalformed));
+        return Ok(IqReply::error(StanzaErrorCondition::JidMalformed));
     };
     let contact = contact.to_string();
     if contact == user {
-        return Ok(IqReply::Error(StanzaErrorCondition::NotAllowed));
+        return Ok(IqReply::error(StanzaErrorCondition::NotAllowed));
     }
     let current = core.store.roster_item(user, &contact).await?;
     if item.get_attr("subscription") == Some("remove") {
         return remove(core, user, &contact, current, out).await;
     }
     let Some(edited) = edited_item(item, &contact, current) else {
-        return Ok(IqReply::Error(StanzaErrorCondition::NotAcceptable));
+        return Ok(IqReply::error(StanzaErrorCondition::NotAcceptable));
     };
     let version = core.store.put_roster_item(user, &edited).await?;
     push(core, user, item_element(&edited), version, out).await?;
@@ -185,7 +186,7 @@ async fn remove(
     out: &mut Outbox,
 ) -> anyhow::Result<IqReply> {
     let Some(current) = current else {
-        return Ok(IqReply::Error(StanzaErrorCondition::ItemNotFound));
+        return Ok(IqReply::error(StanzaErrorCondition::ItemNotFound));
     };
     let cancels = [
         (

@@ -11,11 +11,45 @@ use xmppd_protocol::xml::Element;
 
 use crate::clock::{format_utc, now_ms};
 use crate::handler::{bare, bounce};
+use crate::module::{AccountModule, Disco, Flow, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
+pub struct OfflineMessages;
+
+pub fn module(_: &Section) -> anyhow::Result<Box<dyn AccountModule>> {
+    Ok(Box::new(OfflineMessages))
+}
+
+#[async_trait::async_trait]
+impl AccountModule for OfflineMessages {
+    fn disco(&self) -> Disco {
+        Disco {
+            server: &[ns::OFFLINE],
+            account: &[],
+        }
+    }
+
+    async fn inbound(
+        &self,
+        core: &Core,
+        envelope: &Envelope,
+        out: &mut Outbox,
+    ) -> anyhow::Result<Flow> {
+        if envelope.kind() != Kind::Message {
+            return Ok(Flow::Continue);
+        }
+        message(core, envelope, out).await?;
+        Ok(Flow::Done)
+    }
+
+    async fn available(&self, core: &Core, full_jid: &str, out: &mut Outbox) -> anyhow::Result<()> {
+        flush(core, bare(full_jid), full_jid, out).await
+    }
+}
+
 /// A message the router could not deliver (RFC 6121 §8.5.2.2, §8.5.3.2).
-pub async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
+async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
     let recipient = bare(&envelope.to);
     match envelope.r#type.as_str() {
         "error" | "headline" => return Ok(()),
@@ -85,7 +119,7 @@ pub async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyh
 
 /// Hands the stored messages of `user` to the resource `full` that just
 /// became available.
-pub async fn flush(core: &Core, user: &str, full: &str, out: &mut Outbox) -> anyhow::Result<()> {
+async fn flush(core: &Core, user: &str, full: &str, out: &mut Outbox) -> anyhow::Result<()> {
     for message in core.store.take_offline(user).await? {
         let payload = Bytes::from(message.stanza);
         let (from, stanza_type) = Stanza::from_bytes(payload.clone(), ns::CLIENT)

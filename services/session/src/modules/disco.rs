@@ -1,0 +1,94 @@
+//! XEP-0030 Service Discovery, generated from the modules that run: the
+//! server and every account advertise exactly what is implemented.
+
+use xmppd_protocol::error::StanzaErrorCondition;
+use xmppd_protocol::ns;
+use xmppd_protocol::xml::Element;
+
+use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::outbox::Outbox;
+use crate::service::Core;
+
+const EVERYONE: &[Addressee] = &[
+    Addressee::Server,
+    Addressee::OwnAccount,
+    Addressee::OtherAccount,
+];
+
+pub struct ServiceDiscovery;
+
+pub fn module(_: &Section) -> anyhow::Result<Box<dyn AccountModule>> {
+    Ok(Box::new(ServiceDiscovery))
+}
+
+#[async_trait::async_trait]
+impl AccountModule for ServiceDiscovery {
+    fn iqs(&self) -> &'static [IqRoute] {
+        &[
+            IqRoute {
+                namespace: ns::DISCO_INFO,
+                name: "query",
+                to: EVERYONE,
+            },
+            IqRoute {
+                namespace: ns::DISCO_ITEMS,
+                name: "query",
+                to: EVERYONE,
+            },
+        ]
+    }
+
+    fn disco(&self) -> Disco {
+        Disco {
+            server: &[ns::DISCO_INFO, ns::DISCO_ITEMS],
+            account: &[ns::DISCO_INFO, ns::DISCO_ITEMS],
+        }
+    }
+
+    async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
+        if !iq.is_get() {
+            return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
+        }
+        // No entity here has nodes (XEP-0030 §3.1, §4.1: a node the entity
+        // does not serve is an item-not-found).
+        if iq.payload.get_attr("node").is_some() {
+            return Ok(IqReply::error(StanzaErrorCondition::ItemNotFound));
+        }
+        if iq.payload.is("query", ns::DISCO_ITEMS) {
+            return Ok(IqReply::with(Element::new("query", ns::DISCO_ITEMS)));
+        }
+        Ok(IqReply::with(info(core, iq.to)))
+    }
+}
+
+/// disco#info of the server or of an account: its identity and the
+/// features of every module, sorted and without repeats.
+fn info(core: &Core, to: Addressee) -> Element {
+    let (category, kind) = match to {
+        Addressee::Server => ("server", "im"),
+        Addressee::OwnAccount | Addressee::OtherAccount => ("account", "registered"),
+    };
+    let mut features: Vec<&str> = core
+        .modules
+        .iter()
+        .flat_map(|module| {
+            let disco = module.disco();
+            match to {
+                Addressee::Server => disco.server,
+                _ => disco.account,
+            }
+        })
+        .copied()
+        .collect();
+    features.sort_unstable();
+    features.dedup();
+    let mut info = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", category)
+            .attr("type", kind),
+    );
+    for feature in features {
+        info.push_child(Element::new("feature", ns::DISCO_INFO).attr("var", feature));
+    }
+    info
+}

@@ -1,0 +1,39 @@
+//! Every account module the server has, one file or folder each. Adding a
+//! feature: its module here (`pub mod`), and its line in [`REGISTERED`].
+
+pub mod blocking;
+pub mod carbons;
+pub mod disco;
+pub mod last;
+pub mod offline;
+pub mod ping;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod version;
+
+use std::collections::BTreeMap;
+
+use crate::module::{Constructor, Modules};
+
+/// The modules by the name of their configuration section, in the order
+/// their hooks run: blocking first, so that what a blocked contact sends
+/// is refused before it is stored offline.
+pub const REGISTERED: &[(&str, Constructor)] = &[
+    ("blocking", blocking::module),
+    ("carbons", carbons::module),
+    ("disco", disco::module),
+    ("last", last::module),
+    ("offline", offline::module),
+    ("ping", ping::module),
+    ("register", register::module),
+    ("roster", roster::module),
+    ("time", time::module),
+    ("version", version::module),
+];
+
+/// The modules `[modules]` enables (all of them unless one says
+/// `enabled = false`), each with its section.
+pub fn all(configured: &BTreeMap<String, toml::Table>) -> anyhow::Result<Modules> {
+    Modules::build(REGISTERED, configured)
+}

@@ -1,0 +1,58 @@
+//! Account features (XEP-0191 blocking, XEP-0280 carbons) end to end
+//! against a real all-in-one process; the same scenarios run against the
+//! cluster in `cluster.rs`.
+
+mod support;
+
+use support::Server;
+use support::client::start;
+
+async fn with_users(users: [&str; 2]) -> (tempfile::TempDir, Server) {
+    let (dir, server) = start("").await;
+    for user in users {
+        server.add_user(user, &format!("pw-{user}"));
+    }
+    (dir, server)
+}
+
+#[tokio::test]
+async fn blocking() {
+    let (_dir, server) = with_users(["alice", "bob"]).await;
+    support::features::blocking(server.c2s, server.c2s, "alice", "bob").await;
+}
+
+#[tokio::test]
+async fn carbons() {
+    let (_dir, server) = with_users(["alice", "bob"]).await;
+    support::features::carbons(server.c2s, server.c2s, "alice", "bob").await;
+}
+
+/// `[modules.blocking] max_items`: a block past it is refused and changes
+/// nothing.
+#[tokio::test]
+async fn a_blocklist_is_limited() {
+    let (_dir, server) = start("[modules.blocking]\nmax_items = 2\n").await;
+    server.add_user("alice", "pw-alice");
+    let mut alice = support::client::Client::login(&server, "alice", "pw-alice", "phone").await;
+    let block = |jids: &[&str]| {
+        let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
+        format!("<block xmlns='urn:xmpp:blocking'>{items}</block>")
+    };
+    support::client::assert_result(&alice.iq("set", None, &block(&["a@x", "b@x"])).await);
+    let refused = alice.iq("set", None, &block(&["c@x"])).await;
+    assert_eq!(
+        support::client::error_condition(&refused),
+        "policy-violation"
+    );
+    // Blocking what is already blocked adds nothing, so it fits.
+    support::client::assert_result(&alice.iq("set", None, &block(&["a@x"])).await);
+    let list = alice
+        .iq("get", None, "<blocklist xmlns='urn:xmpp:blocking'/>")
+        .await;
+    let items = list
+        .get_child("blocklist", xmppd_protocol::ns::BLOCKING)
+        .unwrap()
+        .children()
+        .count();
+    assert_eq!(items, 2);
+}
