@@ -117,8 +117,16 @@ pub async fn authenticate(
                 }
             }
             edge.metrics.authentication(refusal.condition());
+            // RFC 5802 §7: a SCRAM server-error travels as the failure's text.
+            let text = match &refusal {
+                Refusal::Sasl(error) => error
+                    .scram_server_error()
+                    .map(|error| format!("<text xml:lang='en'>e={error}</text>"))
+                    .unwrap_or_default(),
+                Refusal::TemporaryAuthFailure => String::new(),
+            };
             let failure = format!(
-                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
+                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>{text}</failure>",
                 refusal.condition()
             );
             stream.write(failure.as_bytes()).await?;
