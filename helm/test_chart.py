@@ -286,6 +286,7 @@ registration = true
 registrations_per_ip_per_hour = 0
 failures_per_ip_per_minute = 0
 failures_per_account_per_minute = 0
+failures_per_account_per_ip_per_minute = 0
 [limits]
 connections_per_ip = 0
 stanzas_per_second = 0

@@ -1,8 +1,15 @@
 //! SASL authentication (RFC 6120 §6): SCRAM-SHA-1/256 and their -PLUS
 //! variants with channel binding, and PLAIN (only inside TLS unless the
-//! configuration relaxes it). Failed attempts are counted per client IP and
-//! per account; past the limit, attempts are refused outright with
-//! `<temporary-auth-failure/>` until the window passes.
+//! configuration relaxes it).
+//!
+//! Failed attempts are counted per client IP, per account and IP, and per
+//! account. Past the first two limits, attempts from that address (for any
+//! account, or for that account) are refused with `<temporary-auth-failure/>`
+//! until the window passes. Past the per-account limit nothing is refused,
+//! since anyone who knows a JID could then lock its owner out from wherever
+//! they connect; instead every answer for that account, the right password's
+//! too, comes after a delay that doubles with each further failure, which
+//! slows guessing from many addresses to a crawl.
 
 use std::net::IpAddr;
 
@@ -18,6 +25,7 @@ use xmppd_protocol::stream::StreamEvent;
 use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, ScramServer};
 
 use crate::edge::{Edge, EdgeSettings};
+use crate::limits::failure_delay;
 use crate::stream::{StreamEnd, XmppStream};
 
 pub enum Outcome {
@@ -71,6 +79,18 @@ pub async fn authenticate(
     deadline: Instant,
 ) -> Result<Outcome, StreamEnd> {
     let result = exchange(edge, stream, auth, ip, offered, bindings, deadline).await?;
+    let account = match &result {
+        Ok((jid, _)) => Some(jid.to_string()),
+        Err((_, account)) => account.clone(),
+    };
+    if let Some(account) = &account {
+        let settings = &edge.settings;
+        let excess = edge.auth_failures_by_account.excess(account);
+        let delay = failure_delay(excess, settings.failure_delay, settings.max_failure_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
     match result {
         Ok((jid, additional)) => {
             // RFC 6120 §6.4.6: SCRAM's server-final travels in <success/>.
@@ -91,12 +111,22 @@ pub async fn authenticate(
             if matches!(refusal, Refusal::Sasl(SaslError::NotAuthorized)) {
                 edge.auth_failures_by_ip.record(ip);
                 if let Some(account) = account {
+                    edge.auth_failures_by_account_ip
+                        .record((account.clone(), ip));
                     edge.auth_failures_by_account.record(account);
                 }
             }
             edge.metrics.authentication(refusal.condition());
+            // RFC 5802 §7: a SCRAM server-error travels as the failure's text.
+            let text = match &refusal {
+                Refusal::Sasl(error) => error
+                    .scram_server_error()
+                    .map(|error| format!("<text xml:lang='en'>e={error}</text>"))
+                    .unwrap_or_default(),
+                Refusal::TemporaryAuthFailure => String::new(),
+            };
             let failure = format!(
-                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
+                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>{text}</failure>",
                 refusal.condition()
             );
             stream.write(failure.as_bytes()).await?;
@@ -136,8 +166,13 @@ async fn exchange(
         Err(error) => return Ok(Err((error.into(), None))),
     };
     match mechanism.scram_hash() {
-        Some(hash) => scram(edge, stream, mechanism, hash, initial, bindings, deadline).await,
-        None => Ok(plain(edge, initial.unwrap_or_default()).await),
+        Some(hash) => {
+            scram(
+                edge, stream, ip, mechanism, hash, initial, bindings, deadline,
+            )
+            .await
+        }
+        None => Ok(plain(edge, ip, initial.unwrap_or_default()).await),
     }
 }
 
@@ -157,6 +192,7 @@ fn decode(text: &str) -> Result<Option<Vec<u8>>, SaslError> {
 /// The account a SASL username names, checked against the authzid.
 fn account(
     edge: &Edge,
+    ip: IpAddr,
     username: &str,
     authzid: Option<&str>,
 ) -> Result<Jid, (Refusal, Option<String>)> {
@@ -167,7 +203,12 @@ fn account(
     {
         return Err((SaslError::InvalidAuthzid.into(), Some(jid.to_string())));
     }
-    if edge.auth_failures_by_account.exhausted(&jid.to_string()) {
+    // Only this address is refused for the account: its owner, elsewhere,
+    // still gets in.
+    if edge
+        .auth_failures_by_account_ip
+        .exhausted(&(jid.to_string(), ip))
+    {
         return Err((Refusal::TemporaryAuthFailure, Some(jid.to_string())));
     }
     Ok(jid)
@@ -196,9 +237,11 @@ fn keys_for(hash: ScramHash, credentials: &[Credential]) -> Option<ScramKeys> {
         })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn scram(
     edge: &Edge,
     stream: &mut XmppStream,
+    ip: IpAddr,
     mechanism: Mechanism,
     hash: ScramHash,
     initial: Option<Vec<u8>>,
@@ -227,7 +270,7 @@ async fn scram(
         Ok(first) => first,
         Err(error) => return Ok(Err((error.into(), None))),
     };
-    let jid = match account(edge, &first.username, first.authzid.as_deref()) {
+    let jid = match account(edge, ip, &first.username, first.authzid.as_deref()) {
         Ok(jid) => jid,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -294,9 +337,9 @@ async fn read_response(
 }
 
 /// PLAIN, checked against the stored SCRAM keys (RFC 4616).
-async fn plain(edge: &Edge, message: Vec<u8>) -> Attempt {
+async fn plain(edge: &Edge, ip: IpAddr, message: Vec<u8>) -> Attempt {
     let plain = xmppd_sasl::parse_plain(&message).map_err(|error| (error.into(), None))?;
-    let jid = account(edge, &plain.username, plain.authzid.as_deref())?;
+    let jid = account(edge, ip, &plain.username, plain.authzid.as_deref())?;
     let credentials = credentials(edge, &jid).await?;
     let keys = keys_for(ScramHash::Sha256, &credentials)
         .or_else(|| keys_for(ScramHash::Sha1, &credentials));

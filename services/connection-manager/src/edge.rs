@@ -31,7 +31,10 @@ pub struct EdgeSettings {
     pub idle_timeout: Duration,
     pub negotiation_timeout: Duration,
     pub failures_per_ip_per_minute: u32,
+    pub failures_per_account_per_ip_per_minute: u32,
     pub failures_per_account_per_minute: u32,
+    pub failure_delay: Duration,
+    pub max_failure_delay: Duration,
     pub registrations_per_ip_per_hour: u32,
 }
 
@@ -55,7 +58,12 @@ impl EdgeSettings {
             idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs),
             negotiation_timeout: Duration::from_secs(config.limits.negotiation_timeout_secs),
             failures_per_ip_per_minute: config.auth.failures_per_ip_per_minute,
+            failures_per_account_per_ip_per_minute: config
+                .auth
+                .failures_per_account_per_ip_per_minute,
             failures_per_account_per_minute: config.auth.failures_per_account_per_minute,
+            failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
+            max_failure_delay: Duration::from_millis(config.auth.max_failure_delay_ms),
             registrations_per_ip_per_hour: config.auth.registrations_per_ip_per_hour,
         }
     }
@@ -69,6 +77,7 @@ pub struct Edge {
     pub shutdown: Shutdown,
     pub connections: Arc<ConnectionsPerIp>,
     pub auth_failures_by_ip: WindowCounter<IpAddr>,
+    pub auth_failures_by_account_ip: WindowCounter<(String, IpAddr)>,
     pub auth_failures_by_account: WindowCounter<String>,
     pub registrations_by_ip: WindowCounter<IpAddr>,
 }
@@ -84,6 +93,10 @@ impl Edge {
         let minute = Duration::from_secs(60);
         Arc::new(Edge {
             auth_failures_by_ip: WindowCounter::new(settings.failures_per_ip_per_minute, minute),
+            auth_failures_by_account_ip: WindowCounter::new(
+                settings.failures_per_account_per_ip_per_minute,
+                minute,
+            ),
             auth_failures_by_account: WindowCounter::new(
                 settings.failures_per_account_per_minute,
                 minute,

@@ -1,5 +1,7 @@
 //! The edge's protections: connections per IP, failed authentications per
-//! IP and per account, registrations per IP, and stanzas per connection.
+//! IP and per account and IP (refused past their limits) and per account
+//! (slowed down past its limit), registrations per IP, and stanzas per
+//! connection.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -76,6 +78,19 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
             .is_some_and(|(start, count)| start.elapsed() < self.window && *count >= self.max)
     }
 
+    /// How far past `max` the next event of `key` would be in the current
+    /// window: 0 while it is within `max`, 1 for the first one beyond.
+    pub fn excess(&self, key: &K) -> u32 {
+        if self.max == 0 {
+            return 0;
+        }
+        let counts = self.counts.lock().expect("window lock");
+        counts
+            .get(key)
+            .filter(|(start, _)| start.elapsed() < self.window)
+            .map_or(0, |(_, count)| (count + 1).saturating_sub(self.max))
+    }
+
     /// Counts one event for `key`.
     pub fn record(&self, key: K) {
         if self.max == 0 {
@@ -91,6 +106,19 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
             *entry = (Instant::now(), 0);
         }
         entry.1 += 1;
+    }
+}
+
+/// The delay before answering an attempt on an account with `excess`
+/// failures past its allowance: none within it, then `first`, doubling with
+/// each further failure, up to `max`. It slows guessing one account from
+/// many addresses without ever refusing the right password.
+pub fn failure_delay(excess: u32, first: Duration, max: Duration) -> Duration {
+    match excess {
+        0 => Duration::ZERO,
+        n => first
+            .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+            .min(max),
     }
 }
 
@@ -153,6 +181,31 @@ mod tests {
         assert!(!counter.exhausted(&"b"));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!counter.exhausted(&"a"));
+    }
+
+    #[test]
+    fn window_counter_reports_the_excess_over_its_maximum() {
+        let counter = WindowCounter::new(2, Duration::from_millis(50));
+        assert_eq!(counter.excess(&"a"), 0);
+        for expected in [0, 1, 2, 3] {
+            counter.record("a");
+            assert_eq!(counter.excess(&"a"), expected);
+        }
+        assert_eq!(counter.excess(&"b"), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(counter.excess(&"a"), 0);
+        let unlimited = WindowCounter::new(0, Duration::from_secs(60));
+        unlimited.record("a");
+        assert_eq!(unlimited.excess(&"a"), 0);
+    }
+
+    #[test]
+    fn failure_delay_doubles_up_to_its_maximum() {
+        let (first, max) = (Duration::from_millis(500), Duration::from_secs(8));
+        let delays: Vec<_> = (0..8).map(|n| failure_delay(n, first, max)).collect();
+        let ms: Vec<_> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(failure_delay(u32::MAX, first, max), max);
     }
 
     #[test]

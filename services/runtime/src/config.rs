@@ -79,10 +79,21 @@ pub struct AuthConfig {
     pub allow_plain: bool,
     /// XEP-0077 in-band registration of new accounts.
     pub registration: bool,
-    /// Failed authentications allowed per client IP per minute.
+    /// Failed authentications allowed per client IP per minute, after which
+    /// that address is refused.
     pub failures_per_ip_per_minute: u32,
-    /// Failed authentications allowed per account per minute.
+    /// Failed authentications allowed per account and client IP per minute,
+    /// after which that address is refused for that account only.
+    pub failures_per_account_per_ip_per_minute: u32,
+    /// Failed authentications per account per minute, from all addresses,
+    /// after which every answer for that account is delayed (never refused,
+    /// so that strangers cannot lock its owner out).
     pub failures_per_account_per_minute: u32,
+    /// The delay of the first answer past `failures_per_account_per_minute`;
+    /// it doubles with each further failure.
+    pub failure_delay_ms: u64,
+    /// The longest such delay.
+    pub max_failure_delay_ms: u64,
     /// In-band registrations allowed per client IP per hour (0 = unlimited).
     pub registrations_per_ip_per_hour: u32,
     /// PBKDF2 iterations for newly stored SCRAM keys.
@@ -206,7 +217,10 @@ impl Default for AuthConfig {
             allow_plain: true,
             registration: false,
             failures_per_ip_per_minute: 20,
+            failures_per_account_per_ip_per_minute: 5,
             failures_per_account_per_minute: 5,
+            failure_delay_ms: 500,
+            max_failure_delay_ms: 8000,
             registrations_per_ip_per_hour: 10,
             scram_iterations: 4096,
         }

@@ -27,6 +27,11 @@ pub enum SaslError {
     /// The client aborted the exchange, or it was driven out of order.
     #[error("sasl exchange aborted")]
     Aborted,
+    /// A -PLUS exchange names a channel-binding type this connection does not have, such as
+    /// tls-unique, which TLS 1.3 does not define (RFC 9266). Not a credential failure: the
+    /// password was never checked.
+    #[error("unsupported channel binding type")]
+    UnsupportedChannelBindingType,
 }
 
 impl SaslError {
@@ -41,6 +46,18 @@ impl SaslError {
             Self::EncryptionRequired => "encryption-required",
             Self::MechanismTooWeak => "mechanism-too-weak",
             Self::Aborted => "aborted",
+            // RFC 6120 §6.5 has no condition for it; the generic failure, with the SCRAM
+            // server-error as text, says which.
+            Self::UnsupportedChannelBindingType => "not-authorized",
+        }
+    }
+
+    /// The SCRAM server-error (RFC 5802 §7, `e=...`) that names this failure, for the text of
+    /// `<failure/>`: XMPP carries no server-final message in a failure.
+    pub fn scram_server_error(&self) -> Option<&'static str> {
+        match self {
+            Self::UnsupportedChannelBindingType => Some("unsupported-channel-binding-type"),
+            _ => None,
         }
     }
 }

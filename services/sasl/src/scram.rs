@@ -205,7 +205,7 @@ impl ScramServer {
                 .iter()
                 .find(|binding| binding.kind.name() == *name)
                 .map(|binding| binding.data.as_slice())
-                .ok_or(SaslError::NotAuthorized),
+                .ok_or(SaslError::UnsupportedChannelBindingType),
             // Binding inside a mechanism that does not carry it is a client bug.
             (CbFlag::Required(_), false) => Err(SaslError::MalformedRequest),
             // A -PLUS mechanism without binding would silently drop the protection it promises.

@@ -82,6 +82,20 @@ pub async fn inbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Resu
     let current = core.store.roster_item(user, contact).await?;
     let transition = subscription::inbound(request, contact, current.as_ref());
     apply(core, user, contact, current.as_ref(), &transition, out).await?;
+    // §3.3.3: a subscriber who leaves stops seeing the user online, which
+    // only the user's side can say for each of its resources.
+    if request == Request::Unsubscribe && current.as_ref().is_some_and(receives_presence) {
+        for resource in available_resources(core, user).await? {
+            let gone = presence(&resource.full_jid, contact, "unavailable");
+            out.deliver(
+                contact,
+                &resource.full_jid,
+                Kind::Presence,
+                "unavailable",
+                to_bytes(&gone),
+            );
+        }
+    }
     if request == Request::Subscribe && !transition.forward {
         // Already approved: the server answers for the user (§3.1.3).
         out.inbound(

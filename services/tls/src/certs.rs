@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -21,12 +22,18 @@ pub struct CertifiedKeyFiles {
 }
 
 /// Loads `cert` and `key`, or, when neither is configured, a self-signed certificate for
-/// `domain` kept under `data_dir` as `{domain}.crt.pem` and `{domain}.key.pem`, generated on
-/// first use so that restarts (and clients that pinned it) keep the same certificate.
+/// `domain` kept under `data_dir`, generated on first use so that restarts (and clients that
+/// pinned it) keep the same certificate.
+///
+/// A generated pair lives in its own directory, `{domain}.tls/` (`cert.pem`, `key.pem`), which
+/// appears in one rename once both files are complete: processes sharing a `data_dir` that
+/// start together each generate a pair, one rename wins, and every process loads the winner's
+/// pair, never a key of one and a certificate of another. A pair from older versions,
+/// `{domain}.crt.pem` and `{domain}.key.pem` beside it, is still loaded when there is no
+/// directory, so an existing install keeps its certificate.
 ///
 /// The SANs of a generated certificate are `domain`, plus 127.0.0.1 and ::1 when the domain is
-/// `localhost`. Processes sharing a `data_dir` must not generate at the same instant: each
-/// writes whole files, but the last writer of the certificate and of the key may differ.
+/// `localhost`.
 pub fn load_or_generate(
     domain: &str,
     cert: Option<&Path>,
@@ -67,22 +74,62 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKeyFiles, TlsError
 
 fn load_generated(domain: &str, data_dir: &Path) -> Result<CertifiedKeyFiles, TlsError> {
     check_domain(domain)?;
-    let cert_path = data_dir.join(format!("{domain}.crt.pem"));
-    let key_path = data_dir.join(format!("{domain}.key.pem"));
-    if !(exists(&cert_path)? && exists(&key_path)?) {
-        let (cert_pem, key_pem) = generate(domain)?;
-        fs::create_dir_all(data_dir).map_err(|error| write_error(data_dir, error))?;
-        // The key first: a crash in between leaves no certificate, so the next start
-        // generates a fresh pair instead of loading a certificate without its key.
-        write_atomically(&key_path, key_pem.as_bytes(), true)?;
-        write_atomically(&cert_path, cert_pem.as_bytes(), false)?;
-        tracing::warn!(
+    let pair = data_dir.join(format!("{domain}.tls"));
+    let (cert_path, key_path) = pair_files(&pair);
+    if exists(&pair)? {
+        return load(&cert_path, &key_path);
+    }
+    let legacy_cert = data_dir.join(format!("{domain}.crt.pem"));
+    let legacy_key = data_dir.join(format!("{domain}.key.pem"));
+    if exists(&legacy_cert)? && exists(&legacy_key)? {
+        return load(&legacy_cert, &legacy_key);
+    }
+    let (cert_pem, key_pem) = generate(domain)?;
+    fs::create_dir_all(data_dir).map_err(|error| write_error(data_dir, error))?;
+    let staging = staging_dir(data_dir, domain);
+    let published = write_pair(&staging, cert_pem.as_bytes(), key_pem.as_bytes())
+        .and_then(|()| fs::rename(&staging, &pair));
+    match published {
+        Ok(()) => tracing::warn!(
             domain,
             cert = %cert_path.display(),
             "no tls certificate configured, generated a self-signed one"
-        );
+        ),
+        // Another process published its pair first: ours is dropped and theirs is used.
+        Err(_) if exists(&pair)? => {}
+        Err(error) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(write_error(&pair, error));
+        }
     }
+    let _ = fs::remove_dir_all(&staging);
     load(&cert_path, &key_path)
+}
+
+fn pair_files(pair: &Path) -> (PathBuf, PathBuf) {
+    (pair.join("cert.pem"), pair.join("key.pem"))
+}
+
+/// A directory name no other generator, in this process or another, uses at the same time.
+fn staging_dir(data_dir: &Path, domain: &str) -> PathBuf {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    data_dir.join(format!(
+        ".{domain}.tls.{}.{sequence}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Writes both files, durably, into a fresh directory.
+fn write_pair(dir: &Path, cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<()> {
+    fs::create_dir(dir)?;
+    let (cert_path, key_path) = pair_files(dir);
+    for (path, contents, private) in [(&key_path, key_pem, true), (&cert_path, cert_pem, false)] {
+        let mut file = new_file(path, private)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The domain becomes a file name, so only DNS characters are allowed in it.
@@ -103,7 +150,7 @@ fn check_domain(domain: &str) -> Result<(), TlsError> {
 }
 
 /// A self-signed certificate and its key, both PEM.
-fn generate(domain: &str) -> Result<(String, String), TlsError> {
+pub(crate) fn generate(domain: &str) -> Result<(String, String), TlsError> {
     let generate_error = |error| TlsError::Generate {
         domain: domain.to_owned(),
         error,
@@ -122,23 +169,9 @@ fn generate(domain: &str) -> Result<(String, String), TlsError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Writes through a temporary file and a rename, so readers never see half a file.
-fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
-    let written = new_file(&tmp, private)
-        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    written.map_err(|error| {
-        let _ = fs::remove_file(&tmp);
-        write_error(path, error)
-    })
-}
-
 fn new_file(path: &Path, private: bool) -> std::io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt as _;

@@ -134,8 +134,8 @@ fn generated_certificate_is_persisted_and_reused() {
     let first = load_or_generate("example.com", None, None, dir.path()).unwrap();
     let second = load_or_generate("example.com", None, None, dir.path()).unwrap();
     assert_eq!(first.chain, second.chain);
-    assert_eq!(first.cert_path, dir.path().join("example.com.crt.pem"));
-    assert_eq!(first.key_path, dir.path().join("example.com.key.pem"));
+    assert_eq!(first.cert_path, dir.path().join("example.com.tls/cert.pem"));
+    assert_eq!(first.key_path, dir.path().join("example.com.tls/key.pem"));
 
     // The persisted files work as configured ones too.
     let configured = load_or_generate(
@@ -161,7 +161,19 @@ fn generation_creates_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("nested/data");
     assert!(ServerTls::load("example.com", None, None, &data_dir).is_ok());
-    assert!(data_dir.join("example.com.crt.pem").exists());
+    assert!(data_dir.join("example.com.tls/cert.pem").exists());
+}
+
+#[test]
+fn a_pair_generated_by_an_older_version_is_still_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = certs::generate("example.com").unwrap();
+    std::fs::write(dir.path().join("example.com.crt.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.path().join("example.com.key.pem"), &key_pem).unwrap();
+    let files = load_or_generate("example.com", None, None, dir.path()).unwrap();
+    assert_eq!(files.cert_path, dir.path().join("example.com.crt.pem"));
+    assert!(!dir.path().join("example.com.tls").exists());
+    assert!(ServerTls::from_files(files).is_ok());
 }
 
 #[test]
@@ -200,7 +212,9 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
         matches!(error, TlsError::InvalidKeyPair { .. }),
         "{message}"
     );
-    assert!(message.contains("a.example.crt.pem") && message.contains("b.example.key.pem"));
+    assert!(
+        message.contains("a.example.tls/cert.pem") && message.contains("b.example.tls/key.pem")
+    );
 }
 
 #[test]
@@ -265,5 +279,36 @@ async fn the_server_prefers_aes_128_gcm() {
     ] {
         let client = insecure_client_config_for(&[version]);
         assert_eq!(handshake(&tls, client, "localhost").await.suite, expected);
+    }
+}
+
+#[test]
+fn concurrent_generators_on_one_directory_all_get_one_matching_pair() {
+    const GENERATORS: usize = 16;
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(GENERATORS);
+        let loaded: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..GENERATORS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        let files = load_or_generate("example.com", None, None, dir.path())?;
+                        let chain = files.chain.clone();
+                        // The server config refuses a key that is not the certificate's.
+                        ServerTls::from_files(files).map(|_| chain)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let chains: Vec<_> = loaded
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|error| panic!("a generator failed: {error}")))
+            .collect();
+        assert!(
+            chains.windows(2).all(|pair| pair[0] == pair[1]),
+            "generators ended with different certificates"
+        );
     }
 }

@@ -68,3 +68,50 @@ async fn slixmpp_logs_in_over_tls_subscribes_and_chats() {
         "{stdout}"
     );
 }
+
+/// slixmpp 1.8 picks SCRAM-SHA-256-PLUS whenever it is offered and binds
+/// to tls-unique, which TLS 1.3 does not define; it reads no XEP-0440. Each
+/// such attempt must be refused as an unsupported binding type
+/// (RFC 5802 §7), not as a wrong password, and the login must then succeed.
+#[tokio::test]
+async fn slixmpp_binding_to_tls_unique_is_told_the_type_is_unsupported_then_logs_in() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions {
+        role: "run",
+        data_dir: dir.path(),
+        extra: "[auth]\nrequire_tls = true\n",
+        env: Vec::new(),
+    });
+    server.ready().await;
+    server.add_user("alice", "alice-interop-pw");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/login.py");
+    let mut login = Command::new(PYTHON);
+    login
+        .arg(&script)
+        .arg("127.0.0.1")
+        .arg(server.c2s.port().to_string())
+        .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"]);
+    let output = tokio::task::spawn_blocking(move || login.output())
+        .await
+        .unwrap()
+        .expect("run login.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "login.py failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log()
+    );
+    let failures: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("failure"))
+        .collect();
+    let wrong_password = failures
+        .iter()
+        .filter(|line| !line.ends_with("e=unsupported-channel-binding-type"))
+        .count();
+    assert_eq!(wrong_password, 0, "{stdout}");
+    assert!(stdout.contains("success SCRAM-SHA-256\n"), "{stdout}");
+}

@@ -110,36 +110,105 @@ async fn failed_authentications_per_ip_are_throttled() {
     others.still_chat().await;
 }
 
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// Whether the owner's right password from its own address gets in.
+async fn owner_logs_in(server: &support::Server) -> bool {
+    let mut owner = RawClient::connect_from(loopback(1), server.c2s).await;
+    owner.open_stream().await;
+    owner
+        .auth_plain("mallory", MALLORY_PASSWORD)
+        .await
+        .starts_with("<success")
+}
+
 #[tokio::test]
-async fn failed_authentications_per_account_are_throttled() {
+async fn guessing_one_account_from_many_addresses_is_slowed_but_never_locks_its_owner_out() {
     let (_dir, server, mut others) = start_with_bystanders(
-        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 3\n",
+        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 4\n",
     )
     .await;
-    let mut client = RawClient::connect(server.c2s).await;
-    client.open_stream().await;
-    for _ in 0..3 {
-        assert_eq!(client.auth_plain("mallory", "wrong").await, NOT_AUTHORIZED);
+    // Six wrong guesses from three addresses: past the account's four,
+    // answers are delayed (500 ms, then 1 s: the defaults), not refused.
+    for last in 2..5 {
+        let mut attacker = RawClient::connect_from(loopback(last), server.c2s).await;
+        attacker.open_stream().await;
+        for _ in 0..2 {
+            assert_eq!(
+                attacker.auth_plain("mallory", "guess").await,
+                NOT_AUTHORIZED
+            );
+        }
     }
-    // The account is locked for the window, from any address and mechanism.
-    let mut client = RawClient::connect_from(other_ip(), server.c2s).await;
+    // The owner still gets in, after the account's current delay.
+    let started = Instant::now();
+    assert!(owner_logs_in(&server).await, "the owner was locked out");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Guessing from yet another address waits as long, and longer after it.
+    let mut attacker = RawClient::connect_from(loopback(5), server.c2s).await;
+    attacker.open_stream().await;
+    for delay in [2, 4] {
+        let started = Instant::now();
+        assert_eq!(
+            attacker.auth_plain("mallory", "guess").await,
+            NOT_AUTHORIZED
+        );
+        assert!(started.elapsed() >= Duration::from_secs(delay));
+    }
+    // Other accounts are not slowed.
+    let mut client = RawClient::connect_from(loopback(5), server.c2s).await;
     client.open_stream().await;
+    let started = Instant::now();
+    assert!(
+        client
+            .auth_plain("alice", "alice-secret")
+            .await
+            .starts_with("<success")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    others.still_chat().await;
+}
+
+#[tokio::test]
+async fn failures_per_account_and_address_refuse_only_that_address() {
+    let (_dir, server, mut others) = start_with_bystanders(
+        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n\
+         failures_per_account_per_ip_per_minute = 3\n",
+    )
+    .await;
+    let mut attacker = RawClient::connect_from(other_ip(), server.c2s).await;
+    attacker.open_stream().await;
+    for _ in 0..3 {
+        assert_eq!(
+            attacker.auth_plain("mallory", "wrong").await,
+            NOT_AUTHORIZED
+        );
+    }
+    // That address is refused for the account, whatever the mechanism or
+    // password…
     assert_eq!(
-        client.auth_plain("mallory", MALLORY_PASSWORD).await,
+        attacker.auth_plain("mallory", MALLORY_PASSWORD).await,
         TEMPORARY_AUTH_FAILURE
     );
-    client
+    let mut attacker = RawClient::connect_from(other_ip(), server.c2s).await;
+    attacker.open_stream().await;
+    attacker
         .send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
             BASE64.encode("n,,n=mallory,r=abcdefghijklmnop")
         ))
         .await;
     assert_eq!(
-        client.next_stanza(Duration::from_secs(10)).await.as_deref(),
+        attacker
+            .next_stanza(Duration::from_secs(10))
+            .await
+            .as_deref(),
         Some(TEMPORARY_AUTH_FAILURE)
     );
-    // Other accounts from the same address are not.
-    let mut client = RawClient::connect(server.c2s).await;
+    // …but not for other accounts, and the owner elsewhere gets in.
+    let mut client = RawClient::connect_from(other_ip(), server.c2s).await;
     client.open_stream().await;
     assert!(
         client
@@ -147,13 +216,15 @@ async fn failed_authentications_per_account_are_throttled() {
             .await
             .starts_with("<success")
     );
+    assert!(owner_logs_in(&server).await, "the owner was locked out");
     others.still_chat().await;
 }
 
 #[tokio::test]
 async fn five_failed_attempts_on_one_stream_end_it_with_policy_violation() {
     let (_dir, server, mut others) = start_with_bystanders(
-        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n",
+        "[auth]\nfailures_per_ip_per_minute = 0\nfailures_per_account_per_minute = 0\n\
+         failures_per_account_per_ip_per_minute = 0\n",
     )
     .await;
     let mut client = RawClient::connect(server.c2s).await;

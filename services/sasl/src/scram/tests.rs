@@ -210,10 +210,30 @@ fn tls_exporter_binding_with_wrong_data_is_not_authorized() {
 }
 
 #[test]
-fn binding_type_this_connection_lacks_is_refused() {
+fn binding_type_this_connection_lacks_is_refused_as_unsupported() {
     let mut server = ScramServer::new(Mechanism::ScramSha256Plus, exporter_binding(), true);
     let result = server.client_first(b"p=tls-server-end-point,,n=user,r=abc");
-    assert_eq!(result, Err(SaslError::NotAuthorized));
+    assert_eq!(result, Err(SaslError::UnsupportedChannelBindingType));
+}
+
+#[test]
+fn tls_unique_on_tls13_is_an_unsupported_binding_type_not_a_wrong_password() {
+    // What slixmpp sends for SCRAM-SHA-256-PLUS, whatever the TLS version.
+    let mut server = ScramServer::new(Mechanism::ScramSha256Plus, exporter_binding(), true);
+    let error = server
+        .client_first(b"p=tls-unique,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+        .unwrap_err();
+    assert_eq!(error, SaslError::UnsupportedChannelBindingType);
+    assert_eq!(
+        error.scram_server_error(),
+        Some("unsupported-channel-binding-type")
+    );
+    assert_ne!(error, SaslError::NotAuthorized);
+    // The exchange is over: it cannot be resumed.
+    assert_eq!(
+        server.client_final(b"c=biws,r=x,p=eA=="),
+        Err(SaslError::Aborted)
+    );
 }
 
 #[test]
