@@ -18,7 +18,7 @@ use xmppd_protocol::stream::StreamEvent;
 use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, ScramServer};
 
 use crate::edge::{Edge, EdgeSettings};
-use crate::stream::{StreamEnd, XmppStream};
+use crate::stream::{ClientStream, StreamEnd};
 
 pub enum Outcome {
     Authenticated(Jid),
@@ -63,7 +63,7 @@ pub fn offered(settings: &EdgeSettings, tls: bool, channel_binding: bool) -> Vec
 /// Runs one SASL exchange started by `auth`.
 pub async fn authenticate(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     auth: &Stanza,
     ip: IpAddr,
     offered: &[Mechanism],
@@ -111,7 +111,7 @@ type Attempt = Result<(Jid, Vec<u8>), (Refusal, Option<String>)>;
 
 async fn exchange(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     auth: &Stanza,
     ip: IpAddr,
     offered: &[Mechanism],
@@ -198,7 +198,7 @@ fn keys_for(hash: ScramHash, credentials: &[Credential]) -> Option<ScramKeys> {
 
 async fn scram(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     mechanism: Mechanism,
     hash: ScramHash,
     initial: Option<Vec<u8>>,
@@ -254,7 +254,7 @@ async fn scram(
 /// The client's next `<response/>`; `<abort/>` or anything else ends the
 /// exchange.
 async fn read_response(
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     deadline: Instant,
 ) -> Result<Result<Vec<u8>, Refusal>, StreamEnd> {
     let event = match tokio::time::timeout_at(deadline, stream.next_event()).await {
