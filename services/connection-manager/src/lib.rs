@@ -1,6 +1,6 @@
 //! The connection-manager: the edge of an xmppd cluster.
 //!
-//! It accepts client streams (TCP with STARTTLS, direct TLS), negotiates
+//! It accepts client streams (TCP with STARTTLS, direct TLS, WebSocket), negotiates
 //! them (TLS, SASL, resource binding), stamps the `from` of every stanza a
 //! client sends, and forwards stanzas to a router. It keeps nothing another
 //! node could not rebuild: when it dies, its clients reconnect elsewhere and
