@@ -26,7 +26,7 @@ use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, Scr
 
 use crate::edge::{Edge, EdgeSettings};
 use crate::limits::failure_delay;
-use crate::stream::{StreamEnd, XmppStream};
+use crate::stream::{ClientStream, StreamEnd};
 
 pub enum Outcome {
     Authenticated(Jid),
@@ -71,7 +71,7 @@ pub fn offered(settings: &EdgeSettings, tls: bool, channel_binding: bool) -> Vec
 /// Runs one SASL exchange started by `auth`.
 pub async fn authenticate(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     auth: &Stanza,
     ip: IpAddr,
     offered: &[Mechanism],
@@ -141,7 +141,7 @@ type Attempt = Result<(Jid, Vec<u8>), (Refusal, Option<String>)>;
 
 async fn exchange(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     auth: &Stanza,
     ip: IpAddr,
     offered: &[Mechanism],
@@ -240,7 +240,7 @@ fn keys_for(hash: ScramHash, credentials: &[Credential]) -> Option<ScramKeys> {
 #[allow(clippy::too_many_arguments)]
 async fn scram(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     ip: IpAddr,
     mechanism: Mechanism,
     hash: ScramHash,
@@ -297,7 +297,7 @@ async fn scram(
 /// The client's next `<response/>`; `<abort/>` or anything else ends the
 /// exchange.
 async fn read_response(
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     deadline: Instant,
 ) -> Result<Result<Vec<u8>, Refusal>, StreamEnd> {
     let event = match tokio::time::timeout_at(deadline, stream.next_event()).await {

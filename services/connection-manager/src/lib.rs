@@ -1,14 +1,17 @@
 //! The connection-manager: the edge of an xmppd cluster.
 //!
-//! It accepts client streams (TCP with STARTTLS, direct TLS), negotiates
+//! It accepts client streams (TCP with STARTTLS, direct TLS, WebSocket), negotiates
 //! them (TLS, SASL, resource binding), stamps the `from` of every stanza a
 //! client sends, and forwards stanzas to a router. It keeps nothing another
 //! node could not rebuild: when it dies, its clients reconnect elsewhere and
 //! the session replicas clean up after it.
 //!
 //! # Layout
-//! - [`listener`]: accept loops and the per-IP connection limit.
-//! - [`stream`], [`transport`]: one client's XML stream over TCP or TLS.
+//! - [`listener`]: what every transport's listener shares: the accept loop,
+//!   the per-IP connection limit, negotiation and the bound session.
+//! - [`stream`]: the client-stream trait that everything below is written
+//!   against; [`tcp`] (STARTTLS, direct TLS) and [`websocket`] (RFC 7395)
+//!   implement it, each with its listener.
 //! - [`negotiation`]: RFC 6120 §4-§7 up to a bound resource.
 //! - [`auth`]: SASL (SCRAM with channel binding, PLAIN) and its throttles.
 //! - [`registration`]: XEP-0077 account creation before authentication.
@@ -32,7 +35,8 @@ pub mod registration;
 pub mod replicas;
 pub mod session;
 pub mod stream;
-pub mod transport;
+pub mod tcp;
+pub mod websocket;
 
 pub use cluster::Cluster;
 pub use edge::{Edge, EdgeSettings};

@@ -1,28 +1,30 @@
-//! Accept loops for the client listeners.
+//! What every client transport's listener shares: the accept loop, the
+//! per-IP connection limit, and taking an accepted stream through
+//! negotiation to a bound session of its own.
+//!
+//! A transport's module accepts its connections with [`accept_loop`], asks
+//! [`admit`] for a slot (refusing in its own protocol when there is none),
+//! builds its [`ClientStream`] and hands it to [`serve_stream`].
 
+use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use xmppd_protocol::error::StreamErrorCondition;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::edge::Edge;
 use crate::limits::ConnectionSlot;
 use crate::negotiation;
 use crate::session::{self, Session};
-use crate::stream::XmppStream;
-use crate::transport::Transport;
+use crate::stream::ClientStream;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Security {
-    /// RFC 6120 port 5222: plain TCP, upgraded by STARTTLS.
-    StartTls,
-    /// XEP-0368 port 5223: TLS from the first byte.
-    DirectTls,
-}
-
-/// Accepts client connections until shutdown.
-pub async fn serve(edge: Arc<Edge>, listener: TcpListener, security: Security) {
+/// Accepts connections until shutdown, spawning `connection` for each.
+pub async fn accept_loop<F, C>(edge: &Arc<Edge>, listener: TcpListener, connection: C)
+where
+    C: Fn(Arc<Edge>, TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let mut shutdown = edge.shutdown.clone();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -38,52 +40,32 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener, security: Security) {
             _ = shutdown.wait() => return,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(edge.clone(), tcp, peer, security));
+        tokio::spawn(connection(edge.clone(), tcp, peer));
     }
 }
 
-async fn connection(
-    edge: Arc<Edge>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    security: Security,
-) {
-    let Some(slot) = edge
+/// A slot under the per-IP connection limit, or `None` when `peer`'s
+/// address has used them all: the caller refuses the connection.
+pub fn admit(edge: &Edge, peer: SocketAddr) -> Option<ConnectionSlot> {
+    let slot = edge
         .connections
-        .acquire(peer.ip(), edge.settings.connections_per_ip)
-    else {
+        .acquire(peer.ip(), edge.settings.connections_per_ip);
+    if slot.is_none() {
         tracing::info!(%peer, "too many connections from this address");
         edge.metrics.stream_error("policy-violation");
-        let mut stream = XmppStream::new(Transport::Plain(tcp), edge.settings.limits.clone());
-        stream
-            .fail_with(
-                StreamErrorCondition::PolicyViolation,
-                "too many connections from your address",
-            )
-            .await;
-        return;
-    };
-    let transport = match security {
-        Security::StartTls => Transport::Plain(tcp),
-        Security::DirectTls => {
-            // Boxed: the handshake state must not size the connection's task.
-            let handshake = Box::pin(edge.tls.acceptor().accept(tcp));
-            match tokio::time::timeout(edge.settings.negotiation_timeout, handshake).await {
-                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    };
-    edge.metrics.connections.inc();
-    let open = Open {
-        edge: edge.clone(),
-        _slot: slot,
-    };
-    if let Some((stream, bound)) = negotiation::serve(&edge, transport, peer).await {
+    }
+    slot
+}
+
+/// Negotiates an accepted stream and, once bound, serves it.
+pub async fn serve_stream<S: ClientStream>(
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    stream: S,
+) {
+    let open = Open::<S>::new(edge.clone(), slot);
+    if let Some((stream, bound)) = negotiation::serve(&edge, stream, peer).await {
         // A task of its own, sized for a bound session alone: an idle
         // connection holds that, not the negotiation's larger task, which
         // ends here.
@@ -96,15 +78,28 @@ async fn connection(
     }
 }
 
-/// An accepted connection, counted until its stream ends.
-pub struct Open {
+/// An accepted connection, counted until its stream ends. Its transport is
+/// a type, not a field, so that it costs a bound session nothing.
+pub struct Open<S: ClientStream> {
     edge: Arc<Edge>,
     _slot: ConnectionSlot,
+    _transport: PhantomData<fn() -> S>,
 }
 
-impl Drop for Open {
+impl<S: ClientStream> Open<S> {
+    fn new(edge: Arc<Edge>, slot: ConnectionSlot) -> Self {
+        edge.metrics.connection_opened(S::TRANSPORT);
+        Open {
+            edge,
+            _slot: slot,
+            _transport: PhantomData,
+        }
+    }
+}
+
+impl<S: ClientStream> Drop for Open<S> {
     fn drop(&mut self) {
-        self.edge.metrics.connections.dec();
+        self.edge.metrics.connection_closed(S::TRANSPORT);
     }
 }
 

@@ -11,10 +11,19 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Which client transport a connection came in by (`ClientStream::TRANSPORT`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct EdgeMetrics {
-    pub connections: Gauge,
-    pub sessions: Gauge,
+    pub connections: Family<TransportLabels, Gauge>,
+    pub sessions: Family<TransportLabels, Gauge>,
+    /// Every transport's connections together, for the drain at shutdown
+    /// (not exported: the sum of `connections`).
+    open_connections: Gauge,
     pub authentications: Family<OutcomeLabels, Counter>,
     pub stanzas_in: Counter,
     pub stanzas_out: Counter,
@@ -25,12 +34,12 @@ impl EdgeMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "xmppd_edge_connections",
-            "Open client connections",
+            "Open client connections, by transport",
             self.connections.clone(),
         );
         registry.register(
             "xmppd_edge_sessions",
-            "Client streams with a bound resource",
+            "Client streams with a bound resource, by transport",
             self.sessions.clone(),
         );
         registry.register(
@@ -53,6 +62,37 @@ impl EdgeMetrics {
             "Stream errors sent, by condition",
             self.stream_errors.clone(),
         );
+    }
+
+    pub fn connection_opened(&self, transport: &'static str) {
+        self.open_connections.inc();
+        self.connections
+            .get_or_create(&TransportLabels { transport })
+            .inc();
+    }
+
+    pub fn connection_closed(&self, transport: &'static str) {
+        self.open_connections.dec();
+        self.connections
+            .get_or_create(&TransportLabels { transport })
+            .dec();
+    }
+
+    /// Open client connections, whatever their transport.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
+    pub fn session_bound(&self, transport: &'static str) {
+        self.sessions
+            .get_or_create(&TransportLabels { transport })
+            .inc();
+    }
+
+    pub fn session_ended(&self, transport: &'static str) {
+        self.sessions
+            .get_or_create(&TransportLabels { transport })
+            .dec();
     }
 
     pub fn authentication(&self, outcome: &'static str) {

@@ -18,8 +18,7 @@ use crate::auth::{self, Outcome};
 use crate::edge::Edge;
 use crate::registration;
 use crate::session::Bound;
-use crate::stream::{StreamEnd, XmppStream};
-use crate::transport::Transport;
+use crate::stream::{ClientStream, StreamEnd};
 
 /// Failed SASL attempts allowed on one stream (RFC 6120 §6.4.5 asks for
 /// between 2 and 5).
@@ -27,12 +26,11 @@ const MAX_AUTH_ATTEMPTS: u32 = 5;
 
 /// Takes one client connection from its first byte to a bound resource;
 /// `None` if its stream ended before.
-pub async fn serve(
+pub async fn serve<S: ClientStream>(
     edge: &Arc<Edge>,
-    transport: Transport,
+    stream: S,
     peer: SocketAddr,
-) -> Option<(XmppStream, Bound)> {
-    let stream = XmppStream::new(transport, edge.settings.limits.clone());
+) -> Option<(S, Bound)> {
     let deadline = Instant::now() + edge.settings.negotiation_timeout;
     // Boxed, so that its large state (SASL, registration, binding) does not
     // size the connection's task.
@@ -49,7 +47,10 @@ pub async fn serve(
 
 /// Reads the next event, or fails the stream with `connection-timeout`
 /// once the negotiation deadline has passed.
-async fn next_event(stream: &mut XmppStream, deadline: Instant) -> Result<StreamEvent, StreamEnd> {
+async fn next_event<S: ClientStream>(
+    stream: &mut S,
+    deadline: Instant,
+) -> Result<StreamEvent, StreamEnd> {
     match tokio::time::timeout_at(deadline, stream.next_event()).await {
         Ok(event) => event,
         Err(_) => Err(stream
@@ -61,12 +62,12 @@ async fn next_event(stream: &mut XmppStream, deadline: Instant) -> Result<Stream
     }
 }
 
-async fn negotiate(
+async fn negotiate<S: ClientStream>(
     edge: &Arc<Edge>,
-    mut stream: XmppStream,
+    mut stream: S,
     peer: SocketAddr,
     deadline: Instant,
-) -> Result<(XmppStream, Bound), StreamEnd> {
+) -> Result<(S, Bound), StreamEnd> {
     let mut failed_attempts = 0;
     let mut user: Option<Jid> = None;
     loop {
@@ -89,9 +90,9 @@ async fn negotiate(
 }
 
 /// Reads the client's stream header and answers it (RFC 6120 §4.2, §4.7).
-async fn open_stream(
+async fn open_stream<S: ClientStream>(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut S,
     deadline: Instant,
 ) -> Result<StreamHeader, StreamEnd> {
     let header = match next_event(stream, deadline).await? {
@@ -134,7 +135,10 @@ async fn open_stream(
 
 /// The next top-level element of a negotiated stream; the client closing
 /// the stream ends negotiation, a second header is a format error.
-async fn next_stanza(stream: &mut XmppStream, deadline: Instant) -> Result<Stanza, StreamEnd> {
+async fn next_stanza<S: ClientStream>(
+    stream: &mut S,
+    deadline: Instant,
+) -> Result<Stanza, StreamEnd> {
     match next_event(stream, deadline).await? {
         StreamEvent::Stanza(stanza) => Ok(stanza),
         StreamEvent::Close => {
@@ -153,28 +157,27 @@ enum Step {
 }
 
 /// The pre-authentication stream: STARTTLS, SASL, registration.
-async fn authenticate(
+async fn authenticate<S: ClientStream>(
     edge: &Arc<Edge>,
-    stream: &mut XmppStream,
+    stream: &mut S,
     peer: SocketAddr,
     deadline: Instant,
     failed_attempts: &mut u32,
 ) -> Result<Step, StreamEnd> {
-    let tls = stream.transport().is_tls();
-    let may_authenticate = tls || !edge.settings.require_tls;
+    let secure = stream.is_secure();
+    let start_tls = stream.can_start_tls();
+    let may_authenticate = secure || !edge.settings.require_tls;
     let bindings = stream
-        .transport()
-        .server_connection()
+        .tls_connection()
         .map(|connection| edge.tls.channel_bindings(connection))
         .unwrap_or_default();
-    let mechanisms = auth::offered(&edge.settings, tls, !bindings.is_empty());
-    stream
-        .write(features_before_auth(edge, tls, may_authenticate, &mechanisms, &bindings).as_bytes())
-        .await?;
+    let mechanisms = auth::offered(&edge.settings, secure, !bindings.is_empty());
+    let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);
+    stream.write(features.as_bytes()).await?;
     loop {
         let stanza = next_stanza(stream, deadline).await?;
         match (stanza.namespace(), stanza.name()) {
-            (ns::TLS, "starttls") if !tls => {
+            (ns::TLS, "starttls") if start_tls => {
                 stream
                     .write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
                     .await?;
@@ -216,12 +219,14 @@ async fn authenticate(
             (ns::CLIENT, "iq") if may_authenticate && registration::is_registration(&stanza) => {
                 registration::handle(edge, stream, &stanza, peer.ip()).await?;
             }
-            _ if !tls && edge.settings.require_tls => {
+            _ if !secure && edge.settings.require_tls => {
+                let text = if start_tls {
+                    "STARTTLS is required first"
+                } else {
+                    "this server requires TLS"
+                };
                 return Err(stream
-                    .fail_with(
-                        StreamErrorCondition::PolicyViolation,
-                        "STARTTLS is required first",
-                    )
+                    .fail_with(StreamErrorCondition::PolicyViolation, text)
                     .await);
             }
             _ => {
@@ -235,13 +240,13 @@ async fn authenticate(
 
 fn features_before_auth(
     edge: &Edge,
-    tls: bool,
+    start_tls: bool,
     may_authenticate: bool,
     mechanisms: &[xmppd_sasl::Mechanism],
     bindings: &[xmppd_sasl::ChannelBinding],
 ) -> String {
     let mut features = String::from("<stream:features>");
-    if !tls {
+    if start_tls {
         features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
         if edge.settings.require_tls {
             features.push_str("<required/>");
@@ -274,9 +279,9 @@ fn features_before_auth(
 }
 
 /// Resource binding (RFC 6120 §7); the legacy session IQ is answered too.
-async fn bind(
+async fn bind<S: ClientStream>(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut S,
     account: &Jid,
     deadline: Instant,
 ) -> Result<Bound, StreamEnd> {

@@ -12,7 +12,7 @@ use xmppd_protocol::xml::Element;
 
 use crate::edge::Edge;
 use crate::negotiation::iq_result;
-use crate::stream::{StreamEnd, XmppStream};
+use crate::stream::{ClientStream, StreamEnd};
 
 const FORM: &str = "<query xmlns='jabber:iq:register'>\
     <instructions>Choose a username and password.</instructions>\
@@ -27,7 +27,7 @@ pub fn is_registration(stanza: &Stanza) -> bool {
 
 pub async fn handle(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut impl ClientStream,
     stanza: &Stanza,
     ip: IpAddr,
 ) -> Result<(), StreamEnd> {

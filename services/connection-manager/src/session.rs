@@ -23,7 +23,7 @@ use crate::limits::TokenBucket;
 use crate::listener::Open;
 use crate::mailbox::Mailbox;
 use crate::negotiation::iq_result;
-use crate::stream::{StreamEnd, XmppStream};
+use crate::stream::{ClientStream, StreamEnd};
 
 /// What a client is told when the server stops (RFC 6120 §4.9.3.20).
 pub const SHUTDOWN_TEXT: &str = "server shutting down; please reconnect";
@@ -36,20 +36,20 @@ pub struct Bound {
 
 /// A bound client stream and everything that lives as long as it: `open` is
 /// its connection's accounting, released with it.
-pub struct Session {
-    pub stream: XmppStream,
+pub struct Session<S: ClientStream> {
+    pub stream: S,
     pub bound: Bound,
-    pub open: Open,
+    pub open: Open<S>,
 }
 
 /// Serves a bound stream until it ends. Spawned as a task of its own with
 /// the session boxed as one: each layer of an async call keeps its own copy
 /// of what it was given by value for as long as it runs, so an idle
 /// session's task holds pointers only.
-pub async fn run(edge: Arc<Edge>, mut session: Box<Session>) {
-    edge.metrics.sessions.inc();
+pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut session: Box<Session<S>>) {
+    edge.metrics.session_bound(S::TRANSPORT);
     let result = serve(&edge, &mut session.stream, &mut session.bound).await;
-    edge.metrics.sessions.dec();
+    edge.metrics.session_ended(S::TRANSPORT);
     match result {
         Err(StreamEnd::Error(error)) => {
             edge.metrics.stream_error(error.condition.name());
@@ -60,7 +60,11 @@ pub async fn run(edge: Arc<Edge>, mut session: Box<Session>) {
     }
 }
 
-async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Result<(), StreamEnd> {
+async fn serve<S: ClientStream>(
+    edge: &Edge,
+    stream: &mut S,
+    bound: &mut Bound,
+) -> Result<(), StreamEnd> {
     // A shutdown that began before this stream was bound found no mailbox
     // to tell (`Edge::close_sessions`).
     if edge.shutdown.is_stopping() {
@@ -91,7 +95,7 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
                 return Ok(());
             }
         }
-        let heard = Instant::from_std(stream.last_heard);
+        let heard = Instant::from_std(stream.last_heard());
         if pinged_at.is_some_and(|pinged| heard > pinged) {
             pinged_at = None;
         }
@@ -123,7 +127,7 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
             Wake::Silence => {
                 // Whitespace keepalives are read without yielding an event,
                 // so the client may have spoken since `wake` was computed.
-                if Instant::from_std(stream.last_heard) > heard {
+                if Instant::from_std(stream.last_heard()) > heard {
                     continue;
                 }
                 if pinged_at.is_some() {
@@ -132,7 +136,7 @@ async fn serve(edge: &Edge, stream: &mut XmppStream, bound: &mut Bound) -> Resul
                         .await);
                 }
                 stream.shrink();
-                ping(edge, stream, &bound.full).await?;
+                stream.keepalive(&edge.settings.domain, &bound.full).await?;
                 pinged_at = Some(Instant::now());
             }
         }
@@ -152,9 +156,13 @@ enum Wake {
 
 /// Waits for whichever comes first. This is where an idle session spends
 /// its life, so it holds little: no read buffer (see
-/// [`XmppStream::poll_fill`]) and no handler state, which only exists while
+/// [`ClientStream::poll_fill`]) and no handler state, which only exists while
 /// an event is handled.
-async fn wait(stream: &mut XmppStream, mailbox: &mut Mailbox, silence: Pin<&mut Sleep>) -> Wake {
+async fn wait<S: ClientStream>(
+    stream: &mut S,
+    mailbox: &mut Mailbox,
+    silence: Pin<&mut Sleep>,
+) -> Wake {
     tokio::select! {
         biased;
         delivery = mailbox.recv() => Wake::Delivery(delivery),
@@ -164,9 +172,9 @@ async fn wait(stream: &mut XmppStream, mailbox: &mut Mailbox, silence: Pin<&mut 
 }
 
 /// One event the client sent; `Break` once the client closed its stream.
-async fn handle_event(
+async fn handle_event<S: ClientStream>(
     edge: &Edge,
-    stream: &mut XmppStream,
+    stream: &mut S,
     bound: &Bound,
     bucket: &mut TokenBucket,
     event: StreamEvent,
@@ -202,16 +210,6 @@ async fn handle_event(
         Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
     }
     Ok(ControlFlow::Continue(()))
-}
-
-/// XEP-0199: the server checks that a silent client is still there.
-async fn ping(edge: &Edge, stream: &mut XmppStream, full: &Jid) -> Result<(), StreamEnd> {
-    let ping = format!(
-        "<iq type='get' id='keepalive' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
-        edge.settings.domain,
-        xmppd_protocol::xml::escape_attr(full.as_str())
-    );
-    stream.write(ping.as_bytes()).await
 }
 
 /// What becomes of one stanza from the client.

@@ -22,6 +22,7 @@ const ENV_PREFIX: &str = "XMPPD_";
 pub struct Config {
     pub server: ServerConfig,
     pub listen: ListenConfig,
+    pub websocket: WebSocketConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -55,10 +56,45 @@ pub struct ListenConfig {
     pub c2s: String,
     /// Client streams over direct TLS (XEP-0368). Empty disables.
     pub c2s_tls: String,
+    /// HTTP listener for XMPP over WebSocket (RFC 7395, `ws://`) and
+    /// XEP-0156 discovery. Empty disables.
+    pub websocket: String,
+    /// The same over TLS with the server's certificate (`wss://`). Empty
+    /// disables.
+    pub websocket_tls: String,
     /// gRPC server of the router or session service.
     pub grpc: String,
     /// The address other nodes use to reach `grpc` (defaults to it).
     pub grpc_advertise: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The HTTP path of the WebSocket endpoint.
+    pub path: String,
+    /// `Origin` values allowed to open a WebSocket (for example
+    /// `https://chat.example.org`); empty allows any. Requests without an
+    /// `Origin` (clients that are not browsers) are always allowed.
+    pub origins: Vec<String>,
+    /// Count plain `ws://` streams as encrypted, for a TLS-terminating proxy
+    /// in front: authentication (and PLAIN) is then offered under
+    /// `auth.require_tls`.
+    pub consider_secure: bool,
+    /// The endpoint's public URL for XEP-0156 discovery; empty: built from
+    /// the request's `Host` and the listener's scheme.
+    pub public_url: String,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            path: "/xmpp-websocket".into(),
+            origins: Vec::new(),
+            consider_secure: false,
+            public_url: String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -204,6 +240,8 @@ impl Default for ListenConfig {
         Self {
             c2s: "127.0.0.1:5222".into(),
             c2s_tls: "127.0.0.1:5223".into(),
+            websocket: "127.0.0.1:5280".into(),
+            websocket_tls: String::new(),
             grpc: "127.0.0.1:7000".into(),
             grpc_advertise: String::new(),
         }
@@ -355,6 +393,12 @@ impl Config {
 
     /// What no single key's type can say: keys that must agree.
     fn check(&self) -> Result<(), ConfigError> {
+        if !self.websocket.path.starts_with('/') {
+            return Err(ConfigError::Inconsistent(format!(
+                "websocket.path ({:?}) must start with '/'",
+                self.websocket.path
+            )));
+        }
         let storage = &self.storage;
         if storage.min_connections > storage.max_connections.get() {
             return Err(ConfigError::Inconsistent(format!(
@@ -505,6 +549,25 @@ mod tests {
             ("XMPPD_STORAGE__MIN_CONNECTIONS", "4"),
         ];
         Config::load_with_env(None, env(&overrides)).unwrap();
+    }
+
+    #[test]
+    fn websocket_origins_are_a_list_in_the_environment_too() {
+        let overrides = [
+            ("XMPPD_WEBSOCKET__ORIGINS", "[\"https://chat.example.org\"]"),
+            ("XMPPD_LISTEN__WEBSOCKET", ""),
+        ];
+        let config = Config::load_with_env(None, env(&overrides)).unwrap();
+        assert_eq!(config.websocket.origins, ["https://chat.example.org"]);
+        assert!(config.listen.websocket.is_empty());
+        assert_eq!(Config::default().listen.websocket, "127.0.0.1:5280");
+    }
+
+    #[test]
+    fn a_websocket_path_must_be_absolute() {
+        let error =
+            Config::load_with_env(None, env(&[("XMPPD_WEBSOCKET__PATH", "ws")])).unwrap_err();
+        assert!(error.to_string().contains("websocket.path"), "{error}");
     }
 
     #[test]

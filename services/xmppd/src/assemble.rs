@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry as Metrics;
-use xmppd_connection_manager::listener::{self, Security};
+use xmppd_connection_manager::listener;
 use xmppd_connection_manager::metrics::EdgeMetrics;
+use xmppd_connection_manager::tcp::{self, Security};
+use xmppd_connection_manager::websocket::{self, Scheme, WebSocketSettings};
 use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
 use xmppd_grpc::{Node, Role};
 use xmppd_registry::{Caching, SharedRegistry, membership};
@@ -177,28 +179,66 @@ pub async fn edge(
         edge_metrics,
         shutdown.clone(),
     );
+    // One registration per client listener: its key, and the transport's
+    // accept loop.
     let mut listening = Vec::new();
-    for (key, address, security) in [
-        ("listen.c2s", &config.listen.c2s, Security::StartTls),
-        (
-            "listen.c2s_tls",
-            &config.listen.c2s_tls,
-            Security::DirectTls,
-        ),
-    ] {
-        if address.is_empty() {
-            continue;
-        }
-        let address = parse_address(key, address)?;
-        let socket = listener::bind(address).await?;
-        let label = match security {
-            Security::StartTls => "STARTTLS",
-            Security::DirectTls => "direct TLS",
-        };
-        listening.push(format!("{} ({label})", socket.local_addr()?));
-        tokio::spawn(listener::serve(edge.clone(), socket, security));
+    let addresses = &config.listen;
+    if let Some(socket) = listen(&mut listening, "listen.c2s", &addresses.c2s, "STARTTLS").await? {
+        tokio::spawn(tcp::serve(edge.clone(), socket, Security::StartTls));
+    }
+    if let Some(socket) = listen(
+        &mut listening,
+        "listen.c2s_tls",
+        &addresses.c2s_tls,
+        "direct TLS",
+    )
+    .await?
+    {
+        tokio::spawn(tcp::serve(edge.clone(), socket, Security::DirectTls));
+    }
+    let ws = WebSocketSettings::from_config(config);
+    if let Some(socket) = listen(
+        &mut listening,
+        "listen.websocket",
+        &addresses.websocket,
+        "WebSocket",
+    )
+    .await?
+    {
+        tokio::spawn(websocket::serve(
+            edge.clone(),
+            socket,
+            Scheme::Ws,
+            ws.clone(),
+        ));
+    }
+    if let Some(socket) = listen(
+        &mut listening,
+        "listen.websocket_tls",
+        &addresses.websocket_tls,
+        "WebSocket over TLS",
+    )
+    .await?
+    {
+        tokio::spawn(websocket::serve(edge.clone(), socket, Scheme::Wss, ws));
     }
     Ok((edge, listening))
+}
+
+/// Binds a client listener unless its address is empty, and notes it for
+/// the start-up log.
+async fn listen(
+    listening: &mut Vec<String>,
+    key: &'static str,
+    address: &str,
+    label: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let socket = listener::bind(parse_address(key, address)?).await?;
+    listening.push(format!("{} ({label})", socket.local_addr()?));
+    Ok(Some(socket))
 }
 
 /// `/metrics`, `/healthz`, `/readyz` (and `extra`) when configured.
@@ -245,7 +285,7 @@ pub fn track_readiness(readiness: Readiness, check: impl Fn() -> bool + Send + '
 pub async fn drain(edge: &Edge, limit: Duration) {
     edge.close_sessions();
     let deadline = tokio::time::Instant::now() + limit;
-    while edge.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+    while edge.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Let the last session-ended frames reach the routers.

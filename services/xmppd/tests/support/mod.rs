@@ -27,6 +27,8 @@ pub struct Server {
     child: Child,
     pub c2s: SocketAddr,
     pub c2s_tls: SocketAddr,
+    pub websocket: SocketAddr,
+    pub websocket_tls: SocketAddr,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub config: PathBuf,
@@ -38,20 +40,25 @@ pub struct Server {
 pub struct Ports {
     pub c2s: SocketAddr,
     pub c2s_tls: SocketAddr,
+    pub websocket: SocketAddr,
+    pub websocket_tls: SocketAddr,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
 }
 
 impl Ports {
     pub fn free() -> Ports {
-        // Held until all four are picked: a port let go can be handed out again at once,
+        // Held until all are picked: a port let go can be handed out again at once,
         // and a server given the same port twice fails to bind the second.
-        let held: [TcpListener; 4] =
+        let held: [TcpListener; 6] =
             std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-        let [c2s, c2s_tls, http, grpc] = held.map(|listener| listener.local_addr().unwrap());
+        let [c2s, c2s_tls, websocket, websocket_tls, http, grpc] =
+            held.map(|listener| listener.local_addr().unwrap());
         Ports {
             c2s,
             c2s_tls,
+            websocket,
+            websocket_tls,
             http,
             grpc,
         }
@@ -63,6 +70,8 @@ impl Server {
         Ports {
             c2s: self.c2s,
             c2s_tls: self.c2s_tls,
+            websocket: self.websocket,
+            websocket_tls: self.websocket_tls,
             http: self.http,
             grpc: self.grpc,
         }
@@ -102,6 +111,8 @@ impl Server {
         let Ports {
             c2s,
             c2s_tls,
+            websocket,
+            websocket_tls,
             http,
             grpc,
         } = ports;
@@ -112,6 +123,7 @@ impl Server {
         let toml = format!(
             "[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n\
              [listen]\nc2s = \"{c2s}\"\nc2s_tls = \"{c2s_tls}\"\ngrpc = \"{grpc}\"\n\
+             websocket = \"{websocket}\"\nwebsocket_tls = \"{websocket_tls}\"\n\
              [observability]\nhttp = \"{http}\"\nlog = \"info\"\n{}\n",
             options.data_dir.display(),
             options.extra
@@ -137,6 +149,8 @@ impl Server {
             child,
             c2s,
             c2s_tls,
+            websocket,
+            websocket_tls,
             http,
             grpc,
             config,
