@@ -1,6 +1,6 @@
 //! `xmppd-loadtest`: drives many thousands of simulated users against any XMPP server on
-//! loopback, over real c2s streams (TCP with STARTTLS, direct TLS or none, or WebSocket; SCRAM-SHA-1,
-//! SCRAM-SHA-256 or PLAIN), and reports per phase: logins/s, delivered messages/s, errors by
+//! loopback, over real c2s streams (TCP with STARTTLS, direct TLS or none, or WebSocket;
+//! SCRAM-SHA-1, SCRAM-SHA-256 or PLAIN), and reports per phase: logins/s, delivered messages/s, errors by
 //! kind, HdrHistogram latencies and the server's CPU and memory.
 //!
 //! # Layout
