@@ -52,7 +52,10 @@ async fn serve(listener: TcpListener, seen: Arc<Seen>) {
 }
 
 /// RFC 7395 §3.1: the client must ask for `xmpp`, and the server names it in its answer.
-#[allow(clippy::result_large_err, reason = "the signature tungstenite's callback takes")]
+#[allow(
+    clippy::result_large_err,
+    reason = "the signature tungstenite's callback takes"
+)]
 fn select_xmpp(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
     let asked = request
         .headers()
