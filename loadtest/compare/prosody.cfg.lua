@@ -1,7 +1,8 @@
 -- Prosody for the side-by-side benchmark (loadtest/compare/run.sh): loopback only, the same
 -- features as the other servers, rate limits lifted.
 --
--- Ports: 15322 (c2s, STARTTLS optional so plain-TCP runs work), 15323 (direct TLS).
+-- Ports: 15322 (c2s, STARTTLS optional so plain-TCP runs work), 15323 (direct TLS),
+-- 15380 and 15381 (HTTP and HTTPS: XMPP over WebSocket at /xmpp-websocket, mod_websocket).
 -- @DATA@ and @CERTDIR@ are filled in by run.sh.
 
 daemonize = false
@@ -14,8 +15,15 @@ c2s_ports = { 15322 }
 c2s_direct_tls_ports = { 15323 }
 s2s_ports = {}
 component_ports = {}
-http_ports = {}
-https_ports = {}
+http_ports = { 15380 }
+http_interfaces = { "127.0.0.1" }
+https_ports = { 15381 }
+https_ssl = {
+	certificate = "@CERTDIR@/localhost.crt";
+	key = "@CERTDIR@/localhost.key";
+}
+-- The load tool's upgrade request names 127.0.0.1, not the VirtualHost.
+http_default_host = "localhost"
 
 -- Equivalent to ejabberd's: TLS offered, not required; PLAIN allowed in the clear so
 -- plain-TCP runs with --mechanism PLAIN work.
@@ -41,6 +49,7 @@ modules_enabled = {
 	"vcard_legacy";
 	"smacks";
 	"posix";
+	"websocket";
 }
 modules_disabled = { "limits" }
 

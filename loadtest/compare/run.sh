@@ -8,6 +8,7 @@
 #   loadtest/compare/run.sh start prosody   # just start one server (and print its pids)
 #   loadtest/compare/run.sh stop prosody
 #   loadtest/compare/run.sh idle-scale xmppd-cluster 50000   # idle memory at scale (below)
+#   TRANSPORT=websocket SERVERS="ejabberd prosody" loadtest/compare/run.sh   # over RFC 7395
 #
 # Needs root (apt-get, and running the peers as their Debian users). Reports land in $OUT.
 set -euo pipefail
@@ -15,7 +16,12 @@ set -euo pipefail
 COMPARE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$COMPARE_DIR/../.." && pwd)"
 WORK="${WORK:-/tmp/xmpp-compare}"
-OUT="${OUT:-$WORK/reports}"
+# `tcp` (XMPP's own framing) or `websocket` (RFC 7395): the same scenarios either way. Over
+# WebSocket, TLS=plain runs on the server's ws:// URL and any other TLS on its wss:// URL,
+# since a WebSocket is secured from the first byte or not at all.
+TRANSPORT="${TRANSPORT:-tcp}"
+# Apart per transport, so that `compare` can set a server's WebSocket runs beside its TCP ones.
+OUT="${OUT:-$WORK/reports$([[ "$TRANSPORT" == tcp ]] || echo "-$TRANSPORT")}"
 SERVERS="${SERVERS:-ejabberd prosody xmppd-allinone xmppd-cluster}"
 USERS="${USERS:-1000}"            # idle, login and presence population
 # Logins of the storm: several per account, so the phase lasts long enough for CPU read from
@@ -45,6 +51,8 @@ LOADTEST="$CARGO_TARGET_DIR/release/xmppd-loadtest"
 
 # Filled by each start_* function: where the server listens and which processes are it.
 PORT=""
+WS_URL=""      # XMPP over WebSocket without TLS, empty if the server has none
+WSS_URL=""     # and with TLS
 PIDS=""
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -136,6 +144,8 @@ start_ejabberd() {
     # The node's own Erlang VM (not another beam.smp on the machine, e.g. RabbitMQ's).
     PIDS="$(pgrep -f -- "name $EJABBERD_NODE" | paste -sd' ' || true)"
     PORT=15222
+    WS_URL="ws://127.0.0.1:15280/xmpp-websocket"
+    WSS_URL="wss://127.0.0.1:15281/xmpp-websocket"
 }
 
 stop_ejabberd() { ejabberdctl_lt stop >/dev/null 2>&1 || true; sleep 2; }
@@ -160,6 +170,8 @@ start_prosody() {
     # The server's own pid, not runuser's.
     PIDS="$(cat "$dir/data/prosody.pid")"
     PORT=15322
+    WS_URL="ws://127.0.0.1:15380/xmpp-websocket"
+    WSS_URL="wss://127.0.0.1:15381/xmpp-websocket"
 }
 
 stop_prosody() {
@@ -169,6 +181,13 @@ stop_prosody() {
 }
 
 # --- xmppd (hooks for the xmppd team) -----------------------------------------------------
+
+# XMPP over WebSocket of the all-in-one server, for TRANSPORT=websocket: empty until the
+# server has a WebSocket listener. Once it has, set these to the URLs of the `[listen]`
+# WebSocket addresses in loadtest/compare/xmppd-allinone.toml (e.g. websocket =
+# "127.0.0.1:5280" gives ws://127.0.0.1:5280/xmpp-websocket, if that is its path).
+XMPPD_WS_URL="${XMPPD_WS_URL:-}"
+XMPPD_WSS_URL="${XMPPD_WSS_URL:-}"
 
 # The all-in-one server: `xmppd run` with loadtest/compare/xmppd-allinone.toml (open
 # in-band registration, no rate limits), a fresh data folder per run.
@@ -182,6 +201,8 @@ start_xmppd_allinone() {
     PIDS="$!"
     echo "$PIDS" >"$WORK/xmppd-allinone.pids"
     PORT=5222
+    WS_URL="$XMPPD_WS_URL"
+    WSS_URL="$XMPPD_WSS_URL"
     sleep 2
 }
 
@@ -233,6 +254,21 @@ stop_pids() {
 
 # --- the scenarios ------------------------------------------------------------------------
 
+# The tool's --target (and --tls, for TCP) for TRANSPORT and TLS, into TARGET_ARGS; `port`
+# is the TCP listener to use (the cluster has several).
+target_args() {
+    local port="$1"
+    if [[ "$TRANSPORT" == tcp ]]; then
+        TARGET_ARGS=(--target "127.0.0.1:$port" --tls "$TLS")
+        return
+    fi
+    [[ "$TRANSPORT" == websocket ]] || { log "unknown TRANSPORT $TRANSPORT"; return 1; }
+    local url="$WSS_URL"
+    [[ "$TLS" == plain ]] && url="$WS_URL"
+    [[ -n "$url" ]] || { log "this server has no XMPP over WebSocket (TLS=$TLS)"; return 1; }
+    TARGET_ARGS=(--target "$url")
+}
+
 loadtest() {
     local server="$1" name="$2"
     shift 2
@@ -240,8 +276,9 @@ loadtest() {
     shift
     local pid_args=()
     for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
-    log "$server: $name"
-    "$LOADTEST" "$scenario" --target "127.0.0.1:$PORT" --tls "$TLS" --mechanism "$MECHANISM" \
+    target_args "$PORT" || return 1
+    log "$server: $name ($TRANSPORT)"
+    "$LOADTEST" "$scenario" "${TARGET_ARGS[@]}" --mechanism "$MECHANISM" \
         --quiet "${pid_args[@]}" --json "$RUN_OUT/$server-$name.json" "$@" >"$RUN_OUT/$server-$name.txt"
 }
 
@@ -306,7 +343,8 @@ bench() {
 idle_scale() {
     local server="$1" users="$2"
     local ports=("${PORT}")
-    if [[ "$server" == xmppd-cluster ]]; then
+    # A WebSocket URL names one listener: the cluster's other connection-managers go unused.
+    if [[ "$server" == xmppd-cluster && "$TRANSPORT" == tcp ]]; then
         ports=()
         for config in "$COMPARE_DIR"/xmppd-cluster/connection-manager-*.toml; do
             ports+=("$(sed -n 's/^c2s = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")")
@@ -319,7 +357,8 @@ idle_scale() {
     for ((i = 0; i < workers; i++)); do
         local report="$RUN_OUT/$server-idle-$users-$TLS-$i.json"
         reports+=("$report")
-        "$LOADTEST" idle --target "127.0.0.1:${ports[i]}" --tls "$TLS" --mechanism "$MECHANISM" \
+        target_args "${ports[i]}" || return 1
+        "$LOADTEST" idle "${TARGET_ARGS[@]}" --mechanism "$MECHANISM" \
             --users "$users" --workers "$workers" --worker-index "$i" --duration "$DURATION" \
             --login-rate "$((LOGIN_RATE / workers))" --quiet "${pid_args[@]}" \
             --json "$report" >/dev/null &
@@ -342,9 +381,9 @@ main() {
         STARTED=()  # every round starts each server with empty data, as the first does
         for server in $SERVERS; do
             local start="start_${server//-/_}" stop="stop_${server//-/_}"
-            PIDS=""
+            PIDS="" WS_URL="" WSS_URL=""
             if ! "$start"; then continue; fi
-            log "$server up on 127.0.0.1:$PORT (pids: $PIDS), round $round of $ROUNDS"
+            log "$server up on 127.0.0.1:$PORT ${WS_URL:+and $WS_URL }(pids: $PIDS), round $round of $ROUNDS"
             if bench "$server"; then
                 [[ " ${ran[*]} " == *" $server "* ]] || ran+=("$server")
             else
@@ -381,7 +420,7 @@ case "${1:-}" in
         mkdir -p "$WORK"
         build
         "start_${2//-/_}"
-        echo "$2 on 127.0.0.1:$PORT pids: $PIDS"
+        echo "$2 on 127.0.0.1:$PORT ${WS_URL:+and $WS_URL $WSS_URL }pids: $PIDS"
         ;;
     stop) "stop_${2//-/_}" ;;
     idle-scale)

@@ -152,7 +152,8 @@ pub struct Ramp {
 
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Server address, `host:port`; a name is resolved once, at start.
+    /// The server: `host:port` for XMPP over TCP, or a `ws://` or `wss://` URL for XMPP over
+    /// WebSocket (RFC 7395); a name is resolved once, at start.
     #[arg(long, default_value = "127.0.0.1:5222")]
     pub target: String,
     /// Load a target that is not on loopback: a server you operate.
@@ -161,8 +162,10 @@ pub struct Common {
     /// XMPP domain of the accounts.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
-    #[arg(long, value_enum, default_value_t = TlsMode::Starttls)]
-    pub tls: TlsMode,
+    /// How a TCP stream is secured (default: starttls). A WebSocket's URL says it instead:
+    /// TLS for wss://, none for ws://.
+    #[arg(long, value_enum)]
+    pub tls: Option<TlsMode>,
     /// SASL mechanism (default: the strongest the server offers).
     #[arg(long, value_enum)]
     pub mechanism: Option<Mechanism>,

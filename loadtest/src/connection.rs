@@ -1,6 +1,6 @@
-//! One simulated client: a real XMPP c2s stream over TCP, STARTTLS or direct TLS (XEP-0368),
-//! SASL, resource binding, the legacy session IQ when a server still requires it, and
-//! in-band registration (XEP-0077).
+//! One simulated client: a real XMPP c2s stream over any [`transport`](crate::transport)
+//! (TCP with STARTTLS or direct TLS (XEP-0368), or WebSocket), SASL, resource binding, the
+//! legacy session IQ when a server still requires it, and in-band registration (XEP-0077).
 //!
 //! Incoming bytes go through `xmppd-protocol`'s incremental parser, which splits each stanza
 //! off one buffer and reads only its start tag; the few stanzas the tool must look inside
@@ -14,26 +14,19 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use xmppd_protocol::xml::escape_text;
-use xmppd_protocol::{Element, Limits, Stanza, StreamEvent, StreamParser};
+use xmppd_protocol::{Element, Stanza, StreamEvent};
 
 use crate::sasl::{Mechanism, SaslClientError, ScramClient, plain_response};
+use crate::transport::{Framing, Transport, Wire};
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
-
-/// Read chunk per connection: small, because thousands of idle sessions each hold one.
-const READ_CHUNK: usize = 2048;
 
 /// How the stream is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -50,9 +43,12 @@ pub enum TlsMode {
 /// Where and how every simulated client connects.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// The target's addresses, tried in order by each connect: [`resolve_target`].
+    /// The target's addresses, tried in order by each connect:
+    /// [`resolve_target`](crate::transport::resolve_target).
     pub addrs: Arc<[SocketAddr]>,
+    pub framing: Framing,
     pub domain: String,
+    /// For a WebSocket, what its URL says: `Direct` for `wss://`, `Plain` for `ws://`.
     pub tls: TlsMode,
     /// `None`: the strongest mechanism the server offers.
     pub mechanism: Option<Mechanism>,
@@ -63,27 +59,6 @@ pub struct ConnectOptions {
     pub tls_config: Arc<ClientConfig>,
 }
 
-/// Resolves `--target` once, so that a storm of connects is not a storm of DNS queries, and
-/// keeps the load on loopback unless the operator says the target is theirs: a mistyped
-/// address must not load somebody else's server.
-pub async fn resolve_target(target: &str, allow_remote: bool) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
-        .await
-        .map_err(|e| format!("--target {target}: {e} (expected host:port, e.g. 127.0.0.1:5222)"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("--target {target}: the name has no address"));
-    }
-    match addrs.iter().find(|addr| !addr.ip().is_loopback()) {
-        Some(remote) if !allow_remote => Err(format!(
-            "--target {target}: {} is not a loopback address; pass --allow-remote to load a \
-             server you operate",
-            remote.ip()
-        )),
-        _ => Ok(addrs),
-    }
-}
-
 /// The TLS of the simulated clients: any certificate is accepted (the tool measures the
 /// server, not its certificate chain), and no session is ever resumed. Each simulated user is a device connecting afresh; with
 /// rustls' default cache, one per server name for the whole process, each login would resume
@@ -91,9 +66,15 @@ pub async fn resolve_target(target: &str, allow_remote: bool) -> Result<Vec<Sock
 /// exchange, a cost every server pays in full for a storm of new clients. It would also make
 /// servers incomparable: with the default cache, two thirds of the logins to xmppd resumed
 /// while it still issued tickets, none to ejabberd or Prosody.
-pub fn client_tls_config() -> Arc<ClientConfig> {
+///
+/// ALPN names what runs inside: XEP-0368's `xmpp-client` for an XMPP stream, HTTP/1.1 for a
+/// WebSocket, whose server would refuse the handshake for an unknown protocol.
+pub fn client_tls_config(framing: &Framing) -> Arc<ClientConfig> {
     let mut config = Arc::unwrap_or_clone(xmppd_tls::insecure_client_config());
     config.resumption = rustls::client::Resumption::disabled();
+    if let Framing::WebSocket(_) = framing {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
     Arc::new(config)
 }
 
@@ -112,6 +93,11 @@ pub enum XmppError {
     Stream(String),
     #[error("server closed the stream")]
     Closed,
+    #[error("{detail}")]
+    WebSocket {
+        condition: &'static str,
+        detail: String,
+    },
     #[error("malformed xml from server: {0}")]
     Xml(String),
     #[error("{0}")]
@@ -137,6 +123,7 @@ impl XmppError {
             Self::Timeout(step) => format!("timeout:{step}"),
             Self::Stream(condition) => format!("stream-error:{condition}"),
             Self::Closed => "stream-closed".into(),
+            Self::WebSocket { condition, .. } => format!("websocket:{condition}"),
             Self::Xml(_) => "xml".into(),
             Self::Negotiation(what) => format!("negotiation:{what}"),
             Self::Sasl(condition) => format!("sasl:{condition}"),
@@ -145,9 +132,6 @@ impl XmppError {
         }
     }
 }
-
-/// TCP or TLS, behind one type so the rest of the client does not care.
-type Transport = xmppd_tls::MaybeTls<TlsStream<TcpStream>>;
 
 /// The parts of `<stream:features/>` the client acts on.
 #[derive(Debug, Default)]
@@ -188,9 +172,7 @@ pub enum Registered {
 
 /// An open c2s stream.
 pub struct Connection {
-    io: Transport,
-    parser: StreamParser,
-    read_buf: Box<[u8]>,
+    wire: Wire,
     step_timeout: Duration,
     /// The full JID the server bound, once logged in.
     pub jid: String,
@@ -199,20 +181,8 @@ pub struct Connection {
 impl Connection {
     /// Connects, secures the stream as asked and reads the first usable stream features.
     async fn open(opts: &ConnectOptions) -> Result<(Self, Features), XmppError> {
-        let tcp = tokio::time::timeout(opts.step_timeout, TcpStream::connect(&opts.addrs[..]))
-            .await
-            .map_err(|_| XmppError::Timeout("connect"))?
-            .map_err(XmppError::Connect)?;
-        // Stanzas are small and latency is measured: never wait for Nagle.
-        tcp.set_nodelay(true)?;
-        let io = match opts.tls {
-            TlsMode::Direct => tls_handshake(opts, tcp).await?,
-            TlsMode::Starttls | TlsMode::Plain => Transport::Plain(tcp),
-        };
         let mut conn = Self {
-            io,
-            parser: StreamParser::new(Limits::default()),
-            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            wire: Wire::connect(opts).await?,
             step_timeout: opts.step_timeout,
             jid: String::new(),
         };
@@ -236,22 +206,14 @@ impl Connection {
         if reply.name() != "proceed" {
             return Err(XmppError::Negotiation("starttls-refused"));
         }
-        let Transport::Plain(tcp) = self.io else {
-            return Err(XmppError::Negotiation("starttls-twice"));
-        };
-        self.io = tls_handshake(opts, tcp).await?;
+        self.wire = self.wire.starttls(opts).await?;
         let features = self.restart(&opts.domain).await?;
         Ok((self, features))
     }
 
     /// Opens a new stream (at start, after TLS, after SASL) and returns its features.
     async fn restart(&mut self, domain: &str) -> Result<Features, XmppError> {
-        self.parser.reset();
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' xmlns:stream='{NS_STREAMS}'>",
-            escape_text(domain)
-        );
-        self.send(header.as_bytes()).await?;
+        self.wire.open_stream(domain).await?;
         let features = self.next_stanza_timed("stream-features").await?;
         if features.name() != "features" {
             return Err(XmppError::Negotiation("expected-features"));
@@ -411,19 +373,17 @@ impl Connection {
         }
     }
 
-    /// Writes bytes and flushes them (TLS holds records until flushed).
-    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), XmppError> {
-        self.io.write_all(bytes).await?;
-        self.io.flush().await?;
-        Ok(())
+    /// Sends one top-level element (a WebSocket carries each in a message of its own).
+    pub async fn send(&mut self, element: &[u8]) -> Result<(), XmppError> {
+        self.wire.send(element).await
     }
 
-    /// The next top-level element. Cancel-safe: it only awaits a socket read, and what was
-    /// read is kept in the parser, so it can sit in a `select!` beside a send timer.
+    /// The next top-level element. Cancel-safe: it only awaits a read, and what was read is
+    /// kept, so it can sit in a `select!` beside a send timer.
     pub async fn next_stanza(&mut self) -> Result<Stanza, XmppError> {
         loop {
-            match self.parser.next_event() {
-                Ok(Some(StreamEvent::Stanza(stanza))) => {
+            match self.wire.next_event().await? {
+                StreamEvent::Stanza(stanza) => {
                     if stanza.name() == "error" && stanza.namespace() == NS_STREAMS {
                         let element = dom(&stanza)?;
                         return Err(XmppError::Stream(first_child_name(
@@ -433,16 +393,9 @@ impl Connection {
                     }
                     return Ok(stanza);
                 }
-                Ok(Some(StreamEvent::Open(_))) => continue,
-                Ok(Some(StreamEvent::Close)) => return Err(XmppError::Closed),
-                Ok(None) => {}
-                Err(e) => return Err(XmppError::Xml(e.to_string())),
+                StreamEvent::Open(_) => continue,
+                StreamEvent::Close => return Err(XmppError::Closed),
             }
-            let n = self.io.read(&mut self.read_buf).await?;
-            if n == 0 {
-                return Err(XmppError::Closed);
-            }
-            self.parser.feed(&self.read_buf[..n]);
         }
     }
 
@@ -455,24 +408,8 @@ impl Connection {
     /// Closes the stream politely and waits briefly for the server's closing tag, so the
     /// server sees a clean logout rather than a reset.
     pub async fn close(mut self) {
-        if self.send(b"</stream:stream>").await.is_err() {
-            return;
-        }
-        let drain = async { while self.next_stanza().await.is_ok() {} };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-        let _ = self.io.shutdown().await;
+        self.wire.close().await;
     }
-}
-
-async fn tls_handshake(opts: &ConnectOptions, tcp: TcpStream) -> Result<Transport, XmppError> {
-    let name = ServerName::try_from(opts.domain.clone())
-        .map_err(|_| XmppError::Negotiation("domain-is-not-a-tls-name"))?;
-    let connector = TlsConnector::from(opts.tls_config.clone());
-    let tls = tokio::time::timeout(opts.step_timeout, connector.connect(name, tcp))
-        .await
-        .map_err(|_| XmppError::Timeout("tls-handshake"))?
-        .map_err(XmppError::Tls)?;
-    Ok(Transport::Tls(Box::new(tls)))
 }
 
 fn dom(stanza: &Stanza) -> Result<Element, XmppError> {
@@ -503,29 +440,12 @@ fn first_child_name(element: &Element, ns: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::TlsConnector;
 
     use super::*;
-
-    #[tokio::test]
-    async fn targets_stay_on_loopback_unless_allowed() {
-        let local: SocketAddr = "127.0.0.2:5222".parse().unwrap();
-        assert_eq!(
-            resolve_target("127.0.0.2:5222", false).await,
-            Ok(vec![local])
-        );
-        assert!(resolve_target("[::1]:5222", false).await.is_ok());
-        assert!(resolve_target("localhost:5222", false).await.is_ok());
-        let refused = resolve_target("10.0.0.1:5222", false).await.unwrap_err();
-        assert!(
-            refused.contains("10.0.0.1 is not a loopback address"),
-            "{refused}"
-        );
-        assert!(resolve_target("10.0.0.1:5222", true).await.is_ok());
-        let malformed = resolve_target("127.0.0.1", false).await.unwrap_err();
-        assert!(malformed.contains("expected host:port"), "{malformed}");
-    }
 
     /// A server that issues tickets and keeps sessions (rustls' defaults, which xmppd turns
     /// off) sees only full handshakes.
@@ -539,7 +459,7 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let connector = TlsConnector::from(client_tls_config());
+        let connector = TlsConnector::from(client_tls_config(&Framing::Tcp));
         for _ in 0..3 {
             let client = async {
                 let tcp = TcpStream::connect(addr).await.unwrap();

@@ -1,13 +1,16 @@
 //! `xmppd-loadtest`: drives many thousands of simulated users against any XMPP server on
-//! loopback, over real c2s streams (STARTTLS, direct TLS or plain TCP; SCRAM-SHA-1,
-//! SCRAM-SHA-256 or PLAIN), and reports per phase: logins/s, delivered messages/s, errors by
+//! loopback, over real c2s streams (TCP with STARTTLS, direct TLS or none, or WebSocket;
+//! SCRAM-SHA-1, SCRAM-SHA-256 or PLAIN), and reports per phase: logins/s, delivered messages/s, errors by
 //! kind, HdrHistogram latencies and the server's CPU and memory.
 //!
 //! # Layout
 //!
 //! - [`cli`]: the subcommands and the options they share.
-//! - [`connection`]: one simulated client: TCP/TLS, stream negotiation, SASL, bind,
-//!   registration, and a cancel-safe stanza reader over `xmppd-protocol`'s parser.
+//! - [`connection`]: one simulated client: stream negotiation, SASL, bind, registration, and
+//!   a cancel-safe stanza reader.
+//! - [`transport`]: what carries the stanzas, one implementation each behind one trait: XMPP
+//!   over TCP (STARTTLS, direct TLS, plain) and over WebSocket (RFC 7395), each framed by
+//!   `xmppd-protocol`'s parser; and the loopback guard on `--target`.
 //! - [`sasl`]: the client side of SCRAM and PLAIN.
 //! - [`population`]: account names and passwords, and the split of users across workers.
 //! - [`scenario`]: provision, login, idle/chat/run (one phase engine), presence, MUC.
@@ -32,8 +35,8 @@ mod recorder;
 mod report;
 mod sasl;
 mod scenario;
+mod transport;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,7 +44,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, Common};
-use crate::connection::ConnectOptions;
+use crate::connection::{ConnectOptions, TlsMode};
 use crate::metrics::Metrics;
 use crate::plot::Curve;
 use crate::population::{Accounts, Population};
@@ -98,10 +101,10 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
             }
         });
     }
-    let addrs = connection::resolve_target(&common.target, common.allow_remote)
+    let target = transport::resolve_target(&common.target, common.allow_remote)
         .await
         .map_err(anyhow::Error::msg)?;
-    let mut env = env(common, addrs.into(), metrics.clone());
+    let mut env = env(common, target, metrics.clone())?;
     let server = match (&common.server_pid[..], &common.server_process) {
         ([], None) => None,
         ([], Some(name)) => Some(ServerSelector::Name(name.clone())),
@@ -221,16 +224,25 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
     output(&report, common.json.as_deref())
 }
 
-fn env(common: &Common, addrs: Arc<[SocketAddr]>, metrics: Arc<Metrics>) -> Env {
-    Env {
+fn env(common: &Common, target: transport::Target, metrics: Arc<Metrics>) -> anyhow::Result<Env> {
+    let tls = match (target.framing.tls_from_url(), common.tls) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--tls is for a TCP target: a WebSocket URL says it (TLS for wss://, none for ws://)"
+        ),
+        (Some(true), None) => TlsMode::Direct,
+        (Some(false), None) => TlsMode::Plain,
+        (None, tls) => tls.unwrap_or(TlsMode::Starttls),
+    };
+    Ok(Env {
         opts: ConnectOptions {
-            addrs,
+            addrs: target.addrs.into(),
+            tls_config: connection::client_tls_config(&target.framing),
+            framing: target.framing,
             domain: common.domain.clone(),
-            tls: common.tls,
+            tls,
             mechanism: common.mechanism,
             resource: common.resource.clone(),
             step_timeout: common.step_timeout,
-            tls_config: connection::client_tls_config(),
         },
         accounts: Accounts {
             prefix: common.user_prefix.clone(),
@@ -243,7 +255,7 @@ fn env(common: &Common, addrs: Arc<[SocketAddr]>, metrics: Arc<Metrics>) -> Env 
             index: common.worker_index,
         },
         metrics,
-    }
+    })
 }
 
 fn phase(name: &str, users: u64, join_rate: Option<f64>) -> PhaseSpec {

@@ -312,9 +312,10 @@ async fn subscribe(
     roster: &mut RosterState,
 ) -> Result<(), XmppError> {
     let to = shared.env.accounts.bare_jid(j);
-    let xml =
-        format!("<presence type='subscribe' to='{to}'/><presence type='subscribed' to='{to}'/>");
-    conn.send(xml.as_bytes()).await?;
+    for kind in ["subscribe", "subscribed"] {
+        conn.send(format!("<presence type='{kind}' to='{to}'/>").as_bytes())
+            .await?;
+    }
     roster.asked.insert(j);
     Ok(())
 }
