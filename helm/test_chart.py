@@ -14,13 +14,23 @@ kubernetes-validate (the Kubernetes API's schemas), which .ci/test installs.
    on its own 127.0.42.x address, against this machine's Postgres and Redis. The cluster must
    become ready, and the Job's workers, pointed at the connection-manager pod where Kubernetes
    would give them its Service, must provision their accounts, chat through it without losing
-   a message, and leave reports that merge.
+   a message, and leave reports that merge. With WebSocket on, the connection-manager pod
+   answers XEP-0156 host-meta on its ws and wss ports with the URL the values give, and
+   upgrades to RFC 7395 XMPP over WebSocket (subprotocol `xmpp`, the origins allow-list and
+   `consider_secure` as the values set them), spoken here over a raw socket.
+5. Every value of values.yaml is documented in docs/kubernetes.md, and every documented value
+   exists.
 """
 
+import base64
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,7 +81,8 @@ def of_kind(objects, kind):
 
 def documented_variables():
     text = (ROOT / "docs" / "configuration.md").read_text()
-    return set(re.findall(r"\| `(XMPPD_[A-Z0-9_]+)` \|", text))
+    # The Environment cell: the variable, sometimes with an example after it.
+    return set(re.findall(r"\| `(XMPPD_[A-Z0-9_]+)`[^|]*\|", text))
 
 
 def containers(spec):
@@ -88,6 +99,18 @@ VALUE_SETS = {
         "existingSecret": "xmppd-urls", "tls": {"secretName": "xmppd-tls"},
         "connectionManager": {"service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}},
     },
+    "WebSocket behind an Ingress, and wss": {
+        **URLS, "tls": {"secretName": "xmppd-tls"},
+        "websocket": {
+            "enabled": True, "port": 8080, "tls": {"enabled": True, "port": 8443},
+            "origins": ["https://chat.example.com"], "considerSecure": True,
+            "ingress": {"enabled": True, "className": "nginx", "host": "chat.example.com",
+                        "tls": {"secretName": "chat-example-com-tls"},
+                        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}}}},
+    "wss only, Ingress to it": {**URLS, "websocket": {
+        "tls": {"enabled": True}, "publicUrl": "wss://xmpp.example.com/ws", "path": "/ws",
+        "ingress": {"enabled": True, "hostMeta": False,
+                    "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}}}},
     "load test": {**URLS, "loadtest": {
         "enabled": True, "users": 1000000, "workers": 4, "provision": True, "reportsClaim": "reports",
         "args": ["--duration", "5m", "--rate", "2000"]}},
@@ -96,9 +119,11 @@ VALUE_SETS = {
 
 class Manifests(unittest.TestCase):
     def test_lint_finds_no_error(self):
-        result = helm.lint(str(CHART))
-        self.assertEqual(result["errors"], [])
-        self.assertFalse([m for m in result["messages"] if m["severity"] > 1], result["messages"])
+        for label, values in {"chart's own": None, **VALUE_SETS}.items():
+            with self.subTest(values=label):
+                result = helm.lint(str(CHART), values)
+                self.assertEqual(result["errors"], [])
+                self.assertFalse([m for m in result["messages"] if m["severity"] > 1], result["messages"])
 
     def test_every_object_is_valid_kubernetes(self):
         for label, values in VALUE_SETS.items():
@@ -136,6 +161,74 @@ class Manifests(unittest.TestCase):
         with self.assertRaisesRegex(Exception, r"registry\.url .* or existingSecret is required"):
             render({"storage": URLS["storage"]})
 
+    def test_websocket_is_off_unless_enabled(self):
+        objects = render(URLS)
+        container = connection_manager(objects)
+        env = {var["name"]: var.get("value") for var in container["env"]}
+        # The server's own default is a loopback ws:// listener: the chart turns both off.
+        self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET"], "")
+        self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET_TLS"], "")
+        self.assertFalse({"ws", "wss"} & {p["name"] for p in container["ports"]})
+        self.assertFalse({"ws", "wss"} & {p["name"] for p in of_kind(objects, "Service")[0]["spec"]["ports"]})
+        self.assertEqual(of_kind(objects, "Ingress"), [])
+
+    def test_websocket_ports_line_up_from_listener_to_ingress(self):
+        objects = render(VALUE_SETS["WebSocket behind an Ingress, and wss"])
+        container = connection_manager(objects)
+        env = {var["name"]: var.get("value") for var in container["env"]}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # Numbers reach Helm as floats: each must come out an integer, not 8080.0 or 8.08e+03.
+        self.assertEqual((ports["ws"], ports["wss"]), (8080, 8443))
+        self.assertTrue(all(type(port) is int for port in ports.values()), ports)
+        self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET"], "0.0.0.0:8080")
+        self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET_TLS"], "0.0.0.0:8443")
+        self.assertEqual(env["XMPPD_WEBSOCKET__PATH"], "/xmpp-websocket")
+        self.assertEqual(json.loads(env["XMPPD_WEBSOCKET__ORIGINS"]), ["https://chat.example.com"])
+        self.assertEqual(env["XMPPD_WEBSOCKET__CONSIDER_SECURE"], "true")
+        # TLS ends at the Ingress's host: that is the URL host-meta advertises.
+        self.assertEqual(env["XMPPD_WEBSOCKET__PUBLIC_URL"], "wss://chat.example.com/xmpp-websocket")
+        # Probes stay on the observability port.
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(container[probe]["httpGet"]["port"], "http")
+
+        service = of_kind(objects, "Service")[0]
+        service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+        self.assertEqual((service_ports["ws"]["port"], service_ports["wss"]["port"]), (8080, 8443))
+        for port in service_ports.values():
+            self.assertIn(port["targetPort"], {p["name"] for p in container["ports"]})
+
+        ingress = of_kind(objects, "Ingress")[0]
+        self.assertEqual(ingress["spec"]["ingressClassName"], "nginx")
+        self.assertEqual(ingress["spec"]["tls"], [{"secretName": "chat-example-com-tls",
+                                                   "hosts": ["chat.example.com"]}])
+        self.assertEqual(ingress["metadata"]["annotations"],
+                         {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"})
+        [rule] = ingress["spec"]["rules"]
+        self.assertEqual(rule["host"], "chat.example.com")
+        paths = {path["path"]: path["backend"]["service"] for path in rule["http"]["paths"]}
+        self.assertEqual(set(paths), {"/xmpp-websocket", "/.well-known/host-meta", "/.well-known/host-meta.json"})
+        for backend in paths.values():
+            # TLS ends at the Ingress, which speaks plain ws:// to the pods.
+            self.assertEqual(backend, {"name": service["metadata"]["name"], "port": {"name": "ws"}})
+
+        wss_only = render(VALUE_SETS["wss only, Ingress to it"])
+        env = {var["name"]: var.get("value") for var in connection_manager(wss_only)["env"]}
+        self.assertEqual((env["XMPPD_LISTEN__WEBSOCKET"], env["XMPPD_LISTEN__WEBSOCKET_TLS"]), ("", "0.0.0.0:5281"))
+        self.assertEqual(env["XMPPD_WEBSOCKET__PUBLIC_URL"], "wss://xmpp.example.com/ws")
+        self.assertEqual(env["XMPPD_WEBSOCKET__CONSIDER_SECURE"], "false")
+        [rule] = of_kind(wss_only, "Ingress")[0]["spec"]["rules"]
+        self.assertNotIn("host", rule)
+        self.assertEqual([(p["path"], p["backend"]["service"]["port"]["name"]) for p in rule["http"]["paths"]],
+                         [("/ws", "wss")])
+
+    def test_websocket_values_that_cannot_work_are_named(self):
+        with self.assertRaisesRegex(Exception, r"websocket\.ingress\.enabled needs websocket\.enabled"):
+            render({**URLS, "websocket": {"ingress": {"enabled": True}}})
+        with self.assertRaisesRegex(Exception, r"websocket\.port must be a port number"):
+            render({**URLS, "websocket": {"enabled": True, "port": 70000}})
+        with self.assertRaisesRegex(Exception, r"websocket\.tls\.port must be a port number"):
+            render({**URLS, "websocket": {"tls": {"enabled": True, "port": 0}}})
+
     def test_load_test_job_splits_one_population(self):
         objects = render(VALUE_SETS["load test"])
         job = of_kind(objects, "Job")[0]
@@ -154,6 +247,60 @@ class Manifests(unittest.TestCase):
         direct = render({**URLS, "loadtest": {"enabled": True, "tls": "direct"}})
         args = of_kind(direct, "Job")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
         self.assertEqual(args[args.index("--target") + 1], f"{service}:5223")
+
+
+def connection_manager(objects):
+    """The connection-manager's container."""
+    deployment = [d for d in of_kind(objects, "Deployment")
+                  if d["metadata"]["labels"]["app.kubernetes.io/component"] == "connection-manager"][0]
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def value_paths(values, prefix=""):
+    """The dotted names of values.yaml's settings: a map's keys, down to lists, scalars and
+    empty maps."""
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from value_paths(value, f"{name}.")
+        yield name
+
+
+def documented_values():
+    """The values named in the first column of docs/kubernetes.md's Values table; `.x` after a
+    name stands for the sibling x (`router.nodeSelector`, `.tolerations`)."""
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    table = text.split("## Values", 1)[1].split("\n## ", 1)[0]
+    names = set()
+    for row in re.findall(r"^\| ([^|]+) \|", table, re.M):
+        first = None
+        for name in re.findall(r"`([^`]+)`", row):
+            if name.startswith(".") and first:
+                name = first.rsplit(".", 1)[0] + name
+            first = first or name
+            names.add(name)
+    return names
+
+
+class Docs(unittest.TestCase):
+    def test_every_value_is_documented_and_every_documented_value_exists(self):
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        paths = set(value_paths(values))
+        documented = documented_values()
+        for path in paths:
+            # A map documented as a whole (resources, annotations) covers its keys.
+            parts = path.split(".")
+            prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+            is_map = isinstance(values_at(values, path), dict) and values_at(values, path)
+            if not is_map:
+                self.assertTrue(prefixes & documented, f"{path} is not in docs/kubernetes.md")
+        self.assertEqual(documented - paths, set(), "documented values that values.yaml lacks")
+
+
+def values_at(values, path):
+    for part in path.split("."):
+        values = values[part]
+    return values
 
 
 class Pod:
@@ -246,6 +393,106 @@ class Pod:
         return code, self.log.read_text()
 
 
+def plain_to(ip, port):
+    return socket.create_connection((ip, port), timeout=10)
+
+
+def read_head(stream):
+    """An HTTP response's status and headers (names lowercased), and what followed them."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = stream.recv(4096)
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, value = line.split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, rest
+
+
+def http_request(stream, method, path, headers=None):
+    """One HTTP/1.1 request on a fresh connection: the status, headers and body (read to the
+    end: the server closes after answering)."""
+    headers = {"Connection": "close", **(headers or {})}
+    lines = [f"{method} {path} HTTP/1.1", "Host: chat.test", *(f"{k}: {v}" for k, v in headers.items())]
+    with stream:
+        stream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status, response_headers, body = read_head(stream)
+        while chunk := stream.recv(4096):
+            body += chunk
+    return status, response_headers, body.decode()
+
+
+def websocket_headers(origin=None, protocol="xmpp", key="dGhlIHNhbXBsZSBub25jZQ=="):
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": key}
+    if protocol:
+        headers["Sec-WebSocket-Protocol"] = protocol
+    if origin:
+        headers["Origin"] = origin
+    return headers
+
+
+def websocket_upgrade(test, stream, path, origin=None):
+    """The opening handshake (RFC 6455 §4), checked; the response's headers."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: chat.test",
+             *(f"{k}: {v}" for k, v in websocket_headers(origin, key=key).items())]
+    stream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status, headers, rest = read_head(stream)
+    test.assertEqual(status, 101, headers)
+    test.assertEqual(headers["upgrade"].lower(), "websocket")
+    accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    test.assertEqual(headers["sec-websocket-accept"], accept.decode())
+    test.assertEqual(rest, b"", "the server spoke before the client's <open/>")
+    return headers
+
+
+def send_frame(stream, text):
+    """One masked text frame, as a client must send (RFC 6455 §5.2)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    if len(payload) < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | len(payload))
+    else:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+    stream.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def receive_exactly(stream, size):
+    data = b""
+    while len(data) < size:
+        chunk = stream.recv(size - len(data))
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    return data
+
+
+def receive_message(stream):
+    """The next text message (unfragmented, unmasked as a server sends); pings are answered."""
+    while True:
+        first, second = receive_exactly(stream, 2)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", receive_exactly(stream, 2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", receive_exactly(stream, 8))[0]
+        payload = receive_exactly(stream, size)
+        opcode = first & 0x0F
+        if opcode == 0x9:  # ping: pong with its payload (masked, from a client)
+            mask = os.urandom(4)
+            stream.sendall(struct.pack("!BB", 0x8A, 0x80 | size) + mask
+                           + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            continue
+        assert opcode == 0x1 and first & 0x80, f"expected a whole text frame, got opcode {opcode}"
+        return payload.decode()
+
+
 class PodsAsProcesses(unittest.TestCase):
     def setUp(self):
         self.database = f"xmppd_chart_{os.getpid()}"
@@ -272,6 +519,87 @@ class PodsAsProcesses(unittest.TestCase):
         if keys:
             subprocess.run(["redis-cli", "-u", REDIS, "del", *keys], capture_output=True)
         shutil.rmtree(self.workdir)
+
+    def start_cluster(self, objects):
+        """The release's three Deployments, one pod each, ready: the pods by component, what
+        their environment and volumes draw from, and the addresses left for more pods."""
+        sources = {
+            "configmaps": {o["metadata"]["name"]: o["data"] for o in of_kind(objects, "ConfigMap")},
+            "secrets": {o["metadata"]["name"]: o["stringData"] for o in of_kind(objects, "Secret")},
+        }
+        addresses = iter(f"127.0.42.{i}" for i in range(10, 250))
+        by_component = {}
+        # Replicas first, then the routers that find them, then the edges that attach to those.
+        for component in ["session", "router", "connection-manager"]:
+            deployment = objects[("Deployment", f"demo-xmppd-{component}")]
+            spec = deployment["spec"]["template"]["spec"]
+            pod = Pod(component, spec, spec["containers"][0], next(addresses), sources, self.workdir)
+            self.pods.append(pod.start())
+            pod.wait_ready()
+            by_component[component] = pod
+        return by_component, sources, addresses
+
+    def test_the_connection_manager_serves_xmpp_over_websocket_and_host_meta(self):
+        storage = POSTGRES.rsplit("/", 1)[0] + "/" + self.database
+        # The security defaults stay on (auth.require_tls): ws:// streams are offered SASL only
+        # because considerSecure says TLS ended at the Ingress.
+        objects = render({
+            "domain": "chart.test", "storage": {"url": storage}, "registry": {"url": REDIS},
+            "config": f'[server]\nworker_threads = 1\n[registry]\nkey_prefix = "{self.prefix}"\n',
+            "connectionManager": {"replicas": 1}, "router": {"replicas": 1}, "session": {"replicas": 1},
+            "websocket": {"enabled": True, "tls": {"enabled": True},
+                          "origins": ["https://chat.test"], "considerSecure": True,
+                          "ingress": {"enabled": True, "host": "chat.test",
+                                      "tls": {"secretName": "chat-test-tls"}}},
+        })
+        pods, _, _ = self.start_cluster(objects)
+        edge = pods["connection-manager"]
+        ports = {p["name"]: p["containerPort"] for p in edge.container["ports"]}
+        plain = lambda: plain_to(edge.ip, ports["ws"])
+
+        def secure():
+            # The pod's own certificate (self-signed: no tls.secretName), with HTTP's ALPN as a
+            # browser offers it.
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            context.set_alpn_protocols(["http/1.1"])
+            return context.wrap_socket(plain_to(edge.ip, ports["wss"]), server_hostname="chat.test")
+
+        url = "wss://chat.test/xmpp-websocket"
+        for label, connect in [("ws", plain), ("wss", secure)]:
+            with self.subTest(listener=label):
+                status, headers, body = http_request(connect(), "GET", "/.well-known/host-meta")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(headers["content-type"], "application/xrd+xml")
+                self.assertIn(f"<Link rel='urn:xmpp:alt-connections:websocket' href='{url}'/>", body)
+                status, headers, body = http_request(connect(), "GET", "/.well-known/host-meta.json")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(json.loads(body)["links"],
+                                 [{"rel": "urn:xmpp:alt-connections:websocket", "href": url}])
+
+                # RFC 7395: the upgrade, the subprotocol, and the stream's first messages.
+                stream = connect()
+                headers = websocket_upgrade(self, stream, "/xmpp-websocket", origin="https://chat.test")
+                self.assertEqual(headers["sec-websocket-protocol"], "xmpp")
+                send_frame(stream, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='chart.test' version='1.0'/>")
+                opened = receive_message(stream)
+                self.assertRegex(opened, r"^<open [^>]*xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
+                self.assertIn("from='chart.test'", opened)
+                features = receive_message(stream)
+                self.assertIn("<stream:features", features)
+                # consider_secure reached the server: SASL is offered on ws:// under require_tls.
+                self.assertIn("<mechanism>SCRAM-SHA-256</mechanism>", features)
+                send_frame(stream, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+                self.assertIn("<close", receive_message(stream))
+                stream.close()
+
+                # The origins allow-list reached the server too; so does the path.
+                status, _, _ = http_request(connect(), "GET", "/xmpp-websocket",
+                                            websocket_headers(origin="https://elsewhere.example"))
+                self.assertEqual(status, 403)
+                status, _, _ = http_request(connect(), "GET", "/xmpp-websocket",
+                                            websocket_headers(protocol=None))
+                self.assertEqual(status, 400)
 
     def test_the_release_serves_and_its_load_test_job_chats_through_it(self):
         storage = POSTGRES.rsplit("/", 1)[0] + "/" + self.database
@@ -302,21 +630,7 @@ key_prefix = "{self.prefix}"
                          "reportsClaim": "reports",
                          "args": ["--duration", "3s", "--login-rate", "100"]},
         })
-        # What the pods' environment and volumes draw from.
-        sources = {
-            "configmaps": {o["metadata"]["name"]: o["data"] for o in of_kind(objects, "ConfigMap")},
-            "secrets": {o["metadata"]["name"]: o["stringData"] for o in of_kind(objects, "Secret")},
-        }
-        addresses = iter(f"127.0.42.{i}" for i in range(10, 250))
-        by_component = {}
-        # Replicas first, then the routers that find them, then the edges that attach to those.
-        for component in ["session", "router", "connection-manager"]:
-            deployment = objects[("Deployment", f"demo-xmppd-{component}")]
-            spec = deployment["spec"]["template"]["spec"]
-            pod = Pod(component, spec, spec["containers"][0], next(addresses), sources, self.workdir)
-            self.pods.append(pod.start())
-            pod.wait_ready()
-            by_component[component] = pod
+        by_component, sources, addresses = self.start_cluster(objects)
 
         job = of_kind(objects, "Job")[0]
         service = of_kind(objects, "Service")[0]["metadata"]["name"]

@@ -121,3 +121,57 @@ arguments may use it as $(JOB_COMPLETION_INDEX). */}}
     fieldRef:
       fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']
 {{- end -}}
+
+{{/* WebSocket (RFC 7395) on the connection-managers. Ports go through int64: Helm reads
+values as floats, which would print as 5280.0 or 1e+06 and break `%d`. */}}
+{{- define "xmppd.port" -}}
+{{- $port := int64 .port }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "%s must be a port number (1 to 65535), not %v" .name .port) }}
+{{- end }}
+{{- $port }}
+{{- end -}}
+
+{{- define "xmppd.websocket.port" -}}
+{{- include "xmppd.port" (dict "name" "websocket.port" "port" .Values.websocket.port) -}}
+{{- end -}}
+
+{{- define "xmppd.websocket.tlsPort" -}}
+{{- include "xmppd.port" (dict "name" "websocket.tls.port" "port" .Values.websocket.tls.port) -}}
+{{- end -}}
+
+{{/* Whether either WebSocket listener is on ("true" or empty). */}}
+{{- define "xmppd.websocket.on" -}}
+{{- if or .Values.websocket.enabled .Values.websocket.tls.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* The URL host-meta advertises: the value, or the Ingress's host when the Ingress has one
+and TLS ends there; empty leaves it to the server (the listener's scheme and the Host). */}}
+{{- define "xmppd.websocket.publicUrl" -}}
+{{- $ws := .Values.websocket }}
+{{- if $ws.publicUrl }}
+{{- $ws.publicUrl }}
+{{- else if and $ws.ingress.enabled $ws.ingress.host (or $ws.ingress.tls.secretName $ws.considerSecure) }}
+{{- printf "wss://%s%s" $ws.ingress.host $ws.path }}
+{{- end }}
+{{- end -}}
+
+{{/* The connection-manager's WebSocket listeners and [websocket] keys; both listeners off
+(the server's own default is a loopback ws:// listener) unless enabled. */}}
+{{- define "xmppd.websocketEnv" -}}
+{{- $ws := .Values.websocket }}
+- name: XMPPD_LISTEN__WEBSOCKET
+  value: {{ if $ws.enabled }}{{ printf "0.0.0.0:%s" (include "xmppd.websocket.port" .) | quote }}{{ else }}""{{ end }}
+- name: XMPPD_LISTEN__WEBSOCKET_TLS
+  value: {{ if $ws.tls.enabled }}{{ printf "0.0.0.0:%s" (include "xmppd.websocket.tlsPort" .) | quote }}{{ else }}""{{ end }}
+{{- if include "xmppd.websocket.on" . }}
+- name: XMPPD_WEBSOCKET__PATH
+  value: {{ $ws.path | quote }}
+- name: XMPPD_WEBSOCKET__ORIGINS
+  value: {{ $ws.origins | default list | toJson | quote }}
+- name: XMPPD_WEBSOCKET__CONSIDER_SECURE
+  value: {{ $ws.considerSecure | toString | quote }}
+- name: XMPPD_WEBSOCKET__PUBLIC_URL
+  value: {{ include "xmppd.websocket.publicUrl" . | quote }}
+{{- end }}
+{{- end -}}

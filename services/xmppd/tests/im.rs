@@ -783,12 +783,7 @@ async fn unauthenticated(server: &Server) -> (Client, String) {
     ))
     .await;
     let features = raw.expect("</stream:features>").await;
-    let client = Client {
-        raw,
-        jid: String::new(),
-        backlog: Vec::new(),
-        next_id: 0,
-    };
+    let client = Client::new(raw, String::new());
     (client, features)
 }
 

@@ -6,122 +6,40 @@
 
 mod support;
 
-use std::time::Duration;
-
-use support::{DOMAIN, RawClient, Server};
+use support::Server;
+use support::client::{Client, is_presence};
 use xmppd_protocol::ns;
-use xmppd_protocol::xml::Element;
-
-/// How long one expected stanza may take; generous, never a timing check.
-const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A logged-in client that keeps the stanzas a test did not wait for yet.
-struct Client {
-    raw: RawClient,
-    jid: String,
-    backlog: Vec<Element>,
-}
-
-impl Client {
-    async fn login(server: &Server, user: &str, resource: &str) -> Client {
-        let mut client = Client {
-            raw: RawClient::login(server.c2s, user, &password(user), resource).await,
-            jid: format!("{user}@{DOMAIN}/{resource}"),
-            backlog: Vec::new(),
-        };
-        client.raw.send("<presence/>").await;
-        let me = client.jid.clone();
-        client
-            .wait("the echo of its own presence", |s| is_presence(s, &me, ""))
-            .await;
-        client
-    }
-
-    fn bare(&self) -> String {
-        self.jid.split_once('/').unwrap().0.to_string()
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.raw.send(xml).await;
-    }
-
-    /// The first stanza (already received or still to come) that `matches`.
-    async fn wait(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
-        if let Some(at) = self.backlog.iter().position(&matches) {
-            return self.backlog.remove(at);
-        }
-        loop {
-            let Some(text) = self.raw.next_stanza(STANZA_TIMEOUT).await else {
-                panic!(
-                    "{} did not receive {what}; received meanwhile:\n{}",
-                    self.jid,
-                    self.backlog
-                        .iter()
-                        .map(|s| s.to_xml(ns::CLIENT))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            };
-            let stanza = Element::parse(text.as_bytes(), ns::CLIENT)
-                .unwrap_or_else(|e| panic!("unparsable stanza {text:?}: {e}"));
-            if stanza.name() == "iq" && stanza.get_attr("type") == Some("set") {
-                // Roster pushes are acknowledged as RFC 6121 §2.1.6 asks.
-                let id = stanza.get_attr("id").unwrap_or_default();
-                self.send(&format!("<iq type='result' id='{id}'/>")).await;
-            }
-            if matches(&stanza) {
-                return stanza;
-            }
-            self.backlog.push(stanza);
-        }
-    }
-
-    /// Waits for a roster push giving `contact` the subscription `state`
-    /// with no request pending.
-    async fn pushed(&mut self, contact: &str, state: &str) {
-        self.wait(&format!("a roster push of {contact} as {state:?}"), |s| {
-            roster_item(s, contact).is_some_and(|item| {
-                item.get_attr("subscription") == Some(state) && item.get_attr("ask").is_none()
-            })
-        })
-        .await;
-    }
-}
 
 fn password(user: &str) -> String {
     format!("{user}-password")
 }
 
 async fn start(users: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::all_in_one(dir.path(), "");
-    server.ready().await;
+    let (dir, server) = support::client::start("").await;
     for user in users {
         server.add_user(user, &password(user));
     }
     (dir, server)
 }
 
-fn is_presence(stanza: &Element, from: &str, presence_type: &str) -> bool {
-    stanza.name() == "presence"
-        && stanza.get_attr("from") == Some(from)
-        && stanza.get_attr("type").unwrap_or("") == presence_type
-}
-
-fn roster_item<'a>(iq: &'a Element, contact: &str) -> Option<&'a Element> {
-    if iq.name() != "iq" || iq.get_attr("type") != Some("set") {
-        return None;
-    }
-    iq.get_child("query", ns::ROSTER)?
-        .children()
-        .find(|item| item.is("item", ns::ROSTER) && item.get_attr("jid") == Some(contact))
+/// Logged in and available, acknowledging every roster push: these tests
+/// follow subscription states through several pushes and wait for some only.
+async fn login(server: &Server, user: &str, resource: &str) -> Client {
+    let mut client = Client::login(server, user, &password(user), resource)
+        .await
+        .acknowledging_pushes();
+    client.available("").await;
+    client
 }
 
 /// `subscriber` subscribes to the account of `contacts` (its first client
 /// approves), and ends up seeing all of them available; `mutual` when the
 /// contact is already subscribed to the subscriber.
 async fn subscribe(subscriber: &mut Client, contacts: &mut [Client], mutual: bool) {
-    let (user, other) = (subscriber.bare(), contacts[0].bare());
+    let (user, other) = (
+        subscriber.bare().to_string(),
+        contacts[0].bare().to_string(),
+    );
     subscriber
         .send(&format!("<presence to='{other}' type='subscribe'/>"))
         .await;
@@ -158,10 +76,10 @@ async fn assert_all_unavailable(user: &mut Client, contacts: &[Client]) {
 #[tokio::test]
 async fn unsubscribing_delivers_unavailable_from_each_contact_resource() {
     let (_dir, server) = start(&["alice", "bob"]).await;
-    let mut alice = Client::login(&server, "alice", "phone").await;
+    let mut alice = login(&server, "alice", "phone").await;
     let mut bob = [
-        Client::login(&server, "bob", "desk").await,
-        Client::login(&server, "bob", "laptop").await,
+        login(&server, "bob", "desk").await,
+        login(&server, "bob", "laptop").await,
     ];
     subscribe(&mut alice, &mut bob, false).await;
 
@@ -185,10 +103,10 @@ async fn unsubscribing_delivers_unavailable_from_each_contact_resource() {
 #[tokio::test]
 async fn cancelling_a_subscription_delivers_unavailable_from_each_contact_resource() {
     let (_dir, server) = start(&["alice", "bob"]).await;
-    let mut alice = Client::login(&server, "alice", "phone").await;
+    let mut alice = login(&server, "alice", "phone").await;
     let mut bob = [
-        Client::login(&server, "bob", "desk").await,
-        Client::login(&server, "bob", "laptop").await,
+        login(&server, "bob", "desk").await,
+        login(&server, "bob", "laptop").await,
     ];
     subscribe(&mut alice, &mut bob, false).await;
 
@@ -209,8 +127,8 @@ async fn cancelling_a_subscription_delivers_unavailable_from_each_contact_resour
 #[tokio::test]
 async fn removing_the_contact_from_the_roster_delivers_its_unavailable_presence() {
     let (_dir, server) = start(&["alice", "bob"]).await;
-    let mut alice = Client::login(&server, "alice", "phone").await;
-    let mut bob = [Client::login(&server, "bob", "desk").await];
+    let mut alice = login(&server, "alice", "phone").await;
+    let mut bob = [login(&server, "bob", "desk").await];
     subscribe(&mut alice, &mut bob, false).await;
 
     alice
@@ -228,8 +146,8 @@ async fn removing_the_contact_from_the_roster_delivers_its_unavailable_presence(
 #[tokio::test]
 async fn unsubscribing_from_a_mutual_subscription_keeps_the_other_direction() {
     let (_dir, server) = start(&["alice", "bob"]).await;
-    let mut alice = [Client::login(&server, "alice", "phone").await];
-    let mut bob = [Client::login(&server, "bob", "desk").await];
+    let mut alice = [login(&server, "alice", "phone").await];
+    let mut bob = [login(&server, "bob", "desk").await];
     subscribe(&mut alice[0], &mut bob, false).await;
     subscribe(&mut bob[0], &mut alice, true).await;
 

@@ -19,21 +19,41 @@ pub struct Client {
     pub jid: String,
     pub backlog: Vec<Element>,
     pub next_id: u32,
+    /// Whether every roster push is acknowledged as it arrives (see
+    /// [`Client::acknowledging_pushes`]); otherwise [`Client::roster_push`]
+    /// acknowledges the one it waits for.
+    pub acknowledge_pushes: bool,
 }
 
 impl Client {
+    /// A client over a stream already opened as `jid` (empty before
+    /// authentication).
+    pub fn new(raw: RawClient, jid: String) -> Client {
+        Client {
+            raw,
+            jid,
+            backlog: Vec::new(),
+            next_id: 0,
+            acknowledge_pushes: false,
+        }
+    }
+
     pub async fn login(server: &Server, user: &str, password: &str, resource: &str) -> Client {
         Client::login_at(server.c2s, user, password, resource).await
     }
 
     /// Logged in at the client port `c2s` (of one connection-manager).
     pub async fn login_at(c2s: SocketAddr, user: &str, password: &str, resource: &str) -> Client {
-        Client {
-            raw: RawClient::login(c2s, user, password, resource).await,
-            jid: format!("{user}@{DOMAIN}/{resource}"),
-            backlog: Vec::new(),
-            next_id: 0,
-        }
+        let raw = RawClient::login(c2s, user, password, resource).await;
+        Client::new(raw, format!("{user}@{DOMAIN}/{resource}"))
+    }
+
+    /// Acknowledges every roster push (RFC 6121 §2.1.6) as soon as it is
+    /// read, whether or not the test waits for it: for tests that follow
+    /// subscription states through several pushes and look only at some.
+    pub fn acknowledging_pushes(mut self) -> Client {
+        self.acknowledge_pushes = true;
+        self
     }
 
     pub fn bare(&self) -> &str {
@@ -68,10 +88,17 @@ impl Client {
             !text.starts_with("<stream:"),
             "unexpected stream element: {text}"
         );
-        Some(
-            Element::parse(text.as_bytes(), ns::CLIENT)
-                .unwrap_or_else(|e| panic!("unparsable stanza {text:?}: {e}")),
-        )
+        let stanza = Element::parse(text.as_bytes(), ns::CLIENT)
+            .unwrap_or_else(|e| panic!("unparsable stanza {text:?}: {e}"));
+        if self.acknowledge_pushes && is_roster_push(&stanza) {
+            self.acknowledge(&stanza).await;
+        }
+        Some(stanza)
+    }
+
+    async fn acknowledge(&mut self, push: &Element) {
+        let id = push.get_attr("id").unwrap_or_default().to_string();
+        self.send(&format!("<iq type='result' id='{id}'/>")).await;
     }
 
     /// The first stanza (already received or still to come) that `matches`.
@@ -141,9 +168,22 @@ impl Client {
             from.is_none() || from == Some(self.bare()),
             "roster push from a stranger: {push:?}"
         );
-        let id = push.get_attr("id").unwrap().to_string();
-        self.send(&format!("<iq type='result' id='{id}'/>")).await;
+        if !self.acknowledge_pushes {
+            self.acknowledge(&push).await;
+        }
         roster_item(&push, contact).unwrap().clone()
+    }
+
+    /// Waits for a roster push giving `contact` the subscription `state`
+    /// with no request pending, past any pushes of other states.
+    pub async fn pushed(&mut self, contact: &str, state: &str) {
+        self.wait(&format!("a roster push of {contact} as {state:?}"), |s| {
+            is_roster_push(s)
+                && roster_item(s, contact).is_some_and(|item| {
+                    item.get_attr("subscription") == Some(state) && item.get_attr("ask").is_none()
+                })
+        })
+        .await;
     }
 }
 
@@ -162,6 +202,13 @@ pub fn is_presence(stanza: &Element, from: &str, presence_type: &str) -> bool {
 
 pub fn is_message(stanza: &Element, id: &str) -> bool {
     stanza.name() == "message" && stanza.get_attr("id") == Some(id)
+}
+
+/// A roster push (RFC 6121 §2.1.6): an IQ set carrying a roster query.
+pub fn is_roster_push(stanza: &Element) -> bool {
+    stanza.name() == "iq"
+        && stanza.get_attr("type") == Some("set")
+        && stanza.get_child("query", ns::ROSTER).is_some()
 }
 
 pub fn roster_item<'a>(iq: &'a Element, contact: &str) -> Option<&'a Element> {
