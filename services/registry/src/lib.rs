@@ -90,6 +90,8 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use xmppd_protocol::JidRef;
+
 pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
 pub use xmppd_cache::CacheStatistics;
@@ -237,15 +239,11 @@ pub enum RegistryError {
     Contended(String),
 }
 
-/// The bare JID of a full JID: the text before the first `/` (a resource may
-/// contain `/`, a bare JID may not).
-pub fn bare_of(full_jid: &str) -> &str {
-    split_full(full_jid).0
-}
-
-/// (bare JID, resource); the resource is empty when there is none.
+/// (bare JID, resource) of a normalised JID: the key of its account's
+/// resources and the field of its entry there (empty without a resource).
 fn split_full(full_jid: &str) -> (&str, &str) {
-    full_jid.split_once('/').unwrap_or((full_jid, ""))
+    let jid = JidRef::new(full_jid);
+    (jid.bare().as_str(), jid.resource().unwrap_or(""))
 }
 
 fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {

@@ -11,7 +11,7 @@ use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
 
 use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
-use crate::{Account, Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
+use crate::{Account, Caching, Registry, RegistryError, Unbound, sort_by_jid, split_full};
 use xmppd_cache::CacheStatistics;
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
@@ -463,7 +463,10 @@ impl Registry for RedisRegistry {
         let Some(swapped) = swapped else {
             return Ok(None);
         };
-        let session = decode(&self.keys.resources(bare_of(full_jid)), swapped.replaced)?;
+        let session = decode(
+            &self.keys.resources(split_full(full_jid).0),
+            swapped.replaced,
+        )?;
         Ok(Some(Unbound {
             session,
             directed: swapped.directed,
@@ -555,7 +558,7 @@ impl Registry for RedisRegistry {
             .await?;
         let keys: Vec<String> = full_jids
             .iter()
-            .map(|full_jid| self.keys.resources(bare_of(full_jid)))
+            .map(|full_jid| self.keys.resources(split_full(full_jid).0))
             .collect();
         let mut pipe = redis::pipe();
         for (key, full_jid) in keys.iter().zip(&full_jids) {

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use xmppd_protocol::JidRef;
 use xmppd_registry::{
     AccountPolicy, BoundSession, Caching, Node, RedisRegistry, Registry, ResourceFlags, Role,
-    SharedRegistry, Unbound, bare_of,
+    SharedRegistry, Unbound,
 };
 
 macro_rules! registry_tests {
@@ -416,6 +417,7 @@ async fn resources_of_a_bare_jid(registry: SharedRegistry) {
             .await
             .unwrap();
     }
+    let bare_of = |jid| JidRef::new(jid).bare().as_str();
     assert_eq!(bare_of("dave@example.org/phone/2"), "dave@example.org");
     assert_eq!(bare_of("dave@example.org"), "dave@example.org");
 

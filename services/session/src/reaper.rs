@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use xmppd_grpc::{Node, SessionEnded, session_up};
 use xmppd_registry::membership;
 
-use crate::handler::bare;
 use crate::service::Core;
 use crate::shards::{Job, Shards, Sink, Work};
 
@@ -40,7 +39,7 @@ async fn sweep(
         let sessions = core.registry.sessions_on_node(&node).await?;
         let mut reaped = 0;
         for session in sessions {
-            let owner = bare(&session.full_jid).to_string();
+            let owner = session.jid().bare().to_string();
             let mine = membership::owner(&owner, &members.borrow())
                 .is_some_and(|node| node.id == core.settings.node_id);
             if !mine {

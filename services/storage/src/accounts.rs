@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use xmppd_protocol::JidRef;
 
 use crate::store::now_ms;
 use crate::{Store, StoreError, decode_error};
@@ -51,7 +52,7 @@ impl Store {
         jid: &str,
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
-        let domain = jid.split_once('@').map_or(jid, |(_, domain)| domain);
+        let domain = JidRef::new(jid).domain();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
