@@ -16,7 +16,9 @@
 //! - [`auth`]: SASL (SCRAM with channel binding, PLAIN) and its throttles.
 //! - [`registration`]: XEP-0077 account creation before authentication.
 //! - [`session`]: the bound stream: stanzas in, deliveries out, keepalives.
-//! - [`cluster`]: router streams and the mailboxes of bound streams.
+//! - [`cluster`]: router streams (`router_links`), the directory of this
+//!   node's bound streams and their mailboxes (`directory`), a login's calls
+//!   (`logins`).
 //! - [`replicas`]: the session replicas a login calls.
 //! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.

@@ -16,7 +16,7 @@ use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::StreamEvent;
 
-use crate::cluster::{Delivery, SessionRoute};
+use crate::cluster::{Delivery, PinnedRoute};
 use crate::edge::Edge;
 use crate::hints;
 use crate::limits::TokenBucket;
@@ -30,7 +30,7 @@ pub const SHUTDOWN_TEXT: &str = "server shutting down; please reconnect";
 
 pub struct Bound {
     pub full: Jid,
-    pub route: SessionRoute,
+    pub route: PinnedRoute,
     pub mailbox: Mailbox,
 }
 
