@@ -7,7 +7,7 @@ use xmppd_protocol::error::StanzaError;
 use xmppd_protocol::stanza::error_stanza;
 use xmppd_protocol::{IqType, JidRef, MessageType};
 
-use crate::{BoundSession, Credential, Envelope, Kick, Kind, SessionEnded, Stage};
+use crate::{BoundResource, Credential, Envelope, Kick, Kind, Stage, StreamEnded};
 
 impl From<xmppd_sasl::ScramKeys> for Credential {
     fn from(keys: xmppd_sasl::ScramKeys) -> Self {
@@ -90,13 +90,13 @@ impl Envelope {
     }
 }
 
-impl BoundSession {
+impl BoundResource {
     pub fn jid(&self) -> JidRef<'_> {
         JidRef::new(&self.full_jid)
     }
 }
 
-impl SessionEnded {
+impl StreamEnded {
     pub fn jid(&self) -> JidRef<'_> {
         JidRef::new(&self.full_jid)
     }

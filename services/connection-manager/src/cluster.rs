@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tonic::Status;
-use xmppd_grpc::{Connector, Node, Role, SessionEnded};
+use xmppd_grpc::{Connector, Node, Role, StreamEnded};
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::SharedRegistry;
 
@@ -77,7 +77,7 @@ struct Inner {
     /// just went away). Reported once one is attached again; lost, the
     /// account's replica would keep the resource bound and available for as
     /// long as this node lives.
-    unreported_ends: Mutex<Vec<SessionEnded>>,
+    unreported_ends: Mutex<Vec<StreamEnded>>,
 }
 
 impl Cluster {

@@ -5,7 +5,7 @@
 //! write the policies (`services/session/src/modules/`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use xmppd_grpc::{AccountPolicy, BoundSession, Envelope, Kind, Stage};
+use xmppd_grpc::{AccountPolicy, BoundResource, Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::{MessageType, ns};
 
@@ -86,9 +86,9 @@ impl Carbon {
 /// The resources of an account that get a copy: carbons enabled, and not
 /// already holding the message (`except`).
 pub fn carbon_recipients(
-    resources: &[BoundSession],
-    except: impl Fn(&BoundSession) -> bool,
-) -> impl Iterator<Item = &BoundSession> {
+    resources: &[BoundResource],
+    except: impl Fn(&BoundResource) -> bool,
+) -> impl Iterator<Item = &BoundResource> {
     resources
         .iter()
         .filter(move |r| r.flags.is_some_and(|flags| flags.carbons) && !except(r))
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn copies_go_to_resources_that_enabled_them_and_lack_the_message() {
-        let resource = |name: &str, carbons: bool| BoundSession {
+        let resource = |name: &str, carbons: bool| BoundResource {
             full_jid: format!("juliet@example.org/{name}"),
             flags: Some(ResourceFlags {
                 carbons,

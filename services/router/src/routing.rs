@@ -1,7 +1,7 @@
 //! The RFC 6121 §8 delivery rules as pure functions of an envelope's header
 //! and the recipient's bound resources: no I/O, no XML.
 
-use xmppd_grpc::{BoundSession, Envelope, Kind, Stage};
+use xmppd_grpc::{BoundResource, Envelope, Kind, Stage};
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::{Fanout, JidRef, MessageType, Unclaimed};
 
@@ -24,7 +24,7 @@ pub enum Target<'a> {
 /// What to do once the recipient's resources are known.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Selection<'r> {
-    Deliver(Vec<&'r BoundSession>),
+    Deliver(Vec<&'r BoundResource>),
     /// No resource takes it: the recipient's session replica decides
     /// (offline storage, or an error if the account does not exist).
     Session,
@@ -76,7 +76,7 @@ fn from_client<'a>(kind: Kind, sender: JidRef<'a>, to: JidRef<'a>) -> Target<'a>
 pub fn select<'r>(
     envelope: &Envelope,
     resource: Option<&str>,
-    resources: &'r [BoundSession],
+    resources: &'r [BoundResource],
 ) -> Selection<'r> {
     let stage = Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient);
     if let Some(resource) = resource {
@@ -109,7 +109,7 @@ pub fn select<'r>(
 fn unknown_resource<'r>(
     envelope: &Envelope,
     stage: Stage,
-    resources: &'r [BoundSession],
+    resources: &'r [BoundResource],
 ) -> Selection<'r> {
     if envelope.is_error() {
         return Selection::Ignore;
@@ -137,7 +137,7 @@ fn unknown_resource<'r>(
 
 /// §8.5.2.1: messages go to available resources of non-negative priority,
 /// as [`MessageType::fanout`] says; §8.5.2.2 when none takes it.
-fn message_to_bare(message_type: MessageType, resources: &[BoundSession]) -> Selection<'_> {
+fn message_to_bare(message_type: MessageType, resources: &[BoundResource]) -> Selection<'_> {
     let eligible = resources.iter().filter(|s| s.available && s.priority >= 0);
     let chosen: Vec<_> = match message_type.fanout() {
         Fanout::None => Vec::new(),
@@ -179,8 +179,8 @@ mod tests {
         }
     }
 
-    fn session(resource: &str, available: bool, priority: i32) -> BoundSession {
-        BoundSession {
+    fn session(resource: &str, available: bool, priority: i32) -> BoundResource {
+        BoundResource {
             full_jid: format!("romeo@example.org/{resource}"),
             node_id: "cm1".into(),
             available,

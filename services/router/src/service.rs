@@ -10,8 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BoundSession, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage, edge_down,
-    edge_up, session_down, session_up,
+    BoundResource, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage,
+    edge_down, edge_up, session_down, session_up,
 };
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
@@ -257,12 +257,12 @@ impl Core {
         &self,
         envelope: &Envelope,
         account: &Account,
-        sessions: &[&BoundSession],
+        sessions: &[&BoundResource],
     ) {
         if !policy::carbons_eligible(envelope) {
             return;
         }
-        let holds = |r: &BoundSession| sessions.iter().any(|s| s.full_jid == r.full_jid);
+        let holds = |r: &BoundResource| sessions.iter().any(|s| s.full_jid == r.full_jid);
         let bare = JidRef::new(&envelope.to).bare().as_str();
         for resource in policy::carbon_recipients(&account.resources, holds) {
             let copy = policy::carbon_copy(Carbon::Received, envelope, bare, &resource.full_jid);
@@ -271,7 +271,7 @@ impl Core {
     }
 
     /// A carbon copy that cannot be handed on is not worth routing again.
-    async fn deliver_copy(&self, session: &BoundSession, copy: Envelope) {
+    async fn deliver_copy(&self, session: &BoundResource, copy: Envelope) {
         if self.deliver(session, copy).await.is_none() {
             self.metrics.count("carbons");
         }
@@ -280,7 +280,7 @@ impl Core {
     /// Hands `envelope`, addressed to its full JID, to the connection-manager
     /// holding `session`; gives it back untouched if that one is not attached
     /// (as `Cluster::dispatch` does a stanza for a stream that is gone).
-    async fn deliver(&self, session: &BoundSession, mut envelope: Envelope) -> Option<Envelope> {
+    async fn deliver(&self, session: &BoundResource, mut envelope: Envelope) -> Option<Envelope> {
         let not_attached = |envelope| {
             self.metrics.count("undeliverable");
             Some(envelope)

@@ -2,7 +2,7 @@
 //! subscription requests of §3 with their roster updates.
 
 use bytes::Bytes;
-use xmppd_grpc::{BoundSession, Envelope, Kind, SessionEnded};
+use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded};
 use xmppd_protocol::JidRef;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
@@ -245,7 +245,7 @@ async fn probe(core: &Core, user: &str, contact: &str, out: &mut Outbox) -> Resu
     Ok(())
 }
 
-async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<BoundSession>> {
+async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<BoundResource>> {
     let mut resources = core.registry.resources(user).await?;
     resources.retain(|resource| resource.available);
     Ok(resources)
@@ -342,7 +342,7 @@ async fn unavailable(core: &Core, full: &str, payload: Bytes, out: &mut Outbox) 
 }
 
 /// The client stream closed, or its connection-manager died.
-pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) -> Result {
+pub async fn session_ended(core: &Core, ended: &StreamEnded, out: &mut Outbox) -> Result {
     let removed = core
         .registry
         .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)

@@ -10,7 +10,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
-    AccountPolicy, BindReply, BindRequest, BoundSession, CredentialsReply, CredentialsRequest,
+    AccountPolicy, BindReply, BindRequest, BoundResource, CredentialsReply, CredentialsRequest,
     Kick, LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply, RegisterRequest,
     SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
 };
@@ -377,7 +377,7 @@ impl SessionService {
                 outcome: Some(bind_reply::Outcome::ErrorCondition("bad-request".into())),
             });
         };
-        let session = BoundSession {
+        let session = BoundResource {
             full_jid: full.to_string(),
             node_id: request.node_id.clone(),
             conn_id: request.conn_id,

@@ -4,7 +4,7 @@
 
 use std::sync::Weak;
 
-use xmppd_grpc::{Envelope, SessionEnded, edge_down};
+use xmppd_grpc::{Envelope, StreamEnded, edge_down};
 use xmppd_protocol::error::StreamErrorCondition;
 
 use super::router_links::RouterLink;
@@ -97,7 +97,7 @@ impl Cluster {
                 sessions.remove(full_jid);
             }
         }
-        let ended = SessionEnded {
+        let ended = StreamEnded {
             full_jid: full_jid.to_string(),
             node_id: self.inner.node.id.clone(),
             conn_id,

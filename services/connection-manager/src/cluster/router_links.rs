@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use xmppd_grpc::{EdgeDown, EdgeUp, Envelope, FrameStream, Node, Role, SessionEnded, edge_up};
+use xmppd_grpc::{EdgeDown, EdgeUp, Envelope, FrameStream, Node, Role, StreamEnded, edge_up};
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::membership;
 
@@ -222,7 +222,7 @@ impl Cluster {
     /// keeps the order; if it is gone, any other will do, and if none is,
     /// the end waits for the next attached router (the reaper does not help:
     /// this node is alive).
-    pub(super) fn report_end(&self, ended: SessionEnded, pinned: &Weak<RouterLink>) {
+    pub(super) fn report_end(&self, ended: StreamEnded, pinned: &Weak<RouterLink>) {
         // A closed stream belongs to a router about to be retired.
         let open = |link: &Arc<RouterLink>| !link.up.is_closed();
         let Some(link) = pinned
