@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["."])?;
     tonic_prost_build::configure()
         .bytes(".xmppd.v1.Envelope.payload")
-        .bytes(".xmppd.v1.BoundSession.presence")
+        .bytes(".xmppd.v1.BoundResource.presence")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,9 +1,13 @@
-//! Helpers on the wire types: error answers to envelopes, credentials from SCRAM keys.
+//! Helpers on the wire types: typed views of an envelope's addresses and
+//! `type` (the cluster's addresses are normalised strings, read through
+//! [`JidRef`]; the type rules are [`MessageType`]'s and [`IqType`]'s), error
+//! answers to envelopes, credentials from SCRAM keys.
 
 use xmppd_protocol::error::StanzaError;
 use xmppd_protocol::stanza::error_stanza;
+use xmppd_protocol::{IqType, JidRef, MessageType};
 
-use crate::{Credential, Envelope, Stage};
+use crate::{BoundResource, Credential, Envelope, Kick, Kind, Stage, StreamEnded};
 
 impl From<xmppd_sasl::ScramKeys> for Credential {
     fn from(keys: xmppd_sasl::ScramKeys) -> Self {
@@ -18,11 +22,55 @@ impl From<xmppd_sasl::ScramKeys> for Credential {
 }
 
 impl Envelope {
+    /// The recipient, `None` when the client addressed its own account.
+    pub fn to_jid(&self) -> Option<JidRef<'_>> {
+        (!self.to.is_empty()).then(|| JidRef::new(&self.to))
+    }
+
+    /// The sender: a full JID the edge stamped, or the server's domain.
+    pub fn from_jid(&self) -> JidRef<'_> {
+        JidRef::new(&self.from)
+    }
+
+    /// The `type` of a message, `None` for other stanzas.
+    pub fn message_type(&self) -> Option<MessageType> {
+        (self.kind() == Kind::Message).then(|| MessageType::parse(&self.r#type))
+    }
+
+    /// The `type` of an IQ, `None` for other stanzas.
+    pub fn iq_type(&self) -> Option<IqType> {
+        (self.kind() == Kind::Iq).then(|| IqType::parse(&self.r#type))
+    }
+
+    /// An error stanza of any kind, which is never answered with an error
+    /// (RFC 6120 §8.3.1).
+    pub fn is_error(&self) -> bool {
+        self.r#type == "error"
+    }
+
+    /// An IQ get or set, which must be answered.
+    pub fn is_request(&self) -> bool {
+        self.iq_type().is_some_and(IqType::is_request)
+    }
+
+    /// Whether refusing the stanza means answering it with an error: a
+    /// message that is not an error, or a request. Presence is dropped.
+    pub fn expects_answer(&self) -> bool {
+        self.message_type().is_some_and(|t| !t.is_error()) || self.is_request()
+    }
+
+    /// A message that must reach its account even when the resource it was
+    /// routed to is gone ([`MessageType::reaches_account_when_resource_gone`]).
+    pub fn reaches_account_when_resource_gone(&self) -> bool {
+        self.message_type()
+            .is_some_and(MessageType::reaches_account_when_resource_gone)
+    }
+
     /// The error answer to this stanza, addressed back to its sender, ready
     /// to deliver. `None` for an error stanza (errors are never answered
     /// with errors, RFC 6120 §8.3.1) or one without a sender.
     pub fn error_reply(&self, error: &StanzaError, server: &str) -> Option<Envelope> {
-        if self.r#type == "error" || self.from.is_empty() {
+        if self.is_error() || self.from.is_empty() {
             return None;
         }
         let from = if self.to.is_empty() { server } else { &self.to };
@@ -42,6 +90,24 @@ impl Envelope {
     }
 }
 
+impl BoundResource {
+    pub fn jid(&self) -> JidRef<'_> {
+        JidRef::new(&self.full_jid)
+    }
+}
+
+impl StreamEnded {
+    pub fn jid(&self) -> JidRef<'_> {
+        JidRef::new(&self.full_jid)
+    }
+}
+
+impl Kick {
+    pub fn jid(&self) -> JidRef<'_> {
+        JidRef::new(&self.full_jid)
+    }
+}
+
 impl crate::AccountPolicy {
     /// Whether `jid` (normalised, full or bare) is blocked (XEP-0191), by the
     /// rules of XEP-0016 §2.1 that XEP-0191 refers to: an item names a full
@@ -52,22 +118,18 @@ impl crate::AccountPolicy {
         if self.blocked.is_empty() || jid.is_empty() {
             return false;
         }
-        let (bare, resource) = match jid.split_once('/') {
-            Some((bare, resource)) => (bare, Some(resource)),
-            None => (jid, None),
-        };
-        let domain = bare.split_once('@').map_or(bare, |(_, domain)| domain);
+        let jid = JidRef::new(jid);
+        let (bare, resource, domain) = (jid.bare().as_str(), jid.resource(), jid.domain());
         let listed = |item: &str| {
             self.blocked
                 .binary_search_by(|blocked| blocked.as_str().cmp(item))
                 .is_ok()
         };
         let domain_with_resource = || {
-            resource.is_some_and(|resource| {
-                bare.contains('@') && listed(&format!("{domain}/{resource}"))
-            })
+            resource
+                .is_some_and(|resource| jid.is_account() && listed(&format!("{domain}/{resource}")))
         };
-        listed(jid)
+        listed(jid.as_str())
             || (resource.is_some() && listed(bare))
             || listed(domain)
             || domain_with_resource()

@@ -10,10 +10,10 @@ use xmppd_runtime::Config;
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_tls::ServerTls;
 
+use crate::bound_stream::SHUTDOWN_TEXT;
 use crate::cluster::Cluster;
 use crate::limits::{ConnectionsPerIp, WindowCounter};
 use crate::metrics::EdgeMetrics;
-use crate::session::SHUTDOWN_TEXT;
 
 /// The configuration the edge acts on, read once from [`Config`].
 #[derive(Clone, Debug)]
@@ -116,7 +116,7 @@ impl Edge {
 
     /// Once shutdown has begun: tells every bound client to reconnect
     /// later (`system-shutdown`) and ends its stream.
-    pub fn close_sessions(&self) {
+    pub fn close_bound_streams(&self) {
         self.cluster
             .close_all(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT);
     }

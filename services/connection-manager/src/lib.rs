@@ -8,21 +8,24 @@
 //!
 //! # Layout
 //! - [`listener`]: what every transport's listener shares: the accept loop,
-//!   the per-IP connection limit, negotiation and the bound session.
+//!   the per-IP connection limit, negotiation and the bound stream.
 //! - [`stream`]: the client-stream trait that everything below is written
 //!   against; [`tcp`] (STARTTLS, direct TLS) and [`websocket`] (RFC 7395)
 //!   implement it, each with its listener.
 //! - [`negotiation`]: RFC 6120 §4-§7 up to a bound resource.
 //! - [`auth`]: SASL (SCRAM with channel binding, PLAIN) and its throttles.
 //! - [`registration`]: XEP-0077 account creation before authentication.
-//! - [`session`]: the bound stream: stanzas in, deliveries out, keepalives.
-//! - [`cluster`]: router streams and the mailboxes of bound streams.
+//! - [`bound_stream`]: a bound client stream: stanzas in, deliveries out, keepalives.
+//! - [`cluster`]: router streams (`router_links`), the directory of this
+//!   node's bound streams and their mailboxes (`directory`), a login's calls
+//!   (`logins`).
 //! - [`replicas`]: the session replicas a login calls.
 //! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.
 //! - [`hints`]: what routing needs to know of a message's content.
 
 pub mod auth;
+pub mod bound_stream;
 pub mod cluster;
 pub mod edge;
 pub mod hints;
@@ -33,7 +36,6 @@ pub mod metrics;
 pub mod negotiation;
 pub mod registration;
 pub mod replicas;
-pub mod session;
 pub mod stream;
 pub mod tcp;
 pub mod websocket;

@@ -1,6 +1,6 @@
 //! What every client transport's listener shares: the accept loop, the
 //! per-IP connection limit, and taking an accepted stream through
-//! negotiation to a bound session of its own.
+//! negotiation to a bound stream of its own.
 //!
 //! A transport's module accepts its connections with [`accept_loop`], asks
 //! [`admit`] for a slot (refusing in its own protocol when there is none),
@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::bound_stream::{self, BoundStream};
 use crate::edge::Edge;
 use crate::limits::ConnectionSlot;
 use crate::negotiation;
-use crate::session::{self, Session};
 use crate::stream::ClientStream;
 
 /// Accepts connections until shutdown, spawning `connection` for each.
@@ -66,20 +66,20 @@ pub async fn serve_stream<S: ClientStream>(
 ) {
     let open = Open::<S>::new(edge.clone(), slot);
     if let Some((stream, bound)) = negotiation::serve(&edge, stream, peer).await {
-        // A task of its own, sized for a bound session alone: an idle
+        // A task of its own, sized for a bound stream alone: an idle
         // connection holds that, not the negotiation's larger task, which
         // ends here.
-        let session = Box::new(Session {
+        let bound_stream = Box::new(BoundStream {
             stream,
             bound,
             open,
         });
-        tokio::spawn(session::run(edge, session));
+        tokio::spawn(bound_stream::run(edge, bound_stream));
     }
 }
 
 /// An accepted connection, counted until its stream ends. Its transport is
-/// a type, not a field, so that it costs a bound session nothing.
+/// a type, not a field, so that it costs a bound stream nothing.
 pub struct Open<S: ClientStream> {
     edge: Arc<Edge>,
     _slot: ConnectionSlot,

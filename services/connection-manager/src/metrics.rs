@@ -20,7 +20,7 @@ pub struct TransportLabels {
 #[derive(Clone, Default)]
 pub struct EdgeMetrics {
     pub connections: Family<TransportLabels, Gauge>,
-    pub sessions: Family<TransportLabels, Gauge>,
+    pub bound_streams: Family<TransportLabels, Gauge>,
     /// Every transport's connections together, for the drain at shutdown
     /// (not exported: the sum of `connections`).
     open_connections: Gauge,
@@ -38,9 +38,9 @@ impl EdgeMetrics {
             self.connections.clone(),
         );
         registry.register(
-            "xmppd_edge_sessions",
+            "xmppd_edge_bound_streams",
             "Client streams with a bound resource, by transport",
-            self.sessions.clone(),
+            self.bound_streams.clone(),
         );
         registry.register(
             "xmppd_edge_authentications",
@@ -83,14 +83,14 @@ impl EdgeMetrics {
         self.open_connections.get()
     }
 
-    pub fn session_bound(&self, transport: &'static str) {
-        self.sessions
+    pub fn stream_bound(&self, transport: &'static str) {
+        self.bound_streams
             .get_or_create(&TransportLabels { transport })
             .inc();
     }
 
-    pub fn session_ended(&self, transport: &'static str) {
-        self.sessions
+    pub fn stream_ended(&self, transport: &'static str) {
+        self.bound_streams
             .get_or_create(&TransportLabels { transport })
             .dec();
     }

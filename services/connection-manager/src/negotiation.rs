@@ -15,9 +15,9 @@ use xmppd_protocol::stream::{StreamEvent, StreamHeader};
 use xmppd_protocol::xml::{Element, escape_text};
 
 use crate::auth::{self, Outcome};
+use crate::bound_stream::Bound;
 use crate::edge::Edge;
 use crate::registration;
-use crate::session::Bound;
 use crate::stream::{ClientStream, StreamEnd};
 
 /// Failed SASL attempts allowed on one stream (RFC 6120 §6.4.5 asks for

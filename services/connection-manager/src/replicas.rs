@@ -79,18 +79,13 @@ impl Replicas {
     pub async fn update(&self, live: &[Node]) {
         let new: Vec<Node> = {
             let mut members = self.members.write().expect("replicas lock");
-            members.links.retain(|id, link| {
-                let stays = live.contains(&link.node);
-                if !stays {
-                    tracing::info!(replica = %id, "session replica left");
-                }
-                stays
-            });
+            let changes = membership::changes(members.links.values().map(|link| &link.node), live);
+            for id in &changes.left {
+                tracing::info!(replica = %id, "session replica left");
+                members.links.remove(id);
+            }
             members.refresh_nodes();
-            live.iter()
-                .filter(|node| !members.links.contains_key(&node.id))
-                .cloned()
-                .collect()
+            changes.joined.into_iter().cloned().collect()
         };
         for node in new {
             if let Err(status) = self.open(node.clone()).await {

@@ -138,6 +138,84 @@ impl Jid {
     pub fn into_string(self) -> String {
         self.full
     }
+
+    /// This JID as the cluster's borrowed view.
+    pub fn view(&self) -> JidRef<'_> {
+        JidRef { full: &self.full }
+    }
+}
+
+/// A normalised JID as the cluster carries it: a view over a string that [`Jid`] produced
+/// (the edge parses every address a client sends; replicas build theirs from parsed JIDs), so
+/// it is split again without validation and without copying. Every crate reads an address's
+/// parts through this type rather than splitting strings itself.
+///
+/// The split follows RFC 7622 §3.2 on a normalised string: the resource starts at the first
+/// `/` (a resource may contain `/`, a bare JID may not), and the localpart ends at the `@`
+/// before it (neither a localpart nor a domainpart may contain `@`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JidRef<'a> {
+    full: &'a str,
+}
+
+impl<'a> JidRef<'a> {
+    /// A view over `normalised`, which must come from [`Jid`] (the cluster's addresses do):
+    /// no check is made, so that the router's hot path does not parse.
+    pub fn new(normalised: &'a str) -> Self {
+        JidRef { full: normalised }
+    }
+
+    pub fn as_str(self) -> &'a str {
+        self.full
+    }
+
+    /// The JID without its resource.
+    pub fn bare(self) -> JidRef<'a> {
+        JidRef {
+            full: self.split_resource().0,
+        }
+    }
+
+    pub fn node(self) -> Option<&'a str> {
+        self.bare().full.split_once('@').map(|(node, _)| node)
+    }
+
+    pub fn domain(self) -> &'a str {
+        let bare = self.bare().full;
+        bare.split_once('@').map_or(bare, |(_, domain)| domain)
+    }
+
+    pub fn resource(self) -> Option<&'a str> {
+        self.split_resource().1
+    }
+
+    /// Whether this names an account (or one of its resources) rather than a server.
+    pub fn is_account(self) -> bool {
+        self.node().is_some()
+    }
+
+    pub fn is_bare(self) -> bool {
+        self.resource().is_none()
+    }
+
+    fn split_resource(self) -> (&'a str, Option<&'a str>) {
+        match self.full.split_once('/') {
+            Some((bare, resource)) => (bare, Some(resource)),
+            None => (self.full, None),
+        }
+    }
+}
+
+impl fmt::Display for JidRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.full)
+    }
+}
+
+impl<'a> From<&'a Jid> for JidRef<'a> {
+    fn from(jid: &'a Jid) -> Self {
+        jid.view()
+    }
 }
 
 impl fmt::Display for Jid {
@@ -288,6 +366,24 @@ fn check_len(prepared: &str, empty: JidError, too_long: JidError) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_splits_a_normalised_jid_as_parsing_does() {
+        for s in ["a@b/c/d", "a@b", "b", "b/r", "b/r@s", "a@b/r@s"] {
+            let jid = Jid::parse(s).unwrap();
+            let view = JidRef::new(jid.as_str());
+            assert_eq!(view.node(), jid.node(), "{s}");
+            assert_eq!(view.domain(), jid.domain(), "{s}");
+            assert_eq!(view.resource(), jid.resource(), "{s}");
+            assert_eq!(view.bare().as_str(), jid.bare().as_str(), "{s}");
+            assert_eq!(view.is_account(), jid.node().is_some(), "{s}");
+            assert_eq!(view, jid.view());
+        }
+        assert_eq!(
+            JidRef::new("dave@example.org/phone/2").bare().as_str(),
+            "dave@example.org"
+        );
+    }
 
     fn parts(s: &str) -> (Option<String>, String, Option<String>) {
         let jid = Jid::parse(s).unwrap();

@@ -57,7 +57,7 @@
 //!
 //! | key               | type   | content                                                      |
 //! |-------------------|--------|--------------------------------------------------------------|
-//! | `{p}res:{bare}`   | HASH   | resource → [`BoundSession`], and `""` → [`AccountPolicy`]; one `HGETALL` per look-up |
+//! | `{p}res:{bare}`   | HASH   | resource → [`BoundResource`], and `""` → [`AccountPolicy`]; one `HGETALL` per look-up |
 //! | `{p}sess:{node}`  | SET    | full JIDs bound on connection-manager `node`                 |
 //! | `{p}nodes`        | SET    | node ids whose `sess:` set is not empty                      |
 //! | `{p}hb:{node}`    | STRING | the [`Node`], expiring (`PX`) when its heartbeat stops       |
@@ -90,16 +90,18 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use xmppd_protocol::JidRef;
+
 pub use memory::MemoryRegistry;
 pub use redis_registry::RedisRegistry;
 pub use xmppd_cache::CacheStatistics;
-pub use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
+pub use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 /// An account as routing sees it: its bound resources and its policy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Account {
     /// Sorted by full JID.
-    pub resources: Vec<BoundSession>,
+    pub resources: Vec<BoundResource>,
     /// `None` until the account's replica has written it
     /// ([`Registry::set_policy`]), which it does after the first bind.
     pub policy: Option<Arc<AccountPolicy>>,
@@ -108,7 +110,7 @@ pub struct Account {
 /// What [`Registry::unbind`] removed, or [`Registry::bind`] replaced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unbound {
-    pub session: BoundSession,
+    pub session: BoundResource,
     /// Who got directed presence from it (RFC 6121 §4.6), sorted; forgotten
     /// with it, to be told it is gone.
     pub directed: Vec<String>,
@@ -127,7 +129,7 @@ pub trait Registry: Send + Sync + 'static {
     /// any node/conn), if any, with the recipients of its directed presence
     /// taken in the same step: the caller kicks that one with `<conflict/>`
     /// and tells them, and its contacts, that it is gone.
-    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError>;
+    async fn bind(&self, session: BoundResource) -> Result<Option<Unbound>, RegistryError>;
 
     /// Removes the resource only if it is still held by (`node_id`, `conn_id`)
     /// — a replaced connection's late unbind must not remove its replacement.
@@ -169,7 +171,7 @@ pub trait Registry: Send + Sync + 'static {
         policy: &AccountPolicy,
     ) -> Result<bool, RegistryError>;
 
-    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError>;
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundResource>, RegistryError>;
 
     /// The resources (available or not) and policy of a bare JID
     /// (`user@domain`). With [`Caching::On`] this may be an invalidation push
@@ -177,17 +179,17 @@ pub trait Registry: Send + Sync + 'static {
     async fn account(&self, bare_jid: &str) -> Result<Arc<Account>, RegistryError>;
 
     /// The resources of [`Registry::account`], sorted by full JID.
-    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn resources(&self, bare_jid: &str) -> Result<Vec<BoundResource>, RegistryError> {
         Ok(self.account(bare_jid).await?.resources.clone())
     }
 
     /// Sessions bound on one node (to clean up after that node died), sorted
     /// by full JID.
-    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError>;
+    async fn resources_on_node(&self, node_id: &str) -> Result<Vec<BoundResource>, RegistryError>;
 
     /// Every session, sorted by full JID. For admin listings: it reads the
     /// whole registry.
-    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError>;
+    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError>;
 
     async fn count_sessions(&self) -> Result<u64, RegistryError>;
 
@@ -237,18 +239,14 @@ pub enum RegistryError {
     Contended(String),
 }
 
-/// The bare JID of a full JID: the text before the first `/` (a resource may
-/// contain `/`, a bare JID may not).
-pub fn bare_of(full_jid: &str) -> &str {
-    split_full(full_jid).0
-}
-
-/// (bare JID, resource); the resource is empty when there is none.
+/// (bare JID, resource) of a normalised JID: the key of its account's
+/// resources and the field of its entry there (empty without a resource).
 fn split_full(full_jid: &str) -> (&str, &str) {
-    full_jid.split_once('/').unwrap_or((full_jid, ""))
+    let jid = JidRef::new(full_jid);
+    (jid.bare().as_str(), jid.resource().unwrap_or(""))
 }
 
-fn sort_by_jid(mut sessions: Vec<BoundSession>) -> Vec<BoundSession> {
+fn sort_by_jid(mut sessions: Vec<BoundResource>) -> Vec<BoundResource> {
     sessions.sort_unstable_by(|a, b| a.full_jid.cmp(&b.full_jid));
     sessions
 }

@@ -45,6 +45,33 @@ fn rendezvous_weight(node_id: &str, key: &str) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// How the live members of a role differ from the nodes a follower holds
+/// connections to. A member is the whole registration: one that came back
+/// under the same id at another address is a member that left and one that
+/// joined, so its old connection is closed and a new one opened.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Changes<'a> {
+    /// Ids of the held nodes that are no longer live members.
+    pub left: Vec<String>,
+    /// Live members no connection is held to.
+    pub joined: Vec<&'a Node>,
+}
+
+/// The one comparison every follower of membership makes (the router's
+/// streams to session replicas, a connection-manager's router streams and
+/// its login streams): `held` against `live`.
+pub fn changes<'a, 'h>(held: impl IntoIterator<Item = &'h Node>, live: &'a [Node]) -> Changes<'a> {
+    let held: Vec<&Node> = held.into_iter().collect();
+    Changes {
+        left: held
+            .iter()
+            .filter(|node| !live.contains(node))
+            .map(|node| node.id.clone())
+            .collect(),
+        joined: live.iter().filter(|node| !held.contains(node)).collect(),
+    }
+}
+
 /// Polls the registry for the live nodes of `role` every `interval` and
 /// publishes the list whenever it changes. The task ends when every receiver
 /// is gone.
@@ -149,6 +176,19 @@ mod tests {
                 grpc_address: String::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn changes_are_the_members_that_left_and_joined() {
+        let held = nodes(&["a", "b"]);
+        let mut live = nodes(&["b", "c"]);
+        let changes = changes(&held, &live);
+        assert_eq!(changes.left, ["a"]);
+        assert_eq!(changes.joined, [&live[1]]);
+        live[0].grpc_address = "elsewhere:1".into();
+        let moved = super::changes(&held, &live);
+        assert_eq!(moved.left, ["a", "b"]);
+        assert_eq!(moved.joined, [&live[0], &live[1]]);
     }
 
     #[test]

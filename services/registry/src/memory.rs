@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
+use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 use crate::rules::{self, Change};
 use crate::{Account, Registry, RegistryError, Unbound, sort_by_jid, split_full};
@@ -35,7 +35,7 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn get(&self, full_jid: &str) -> Option<&BoundSession> {
+    fn get(&self, full_jid: &str) -> Option<&BoundResource> {
         let (bare, _) = split_full(full_jid);
         self.by_bare
             .get(bare)?
@@ -44,7 +44,7 @@ impl Sessions {
             .find(|session| session.full_jid == full_jid)
     }
 
-    fn insert(&mut self, session: BoundSession) {
+    fn insert(&mut self, session: BoundResource) {
         // Removing first keeps `per_node` right when the JID moves between nodes.
         self.remove(&session.full_jid);
         *self.per_node.entry(session.node_id.clone()).or_default() += 1;
@@ -81,7 +81,7 @@ impl Sessions {
         policy
     }
 
-    fn all(&self) -> impl Iterator<Item = &BoundSession> {
+    fn all(&self) -> impl Iterator<Item = &BoundResource> {
         self.by_bare.values().flat_map(|account| &account.resources)
     }
 
@@ -90,7 +90,7 @@ impl Sessions {
     fn apply<T>(
         &mut self,
         full_jid: &str,
-        decide: impl FnOnce(Option<&BoundSession>) -> Change<T>,
+        decide: impl FnOnce(Option<&BoundResource>) -> Change<T>,
     ) -> (T, Option<Arc<AccountPolicy>>) {
         match decide(self.get(full_jid)) {
             Change::Keep(outcome) => (outcome, None),
@@ -128,7 +128,7 @@ impl MemoryRegistry {
 
 #[async_trait::async_trait]
 impl Registry for MemoryRegistry {
-    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError> {
+    async fn bind(&self, session: BoundResource) -> Result<Option<Unbound>, RegistryError> {
         let full_jid = session.full_jid.clone();
         // Locked until the replaced session's directed presence is taken, as in `unbind`.
         let mut sessions = write(&self.sessions);
@@ -208,7 +208,7 @@ impl Registry for MemoryRegistry {
         Ok(true)
     }
 
-    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundResource>, RegistryError> {
         Ok(read(&self.sessions).get(full_jid).cloned())
     }
 
@@ -217,7 +217,7 @@ impl Registry for MemoryRegistry {
         Ok(sessions.by_bare.get(bare_jid).cloned().unwrap_or_default())
     }
 
-    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn resources_on_node(&self, node_id: &str) -> Result<Vec<BoundResource>, RegistryError> {
         // A scan: it runs once per dead node, while an index by node would
         // cost every session.
         let found = read(&self.sessions)
@@ -228,7 +228,7 @@ impl Registry for MemoryRegistry {
         Ok(sort_by_jid(found))
     }
 
-    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError> {
         let all = read(&self.sessions).all().cloned().collect();
         Ok(sort_by_jid(all))
     }

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, Script};
-use xmppd_grpc::{AccountPolicy, BoundSession, Node, ResourceFlags, Role};
+use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
-use crate::{Account, Caching, Registry, RegistryError, Unbound, bare_of, sort_by_jid, split_full};
+use crate::{Account, Caching, Registry, RegistryError, Unbound, sort_by_jid, split_full};
 use xmppd_cache::CacheStatistics;
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
@@ -150,7 +150,7 @@ impl Keys {
 /// A resource entry as read, raw bytes kept to compare-and-swap against.
 struct Entry {
     raw: Bytes,
-    session: BoundSession,
+    session: BoundResource,
 }
 
 /// The swap script's reply: the entry replaced, the directed presence and
@@ -202,7 +202,7 @@ impl<'a> Holder<'a> {
         if node_id.is_empty() || conn_id == 0 {
             return None;
         }
-        let identity = BoundSession {
+        let identity = BoundResource {
             full_jid: full_jid.to_owned(),
             node_id: node_id.to_owned(),
             conn_id,
@@ -297,7 +297,7 @@ impl RedisRegistry {
         &self,
         full_jid: &str,
         expected: Expected<'_>,
-        new: Option<&BoundSession>,
+        new: Option<&BoundResource>,
         on_replace: OnReplace,
     ) -> Result<Option<Swapped>, RegistryError> {
         let (bare, resource) = split_full(full_jid);
@@ -352,7 +352,7 @@ impl RedisRegistry {
         &self,
         full_jid: &str,
         on_replace: OnReplace,
-        decide: impl Fn(Option<&BoundSession>) -> Change<T>,
+        decide: impl Fn(Option<&BoundResource>) -> Change<T>,
     ) -> Result<(T, Vec<String>, Option<Arc<AccountPolicy>>), RegistryError> {
         for _ in 0..MAX_ATTEMPTS {
             let current = self.read(full_jid).await?;
@@ -412,7 +412,7 @@ impl Registry for RedisRegistry {
         self.cache.as_ref().map(|cache| cache.statistics())
     }
 
-    async fn bind(&self, session: BoundSession) -> Result<Option<Unbound>, RegistryError> {
+    async fn bind(&self, session: BoundResource) -> Result<Option<Unbound>, RegistryError> {
         let take = OnReplace::TakeDirected;
         // Most binds are of a resource nobody holds: swapping against
         // "absent" first spares the read, one round trip of every login.
@@ -463,7 +463,10 @@ impl Registry for RedisRegistry {
         let Some(swapped) = swapped else {
             return Ok(None);
         };
-        let session = decode(&self.keys.resources(bare_of(full_jid)), swapped.replaced)?;
+        let session = decode(
+            &self.keys.resources(split_full(full_jid).0),
+            swapped.replaced,
+        )?;
         Ok(Some(Unbound {
             session,
             directed: swapped.directed,
@@ -515,7 +518,7 @@ impl Registry for RedisRegistry {
         Ok(written)
     }
 
-    async fn session(&self, full_jid: &str) -> Result<Option<BoundSession>, RegistryError> {
+    async fn session(&self, full_jid: &str) -> Result<Option<BoundResource>, RegistryError> {
         Ok(self.read(full_jid).await?.map(|entry| entry.session))
     }
 
@@ -547,7 +550,7 @@ impl Registry for RedisRegistry {
         Ok(account)
     }
 
-    async fn sessions_on_node(&self, node_id: &str) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn resources_on_node(&self, node_id: &str) -> Result<Vec<BoundResource>, RegistryError> {
         let full_jids: Vec<String> = self
             .conn
             .clone()
@@ -555,7 +558,7 @@ impl Registry for RedisRegistry {
             .await?;
         let keys: Vec<String> = full_jids
             .iter()
-            .map(|full_jid| self.keys.resources(bare_of(full_jid)))
+            .map(|full_jid| self.keys.resources(split_full(full_jid).0))
             .collect();
         let mut pipe = redis::pipe();
         for (key, full_jid) in keys.iter().zip(&full_jids) {
@@ -566,7 +569,7 @@ impl Registry for RedisRegistry {
         for (key, raw) in keys.iter().zip(raws) {
             // Unbound between the two reads.
             let Some(raw) = raw else { continue };
-            let session: BoundSession = decode(key, raw)?;
+            let session: BoundResource = decode(key, raw)?;
             // The JID may have moved to another node between the two reads.
             if session.node_id == node_id {
                 sessions.push(session);
@@ -575,7 +578,7 @@ impl Registry for RedisRegistry {
         Ok(sort_by_jid(sessions))
     }
 
-    async fn all_sessions(&self) -> Result<Vec<BoundSession>, RegistryError> {
+    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError> {
         let keys = self.resource_keys().await?;
         let mut pipe = redis::pipe();
         for key in &keys {
@@ -701,8 +704,8 @@ impl Registry for RedisRegistry {
 mod tests {
     use super::*;
 
-    fn session(node_id: &str, conn_id: u64) -> BoundSession {
-        BoundSession {
+    fn session(node_id: &str, conn_id: u64) -> BoundResource {
+        BoundResource {
             full_jid: "alice@example.org/phone".into(),
             node_id: node_id.into(),
             conn_id,
@@ -717,7 +720,7 @@ mod tests {
         }
     }
 
-    fn holds(node_id: &str, conn_id: u64, entry: &BoundSession) -> bool {
+    fn holds(node_id: &str, conn_id: u64, entry: &BoundResource) -> bool {
         let holder = Holder::new("alice@example.org/phone", node_id, conn_id).unwrap();
         entry.encode_to_vec().starts_with(&holder.encoded)
     }
@@ -728,7 +731,7 @@ mod tests {
         assert!(holds("cm1", 7, &entry));
         // Freshly bound, before any presence: the fields after the three are
         // absent.
-        let bare_entry = BoundSession {
+        let bare_entry = BoundResource {
             available: false,
             priority: 0,
             presence: Bytes::new(),

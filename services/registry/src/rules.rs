@@ -4,20 +4,20 @@
 //! rules.
 
 use bytes::Bytes;
-use xmppd_grpc::{BoundSession, ResourceFlags};
+use xmppd_grpc::{BoundResource, ResourceFlags};
 
 /// The write to make to a resource entry, and what to answer the caller.
 pub(crate) enum Change<T> {
     Keep(T),
-    Put(BoundSession, T),
+    Put(BoundResource, T),
     Delete(T),
 }
 
 /// A new binding always wins; the one it replaced goes back to be kicked.
 pub(crate) fn bind(
-    session: &BoundSession,
-    current: Option<&BoundSession>,
-) -> Change<Option<BoundSession>> {
+    session: &BoundResource,
+    current: Option<&BoundResource>,
+) -> Change<Option<BoundResource>> {
     // The Redis registry tells "no node" by an empty id.
     debug_assert!(!session.node_id.is_empty(), "session bound on no node");
     Change::Put(session.clone(), current.cloned())
@@ -26,8 +26,8 @@ pub(crate) fn bind(
 pub(crate) fn unbind(
     node_id: &str,
     conn_id: u64,
-    current: Option<&BoundSession>,
-) -> Change<Option<BoundSession>> {
+    current: Option<&BoundResource>,
+) -> Change<Option<BoundResource>> {
     match current {
         Some(held) if held.node_id == node_id && held.conn_id == conn_id => {
             Change::Delete(Some(held.clone()))
@@ -41,11 +41,11 @@ pub(crate) fn set_presence(
     available: bool,
     priority: i32,
     presence: &Bytes,
-    current: Option<&BoundSession>,
+    current: Option<&BoundResource>,
 ) -> Change<bool> {
     match current {
         Some(held) if held.conn_id == conn_id => {
-            let updated = BoundSession {
+            let updated = BoundResource {
                 available,
                 priority,
                 presence: presence.clone(),
@@ -60,11 +60,11 @@ pub(crate) fn set_presence(
 pub(crate) fn set_flags(
     conn_id: u64,
     flags: ResourceFlags,
-    current: Option<&BoundSession>,
+    current: Option<&BoundResource>,
 ) -> Change<bool> {
     match current {
         Some(held) if held.conn_id == conn_id => {
-            let updated = BoundSession {
+            let updated = BoundResource {
                 flags: Some(flags),
                 ..held.clone()
             };

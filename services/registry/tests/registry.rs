@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use xmppd_protocol::JidRef;
 use xmppd_registry::{
-    AccountPolicy, BoundSession, Caching, Node, RedisRegistry, Registry, ResourceFlags, Role,
-    SharedRegistry, Unbound, bare_of,
+    AccountPolicy, BoundResource, Caching, Node, RedisRegistry, Registry, ResourceFlags, Role,
+    SharedRegistry, Unbound,
 };
 
 macro_rules! registry_tests {
@@ -127,13 +128,13 @@ impl Drop for RedisScratch {
     }
 }
 
-fn bound(full_jid: &str, node_id: &str, conn_id: u64) -> BoundSession {
-    BoundSession {
+fn bound(full_jid: &str, node_id: &str, conn_id: u64) -> BoundResource {
+    BoundResource {
         full_jid: full_jid.to_owned(),
         node_id: node_id.to_owned(),
         conn_id,
         bound_at: 1_700_000_000_000,
-        ..BoundSession::default()
+        ..BoundResource::default()
     }
 }
 
@@ -145,7 +146,7 @@ fn node(id: &str, role: Role, grpc_address: &str) -> Node {
     }
 }
 
-fn jids(sessions: &[BoundSession]) -> Vec<&str> {
+fn jids(sessions: &[BoundResource]) -> Vec<&str> {
     sessions.iter().map(|s| s.full_jid.as_str()).collect()
 }
 
@@ -173,7 +174,7 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
         registry.session("alice@example.org/phone").await.unwrap(),
         Some(second.clone())
     );
-    assert!(registry.sessions_on_node("cm1").await.unwrap().is_empty());
+    assert!(registry.resources_on_node("cm1").await.unwrap().is_empty());
     assert_eq!(registry.dead_nodes_with_sessions().await.unwrap(), ["cm2"]);
     assert_eq!(registry.count_sessions().await.unwrap(), 1);
 
@@ -187,7 +188,7 @@ async fn bind_replace_and_unbind(registry: SharedRegistry) {
         None
     );
     assert_eq!(registry.count_sessions().await.unwrap(), 0);
-    assert!(registry.all_sessions().await.unwrap().is_empty());
+    assert!(registry.all_resources().await.unwrap().is_empty());
     assert!(
         registry
             .dead_nodes_with_sessions()
@@ -253,7 +254,7 @@ async fn stale_unbind_is_ignored(registry: SharedRegistry) {
         Some(replacement.clone())
     );
     assert_eq!(
-        registry.sessions_on_node("cm1").await.unwrap(),
+        registry.resources_on_node("cm1").await.unwrap(),
         [replacement]
     );
 }
@@ -280,7 +281,7 @@ async fn set_presence_needs_the_holding_connection(registry: SharedRegistry) {
         .set_presence("carol@example.org/desk", 3, true, -1, presence.clone())
         .await;
     assert!(updated.unwrap());
-    let expected = BoundSession {
+    let expected = BoundResource {
         available: true,
         priority: -1,
         presence,
@@ -325,7 +326,7 @@ async fn set_flags_needs_the_holding_connection(registry: SharedRegistry) {
             .await
             .unwrap()
     );
-    let expected = BoundSession {
+    let expected = BoundResource {
         flags: Some(flags),
         ..session
     };
@@ -369,7 +370,7 @@ async fn a_policy_lives_while_the_account_has_resources(registry: SharedRegistry
         jids(&account.resources),
         ["gus@example.org/a", "gus@example.org/b"]
     );
-    assert_eq!(registry.all_sessions().await.unwrap().len(), 2);
+    assert_eq!(registry.all_resources().await.unwrap().len(), 2);
 
     let first = registry
         .unbind("gus@example.org/a", "cm1", 1)
@@ -416,6 +417,7 @@ async fn resources_of_a_bare_jid(registry: SharedRegistry) {
             .await
             .unwrap();
     }
+    let bare_of = |jid| JidRef::new(jid).bare().as_str();
     assert_eq!(bare_of("dave@example.org/phone/2"), "dave@example.org");
     assert_eq!(bare_of("dave@example.org"), "dave@example.org");
 
@@ -453,13 +455,13 @@ async fn sessions_on_node_counts_and_listing(registry: SharedRegistry) {
             .unwrap();
     }
 
-    let cm1 = registry.sessions_on_node("cm1").await.unwrap();
+    let cm1 = registry.resources_on_node("cm1").await.unwrap();
     assert_eq!(jids(&cm1), ["u1@example.org/a", "u2@example.org/a"]);
     assert!(cm1.iter().all(|s| s.node_id == "cm1"));
-    assert!(registry.sessions_on_node("cm3").await.unwrap().is_empty());
+    assert!(registry.resources_on_node("cm3").await.unwrap().is_empty());
     assert_eq!(registry.count_sessions().await.unwrap(), 4);
     assert_eq!(
-        jids(&registry.all_sessions().await.unwrap()),
+        jids(&registry.all_resources().await.unwrap()),
         [
             "u1@example.org/a",
             "u1@example.org/b",
@@ -582,7 +584,7 @@ async fn expired_heartbeat_makes_a_node_dead(registry: SharedRegistry) {
     assert_eq!(ids(&live), ["cm-long"]);
 
     // What the reaper does: unbind what the dead node held.
-    for session in registry.sessions_on_node("cm-short").await.unwrap() {
+    for session in registry.resources_on_node("cm-short").await.unwrap() {
         registry
             .unbind(&session.full_jid, &session.node_id, session.conn_id)
             .await
@@ -659,7 +661,7 @@ async fn concurrent_binds_replace_one_another(registry: SharedRegistry) {
     assert_eq!(conn_ids, (0..BINDERS).collect::<Vec<_>>());
     assert_eq!(registry.count_sessions().await.unwrap(), 1);
     assert_eq!(
-        registry.sessions_on_node(&survivor.node_id).await.unwrap(),
+        registry.resources_on_node(&survivor.node_id).await.unwrap(),
         [survivor]
     );
 }

@@ -5,9 +5,9 @@
 //! write the policies (`services/session/src/modules/`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use xmppd_grpc::{AccountPolicy, BoundSession, Envelope, Kind, Stage};
+use xmppd_grpc::{AccountPolicy, BoundResource, Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
-use xmppd_protocol::ns;
+use xmppd_protocol::{MessageType, ns};
 
 /// What a policy says of a stanza.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,22 +19,13 @@ pub enum Verdict {
     Refuse(StanzaError),
 }
 
-/// Whether the stanza asks for an answer, so that a refusal is one.
-fn expects_answer(envelope: &Envelope) -> bool {
-    match envelope.kind() {
-        Kind::Message => envelope.r#type != "error",
-        Kind::Iq => matches!(envelope.r#type.as_str(), "get" | "set"),
-        Kind::Presence | Kind::Unspecified => false,
-    }
-}
-
 /// XEP-0191 §3.3, the sender's side: nothing reaches a JID the sender
 /// blocks; a message or request is answered `<not-acceptable/>` with
 /// `<blocked/>`, presence is dropped.
 pub fn outbound(policy: &AccountPolicy, envelope: &Envelope) -> Verdict {
     if !policy.blocks(&envelope.to) {
         Verdict::Pass
-    } else if expects_answer(envelope) {
+    } else if envelope.expects_answer() {
         let blocked = StanzaError::new(StanzaErrorCondition::NotAcceptable)
             .with_application("blocked", ns::BLOCKING_ERRORS);
         Verdict::Refuse(blocked)
@@ -49,7 +40,7 @@ pub fn outbound(policy: &AccountPolicy, envelope: &Envelope) -> Verdict {
 pub fn inbound(policy: &AccountPolicy, envelope: &Envelope) -> Verdict {
     if !policy.blocks(&envelope.from) {
         Verdict::Pass
-    } else if expects_answer(envelope) {
+    } else if envelope.expects_answer() {
         Verdict::Refuse(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
     } else {
         Verdict::Drop
@@ -64,12 +55,12 @@ pub fn carbons_eligible(envelope: &Envelope) -> bool {
     let Some(hints) = envelope.hints.as_ref() else {
         return false;
     };
-    if envelope.kind() != Kind::Message || hints.private || hints.no_copy {
+    if hints.private || hints.no_copy {
         return false;
     }
-    match envelope.r#type.as_str() {
-        "chat" => true,
-        "" | "normal" => hints.body || hints.im_payload,
+    match envelope.message_type() {
+        Some(MessageType::Chat) => true,
+        Some(MessageType::Normal) => hints.body || hints.im_payload,
         _ => false,
     }
 }
@@ -95,9 +86,9 @@ impl Carbon {
 /// The resources of an account that get a copy: carbons enabled, and not
 /// already holding the message (`except`).
 pub fn carbon_recipients(
-    resources: &[BoundSession],
-    except: impl Fn(&BoundSession) -> bool,
-) -> impl Iterator<Item = &BoundSession> {
+    resources: &[BoundResource],
+    except: impl Fn(&BoundResource) -> bool,
+) -> impl Iterator<Item = &BoundResource> {
     resources
         .iter()
         .filter(move |r| r.flags.is_some_and(|flags| flags.carbons) && !except(r))
@@ -284,7 +275,7 @@ mod tests {
 
     #[test]
     fn copies_go_to_resources_that_enabled_them_and_lack_the_message() {
-        let resource = |name: &str, carbons: bool| BoundSession {
+        let resource = |name: &str, carbons: bool| BoundResource {
             full_jid: format!("juliet@example.org/{name}"),
             flags: Some(ResourceFlags {
                 carbons,

@@ -106,24 +106,19 @@ impl Replicas {
         members: &[Node],
         downstream: &Arc<D>,
     ) {
-        let known: Vec<String> = self
-            .links
-            .read()
-            .expect("links lock")
-            .keys()
-            .cloned()
-            .collect();
-        for id in known
-            .iter()
-            .filter(|id| !members.iter().any(|m| &m.id == *id))
-        {
+        let held: Vec<Node> = {
+            let links = self.links.read().expect("links lock");
+            links.values().map(|link| link.node.clone()).collect()
+        };
+        let changes = membership::changes(&held, members);
+        for id in &changes.left {
             tracing::info!(replica = %id, "session replica left");
             let link = self.links.read().expect("links lock").get(id).cloned();
             if let Some(link) = link {
                 self.retire(&link).await;
             }
         }
-        for node in members.iter().filter(|m| !known.contains(&m.id)) {
+        for node in changes.joined {
             match self.open(node.clone(), downstream).await {
                 Ok(()) => tracing::info!(replica = %node.id, "session replica joined"),
                 Err(error) => {

@@ -1,8 +1,9 @@
 //! The RFC 6121 §8 delivery rules as pure functions of an envelope's header
 //! and the recipient's bound resources: no I/O, no XML.
 
-use xmppd_grpc::{BoundSession, Envelope, Kind, Stage};
+use xmppd_grpc::{BoundResource, Envelope, Kind, Stage};
 use xmppd_protocol::error::StanzaErrorCondition;
+use xmppd_protocol::{Fanout, JidRef, MessageType, Unclaimed};
 
 /// Where a stanza goes, decided from its header alone.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub enum Target<'a> {
 /// What to do once the recipient's resources are known.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Selection<'r> {
-    Deliver(Vec<&'r BoundSession>),
+    Deliver(Vec<&'r BoundResource>),
     /// No resource takes it: the recipient's session replica decides
     /// (offline storage, or an error if the account does not exist).
     Session,
@@ -31,70 +32,40 @@ pub enum Selection<'r> {
     Ignore,
 }
 
-/// The parts of a normalised JID, without allocating.
-pub fn split_jid(jid: &str) -> (Option<&str>, &str, Option<&str>) {
-    let (bare, resource) = match jid.split_once('/') {
-        Some((bare, resource)) => (bare, Some(resource)),
-        None => (jid, None),
-    };
-    match bare.split_once('@') {
-        Some((node, domain)) => (Some(node), domain, resource),
-        None => (None, bare, resource),
-    }
-}
-
-pub fn bare(jid: &str) -> &str {
-    jid.split_once('/').map_or(jid, |(bare, _)| bare)
-}
-
 /// Decides the next hop of `envelope` in a server for `domain`.
 pub fn target<'a>(envelope: &'a Envelope, domain: &str) -> Target<'a> {
-    let sender = bare(&envelope.from);
-    let to = if envelope.to.is_empty() {
-        sender
-    } else {
-        envelope.to.as_str()
-    };
-    let (node, to_domain, resource) = split_jid(to);
-    let is_error = envelope.r#type == "error";
-    if to_domain != domain {
+    let sender = envelope.from_jid().bare();
+    let to = envelope.to_jid().unwrap_or(sender);
+    if to.domain() != domain {
         // Server-to-server federation is not built yet.
-        return if is_error {
+        return if envelope.is_error() {
             Target::Ignore
         } else {
             Target::Bounce(StanzaErrorCondition::RemoteServerNotFound)
         };
     }
-    let to_bare = bare(to);
+    let (to_bare, resource) = (to.bare().as_str(), to.resource());
     match Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient) {
         Stage::Inbound => Target::Session(to_bare),
-        Stage::Deliver => match node {
-            Some(_) => Target::Recipient {
-                bare: to_bare,
-                resource,
-            },
-            None => Target::Ignore,
+        Stage::Deliver if to.is_account() => Target::Recipient {
+            bare: to_bare,
+            resource,
         },
-        Stage::FromClient => from_client(envelope.kind(), sender, node, to_bare, resource),
+        Stage::Deliver => Target::Ignore,
+        Stage::FromClient => from_client(envelope.kind(), sender, to),
     }
 }
 
-fn from_client<'a>(
-    kind: Kind,
-    sender: &'a str,
-    node: Option<&str>,
-    to_bare: &'a str,
-    resource: Option<&'a str>,
-) -> Target<'a> {
+fn from_client<'a>(kind: Kind, sender: JidRef<'a>, to: JidRef<'a>) -> Target<'a> {
     match kind {
         // Presence always gets outbound processing by the sender's replica.
-        Kind::Presence => Target::Session(sender),
+        Kind::Presence => Target::Session(sender.as_str()),
         // The server itself, or an IQ the server answers for an account.
-        _ if node.is_none() => Target::Session(sender),
-        Kind::Iq if resource.is_none() => Target::Session(to_bare),
+        _ if !to.is_account() => Target::Session(sender.as_str()),
+        Kind::Iq if to.is_bare() => Target::Session(to.as_str()),
         Kind::Iq | Kind::Message => Target::Recipient {
-            bare: to_bare,
-            resource,
+            bare: to.bare().as_str(),
+            resource: to.resource(),
         },
         Kind::Unspecified => Target::Bounce(StanzaErrorCondition::BadRequest),
     }
@@ -105,30 +76,27 @@ fn from_client<'a>(
 pub fn select<'r>(
     envelope: &Envelope,
     resource: Option<&str>,
-    resources: &'r [BoundSession],
+    resources: &'r [BoundResource],
 ) -> Selection<'r> {
-    let kind = envelope.kind();
     let stage = Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient);
     if let Some(resource) = resource {
         if let Some(bound) = resources
             .iter()
-            .find(|s| resource_of(&s.full_jid) == resource)
+            .find(|s| s.jid().resource() == Some(resource))
         {
             return Selection::Deliver(vec![bound]);
         }
-        return unknown_resource(kind, &envelope.r#type, stage, resources);
+        return unknown_resource(envelope, stage, resources);
     }
-    match (kind, stage) {
-        (Kind::Message, Stage::FromClient) => message_to_bare(&envelope.r#type, resources),
+    match (envelope.message_type(), stage) {
+        (Some(message_type), Stage::FromClient) => message_to_bare(message_type, resources),
         // Presence broadcasts and server-generated stanzas reach every
         // available resource, whatever its priority.
         _ => {
             let available: Vec<_> = resources.iter().filter(|s| s.available).collect();
             if !available.is_empty() {
                 Selection::Deliver(available)
-            } else if kind == Kind::Message
-                && !matches!(envelope.r#type.as_str(), "error" | "headline")
-            {
+            } else if envelope.reaches_account_when_resource_gone() {
                 Selection::Session
             } else {
                 Selection::Ignore
@@ -137,57 +105,60 @@ pub fn select<'r>(
     }
 }
 
-fn resource_of(full_jid: &str) -> &str {
-    full_jid
-        .split_once('/')
-        .map_or("", |(_, resource)| resource)
-}
-
 /// §8.5.3.2: the full JID names no connected resource.
 fn unknown_resource<'r>(
-    kind: Kind,
-    stanza_type: &str,
+    envelope: &Envelope,
     stage: Stage,
-    resources: &'r [BoundSession],
+    resources: &'r [BoundResource],
 ) -> Selection<'r> {
-    if stanza_type == "error" {
+    if envelope.is_error() {
         return Selection::Ignore;
     }
-    match (kind, stanza_type) {
+    match (envelope.kind(), envelope.message_type()) {
         // A processed message (an offline one being handed out) whose
         // resource left meanwhile goes back to storage.
-        (Kind::Message, "headline") => Selection::Ignore,
-        (Kind::Message, _) if stage == Stage::Deliver => Selection::Session,
+        (_, Some(message_type)) if stage == Stage::Deliver => {
+            if message_type.reaches_account_when_resource_gone() {
+                Selection::Session
+            } else {
+                Selection::Ignore
+            }
+        }
         _ if stage == Stage::Deliver => Selection::Ignore,
-        (Kind::Message, "groupchat") => Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
-        (Kind::Message, _) => message_to_bare(stanza_type, resources),
+        // §8.5.3.2.1: normal and chat are treated as if sent to the bare JID.
+        (_, Some(message_type)) => match message_type.unclaimed() {
+            Unclaimed::Account => message_to_bare(message_type, resources),
+            unclaimed => unclaimed_selection(unclaimed),
+        },
         (Kind::Iq, _) => Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
         _ => Selection::Ignore,
     }
 }
 
-/// §8.5.2.1: messages go to available resources of non-negative priority;
-/// chat and normal to those of the highest priority (all of them on a tie),
-/// headline to all.
-fn message_to_bare<'r>(stanza_type: &str, resources: &'r [BoundSession]) -> Selection<'r> {
-    match stanza_type {
-        "error" => return Selection::Ignore,
-        "groupchat" => return Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
-        _ => {}
-    }
+/// §8.5.2.1: messages go to available resources of non-negative priority,
+/// as [`MessageType::fanout`] says; §8.5.2.2 when none takes it.
+fn message_to_bare(message_type: MessageType, resources: &[BoundResource]) -> Selection<'_> {
     let eligible = resources.iter().filter(|s| s.available && s.priority >= 0);
-    let chosen: Vec<_> = if stanza_type == "headline" {
-        eligible.collect()
-    } else {
-        let top = eligible.clone().map(|s| s.priority).max();
-        eligible.filter(|s| Some(s.priority) == top).collect()
+    let chosen: Vec<_> = match message_type.fanout() {
+        Fanout::None => Vec::new(),
+        Fanout::NonNegative => eligible.collect(),
+        Fanout::HighestPriority => {
+            let top = eligible.clone().map(|s| s.priority).max();
+            eligible.filter(|s| Some(s.priority) == top).collect()
+        }
     };
-    if !chosen.is_empty() {
-        Selection::Deliver(chosen)
-    } else if stanza_type == "headline" {
-        Selection::Ignore
+    if chosen.is_empty() {
+        unclaimed_selection(message_type.unclaimed())
     } else {
-        Selection::Session
+        Selection::Deliver(chosen)
+    }
+}
+
+fn unclaimed_selection<'r>(unclaimed: Unclaimed) -> Selection<'r> {
+    match unclaimed {
+        Unclaimed::Account => Selection::Session,
+        Unclaimed::Bounce => Selection::Bounce(StanzaErrorCondition::ServiceUnavailable),
+        Unclaimed::Ignore => Selection::Ignore,
     }
 }
 
@@ -208,8 +179,8 @@ mod tests {
         }
     }
 
-    fn session(resource: &str, available: bool, priority: i32) -> BoundSession {
-        BoundSession {
+    fn session(resource: &str, available: bool, priority: i32) -> BoundResource {
+        BoundResource {
             full_jid: format!("romeo@example.org/{resource}"),
             node_id: "cm1".into(),
             available,
@@ -221,7 +192,7 @@ mod tests {
     fn delivered<'r>(selection: Selection<'r>) -> Vec<&'r str> {
         match selection {
             Selection::Deliver(sessions) => {
-                sessions.iter().map(|s| resource_of(&s.full_jid)).collect()
+                sessions.iter().filter_map(|s| s.jid().resource()).collect()
             }
             other => panic!("expected delivery, got {other:?}"),
         }
@@ -229,9 +200,13 @@ mod tests {
 
     #[test]
     fn split_jid_parts() {
-        assert_eq!(split_jid("a@b/c/d"), (Some("a"), "b", Some("c/d")));
-        assert_eq!(split_jid("b"), (None, "b", None));
-        assert_eq!(split_jid("b/r"), (None, "b", Some("r")));
+        let parts = |jid| {
+            let jid = JidRef::new(jid);
+            (jid.node(), jid.domain(), jid.resource())
+        };
+        assert_eq!(parts("a@b/c/d"), (Some("a"), "b", Some("c/d")));
+        assert_eq!(parts("b"), (None, "b", None));
+        assert_eq!(parts("b/r"), (None, "b", Some("r")));
     }
 
     #[test]

@@ -10,9 +10,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
-    BoundSession, Connector, EdgeDown, EdgeUp, Envelope, Kind, Node, Role, SessionDown, Stage,
+    BoundResource, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage,
     edge_down, edge_up, session_down, session_up,
 };
+use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{Account, SharedRegistry, membership};
 
@@ -140,13 +141,12 @@ impl Core {
         &self,
         envelope: &Envelope,
     ) -> Result<Option<Arc<Account>>, xmppd_registry::RegistryError> {
-        let sender = routing::bare(&envelope.from);
-        let (node, domain, _) = routing::split_jid(sender);
-        let to_self = envelope.to.is_empty() || routing::bare(&envelope.to) == sender;
-        if node.is_none() || domain != self.domain || to_self {
+        let sender = envelope.from_jid().bare();
+        let to_self = envelope.to_jid().is_none_or(|to| to.bare() == sender);
+        if !sender.is_account() || sender.domain() != self.domain || to_self {
             return Ok(None);
         }
-        self.registry.account(sender).await.map(Some)
+        self.registry.account(sender.as_str()).await.map(Some)
     }
 
     /// Applies a policy's refusal or drop. A refusal names the blocked JID
@@ -169,7 +169,7 @@ impl Core {
         if envelope.stage() != Stage::FromClient || !policy::carbons_eligible(envelope) {
             return;
         }
-        let account = routing::bare(&envelope.from);
+        let account = envelope.from_jid().bare().as_str();
         for resource in
             policy::carbon_recipients(&sender.resources, |r| r.full_jid == envelope.from)
         {
@@ -213,7 +213,7 @@ impl Core {
                     .await;
             }
         };
-        let from_elsewhere = routing::bare(&envelope.from) != bare;
+        let from_elsewhere = envelope.from_jid().bare().as_str() != bare;
         if let Some(policy) = account.policy.as_deref().filter(|_| from_elsewhere) {
             match policy::inbound(policy, &envelope) {
                 Verdict::Pass => {}
@@ -257,13 +257,13 @@ impl Core {
         &self,
         envelope: &Envelope,
         account: &Account,
-        sessions: &[&BoundSession],
+        sessions: &[&BoundResource],
     ) {
         if !policy::carbons_eligible(envelope) {
             return;
         }
-        let holds = |r: &BoundSession| sessions.iter().any(|s| s.full_jid == r.full_jid);
-        let bare = routing::bare(&envelope.to);
+        let holds = |r: &BoundResource| sessions.iter().any(|s| s.full_jid == r.full_jid);
+        let bare = JidRef::new(&envelope.to).bare().as_str();
         for resource in policy::carbon_recipients(&account.resources, holds) {
             let copy = policy::carbon_copy(Carbon::Received, envelope, bare, &resource.full_jid);
             self.deliver_copy(resource, copy).await;
@@ -271,7 +271,7 @@ impl Core {
     }
 
     /// A carbon copy that cannot be handed on is not worth routing again.
-    async fn deliver_copy(&self, session: &BoundSession, copy: Envelope) {
+    async fn deliver_copy(&self, session: &BoundResource, copy: Envelope) {
         if self.deliver(session, copy).await.is_none() {
             self.metrics.count("carbons");
         }
@@ -280,7 +280,7 @@ impl Core {
     /// Hands `envelope`, addressed to its full JID, to the connection-manager
     /// holding `session`; gives it back untouched if that one is not attached
     /// (as `Cluster::dispatch` does a stanza for a stream that is gone).
-    async fn deliver(&self, session: &BoundSession, mut envelope: Envelope) -> Option<Envelope> {
+    async fn deliver(&self, session: &BoundResource, mut envelope: Envelope) -> Option<Envelope> {
         let not_attached = |envelope| {
             self.metrics.count("undeliverable");
             Some(envelope)
@@ -305,10 +305,10 @@ impl Core {
     /// and a request is answered as if the resource did not exist (RFC 6121
     /// §8.5.3.2). Anything else is dropped, as for an unavailable resource.
     async fn undeliverable(&self, envelope: Envelope) {
-        if must_reach_account(&envelope) {
-            let owner = routing::bare(&envelope.to).to_string();
+        if envelope.reaches_account_when_resource_gone() {
+            let owner = JidRef::new(&envelope.to).bare().to_string();
             self.to_session(owner, envelope).await;
-        } else if is_request(&envelope) {
+        } else if envelope.is_request() {
             self.bounce(&envelope, StanzaErrorCondition::ServiceUnavailable)
                 .await;
         }
@@ -329,7 +329,7 @@ impl Core {
         match frame {
             edge_up::Frame::Stanza(envelope) => self.route(envelope).await,
             edge_up::Frame::Ended(ended) => {
-                let owner = routing::bare(&ended.full_jid).to_string();
+                let owner = ended.jid().bare().to_string();
                 self.replicas
                     .send(owner, session_up::Frame::Ended(ended))
                     .await;
@@ -343,16 +343,6 @@ impl Core {
             }
         }
     }
-}
-
-fn is_request(envelope: &Envelope) -> bool {
-    envelope.kind() == Kind::Iq && matches!(envelope.r#type.as_str(), "get" | "set")
-}
-
-/// A message that must reach the account even when its resource is gone:
-/// the account's replica stores it offline.
-fn must_reach_account(envelope: &Envelope) -> bool {
-    envelope.kind() == Kind::Message && !matches!(envelope.r#type.as_str(), "error" | "headline")
 }
 
 impl Downstream for Core {

@@ -55,7 +55,7 @@ async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::R
         Kind::Presence => presence::inbound(core, envelope, out).await,
         Kind::Iq => iq::handle(core, envelope, out).await,
         // No module kept it (offline storage is off).
-        Kind::Message if !matches!(envelope.r#type.as_str(), "error" | "headline") => {
+        Kind::Message if envelope.reaches_account_when_resource_gone() => {
             bounce(
                 core,
                 envelope,
@@ -71,8 +71,9 @@ async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::R
 /// Whether `envelope` is for an account from someone else: what the
 /// modules' inbound hooks see.
 fn to_another_account(envelope: &Envelope) -> bool {
-    let to = bare(&envelope.to);
-    to.contains('@') && bare(&envelope.from) != to
+    envelope
+        .to_jid()
+        .is_some_and(|to| to.is_account() && envelope.from_jid().bare() != to.bare())
 }
 
 /// Answers `envelope` with `condition`.
@@ -85,9 +86,4 @@ pub fn refuse(core: &Core, envelope: &Envelope, error: &StanzaError, out: &mut O
     if let Some(reply) = envelope.error_reply(error, &core.domain) {
         out.frames.push(session_down::Frame::Stanza(reply));
     }
-}
-
-/// The bare JID part of a normalised JID.
-pub fn bare(jid: &str) -> &str {
-    jid.split_once('/').map_or(jid, |(bare, _)| bare)
 }

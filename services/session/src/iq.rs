@@ -4,19 +4,20 @@
 
 use bytes::Bytes;
 use xmppd_grpc::{Envelope, Kind};
+use xmppd_protocol::JidRef;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
 
-use crate::handler::{bare, refuse};
+use crate::handler::refuse;
 use crate::module::{Addressee, Iq, IqReply};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
 pub async fn handle(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
     // Results and errors answer our pushes and pings: nothing to do.
-    if !matches!(envelope.r#type.as_str(), "get" | "set") {
+    if !envelope.is_request() {
         return Ok(());
     }
     let reply = match payload_of(envelope) {
@@ -41,7 +42,7 @@ fn payload_of(envelope: &Envelope) -> Option<Element> {
 }
 
 fn addressee(core: &Core, envelope: &Envelope) -> Addressee {
-    let user = bare(&envelope.from);
+    let user = envelope.from_jid().bare().as_str();
     if envelope.to.is_empty() || envelope.to == user {
         Addressee::OwnAccount
     } else if envelope.to == core.domain {
@@ -59,7 +60,12 @@ async fn dispatch(
 ) -> anyhow::Result<IqReply> {
     let to = addressee(core, envelope);
     // RFC 6121 §8.5.1: no account, no answer on its behalf.
-    if to == Addressee::OtherAccount && !core.store.account_exists(bare(&envelope.to)).await? {
+    if to == Addressee::OtherAccount
+        && !core
+            .store
+            .account_exists(JidRef::new(&envelope.to).bare().as_str())
+            .await?
+    {
         return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
     }
     let Some(module) = core.modules.for_iq(payload, to) else {
@@ -77,7 +83,7 @@ fn answer(core: &Core, envelope: &Envelope, reply: IqReply, out: &mut Outbox) {
     match reply {
         IqReply::Result(child) => {
             let from = if envelope.to.is_empty() {
-                bare(&envelope.from)
+                envelope.from_jid().bare().as_str()
             } else {
                 &envelope.to
             };

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xmppd_grpc::{AccountPolicy, Envelope};
+use xmppd_protocol::IqType;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::xml::Element;
 use xmppd_storage::{Schema, Store};
@@ -49,12 +50,12 @@ pub struct Iq<'a> {
 
 impl Iq<'_> {
     pub fn is_get(&self) -> bool {
-        self.envelope.r#type == "get"
+        self.envelope.iq_type() == Some(IqType::Get)
     }
 
     /// The sender's bare JID.
     pub fn account(&self) -> &str {
-        crate::handler::bare(&self.envelope.from)
+        self.envelope.from_jid().bare().as_str()
     }
 }
 

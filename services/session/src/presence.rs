@@ -2,7 +2,8 @@
 //! subscription requests of §3 with their roster updates.
 
 use bytes::Bytes;
-use xmppd_grpc::{BoundSession, Envelope, Kind, SessionEnded};
+use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded};
+use xmppd_protocol::JidRef;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
@@ -10,7 +11,6 @@ use xmppd_registry::Unbound;
 use xmppd_storage::{RosterItem, Subscription};
 
 use crate::clock::now_ms;
-use crate::handler::bare;
 use crate::modules::roster;
 use crate::outbox::Outbox;
 use crate::service::Core;
@@ -71,8 +71,8 @@ pub async fn outbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Res
 
 /// Presence from another account's replica: subscription requests and probes.
 pub async fn inbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
-    let user = bare(&envelope.to);
-    let contact = bare(&envelope.from);
+    let user = JidRef::new(&envelope.to).bare().as_str();
+    let contact = envelope.from_jid().bare().as_str();
     if envelope.r#type == "probe" {
         return probe(core, user, contact, out).await;
     }
@@ -126,8 +126,8 @@ async fn subscription_outbound(
     request: Request,
     out: &mut Outbox,
 ) -> Result {
-    let user = bare(&envelope.from);
-    let contact = bare(&envelope.to);
+    let user = envelope.from_jid().bare().as_str();
+    let contact = JidRef::new(&envelope.to).bare().as_str();
     if contact == user || contact.is_empty() {
         return Ok(());
     }
@@ -245,7 +245,7 @@ async fn probe(core: &Core, user: &str, contact: &str, out: &mut Outbox) -> Resu
     Ok(())
 }
 
-async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<BoundSession>> {
+async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<BoundResource>> {
     let mut resources = core.registry.resources(user).await?;
     resources.retain(|resource| resource.available);
     Ok(resources)
@@ -254,7 +254,7 @@ async fn available_resources(core: &Core, user: &str) -> anyhow::Result<Vec<Boun
 /// §4.2 initial presence and §4.4 later updates.
 async fn available(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
     let full = envelope.from.as_str();
-    let user = bare(full);
+    let user = JidRef::new(full).bare().as_str();
     let Some(session) = core.registry.session(full).await? else {
         return Ok(());
     };
@@ -342,7 +342,7 @@ async fn unavailable(core: &Core, full: &str, payload: Bytes, out: &mut Outbox) 
 }
 
 /// The client stream closed, or its connection-manager died.
-pub async fn session_ended(core: &Core, ended: &SessionEnded, out: &mut Outbox) -> Result {
+pub async fn session_ended(core: &Core, ended: &StreamEnded, out: &mut Outbox) -> Result {
     let removed = core
         .registry
         .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)
@@ -402,7 +402,7 @@ async fn broadcast_unavailable(
     payload: Bytes,
     out: &mut Outbox,
 ) -> Result {
-    let user = bare(full);
+    let user = JidRef::new(full).bare().as_str();
     for to in directed {
         out.deliver(to, full, Kind::Presence, "unavailable", payload.clone());
     }
@@ -445,7 +445,13 @@ fn status_of(payload: &Bytes) -> String {
 async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
     let full = envelope.from.as_str();
     let to = envelope.to.as_str();
-    let item = core.store.roster_item(bare(full), bare(to)).await?;
+    let item = core
+        .store
+        .roster_item(
+            JidRef::new(full).bare().as_str(),
+            JidRef::new(to).bare().as_str(),
+        )
+        .await?;
     // Contacts that get broadcasts need no tracking.
     if !item.as_ref().is_some_and(receives_presence) {
         if envelope.r#type.is_empty() {

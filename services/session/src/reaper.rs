@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use xmppd_grpc::{Node, SessionEnded, session_up};
+use xmppd_grpc::{Node, StreamEnded, session_up};
 use xmppd_registry::membership;
 
-use crate::handler::bare;
 use crate::service::Core;
 use crate::shards::{Job, Shards, Sink, Work};
 
@@ -37,17 +36,17 @@ async fn sweep(
     members: &watch::Receiver<Vec<Node>>,
 ) -> anyhow::Result<()> {
     for node in core.registry.dead_nodes_with_sessions().await? {
-        let sessions = core.registry.sessions_on_node(&node).await?;
+        let sessions = core.registry.resources_on_node(&node).await?;
         let mut reaped = 0;
         for session in sessions {
-            let owner = bare(&session.full_jid).to_string();
+            let owner = session.jid().bare().to_string();
             let mine = membership::owner(&owner, &members.borrow())
                 .is_some_and(|node| node.id == core.settings.node_id);
             if !mine {
                 continue;
             }
             reaped += 1;
-            let ended = SessionEnded {
+            let ended = StreamEnded {
                 full_jid: session.full_jid,
                 node_id: session.node_id,
                 conn_id: session.conn_id,

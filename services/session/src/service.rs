@@ -10,9 +10,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
-    AccountPolicy, BindReply, BindRequest, BoundSession, Credential, CredentialsReply,
-    CredentialsRequest, Kick, LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply,
-    RegisterRequest, SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
+    AccountPolicy, BindReply, BindRequest, BoundResource, CredentialsReply, CredentialsRequest,
+    Kick, LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply, RegisterRequest,
+    SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{SharedRegistry, Unbound};
@@ -335,7 +335,7 @@ impl SessionService {
             .map_err(storage_status)?;
         Ok(CredentialsReply {
             found: !credentials.is_empty(),
-            credentials: credentials.into_iter().map(to_wire).collect(),
+            credentials,
         })
     }
 
@@ -349,7 +349,7 @@ impl SessionService {
             return reply(RegisterOutcome::NotAllowed);
         }
         let jid = self.local_account(&request.jid)?;
-        let credentials: Vec<_> = request.credentials.into_iter().map(from_wire).collect();
+        let credentials = request.credentials;
         match self
             .core
             .store
@@ -377,7 +377,7 @@ impl SessionService {
                 outcome: Some(bind_reply::Outcome::ErrorCondition("bad-request".into())),
             });
         };
-        let session = BoundSession {
+        let session = BoundResource {
             full_jid: full.to_string(),
             node_id: request.node_id.clone(),
             conn_id: request.conn_id,
@@ -414,26 +414,6 @@ impl SessionService {
 /// A resource nobody else will pick: 64 random bits.
 fn generated_resource() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-fn to_wire(credential: xmppd_storage::Credential) -> Credential {
-    Credential {
-        mechanism: credential.mechanism,
-        salt: credential.salt,
-        iterations: credential.iterations,
-        stored_key: credential.stored_key,
-        server_key: credential.server_key,
-    }
-}
-
-pub fn from_wire(credential: Credential) -> xmppd_storage::Credential {
-    xmppd_storage::Credential {
-        mechanism: credential.mechanism,
-        salt: credential.salt,
-        iterations: credential.iterations,
-        stored_key: credential.stored_key,
-        server_key: credential.server_key,
-    }
 }
 
 #[cfg(test)]

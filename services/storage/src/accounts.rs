@@ -2,45 +2,25 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use xmppd_protocol::JidRef;
 
 use crate::store::now_ms;
 use crate::{Store, StoreError, decode_error};
 
 /// What SCRAM needs to authenticate one mechanism (RFC 5802 §3); the password itself is never
-/// stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credential {
-    /// "SCRAM-SHA-1" or "SCRAM-SHA-256": one credential per hash function.
-    pub mechanism: String,
-    pub salt: Vec<u8>,
-    pub iterations: u32,
-    pub stored_key: Vec<u8>,
-    pub server_key: Vec<u8>,
-}
+/// stored. One type from the edge that derives the keys, through the login calls, to the
+/// store: the cluster's wire type (`cluster.proto`), so that no layer converts field by field.
+pub use xmppd_grpc::Credential;
 
-impl From<xmppd_sasl::ScramKeys> for Credential {
-    fn from(keys: xmppd_sasl::ScramKeys) -> Self {
-        Credential {
-            mechanism: keys.hash.mechanism_name().to_string(),
-            salt: keys.salt,
-            iterations: keys.iterations,
-            stored_key: keys.stored_key,
-            server_key: keys.server_key,
-        }
-    }
-}
-
-impl Credential {
-    fn from_row(row: &AnyRow) -> Result<Credential, sqlx::Error> {
-        let iterations: i64 = row.try_get("iterations")?;
-        Ok(Credential {
-            mechanism: row.try_get("mechanism")?,
-            salt: row.try_get("salt")?,
-            iterations: u32::try_from(iterations).map_err(decode_error)?,
-            stored_key: row.try_get("stored_key")?,
-            server_key: row.try_get("server_key")?,
-        })
-    }
+fn credential_from_row(row: &AnyRow) -> Result<Credential, sqlx::Error> {
+    let iterations: i64 = row.try_get("iterations")?;
+    Ok(Credential {
+        mechanism: row.try_get("mechanism")?,
+        salt: row.try_get("salt")?,
+        iterations: u32::try_from(iterations).map_err(decode_error)?,
+        stored_key: row.try_get("stored_key")?,
+        server_key: row.try_get("server_key")?,
+    })
 }
 
 /// Account methods. `jid` is always a normalised bare JID, `user@domain`.
@@ -51,7 +31,7 @@ impl Store {
         jid: &str,
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
-        let domain = jid.split_once('@').map_or(jid, |(_, domain)| domain);
+        let domain = JidRef::new(jid).domain();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
@@ -105,7 +85,7 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(Credential::from_row)
+            .map(credential_from_row)
             .collect::<Result<_, _>>()?)
     }
 

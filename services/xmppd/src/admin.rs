@@ -1,4 +1,4 @@
-//! The admin CLI: accounts in the store, sessions in the registry. It works
+//! The admin CLI: accounts in the store, bound resources in the registry. It works
 //! on the deployment the configuration names: the embedded SQLite database
 //! (also while the server runs) or the cluster's Postgres and Redis.
 
@@ -113,34 +113,34 @@ fn credentials(config: &Config, password: Option<String>) -> anyhow::Result<Vec<
     Ok(keys.into_iter().map(Credential::from).collect())
 }
 
-/// Lists sessions: from Redis for a cluster, or by asking the running
+/// Lists the bound resources: from Redis for a cluster, or by asking the running
 /// all-in-one server, whose registry lives in its memory.
-pub async fn sessions(config: &Config) -> anyhow::Result<()> {
+pub async fn resources(config: &Config) -> anyhow::Result<()> {
     let lines = if config.registry.url.is_empty() {
         ask_running_server(config).await?
     } else {
         let registry =
             assemble::registry(config, "admin CLI", xmppd_registry::Caching::Off).await?;
-        session_lines(&registry).await?
+        resource_lines(&registry).await?
     };
     print!("{lines}");
     Ok(())
 }
 
-async fn session_lines(registry: &SharedRegistry) -> anyhow::Result<String> {
+async fn resource_lines(registry: &SharedRegistry) -> anyhow::Result<String> {
     let mut out = format!(
         "{:<48} {:<28} {:<10} {:>8}\n",
         "JID", "NODE", "PRESENCE", "PRIORITY"
     );
-    for session in registry.all_sessions().await? {
-        let presence = if session.available {
+    for resource in registry.all_resources().await? {
+        let presence = if resource.available {
             "available"
         } else {
             "bound"
         };
         out.push_str(&format!(
             "{:<48} {:<28} {:<10} {:>8}\n",
-            session.full_jid, session.node_id, presence, session.priority
+            resource.full_jid, resource.node_id, presence, resource.priority
         ));
     }
     Ok(out)
@@ -153,7 +153,7 @@ pub fn sessions_route(registry: SharedRegistry) -> axum::Router {
         get(move || {
             let registry = registry.clone();
             async move {
-                match session_lines(&registry).await {
+                match resource_lines(&registry).await {
                     Ok(lines) => (axum::http::StatusCode::OK, lines),
                     Err(error) => (
                         axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +170,7 @@ async fn ask_running_server(config: &Config) -> anyhow::Result<String> {
     let address = &config.observability.http;
     if address.is_empty() {
         bail!(
-            "observability.http is disabled, so the running server cannot be asked for its sessions"
+            "observability.http is disabled, so the running server cannot be asked for its bound resources"
         );
     }
     let mut socket = tokio::net::TcpStream::connect(address)

@@ -283,7 +283,7 @@ pub fn track_readiness(readiness: Readiness, check: impl Fn() -> bool + Send + '
 /// `limit`, so that clients get their stream error and the cluster hears
 /// every session end.
 pub async fn drain(edge: &Edge, limit: Duration) {
-    edge.close_sessions();
+    edge.close_bound_streams();
     let deadline = tokio::time::Instant::now() + limit;
     while edge.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -5,7 +5,7 @@
 //! xmppd connection-manager    cluster role: the edge
 //! xmppd router                cluster role: the stanza switch
 //! xmppd session               cluster role: accounts, rosters, presence
-//! xmppd user add|remove|list|passwd, xmppd sessions    administration
+//! xmppd user add|remove|list|passwd, xmppd resources   administration
 //! ```
 
 mod admin;
@@ -42,8 +42,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(admin::UserCommand),
-    /// List the connected sessions.
-    Sessions,
+    /// List the bound resources (`sessions`, its former name, still works).
+    #[command(alias = "sessions")]
+    Resources,
 }
 
 /// The multi-threaded runtime with `worker_threads` threads, or tokio's
@@ -79,7 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::Router => roles::router(config).await,
             Command::Session => roles::session(config).await,
             Command::User(command) => admin::user(&config, command).await,
-            Command::Sessions => admin::sessions(&config).await,
+            Command::Resources => admin::resources(&config).await,
         }
     });
     match result {

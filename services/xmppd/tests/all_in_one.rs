@@ -107,7 +107,7 @@ async fn a_stopping_server_tells_bound_clients_to_reconnect() {
         .status()
         .unwrap();
     assert!(signalled.success());
-    // RFC 6120 §4.9.3.20, through the session's mailbox (Edge::close_sessions).
+    // RFC 6120 §4.9.3.20, through the bound stream's mailbox (Edge::close_bound_streams).
     alice.expect_stream_error("system-shutdown").await;
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await

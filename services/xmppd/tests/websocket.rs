@@ -269,11 +269,11 @@ async fn a_websocket_client_logs_in_with_scram_and_chats_with_a_tcp_client() {
     let _bob = chat_with_tcp(&server, &mut alice).await;
     let (_, scrape) = http_get(server.http, "/metrics").await.unwrap();
     assert!(
-        scrape.contains("xmppd_edge_sessions{transport=\"websocket\"} 1"),
+        scrape.contains("xmppd_edge_bound_streams{transport=\"websocket\"} 1"),
         "{scrape}"
     );
     assert!(
-        scrape.contains("xmppd_edge_sessions{transport=\"tcp\"} 1"),
+        scrape.contains("xmppd_edge_bound_streams{transport=\"tcp\"} 1"),
         "{scrape}"
     );
     support::assert_metrics_documented(&server).await;

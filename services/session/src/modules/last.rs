@@ -1,13 +1,13 @@
 //! XEP-0012 Last Activity: the server's uptime, and how long an account has
 //! been away, for itself and for contacts that see its presence.
 
+use xmppd_protocol::JidRef;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::Subscription;
 
 use crate::clock::now_ms;
-use crate::handler::bare;
 use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
@@ -61,7 +61,7 @@ async fn account_activity(core: &Core, iq: &Iq<'_>) -> anyhow::Result<IqReply> {
     let requester = iq.account();
     let account = match iq.to {
         Addressee::OwnAccount => requester,
-        _ => bare(&iq.envelope.to),
+        _ => JidRef::new(&iq.envelope.to).bare().as_str(),
     };
     if account != requester {
         let item = core.store.roster_item(account, requester).await?;

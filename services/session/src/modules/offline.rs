@@ -8,9 +8,10 @@ use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
+use xmppd_protocol::{JidRef, MessageType, Unclaimed};
 
 use crate::clock::{format_utc, now_ms};
-use crate::handler::{bare, bounce};
+use crate::handler::bounce;
 use crate::module::{AccountModule, Disco, Flow, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
@@ -44,16 +45,16 @@ impl AccountModule for OfflineMessages {
     }
 
     async fn available(&self, core: &Core, full_jid: &str, out: &mut Outbox) -> anyhow::Result<()> {
-        flush(core, bare(full_jid), full_jid, out).await
+        flush(core, JidRef::new(full_jid).bare().as_str(), full_jid, out).await
     }
 }
 
 /// A message the router could not deliver (RFC 6121 §8.5.2.2, §8.5.3.2).
 async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
-    let recipient = bare(&envelope.to);
-    match envelope.r#type.as_str() {
-        "error" | "headline" => return Ok(()),
-        "groupchat" => {
+    let recipient = JidRef::new(&envelope.to).bare();
+    match MessageType::parse(&envelope.r#type).unclaimed() {
+        Unclaimed::Ignore => return Ok(()),
+        Unclaimed::Bounce => {
             bounce(
                 core,
                 envelope,
@@ -62,9 +63,11 @@ async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::
             );
             return Ok(());
         }
-        _ => {}
+        Unclaimed::Account => {}
     }
-    if !recipient.contains('@') || !core.store.account_exists(recipient).await? {
+    let is_account = recipient.is_account();
+    let recipient = recipient.as_str();
+    if !is_account || !core.store.account_exists(recipient).await? {
         bounce(
             core,
             envelope,

@@ -3,6 +3,7 @@
 //! happens before authentication, at the connection-manager.)
 
 use xmppd_grpc::Kick;
+use xmppd_protocol::JidRef;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
@@ -37,7 +38,7 @@ impl AccountModule for InBandRegistration {
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, out: &mut Outbox) -> anyhow::Result<IqReply> {
         let user = iq.account();
-        let username = user.split_once('@').map_or(user, |(node, _)| node);
+        let username = JidRef::new(user).node().unwrap_or(user);
         if iq.is_get() {
             return Ok(IqReply::with(
                 Element::new("query", ns::REGISTER)

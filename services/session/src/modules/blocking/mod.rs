@@ -17,13 +17,14 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use serde::Deserialize;
 use xmppd_grpc::{AccountPolicy, Envelope, Kind, ResourceFlags};
+use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::{Schema, Subscription};
 
-use crate::handler::{bare, bounce};
+use crate::handler::bounce;
 use crate::module::{AccountModule, Addressee, Disco, Flow, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
@@ -105,22 +106,18 @@ impl AccountModule for Blocking {
         envelope: &Envelope,
         out: &mut Outbox,
     ) -> anyhow::Result<Flow> {
-        let user = bare(&envelope.to);
-        if !user.contains('@') || envelope.from.is_empty() || bare(&envelope.from) == user {
+        let user = JidRef::new(&envelope.to).bare();
+        if !user.is_account() || envelope.from.is_empty() || envelope.from_jid().bare() == user {
             return Ok(Flow::Continue);
         }
+        let user = user.as_str();
         let policy = AccountPolicy {
             blocked: store::list(&core.store, user).await?,
         };
         if !policy.blocks(&envelope.from) {
             return Ok(Flow::Continue);
         }
-        let answered = match envelope.kind() {
-            Kind::Message => envelope.r#type != "error",
-            Kind::Iq => matches!(envelope.r#type.as_str(), "get" | "set"),
-            Kind::Presence | Kind::Unspecified => false,
-        };
-        if answered {
+        if envelope.expects_answer() {
             bounce(
                 core,
                 envelope,

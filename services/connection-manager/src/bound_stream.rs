@@ -16,7 +16,7 @@ use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::StreamEvent;
 
-use crate::cluster::{Delivery, SessionRoute};
+use crate::cluster::{Delivery, PinnedRoute};
 use crate::edge::Edge;
 use crate::hints;
 use crate::limits::TokenBucket;
@@ -30,26 +30,26 @@ pub const SHUTDOWN_TEXT: &str = "server shutting down; please reconnect";
 
 pub struct Bound {
     pub full: Jid,
-    pub route: SessionRoute,
+    pub route: PinnedRoute,
     pub mailbox: Mailbox,
 }
 
 /// A bound client stream and everything that lives as long as it: `open` is
 /// its connection's accounting, released with it.
-pub struct Session<S: ClientStream> {
+pub struct BoundStream<S: ClientStream> {
     pub stream: S,
     pub bound: Bound,
     pub open: Open<S>,
 }
 
 /// Serves a bound stream until it ends. Spawned as a task of its own with
-/// the session boxed as one: each layer of an async call keeps its own copy
+/// the bound stream boxed as one: each layer of an async call keeps its own copy
 /// of what it was given by value for as long as it runs, so an idle
-/// session's task holds pointers only.
-pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut session: Box<Session<S>>) {
-    edge.metrics.session_bound(S::TRANSPORT);
-    let result = serve(&edge, &mut session.stream, &mut session.bound).await;
-    edge.metrics.session_ended(S::TRANSPORT);
+/// bound stream's task holds pointers only.
+pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut bound_stream: Box<BoundStream<S>>) {
+    edge.metrics.stream_bound(S::TRANSPORT);
+    let result = serve(&edge, &mut bound_stream.stream, &mut bound_stream.bound).await;
+    edge.metrics.stream_ended(S::TRANSPORT);
     match result {
         Err(StreamEnd::Error(error)) => {
             edge.metrics.stream_error(error.condition.name());
@@ -66,7 +66,7 @@ async fn serve<S: ClientStream>(
     bound: &mut Bound,
 ) -> Result<(), StreamEnd> {
     // A shutdown that began before this stream was bound found no mailbox
-    // to tell (`Edge::close_sessions`).
+    // to tell (`Edge::close_bound_streams`).
     if edge.shutdown.is_stopping() {
         return Err(stream
             .fail_with(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT)
@@ -74,7 +74,7 @@ async fn serve<S: ClientStream>(
     }
     let mut bucket = TokenBucket::new(edge.settings.stanzas_per_second, edge.settings.stanza_burst);
     let mut pinged_at: Option<Instant> = None;
-    // One timer for the session's life, moved as the client speaks: moving
+    // One timer for the bound stream's life, moved as the client speaks: moving
     // a deadline later leaves the timer where it is until it fires, while a
     // new one per wait would be registered and removed for every stanza.
     let silence = tokio::time::sleep(edge.settings.ping_after);
@@ -89,7 +89,7 @@ async fn serve<S: ClientStream>(
             };
             // Boxed: handling a stanza (stamping, waiting for room on the
             // router stream, writing an answer) is the largest state a
-            // session has, and would otherwise size every idle session's task.
+            // session has, and would otherwise size every idle bound stream's task.
             let handled = Box::pin(handle_event(edge, stream, bound, &mut bucket, event));
             if handled.await?.is_break() {
                 return Ok(());
@@ -143,8 +143,8 @@ async fn serve<S: ClientStream>(
     }
 }
 
-/// What ended a session's wait. Shutdown is a delivery too: the edge
-/// closes every mailbox (`Edge::close_sessions`), so that idle sessions need
+/// What ended a bound stream's wait. Shutdown is a delivery too: the edge
+/// closes every mailbox (`Edge::close_bound_streams`), so that idle bound streams need
 /// not each watch for it.
 enum Wake {
     Delivery(Option<Delivery>),
@@ -154,7 +154,7 @@ enum Wake {
     Silence,
 }
 
-/// Waits for whichever comes first. This is where an idle session spends
+/// Waits for whichever comes first. This is where an idle bound stream spends
 /// its life, so it holds little: no read buffer (see
 /// [`ClientStream::poll_fill`]) and no handler state, which only exists while
 /// an event is handled.
@@ -225,7 +225,7 @@ enum Inbound {
 }
 
 /// One stanza from the client: checked and stamped with its full JID.
-/// Synchronous, so that the session's task holds no state for it across a
+/// Synchronous, so that the bound stream's task holds no state for it across a
 /// wait: only the send to the router is awaited.
 fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     if !stanza.is_stanza() {
