@@ -44,7 +44,7 @@ async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::R
     if envelope.kind() == Kind::Presence && envelope.stage() == Stage::FromClient {
         return presence::outbound(core, envelope, out).await;
     }
-    if to_another_account(envelope) {
+    if to_account(envelope) {
         for module in core.modules.iter() {
             if module.inbound(core, envelope, out).await? == Flow::Done {
                 return Ok(());
@@ -68,12 +68,10 @@ async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::R
     }
 }
 
-/// Whether `envelope` is for an account from someone else: what the
-/// modules' inbound hooks see.
-fn to_another_account(envelope: &Envelope) -> bool {
-    envelope
-        .to_jid()
-        .is_some_and(|to| to.is_account() && envelope.from_jid().bare() != to.bare())
+/// Whether `envelope` is addressed to an account (its own resources'
+/// stanzas included): what the modules' inbound hooks see.
+fn to_account(envelope: &Envelope) -> bool {
+    envelope.to_jid().is_some_and(|to| to.is_account())
 }
 
 /// Answers `envelope` with `condition`.

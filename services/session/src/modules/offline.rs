@@ -65,6 +65,12 @@ async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::
         }
         Unclaimed::Account => {}
     }
+    // A XEP-0280 carbon copy (the server's, from the account's own
+    // bare JID) whose resource went away is not kept: the resources it was
+    // not for had the message itself.
+    if envelope.from == recipient.as_str() {
+        return Ok(());
+    }
     let is_account = recipient.is_account();
     let recipient = recipient.as_str();
     if !is_account || !core.store.account_exists(recipient).await? {
@@ -158,4 +164,102 @@ fn with_delay(payload: &Bytes, domain: &str, now: i64) -> Vec<u8> {
         );
     }
     element.to_xml(ns::CLIENT).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+
+    use xmppd_grpc::session_up;
+    use xmppd_registry::{MemoryRegistry, SharedRegistry};
+    use xmppd_storage::Store;
+
+    use super::*;
+    use crate::handler;
+    use crate::metrics::SessionMetrics;
+    use crate::service::{SessionService, Settings};
+    use crate::shards::Work;
+
+    async fn replica() -> (tempfile::TempDir, SessionService) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("xmppd.db").display());
+        let store = Store::connect(&url, NonZeroU32::new(2).unwrap())
+            .await
+            .unwrap();
+        store
+            .create_account("alice@example.org", &[])
+            .await
+            .unwrap();
+        let modules = crate::modules::all(&Default::default()).unwrap();
+        modules.migrate(&store).await.unwrap();
+        let registry: SharedRegistry = Arc::new(MemoryRegistry::default());
+        let settings = Settings {
+            domain: "example.org".into(),
+            node_id: "s1".into(),
+            registration: false,
+            scram_iterations: 4096,
+            max_offline_messages: 10,
+        };
+        let service = SessionService::new(
+            settings,
+            store,
+            registry,
+            SessionMetrics::default(),
+            modules,
+        );
+        (dir, service)
+    }
+
+    fn message(from: &str, to: &str) -> Envelope {
+        Envelope {
+            to: to.into(),
+            from: from.into(),
+            kind: Kind::Message as i32,
+            r#type: "chat".into(),
+            payload: Bytes::from(format!(
+                "<message from='{from}' to='{to}' type='chat'><body>hi</body></message>"
+            )),
+            stage: Stage::Deliver as i32,
+            ..Default::default()
+        }
+    }
+
+    async fn handle(service: &SessionService, envelope: Envelope) {
+        let work = Work::Frame(session_up::Frame::Stanza(envelope));
+        let frames = handler::handle(service.core(), "alice@example.org", work).await;
+        assert!(frames.is_empty(), "{frames:?}");
+    }
+
+    /// What comes back undeliverable is stored, whoever sent it (the
+    /// account's own resources included), except the server's carbon
+    /// copies: the account's other resources had the message itself.
+    #[tokio::test]
+    async fn returned_messages_are_stored_but_not_carbon_copies() {
+        let (_dir, service) = replica().await;
+        let store = &service.core().store;
+        handle(
+            &service,
+            message("alice@example.org", "alice@example.org/gone"),
+        )
+        .await;
+        assert!(
+            store
+                .take_offline("alice@example.org")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        handle(
+            &service,
+            message("alice@example.org/phone", "alice@example.org/gone"),
+        )
+        .await;
+        handle(&service, message("bob@example.org/pc", "alice@example.org")).await;
+        assert_eq!(
+            store.take_offline("alice@example.org").await.unwrap().len(),
+            2
+        );
+    }
 }
