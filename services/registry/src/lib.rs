@@ -25,7 +25,7 @@
 //!
 //! - The connection speaks RESP3 whatever the URL says (invalidations are
 //!   RESP3 pushes). A miss sends `CLIENT TRACKING ON OPTIN`,
-//!   `CLIENT CACHING YES` and the `HVALS` in one write, so Redis remembers
+//!   `CLIENT CACHING YES` and the `HGETALL` in one write, so Redis remembers
 //!   that this connection read that `res:` key and pushes an invalidation
 //!   when anyone changes it; the entry is dropped and the next look-up
 //!   reads Redis again. Tracking is asked for with every miss because a
