@@ -17,11 +17,11 @@
 //!
 //! # Cached look-ups
 //!
-//! A router asks for the resources of a bare JID for every message it routes
-//! to one. With [`Caching::On`], [`RedisRegistry`] answers
-//! [`Registry::resources`] from memory (`lookup_cache.rs`, an
-//! [`xmppd_cache::Cache`]), kept decoded and emptied by Redis' server-assisted
-//! client-side caching:
+//! A router asks for the account (resources and policy) of the sender and of
+//! the recipient of every stanza it routes. With [`Caching::On`],
+//! [`RedisRegistry`] answers [`Registry::account`] from memory
+//! (`lookup_cache.rs`, an [`xmppd_cache::Cache`]), kept decoded, shared by
+//! reference, and emptied by Redis' server-assisted client-side caching:
 //!
 //! - The connection speaks RESP3 whatever the URL says (invalidations are
 //!   RESP3 pushes). A miss sends `CLIENT TRACKING ON OPTIN`,
