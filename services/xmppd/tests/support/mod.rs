@@ -661,6 +661,32 @@ pub fn attribute(xml: &str, name: &str) -> Option<String> {
 /// The password of `mallory`, the account of the client that misbehaves.
 pub const MALLORY_PASSWORD: &str = "mallory-secret";
 
+/// The rate limit of `limits.rs` and `websocket.rs`: a sender starting at
+/// `started` sent `<body>paced 0</body>`… `paced {sent - 1}` to `bob` at once,
+/// under `stanzas_per_second = rate`, `stanza_burst = burst`. Checks that all
+/// arrive, in order, and no faster than the tokens past the burst allow.
+pub async fn expect_paced(bob: &mut RawClient, started: Instant, sent: u32, rate: u32, burst: u32) {
+    let received = bob
+        .expect(&format!("<body>paced {}</body>", sent - 1))
+        .await;
+    let elapsed = started.elapsed();
+    let mut at = 0;
+    for n in 0..sent {
+        let body = format!("<body>paced {n}</body>");
+        let found = received[at..]
+            .find(&body)
+            .unwrap_or_else(|| panic!("{body} lost or out of order"));
+        at += found + body.len();
+    }
+    // The stanzas past the burst needed (sent - burst) / rate seconds of
+    // tokens; the bound leaves room for the tokens earned before the burst.
+    let least = Duration::from_secs_f64(f64::from(sent - burst) / f64::from(rate)) * 3 / 4;
+    assert!(
+        elapsed >= least,
+        "{sent} stanzas passed in {elapsed:?}, less than {least:?}"
+    );
+}
+
 /// An all-in-one server (with `extra` configuration) where Alice and Bob are
 /// chatting, and an account for the client that misbehaves.
 pub async fn start_with_bystanders(extra: &str) -> (tempfile::TempDir, Server, Bystanders) {
