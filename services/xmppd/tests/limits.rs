@@ -250,22 +250,16 @@ async fn five_failed_attempts_on_one_stream_end_it_with_policy_violation() {
 
 #[tokio::test]
 async fn stanzas_over_the_burst_are_paced_not_lost() {
-    const RATE: u32 = 10;
-    const BURST: u32 = 5;
-    const SENT: u32 = 25;
-    let (_dir, server, mut others) = start_with_bystanders(&format!(
-        "[limits]\nstanzas_per_second = {RATE}\nstanza_burst = {BURST}\n"
-    ))
-    .await;
+    let (_dir, server, mut others) = support::start_paced().await;
     let mut client = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "fast").await;
-    let burst: String = (0..SENT)
+    let burst: String = (0..support::PACED_SENT)
         .map(|n| {
             format!("<message to='bob@localhost/desk' type='chat'><body>paced {n}</body></message>")
         })
         .collect();
     let started = Instant::now();
     client.send(&burst).await;
-    support::expect_paced(&mut others.bob, started.into_std(), SENT, RATE, BURST).await;
+    support::expect_paced(&mut others.bob, started.into_std()).await;
     // The paced stream is still open and usable.
     client
         .send("<message to='bob@localhost/desk' type='chat'><body>after pacing</body></message>")

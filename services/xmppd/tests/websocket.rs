@@ -628,26 +628,20 @@ async fn xmpp_js_logs_in_over_websocket_and_chats_with_a_tcp_client() {
 /// in order, none lost, and the stream stays usable.
 #[tokio::test]
 async fn stanzas_over_the_burst_are_paced_not_lost() {
-    const RATE: u32 = 10;
-    const BURST: u32 = 5;
-    const SENT: u32 = 25;
-    let (_dir, server, mut others) = start_with_bystanders(&format!(
-        "[limits]\nstanzas_per_second = {RATE}\nstanza_burst = {BURST}\n"
-    ))
-    .await;
+    let (_dir, server, mut others) = support::start_paced().await;
     let mut mallory = WsClient::connect(server.websocket, XMPP).await.unwrap();
     mallory
         .login("mallory", support::MALLORY_PASSWORD, "web")
         .await;
     let started = std::time::Instant::now();
-    for n in 0..SENT {
+    for n in 0..support::PACED_SENT {
         mallory
             .send(&format!(
                 "<message xmlns='jabber:client' to='bob@localhost/desk' type='chat'><body>paced {n}</body></message>"
             ))
             .await;
     }
-    support::expect_paced(&mut others.bob, started, SENT, RATE, BURST).await;
+    support::expect_paced(&mut others.bob, started).await;
     mallory
         .send("<message xmlns='jabber:client' to='bob@localhost/desk' type='chat'><body>after pacing</body></message>")
         .await;

@@ -661,11 +661,25 @@ pub fn attribute(xml: &str, name: &str) -> Option<String> {
 /// The password of `mallory`, the account of the client that misbehaves.
 pub const MALLORY_PASSWORD: &str = "mallory-secret";
 
-/// The rate limit of `limits.rs` and `websocket.rs`: a sender starting at
-/// `started` sent `<body>paced 0</body>`… `paced {sent - 1}` to `bob` at once,
-/// under `stanzas_per_second = rate`, `stanza_burst = burst`. Checks that all
-/// arrive, in order, and no faster than the tokens past the burst allow.
-pub async fn expect_paced(bob: &mut RawClient, started: Instant, sent: u32, rate: u32, burst: u32) {
+/// The rate limit the pacing tests of `limits.rs` and `websocket.rs` set,
+/// and how many stanzas they send at once.
+pub const PACED_RATE: u32 = 10;
+pub const PACED_BURST: u32 = 5;
+pub const PACED_SENT: u32 = 25;
+
+/// A server with bystanders whose stanza rate limit is the pacing tests'.
+pub async fn start_paced() -> (tempfile::TempDir, Server, Bystanders) {
+    start_with_bystanders(&format!(
+        "[limits]\nstanzas_per_second = {PACED_RATE}\nstanza_burst = {PACED_BURST}\n"
+    ))
+    .await
+}
+
+/// A sender starting at `started` sent `<body>paced 0</body>`… to `bob` at
+/// once. Checks that all arrive, in order, and no faster than the tokens
+/// past the burst allow.
+pub async fn expect_paced(bob: &mut RawClient, started: Instant) {
+    let (sent, rate, burst) = (PACED_SENT, PACED_RATE, PACED_BURST);
     let received = bob
         .expect(&format!("<body>paced {}</body>", sent - 1))
         .await;
