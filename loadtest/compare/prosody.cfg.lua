@@ -50,6 +50,10 @@ modules_enabled = {
 	"smacks";
 	"posix";
 	"websocket";
+	-- Blocking (XEP-0191) and carbons (XEP-0280), as xmppd has them (the load tool's
+	-- --blocklist N and --carbons).
+	"blocklist";
+	"carbons";
 }
 modules_disabled = { "limits" }
 

@@ -9,6 +9,9 @@
 #   loadtest/compare/run.sh stop prosody
 #   loadtest/compare/run.sh idle-scale xmppd-cluster 50000   # idle memory at scale (below)
 #   TRANSPORT=websocket SERVERS="ejabberd prosody" loadtest/compare/run.sh   # over RFC 7395
+#   FEATURES="--carbons --blocklist 3" loadtest/compare/run.sh   # every user turns them on
+#   XMPPD_BASE=/work/wt-old SERVERS="xmppd-allinone-base xmppd-allinone" ROUNDS=3 \
+#       loadtest/compare/run.sh                 # this commit beside another one's build
 #
 # Needs root (apt-get, and running the peers as their Debian users). Reports land in $OUT.
 set -euo pipefail
@@ -40,6 +43,11 @@ TLS="${TLS:-starttls}"
 # keeps each server's default (one per core). Prosody has one thread whatever this says.
 THREADS="${THREADS:-}"
 MECHANISM="${MECHANISM:-SCRAM-SHA-1}"
+# Options of the load tool for every scenario but provisioning: account features each user
+# turns on after its login, e.g. "--carbons --blocklist 3" (a server without one answers with
+# an error, counted in the report). BASE_FEATURES stands in for the `-base` servers (below).
+FEATURES="${FEATURES:-}"
+BASE_FEATURES="${BASE_FEATURES:-}"
 # Runs of every scenario against every server, the servers taking turns; with more than one the
 # tables give each figure's median and the median of the rounds' ratios (reports in
 # $OUT/round-N/), so that a machine drifting during the run moves both sides of a ratio.
@@ -180,40 +188,80 @@ stop_prosody() {
     sleep 2
 }
 
-# --- xmppd (hooks for the xmppd team) -----------------------------------------------------
+# --- xmppd --------------------------------------------------------------------------------
 
-# XMPP over WebSocket of the all-in-one server, for TRANSPORT=websocket: empty until the
-# server has a WebSocket listener. Once it has, set these to the URLs of the `[listen]`
-# WebSocket addresses in loadtest/compare/xmppd-allinone.toml (e.g. websocket =
-# "127.0.0.1:5280" gives ws://127.0.0.1:5280/xmpp-websocket, if that is its path).
-XMPPD_WS_URL="${XMPPD_WS_URL:-}"
-XMPPD_WSS_URL="${XMPPD_WSS_URL:-}"
+# XMPP over WebSocket of the all-in-one server, for TRANSPORT=websocket: the `[listen]`
+# WebSocket addresses of loadtest/compare/xmppd-allinone.toml at `[websocket] path`'s default.
+XMPPD_WS_URL="${XMPPD_WS_URL:-ws://127.0.0.1:5280/xmpp-websocket}"
+XMPPD_WSS_URL="${XMPPD_WSS_URL:-wss://127.0.0.1:5281/xmpp-websocket}"
 
-# The all-in-one server: `xmppd run` with loadtest/compare/xmppd-allinone.toml (open
-# in-band registration, no rate limits), a fresh data folder per run.
-start_xmppd_allinone() {
-    local config="$COMPARE_DIR/xmppd-allinone.toml"
-    if first_start xmppd-allinone; then rm -rf /tmp/xmpp-compare/xmppd-allinone; fi
+# Another commit of xmppd to set beside this one in the same run, as the servers
+# `xmppd-allinone-base` and `xmppd-cluster-base`: a checkout (`git worktree add DIR COMMIT`)
+# with its release build in DIR/target (`CARGO_TARGET_DIR=DIR/target cargo build --release
+# -p xmppd`). It runs with that checkout's own compare configs, which its binary accepts, and
+# without FEATURES (BASE_FEATURES instead), since an older commit may lack them.
+XMPPD_BASE="${XMPPD_BASE:-}"
+
+# The binary and the config folder of `server`: this checkout's, or XMPPD_BASE's for a
+# `-base` server.
+xmppd_build() {
+    if [[ "$1" == *-base ]]; then
+        [[ -n "$XMPPD_BASE" ]] || { log "$1 needs XMPPD_BASE (a checkout with a release build)"; return 1; }
+        XMPPD_BIN="$XMPPD_BASE/target/release/xmppd"
+        XMPPD_CONFIGS="$XMPPD_BASE/loadtest/compare"
+    else
+        XMPPD_BIN="$CARGO_TARGET_DIR/release/xmppd"
+        XMPPD_CONFIGS="$COMPARE_DIR"
+    fi
+    [[ -x "$XMPPD_BIN" ]] || { log "$XMPPD_BIN is missing"; return 1; }
+}
+
+# The all-in-one server: `xmppd run` with xmppd-allinone.toml (open in-band registration, no
+# rate limits), its data in a folder of its own, fresh in each round.
+start_allinone() {
+    local name="$1"
+    xmppd_build "$name" || return 1
+    local data="$WORK/data/$name"
+    if first_start "$name"; then rm -rf "$data"; fi
+    mkdir -p "$data"
     certificate
-    XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
-        XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$CARGO_TARGET_DIR/release/xmppd" run \
-        --config "$config" >"$WORK/xmppd-allinone.log" 2>&1 &
+    XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" XMPPD_SERVER__DATA_DIR="$data" \
+        XMPPD_SERVER__WORKER_THREADS="${THREADS:-0}" "$XMPPD_BIN" run \
+        --config "$XMPPD_CONFIGS/xmppd-allinone.toml" >"$WORK/$name.log" 2>&1 &
     PIDS="$!"
-    echo "$PIDS" >"$WORK/xmppd-allinone.pids"
+    echo "$PIDS" >"$WORK/$name.pids"
     PORT=5222
-    WS_URL="$XMPPD_WS_URL"
-    WSS_URL="$XMPPD_WSS_URL"
+    # An older commit may have no WebSocket listener: its config says.
+    if grep -q '^websocket = ' "$XMPPD_CONFIGS/xmppd-allinone.toml"; then
+        WS_URL="$XMPPD_WS_URL"
+        WSS_URL="$XMPPD_WSS_URL"
+    fi
     sleep 2
 }
 
+start_xmppd_allinone() { start_allinone xmppd-allinone; }
 stop_xmppd_allinone() { stop_pids "$WORK/xmppd-allinone.pids"; }
+start_xmppd_allinone_base() { start_allinone xmppd-allinone-base; }
+stop_xmppd_allinone_base() { stop_pids "$WORK/xmppd-allinone-base.pids"; }
+
+# The WebSocket URL (ws:// or wss://, by `key`, `websocket` or `websocket_tls`) of a
+# connection-manager's config, empty if it has none.
+cm_ws_url() {
+    local key="$1" config="$2" scheme=ws port
+    [[ "$key" == websocket_tls ]] && scheme=wss
+    port=$(sed -n "s/^$key = \"127.0.0.1:\([0-9]*\)\"/\1/p" "$config")
+    [[ -n "$port" ]] && echo "$scheme://127.0.0.1:$port/xmpp-websocket"
+    return 0
+}
 
 # The cluster as separate processes (connection-manager, router, session, with
 # Redis and Postgres). PIDS must list every process of the deployment, Redis and Postgres
 # included, so server CPU and memory are counted in full.
-start_xmppd_cluster() {
-    local config_dir="$COMPARE_DIR/xmppd-cluster"
-    if first_start xmppd-cluster; then
+start_cluster() {
+    local name="$1"
+    xmppd_build "$name" || return 1
+    local config_dir="$XMPPD_CONFIGS/xmppd-cluster"
+    if first_start "$name"; then
         psql -q -h 127.0.0.1 -U root -d postgres -c 'DROP DATABASE IF EXISTS xmppd_bench' \
             -c 'CREATE DATABASE xmppd_bench'
     fi
@@ -226,8 +274,8 @@ start_xmppd_cluster() {
         role=$(basename "$config" .toml)
         role=${role%-*}
         XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
-            "$CARGO_TARGET_DIR/release/xmppd" --config "$config" "$role" \
-            >"$WORK/xmppd-cluster-$(basename "$config" .toml).log" 2>&1 &
+            "$XMPPD_BIN" --config "$config" "$role" \
+            >"$WORK/$name-$(basename "$config" .toml).log" 2>&1 &
         CLUSTER_PIDS="$CLUSTER_PIDS $!"
         sleep 0.5
     done
@@ -235,12 +283,23 @@ start_xmppd_cluster() {
     # process's descendants, so Postgres' postmaster brings every backend it forks, for the
     # pools and for any other client of that server while the benchmark runs.
     PIDS="$CLUSTER_PIDS $(pgrep -o -x redis-server) $(pgrep -o -x postgres)"
-    echo "$CLUSTER_PIDS" >"$WORK/xmppd-cluster.pids"
+    echo "$CLUSTER_PIDS" >"$WORK/$name.pids"
     PORT=5222
+    # The scenarios use the first connection-manager, over WebSocket too.
+    WS_URL="$(cm_ws_url websocket "$config_dir/connection-manager-1.toml")"
+    WSS_URL="$(cm_ws_url websocket_tls "$config_dir/connection-manager-1.toml")"
     sleep 2
+    # A process that could not start (a port taken, a key its version does not know) must
+    # not pass for a quiet one.
+    for pid in $CLUSTER_PIDS; do
+        kill -0 "$pid" 2>/dev/null || { log "$name: process $pid exited, see $WORK/$name-*.log"; return 1; }
+    done
 }
 
+start_xmppd_cluster() { start_cluster xmppd-cluster; }
 stop_xmppd_cluster() { stop_pids "$WORK/xmppd-cluster.pids"; }
+start_xmppd_cluster_base() { start_cluster xmppd-cluster-base; }
+stop_xmppd_cluster_base() { stop_pids "$WORK/xmppd-cluster-base.pids"; }
 
 # Stops the processes a start function listed in `file`, also when it ran in another shell
 # (`run.sh start` then `run.sh stop`), so that no old server keeps the ports of the next.
@@ -274,12 +333,17 @@ loadtest() {
     shift 2
     local scenario="$1"
     shift
-    local pid_args=()
+    local pid_args=() features=()
     for pid in $PIDS; do pid_args+=(--server-pid "$pid"); done
+    if [[ "$scenario" != provision ]]; then
+        # shellcheck disable=SC2206 # a list of options
+        if [[ "$server" == *-base ]]; then features=($BASE_FEATURES); else features=($FEATURES); fi
+    fi
     target_args "$PORT" || return 1
-    log "$server: $name ($TRANSPORT)"
+    log "$server: $name ($TRANSPORT${features[*]:+, ${features[*]}})"
     "$LOADTEST" "$scenario" "${TARGET_ARGS[@]}" --mechanism "$MECHANISM" \
-        --quiet "${pid_args[@]}" --json "$RUN_OUT/$server-$name.json" "$@" >"$RUN_OUT/$server-$name.txt"
+        --quiet "${pid_args[@]}" "${features[@]}" --json "$RUN_OUT/$server-$name.json" "$@" \
+        >"$RUN_OUT/$server-$name.txt"
 }
 
 restart() {
@@ -342,12 +406,14 @@ bench() {
 # Prints the merged report: memory growth of every server process over all sessions.
 idle_scale() {
     local server="$1" users="$2"
-    local ports=("${PORT}")
-    # A WebSocket URL names one listener: the cluster's other connection-managers go unused.
-    if [[ "$server" == xmppd-cluster && "$TRANSPORT" == tcp ]]; then
-        ports=()
-        for config in "$COMPARE_DIR"/xmppd-cluster/connection-manager-*.toml; do
+    local ports=("${PORT}") ws_urls=("$WS_URL") wss_urls=("$WSS_URL")
+    # The cluster: each generator on a connection-manager of its own, over either transport.
+    if [[ "$server" == xmppd-cluster* ]]; then
+        ports=() ws_urls=() wss_urls=()
+        for config in "$XMPPD_CONFIGS"/xmppd-cluster/connection-manager-*.toml; do
             ports+=("$(sed -n 's/^c2s = "127.0.0.1:\([0-9]*\)"/\1/p' "$config")")
+            ws_urls+=("$(cm_ws_url websocket "$config")")
+            wss_urls+=("$(cm_ws_url websocket_tls "$config")")
         done
     fi
     local workers=${#ports[@]} reports=() pid_args=() generators=()
@@ -357,7 +423,7 @@ idle_scale() {
     for ((i = 0; i < workers; i++)); do
         local report="$RUN_OUT/$server-idle-$users-$TLS-$i.json"
         reports+=("$report")
-        target_args "${ports[i]}" || return 1
+        WS_URL="${ws_urls[i]}" WSS_URL="${wss_urls[i]}" target_args "${ports[i]}" || return 1
         "$LOADTEST" idle "${TARGET_ARGS[@]}" --mechanism "$MECHANISM" \
             --users "$users" --workers "$workers" --worker-index "$i" --duration "$DURATION" \
             --login-rate "$((LOGIN_RATE / workers))" --quiet "${pid_args[@]}" \

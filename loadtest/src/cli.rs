@@ -189,6 +189,15 @@ pub struct Common {
     /// Limit for each protocol step (connect, TLS, each SASL round trip, bind).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub step_timeout: Duration,
+    /// After each login, enable message carbons (XEP-0280). A server without them answers
+    /// with an error, counted as `carbons:<condition>`; the session goes on.
+    #[arg(long)]
+    pub carbons: bool,
+    /// After each login, retrieve the blocklist and block N JIDs (XEP-0191) that are none of
+    /// the run's users (`blocked-<i>-<k>@domain`). Errors are counted as `blocklist:` and
+    /// `block:<condition>`; the session goes on.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub blocklist: u32,
     /// The server's process id, to report its CPU and memory (repeatable).
     #[arg(long)]
     pub server_pid: Vec<u32>,
@@ -290,5 +299,17 @@ mod tests {
             (common.target.as_str(), common.allow_remote),
             ("127.0.0.1:5222", false)
         );
+        assert_eq!((common.carbons, common.blocklist), (false, 0));
+    }
+
+    #[test]
+    fn account_features_are_options_of_every_scenario() {
+        for scenario in ["login", "idle", "chat", "presence", "muc"] {
+            let cli =
+                Cli::try_parse_from(["xmppd-loadtest", scenario, "--carbons", "--blocklist", "3"])
+                    .unwrap();
+            let common = cli.command.common().unwrap();
+            assert_eq!((common.carbons, common.blocklist), (true, 3), "{scenario}");
+        }
     }
 }

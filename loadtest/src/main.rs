@@ -13,7 +13,8 @@
 //!   `xmppd-protocol`'s parser; and the loopback guard on `--target`.
 //! - [`sasl`]: the client side of SCRAM and PLAIN.
 //! - [`population`]: account names and passwords, and the split of users across workers.
-//! - [`scenario`]: provision, login, idle/chat/run (one phase engine), presence, MUC.
+//! - [`scenario`]: provision, login, idle/chat/run (one phase engine), presence, MUC, and
+//!   the account features each login turns on (carbons, blocklist).
 //! - [`metrics`]: live counters and histograms shared by the session tasks.
 //! - [`recorder`]: phases: snapshots into reports, progress display, server sampling.
 //! - [`procstat`]: the server's CPU seconds and memory (PSS) from `/proc`.
@@ -52,6 +53,7 @@ use crate::procstat::ServerSelector;
 use crate::recorder::Recorder;
 use crate::report::{Hist, PhaseReport, Report, SliceValue};
 use crate::scenario::Env;
+use crate::scenario::account::AccountFeatures;
 use crate::scenario::login::Pace;
 use crate::scenario::muc::MucParams;
 use crate::scenario::plan::{Activity, ChatSettings, PhaseSpec, Plan};
@@ -210,6 +212,7 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
         }
         Command::Merge { .. } | Command::Compare { .. } => unreachable!("handled in main"),
     };
+    let params = with_features(params, common);
     let report = recorder.finish(Report {
         tool: format!("xmppd-loadtest {}", env!("CARGO_PKG_VERSION")),
         scenario: command.name().into(),
@@ -222,6 +225,20 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
         phases: Vec::new(),
     });
     output(&report, common.json.as_deref())
+}
+
+/// The account features go into the report's parameters when asked for, so a report says
+/// what its users turned on.
+fn with_features(mut params: serde_json::Value, common: &Common) -> serde_json::Value {
+    if let Some(map) = params.as_object_mut() {
+        if common.carbons {
+            map.insert("carbons".into(), true.into());
+        }
+        if common.blocklist > 0 {
+            map.insert("blocklist".into(), common.blocklist.into());
+        }
+    }
+    params
 }
 
 fn env(common: &Common, target: transport::Target, metrics: Arc<Metrics>) -> anyhow::Result<Env> {
@@ -255,6 +272,10 @@ fn env(common: &Common, target: transport::Target, metrics: Arc<Metrics>) -> any
             index: common.worker_index,
         },
         metrics,
+        features: AccountFeatures {
+            carbons: common.carbons,
+            blocklist: common.blocklist,
+        },
     })
 }
 

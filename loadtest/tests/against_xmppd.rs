@@ -1,6 +1,7 @@
 //! A short real run of the load tool against the all-in-one xmppd server:
 //! provisioning by in-band registration, then closed-loop chat over STARTTLS
-//! with SCRAM, checked through the JSON report.
+//! with SCRAM, without and with the account features (carbons, a blocklist)
+//! turned on at every login, checked through the JSON report.
 //!
 //! The server binary is the workspace's `xmppd`, which `cargo test
 //! --workspace` (the README's test command) builds beside this tool.
@@ -178,4 +179,36 @@ fn provision_then_chat_against_the_all_in_one_server() {
     }
     assert!(!plots.join("ramp-down-delivery.svg").exists());
     assert!(!plots.join("timeline-errors.svg").exists());
+
+    // Every user turns on carbons and blocks three strangers after its login (XEP-0280,
+    // XEP-0191): the server answers each request, and delivers every message.
+    let features = loadtest(
+        port,
+        &[
+            "chat",
+            "--duration",
+            "2s",
+            "--drain",
+            "3s",
+            "--mechanism",
+            "SCRAM-SHA-1",
+            "--carbons",
+            "--blocklist",
+            "3",
+        ],
+    );
+    let sent = total(&features, "messages_sent");
+    assert!(sent > 0, "no messages sent: {features}");
+    assert_eq!(
+        total(&features, "messages_delivered"),
+        sent,
+        "messages lost: {features}"
+    );
+    assert_eq!(total(&features, "messages_reordered"), 0);
+    assert_eq!(total(&features, "login_failures"), 0);
+    assert_eq!(total(&features, "logins"), 20);
+    for phase in features["phases"].as_array().unwrap() {
+        assert_eq!(phase["errors"], serde_json::json!({}), "{phase}");
+    }
+    assert_eq!(features["params"]["blocklist"], 3);
 }

@@ -154,6 +154,15 @@ async fn session(tcp: TcpStream, routes: Routes, seen: Arc<Seen>) {
                     ));
                     // A server's keepalive: the client must answer without being asked to.
                     let _ = ws.send(Message::Ping(b"keepalive".to_vec().into())).await;
+                } else if element
+                    .children()
+                    .any(|c| matches!(c.name(), "blocklist" | "block" | "enable"))
+                {
+                    // No blocking (XEP-0191) nor carbons (XEP-0280) here, as on a server
+                    // without those modules.
+                    replies.push(format!(
+                        "<iq xmlns='jabber:client' type='error' id='{id}'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                    ));
                 } else {
                     replies.push(format!(
                         "<iq xmlns='jabber:client' type='result' id='{id}'/>"
@@ -284,4 +293,50 @@ async fn every_scenario_runs_over_websocket_framing() {
     assert_eq!(seen.closes.load(Ordering::Relaxed), 10 + 20);
     assert_eq!(seen.pongs.load(Ordering::Relaxed), 20, "pings unanswered");
     assert_eq!(*seen.malformed.lock().unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_features_a_server_lacks_are_counted_as_errors_and_the_chat_goes_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!(
+        "ws://127.0.0.1:{}/xmpp-websocket",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(serve(listener, Arc::new(Seen::default())));
+    let chat = tokio::task::spawn_blocking(move || {
+        loadtest(
+            &target,
+            &[
+                "chat",
+                "--users",
+                "10",
+                "--duration",
+                "2s",
+                "--drain",
+                "3s",
+                "--carbons",
+                "--blocklist",
+                "2",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let sent = total(&chat, "messages_sent");
+    assert!(sent > 0, "no messages sent: {chat}");
+    assert_eq!(total(&chat, "messages_delivered"), sent, "messages lost");
+    assert_eq!(total(&chat, "login_failures"), 0);
+    // Each of the 10 logins asked for its blocklist, blocked, and enabled carbons: each
+    // refusal is counted under its step, and the session kept.
+    let ramp_up = &chat["phases"][0];
+    assert_eq!(ramp_up["name"], "ramp-up");
+    for kind in [
+        "blocklist:service-unavailable",
+        "block:service-unavailable",
+        "carbons:service-unavailable",
+    ] {
+        assert_eq!(ramp_up["errors"][kind], 10, "{kind}: {ramp_up}");
+    }
+    assert_eq!(chat["params"]["carbons"], true);
+    assert_eq!(chat["params"]["blocklist"], 2);
 }

@@ -8,7 +8,9 @@
 //! - [`presence`]: rosters of R contacts, then login/logout churn; presence fan-out.
 //! - [`muc`]: rooms of K occupants, group chat fan-out.
 //! - [`plan`]: the TOML scenario file.
+//! - [`account`]: features each user turns on after its login (`--carbons`, `--blocklist`).
 
+pub mod account;
 pub mod login;
 pub mod muc;
 pub mod plan;
@@ -26,6 +28,7 @@ use tokio::time::Interval;
 use crate::connection::{ConnectOptions, Connection, XmppError};
 use crate::metrics::{Metrics, inc};
 use crate::population::{Accounts, Population};
+use crate::scenario::account::AccountFeatures;
 
 /// What every scenario needs to reach the server as its users.
 pub struct Env {
@@ -33,6 +36,8 @@ pub struct Env {
     pub accounts: Accounts,
     pub population: Population,
     pub metrics: Arc<Metrics>,
+    /// Turned on by every login, before the scenario gets the session.
+    pub features: AccountFeatures,
 }
 
 impl Env {
@@ -45,7 +50,9 @@ impl Env {
         self.population.slice(group)
     }
 
-    /// Logs user `i` in, counting the login or the failure and its kind.
+    /// Logs user `i` in, counting the login or the failure and its kind, then turns on the
+    /// account features asked for. The login time ends at the bound resource, before them;
+    /// a feature the server refuses is counted as an error and the session kept.
     pub async fn login(&self, i: u64) -> Result<Connection, XmppError> {
         let start = Instant::now();
         let result = Connection::login(
@@ -54,18 +61,34 @@ impl Env {
             &self.accounts.password(i),
         )
         .await;
-        match &result {
-            Ok(_) => {
-                inc(&self.metrics.logins);
-                self.metrics
-                    .record_login(start.elapsed().as_micros() as u64);
-            }
+        let mut conn = match result {
+            Ok(conn) => conn,
             Err(e) => {
                 inc(&self.metrics.login_failures);
                 self.metrics.error(e.kind());
+                return Err(e);
+            }
+        };
+        inc(&self.metrics.logins);
+        self.metrics
+            .record_login(start.elapsed().as_micros() as u64);
+        if self.features.any() {
+            let enabled = self
+                .features
+                .enable(
+                    &mut conn,
+                    i,
+                    &self.opts.domain,
+                    self.opts.step_timeout,
+                    &self.metrics,
+                )
+                .await;
+            if let Err(e) = enabled {
+                self.metrics.error(e.kind());
+                return Err(e);
             }
         }
-        result
+        Ok(conn)
     }
 }
 
@@ -159,8 +182,12 @@ pub async fn answer_iq(
         .unwrap_or_default();
     let raw = iq.raw();
     let contains = |ns: &[u8]| raw.windows(ns.len()).any(|w| w == ns);
-    // A roster push (RFC 6121 §2.1.6) must be acknowledged like a ping.
-    let reply = if contains(b"urn:xmpp:ping") || contains(b"jabber:iq:roster") {
+    // A roster push (RFC 6121 §2.1.6) must be acknowledged like a ping, and so must a
+    // blocklist push (XEP-0191 §3.3), sent to a resource that retrieved its blocklist.
+    let reply = if contains(b"urn:xmpp:ping")
+        || contains(b"jabber:iq:roster")
+        || contains(account::NS_BLOCKING.as_bytes())
+    {
         format!("<iq type='result' id='{id}'{to}/>")
     } else {
         format!(
