@@ -120,19 +120,35 @@ impl crate::AccountPolicy {
         }
         let jid = JidRef::new(jid);
         let (bare, resource, domain) = (jid.bare().as_str(), jid.resource(), jid.domain());
-        let listed = |item: &str| {
+        let listed = |parts: &[&str]| {
             self.blocked
-                .binary_search_by(|blocked| blocked.as_str().cmp(item))
+                .binary_search_by(|blocked| compare_joined(blocked, parts))
                 .is_ok()
         };
-        let domain_with_resource = || {
-            resource
-                .is_some_and(|resource| jid.is_account() && listed(&format!("{domain}/{resource}")))
-        };
-        listed(jid.as_str())
-            || (resource.is_some() && listed(bare))
-            || listed(domain)
-            || domain_with_resource()
+        listed(&[jid.as_str()])
+            || (resource.is_some() && listed(&[bare]))
+            || listed(&[domain])
+            || resource.is_some_and(|resource| jid.is_account() && listed(&[domain, "/", resource]))
+    }
+}
+
+/// `item` compared with the concatenation of `parts`, without building it:
+/// this runs for every stanza to or from an account that blocks anyone.
+fn compare_joined(item: &str, parts: &[&str]) -> std::cmp::Ordering {
+    let mut rest = item.as_bytes();
+    for part in parts {
+        let part = part.as_bytes();
+        let shared = rest.len().min(part.len());
+        match rest[..shared].cmp(&part[..shared]) {
+            std::cmp::Ordering::Equal if shared < part.len() => return std::cmp::Ordering::Less,
+            std::cmp::Ordering::Equal => rest = &rest[shared..],
+            unequal => return unequal,
+        }
+    }
+    if rest.is_empty() {
+        std::cmp::Ordering::Equal
+    } else {
+        std::cmp::Ordering::Greater
     }
 }
 
@@ -167,6 +183,27 @@ mod tests {
         assert!(!policy.blocks("capulet.com"));
         assert!(!policy.blocks("juliet@capulet.com"));
         assert!(!policy.blocks("juliet@capulet.com/balcony"));
+    }
+
+    #[test]
+    fn a_joined_comparison_orders_as_the_joined_string() {
+        let joined = ["capulet.com", "/", "chapel"];
+        for item in [
+            "capulet.com/chapel",
+            "capulet.com/chape",
+            "capulet.com/chapels",
+            "capulet.com",
+            "capulet.co",
+            "capulet.com/d",
+            "b",
+            "",
+        ] {
+            assert_eq!(
+                super::compare_joined(item, &joined),
+                item.cmp("capulet.com/chapel"),
+                "{item}"
+            );
+        }
     }
 
     #[test]
