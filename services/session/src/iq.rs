@@ -4,11 +4,11 @@
 
 use bytes::Bytes;
 use xmppd_grpc::{Envelope, Kind};
-use xmppd_protocol::JidRef;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::xml::Element;
+use xmppd_protocol::{IqType, JidRef};
 
 use crate::handler::refuse;
 use crate::module::{Addressee, Iq, IqReply};
@@ -68,7 +68,8 @@ async fn dispatch(
     {
         return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
     }
-    let Some(module) = core.modules.for_iq(payload, to) else {
+    let iq_type = envelope.iq_type().unwrap_or(IqType::Other);
+    let Some(module) = core.modules.for_iq(payload, to, iq_type) else {
         return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
     };
     let iq = Iq {

@@ -33,13 +33,22 @@ pub enum Addressee {
 }
 
 /// An IQ payload a module answers: the child element's namespace and name,
-/// and to whom it may be addressed.
+/// to whom it may be addressed, and in which types. A get or set that no
+/// route takes is answered `<service-unavailable/>` for the module.
 #[derive(Clone, Copy, Debug)]
 pub struct IqRoute {
     pub namespace: &'static str,
     pub name: &'static str,
     pub to: &'static [Addressee],
+    pub types: &'static [IqType],
 }
+
+/// [`IqRoute::types`] of a payload that is only read.
+pub const GET: &[IqType] = &[IqType::Get];
+/// [`IqRoute::types`] of a command.
+pub const SET: &[IqType] = &[IqType::Set];
+/// [`IqRoute::types`] of a payload read and written.
+pub const GET_OR_SET: &[IqType] = &[IqType::Get, IqType::Set];
 
 /// A get or set for a module, its one child already parsed.
 pub struct Iq<'a> {
@@ -207,12 +216,18 @@ impl Modules {
     }
 
     /// The module that answers `payload` sent to `to`, if any.
-    pub fn for_iq(&self, payload: &Element, to: Addressee) -> Option<&dyn AccountModule> {
+    pub fn for_iq(
+        &self,
+        payload: &Element,
+        to: Addressee,
+        iq_type: IqType,
+    ) -> Option<&dyn AccountModule> {
         self.iter().find(|module| {
-            module
-                .iqs()
-                .iter()
-                .any(|route| payload.is(route.name, route.namespace) && route.to.contains(&to))
+            module.iqs().iter().any(|route| {
+                payload.is(route.name, route.namespace)
+                    && route.to.contains(&to)
+                    && route.types.contains(&iq_type)
+            })
         })
     }
 

@@ -56,3 +56,33 @@ async fn a_blocklist_is_limited() {
         .count();
     assert_eq!(items, 2);
 }
+
+/// A module answers its payloads only in the IQ types it declares: a get
+/// of a command, or a set of what is only read, is not for any module.
+#[tokio::test]
+async fn a_payload_in_the_wrong_iq_type_is_service_unavailable() {
+    let (_dir, server) = with_users(["alice", "bob"]).await;
+    let mut alice = support::client::Client::login(&server, "alice", "pw-alice", "phone").await;
+    for (iq_type, to, payload) in [
+        ("get", None, "<enable xmlns='urn:xmpp:carbons:2'/>"),
+        (
+            "get",
+            None,
+            "<block xmlns='urn:xmpp:blocking'><item jid='a@x'/></block>",
+        ),
+        ("set", None, "<blocklist xmlns='urn:xmpp:blocking'/>"),
+        (
+            "set",
+            Some("localhost"),
+            "<query xmlns='jabber:iq:version'/>",
+        ),
+        ("set", Some("localhost"), "<ping xmlns='urn:xmpp:ping'/>"),
+    ] {
+        let answer = alice.iq(iq_type, to, payload).await;
+        assert_eq!(
+            support::client::error_condition(&answer),
+            "service-unavailable",
+            "{iq_type} {payload}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use xmppd_grpc::ResourceFlags;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, SET, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -25,11 +25,13 @@ impl AccountModule for MessageCarbons {
                 namespace: ns::CARBONS,
                 name: "enable",
                 to: OWN,
+                types: SET,
             },
             IqRoute {
                 namespace: ns::CARBONS,
                 name: "disable",
                 to: OWN,
+                types: SET,
             },
         ]
     }
@@ -42,9 +44,6 @@ impl AccountModule for MessageCarbons {
     }
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        if iq.is_get() {
-            return Ok(IqReply::error(StanzaErrorCondition::BadRequest));
-        }
         let enable = iq.payload.name() == "enable";
         let full = &iq.envelope.from;
         let Some(session) = core.registry.session(full).await? else {

@@ -5,7 +5,7 @@ use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -29,11 +29,13 @@ impl AccountModule for ServiceDiscovery {
                 namespace: ns::DISCO_INFO,
                 name: "query",
                 to: EVERYONE,
+                types: GET,
             },
             IqRoute {
                 namespace: ns::DISCO_ITEMS,
                 name: "query",
                 to: EVERYONE,
+                types: GET,
             },
         ]
     }
@@ -46,9 +48,6 @@ impl AccountModule for ServiceDiscovery {
     }
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        if !iq.is_get() {
-            return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
-        }
         // No entity here has nodes (XEP-0030 §3.1, §4.1: a node the entity
         // does not serve is an item-not-found).
         if iq.payload.get_attr("node").is_some() {

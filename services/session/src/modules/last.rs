@@ -8,7 +8,7 @@ use xmppd_protocol::xml::Element;
 use xmppd_storage::Subscription;
 
 use crate::clock::now_ms;
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -29,6 +29,7 @@ impl AccountModule for LastActivity {
                 Addressee::OwnAccount,
                 Addressee::OtherAccount,
             ],
+            types: GET,
         }]
     }
 
@@ -40,9 +41,6 @@ impl AccountModule for LastActivity {
     }
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        if !iq.is_get() {
-            return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
-        }
         if iq.to == Addressee::Server {
             return Ok(IqReply::with(last(core.started.elapsed().as_secs(), "")));
         }

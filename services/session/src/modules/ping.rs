@@ -1,9 +1,8 @@
 //! XEP-0199 XMPP Ping, to the server or to the client's own account.
 
-use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -20,6 +19,7 @@ impl AccountModule for Ping {
             namespace: ns::PING,
             name: "ping",
             to: &[Addressee::Server, Addressee::OwnAccount],
+            types: GET,
         }]
     }
 
@@ -30,11 +30,7 @@ impl AccountModule for Ping {
         }
     }
 
-    async fn iq(&self, _: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        Ok(if iq.is_get() {
-            IqReply::Result(None)
-        } else {
-            IqReply::error(StanzaErrorCondition::ServiceUnavailable)
-        })
+    async fn iq(&self, _: &Core, _: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
+        Ok(IqReply::Result(None))
     }
 }

@@ -9,7 +9,7 @@ use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::Credential;
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET_OR_SET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -26,6 +26,7 @@ impl AccountModule for InBandRegistration {
             namespace: ns::REGISTER,
             name: "query",
             to: &[Addressee::Server, Addressee::OwnAccount],
+            types: GET_OR_SET,
         }]
     }
 

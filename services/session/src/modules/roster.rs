@@ -10,7 +10,7 @@ use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::{RosterItem, Subscription};
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET_OR_SET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 use crate::subscription;
@@ -28,6 +28,7 @@ impl AccountModule for Roster {
             namespace: ns::ROSTER,
             name: "query",
             to: &[Addressee::OwnAccount],
+            types: GET_OR_SET,
         }]
     }
 

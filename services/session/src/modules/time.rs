@@ -1,11 +1,10 @@
 //! XEP-0202 Entity Time of the server, always in UTC.
 
-use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 
 use crate::clock::{format_utc, now_ms};
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -22,6 +21,7 @@ impl AccountModule for EntityTime {
             namespace: ns::TIME,
             name: "time",
             to: &[Addressee::Server],
+            types: GET,
         }]
     }
 
@@ -32,10 +32,7 @@ impl AccountModule for EntityTime {
         }
     }
 
-    async fn iq(&self, _: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        if !iq.is_get() {
-            return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
-        }
+    async fn iq(&self, _: &Core, _: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
         Ok(IqReply::with(
             Element::new("time", ns::TIME)
                 .child(Element::new("tzo", ns::TIME).text("+00:00"))

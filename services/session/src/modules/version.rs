@@ -1,10 +1,9 @@
 //! XEP-0092 Software Version of the server.
 
-use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 
-use crate::module::{AccountModule, Addressee, Disco, Iq, IqReply, IqRoute, Section};
+use crate::module::{AccountModule, Addressee, Disco, GET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -21,6 +20,7 @@ impl AccountModule for SoftwareVersion {
             namespace: ns::VERSION,
             name: "query",
             to: &[Addressee::Server],
+            types: GET,
         }]
     }
 
@@ -31,10 +31,7 @@ impl AccountModule for SoftwareVersion {
         }
     }
 
-    async fn iq(&self, _: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        if !iq.is_get() {
-            return Ok(IqReply::error(StanzaErrorCondition::ServiceUnavailable));
-        }
+    async fn iq(&self, _: &Core, _: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
         Ok(IqReply::with(
             Element::new("query", ns::VERSION)
                 .child(Element::new("name", ns::VERSION).text("xmppd"))

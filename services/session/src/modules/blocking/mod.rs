@@ -25,7 +25,9 @@ use xmppd_protocol::xml::Element;
 use xmppd_storage::{Schema, Subscription};
 
 use crate::handler::bounce;
-use crate::module::{AccountModule, Addressee, Disco, Flow, Iq, IqReply, IqRoute, Section};
+use crate::module::{
+    AccountModule, Addressee, Disco, Flow, GET, Iq, IqReply, IqRoute, SET, Section,
+};
 use crate::outbox::Outbox;
 use crate::service::Core;
 
@@ -63,16 +65,19 @@ impl AccountModule for Blocking {
                 namespace: ns::BLOCKING,
                 name: "blocklist",
                 to: OWN,
+                types: GET,
             },
             IqRoute {
                 namespace: ns::BLOCKING,
                 name: "block",
                 to: OWN,
+                types: SET,
             },
             IqRoute {
                 namespace: ns::BLOCKING,
                 name: "unblock",
                 to: OWN,
+                types: SET,
             },
         ]
     }
@@ -89,11 +94,10 @@ impl AccountModule for Blocking {
     }
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, out: &mut Outbox) -> anyhow::Result<IqReply> {
-        match (iq.payload.name(), iq.is_get()) {
-            ("blocklist", true) => blocklist(core, iq).await,
-            ("block", false) => self.block(core, iq, out).await,
-            ("unblock", false) => unblock(core, iq, out).await,
-            _ => Ok(IqReply::error(StanzaErrorCondition::BadRequest)),
+        match iq.payload.name() {
+            "blocklist" => blocklist(core, iq).await,
+            "block" => self.block(core, iq, out).await,
+            _ => unblock(core, iq, out).await,
         }
     }
 
