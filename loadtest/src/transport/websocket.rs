@@ -212,18 +212,10 @@ fn framing_event(element: Stanza) -> StreamEvent {
 /// own: over TCP a stanza inherits it from the stream element, and a WebSocket message is a
 /// document of its own (RFC 7395 §3.4).
 fn qualified(element: &str) -> String {
-    let start_tag = &element[..element.find('>').unwrap_or(element.len())];
-    if start_tag.contains("xmlns=") {
-        return element.to_owned();
+    match xmppd_protocol::stanza::in_client_namespace(element.as_bytes()) {
+        Some(bytes) => String::from_utf8(bytes).unwrap_or_else(|_| element.to_owned()),
+        None => element.to_owned(),
     }
-    let name_end = start_tag
-        .find(|c: char| c.is_ascii_whitespace() || c == '/')
-        .unwrap_or(start_tag.len());
-    format!(
-        "{} xmlns='jabber:client'{}",
-        &element[..name_end],
-        &element[name_end..]
-    )
 }
 
 fn ws_error(error: tungstenite::Error) -> XmppError {

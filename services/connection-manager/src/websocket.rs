@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
-use xmppd_protocol::stanza::Stanza;
+use xmppd_protocol::stanza::{self, Stanza};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
 
@@ -165,38 +165,24 @@ fn framed_event(stanza: Stanza) -> StreamEvent {
 /// `jabber:client`, which a TCP stream's header would have given it.
 /// `None` when it already is one, as stanzas from WebSocket clients are.
 fn standalone(element: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(element).ok()?;
-    let name_end = text
-        .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
-        .filter(|_| text.starts_with('<'))?;
-    let tag_end = start_tag_end(text)?;
-    let start_tag = &text[..tag_end];
-    let declaration = if text[1..name_end].starts_with("stream:") {
-        (!start_tag.contains("xmlns:stream="))
-            .then_some(" xmlns:stream='http://etherx.jabber.org/streams'")
-    } else {
-        (!start_tag.contains(" xmlns=") && !start_tag.contains(" xmlns ="))
-            .then_some(" xmlns='jabber:client'")
-    }?;
-    let mut out = String::with_capacity(text.len() + declaration.len());
-    out.push_str(&text[..name_end]);
-    out.push_str(declaration);
-    out.push_str(&text[name_end..]);
-    Some(out)
-}
-
-/// Where the first start tag ends (after its `>`), quotes respected.
-fn start_tag_end(text: &str) -> Option<usize> {
-    let mut quote = None;
-    for (at, byte) in text.bytes().enumerate() {
-        match (quote, byte) {
-            (None, b'\'' | b'"') => quote = Some(byte),
-            (Some(open), _) if open == byte => quote = None,
-            (None, b'>') => return Some(at + 1),
-            _ => {}
+    let bytes = if element.starts_with(b"<stream:") {
+        let name_end = element
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || matches!(b, b'/' | b'>'))?;
+        let start_tag_end = element.iter().position(|&b| b == b'>')?;
+        if memchr::memmem::find(&element[..start_tag_end], b"xmlns:stream=").is_some() {
+            return None;
         }
-    }
-    None
+        [
+            &element[..name_end],
+            b" xmlns:stream='http://etherx.jabber.org/streams'",
+            &element[name_end..],
+        ]
+        .concat()
+    } else {
+        stanza::in_client_namespace(element)?
+    };
+    String::from_utf8(bytes).ok()
 }
 
 fn not_well_formed(text: &str) -> StreamError {

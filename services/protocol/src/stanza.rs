@@ -221,6 +221,53 @@ struct Header {
     from_attr: Option<Range<usize>>,
 }
 
+/// `element` (a whole element, well-formed) as a document of its own in the client
+/// namespace: a stanza cut from a client stream inherits `jabber:client` from the
+/// stream's header, which it loses once forwarded (XEP-0297) or sent alone (RFC 7395
+/// §3.4). `None` when its start tag declares a default namespace already.
+pub fn in_client_namespace(element: &[u8]) -> Option<Vec<u8>> {
+    let name_end = element
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || matches!(b, b'/' | b'>'))?;
+    let tag_end = start_tag_end(element)?;
+    let start_tag = &element[..tag_end];
+    let declares = start_tag.windows(6).enumerate().any(|(at, window)| {
+        window == b"xmlns=" || (window == b"xmlns " && declares_at(start_tag, at + 5))
+    });
+    if declares {
+        return None;
+    }
+    let declaration = b" xmlns='jabber:client'";
+    let mut out = Vec::with_capacity(element.len() + declaration.len());
+    out.extend_from_slice(&element[..name_end]);
+    out.extend_from_slice(declaration);
+    out.extend_from_slice(&element[name_end..]);
+    Some(out)
+}
+
+/// Whether only spaces stand between `at` and an `=` (`xmlns = '…'`).
+fn declares_at(tag: &[u8], at: usize) -> bool {
+    tag[at..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'=')
+}
+
+/// Just past the first start tag's `>`, quoted attribute values (which may
+/// hold a `>`) skipped.
+fn start_tag_end(element: &[u8]) -> Option<usize> {
+    let mut quote = None;
+    for (at, &byte) in element.iter().enumerate() {
+        match (quote, byte) {
+            (None, b'\'' | b'"') => quote = Some(byte),
+            (Some(open), _) if open == byte => quote = None,
+            (None, b'>') => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// An error reply to `stanza` (RFC 6120 §8.3.1): addresses swapped, same id, `type='error'`,
 /// and the error, without the original payload. `server_from` is the sender when the original
 /// had no `to` (it was addressed to the server itself), or one that is not a JID: the reply to a
@@ -296,6 +343,31 @@ fn push_attr(out: &mut Vec<u8>, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stanza_is_put_in_the_client_namespace_unless_it_declares_one() {
+        let put =
+            |xml: &str| in_client_namespace(xml.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            put("<message to='a@b' id='x>y'><body>hi</body></message>").as_deref(),
+            Some("<message xmlns='jabber:client' to='a@b' id='x>y'><body>hi</body></message>")
+        );
+        assert_eq!(put("<iq/>").as_deref(), Some("<iq xmlns='jabber:client'/>"));
+        assert_eq!(
+            put("<presence>").as_deref(),
+            Some("<presence xmlns='jabber:client'>")
+        );
+        assert_eq!(put("<message xmlns='jabber:client'/>"), None);
+        assert_eq!(
+            put("<auth xmlns = 'urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+            None
+        );
+        // A prefix declaration is not a default namespace; a child's is not the stanza's.
+        assert_eq!(
+            put("<iq xmlns:x='y'><q xmlns='z'/></iq>").as_deref(),
+            Some("<iq xmlns='jabber:client' xmlns:x='y'><q xmlns='z'/></iq>")
+        );
+    }
     use crate::error::StanzaErrorCondition;
 
     fn stanza(xml: &str) -> Stanza {

@@ -4,10 +4,10 @@
 //! copies. Pure functions, like `routing.rs`; the session replica's modules
 //! write the policies (`services/session/src/modules/`).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use xmppd_grpc::{AccountPolicy, BoundResource, Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
-use xmppd_protocol::{MessageType, ns};
+use xmppd_protocol::{MessageType, ns, stanza};
 
 /// What a policy says of a stanza.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,7 +108,10 @@ pub fn carbon_copy(carbon: Carbon, envelope: &Envelope, account: &str, to: &str)
     payload.put_slice(b"'><");
     payload.put_slice(carbon.element().as_bytes());
     payload.put_slice(b" xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>");
-    put_in_client_namespace(&mut payload, &envelope.payload);
+    match stanza::in_client_namespace(&envelope.payload) {
+        Some(qualified) => payload.put_slice(&qualified),
+        None => payload.put_slice(&envelope.payload),
+    }
     payload.put_slice(b"</forwarded></");
     payload.put_slice(carbon.element().as_bytes());
     payload.put_slice(b"></message>");
@@ -125,30 +128,9 @@ pub fn carbon_copy(carbon: Carbon, envelope: &Envelope, account: &str, to: &str)
     }
 }
 
-/// Writes `stanza`, declaring `jabber:client` on it unless it already
-/// declares a namespace: a client's stanza inherits its stream's, which
-/// inside `<forwarded/>` it would not.
-fn put_in_client_namespace(out: &mut BytesMut, stanza: &Bytes) {
-    let start_tag = stanza
-        .iter()
-        .position(|&b| b == b'>')
-        .map_or(&stanza[..], |end| &stanza[..end]);
-    let declares = memchr::memmem::find(start_tag, b"xmlns=").is_some();
-    let name_end = stanza
-        .iter()
-        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))
-        .unwrap_or(stanza.len());
-    if declares || name_end == stanza.len() {
-        out.put_slice(stanza);
-        return;
-    }
-    out.put_slice(&stanza[..name_end]);
-    out.put_slice(b" xmlns='jabber:client'");
-    out.put_slice(&stanza[name_end..]);
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use xmppd_grpc::{MessageHints, ResourceFlags};
 
     use super::*;
