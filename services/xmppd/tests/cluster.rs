@@ -40,6 +40,23 @@ const NODE_TTL: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_the_failure_of_each_kind_of_node() {
+    with_backing(scenario).await;
+}
+
+/// Blocking and carbons between users on different connection-managers:
+/// the router enforces and copies from the policy the replicas wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_features_work_across_connection_managers() {
+    with_backing(features).await;
+}
+
+/// Runs `scenario` on a Redis prefix and Postgres database of its own,
+/// within `TEST_LIMIT`, and removes both afterwards, pass or fail.
+async fn with_backing<F, Run>(scenario: F)
+where
+    F: FnOnce(Backing, PathBuf) -> Run,
+    Run: std::future::Future<Output = ()> + Send + 'static,
+{
     let backing = Backing::create().await;
     let dir = tempfile::tempdir().unwrap();
     let mut run = tokio::spawn(scenario(backing.clone(), dir.path().to_path_buf()));
@@ -53,27 +70,7 @@ async fn cluster_survives_the_failure_of_each_kind_of_node() {
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(failure)) => std::panic::resume_unwind(failure.into_panic()),
-        Err(_) => panic!("the cluster scenario took longer than {TEST_LIMIT:?}"),
-    }
-}
-
-/// Blocking and carbons between users on different connection-managers:
-/// the router enforces and copies from the policy the replicas wrote.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn account_features_work_across_connection_managers() {
-    let backing = Backing::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = tokio::spawn(features(backing.clone(), dir.path().to_path_buf()));
-    let outcome = tokio::time::timeout(TEST_LIMIT, &mut run).await;
-    if outcome.is_err() {
-        run.abort();
-        let _ = run.await;
-    }
-    backing.remove().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(failure)) => std::panic::resume_unwind(failure.into_panic()),
-        Err(_) => panic!("the features scenario took longer than {TEST_LIMIT:?}"),
+        Err(_) => panic!("the scenario took longer than {TEST_LIMIT:?}"),
     }
 }
 
