@@ -88,6 +88,17 @@ impl Envelope {
             hints: None,
         })
     }
+
+    /// [`Envelope::error_reply`] for a stanza a blocklist refused (XEP-0191):
+    /// the payload answers from the addressee, the header from the server,
+    /// whose answer it is. The blocklist that refused the stanza applies to
+    /// what its owner sends too, and must not stop this answer on its way
+    /// back (a user who blocks a contact is told so, and so is the contact).
+    pub fn refusal(&self, error: &StanzaError, server: &str) -> Option<Envelope> {
+        let mut reply = self.error_reply(error, server)?;
+        server.clone_into(&mut reply.from);
+        Some(reply)
+    }
 }
 
 impl BoundResource {

@@ -149,16 +149,13 @@ impl Core {
         self.registry.account(sender.as_str()).await.map(Some)
     }
 
-    /// Applies a policy's refusal or drop. A refusal names the blocked JID
-    /// in its payload but the server in its header: it is the server's
-    /// answer, which the policy that refused the stanza must not stop on
-    /// its way back (a user who blocks a contact is told so).
+    /// Applies a policy's refusal (`Envelope::refusal`, past the policy) or
+    /// drop.
     async fn enforce(&self, envelope: &Envelope, verdict: Verdict) {
         self.metrics.count("blocked");
         if let Verdict::Refuse(error) = verdict
-            && let Some(mut reply) = envelope.error_reply(&error, &self.domain)
+            && let Some(reply) = envelope.refusal(&error, &self.domain)
         {
-            self.domain.clone_into(&mut reply.from);
             Box::pin(self.forward(reply)).await;
         }
     }

@@ -86,3 +86,23 @@ async fn a_payload_in_the_wrong_iq_type_is_service_unavailable() {
         );
     }
 }
+
+/// What a blocked contact sends to the user's bare JID reaches the user's
+/// replica, not a resource: the replica refuses it (without the block,
+/// this stranger's last-activity request would be `<forbidden/>`).
+#[tokio::test]
+async fn the_replica_refuses_a_blocked_contacts_request_to_the_bare_jid() {
+    let (_dir, server) = with_users(["alice", "bob"]).await;
+    let mut alice = support::client::Client::login(&server, "alice", "pw-alice", "phone").await;
+    let mut bob = support::client::Client::login(&server, "bob", "pw-bob", "desk").await;
+    let last = "<query xmlns='jabber:iq:last'/>";
+    let before = bob.iq("get", Some("alice@localhost"), last).await;
+    assert_eq!(support::client::error_condition(&before), "forbidden");
+    let block = "<block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block>";
+    support::client::assert_result(&alice.iq("set", None, block).await);
+    let after = bob.iq("get", Some("alice@localhost"), last).await;
+    assert_eq!(
+        support::client::error_condition(&after),
+        "service-unavailable"
+    );
+}

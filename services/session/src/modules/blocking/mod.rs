@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use xmppd_grpc::{AccountPolicy, Envelope, Kind, ResourceFlags};
+use xmppd_grpc::{AccountPolicy, Envelope, Kind, ResourceFlags, session_down};
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::jid::Jid;
@@ -24,7 +24,6 @@ use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 use xmppd_storage::{Schema, Subscription};
 
-use crate::handler::bounce;
 use crate::module::{
     AccountModule, Addressee, Disco, Flow, GET, Iq, IqReply, IqRoute, SET, Section,
 };
@@ -121,13 +120,12 @@ impl AccountModule for Blocking {
         if !policy.blocks(&envelope.from) {
             return Ok(Flow::Continue);
         }
-        if envelope.expects_answer() {
-            bounce(
-                core,
-                envelope,
-                StanzaErrorCondition::ServiceUnavailable,
-                out,
-            );
+        let error = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
+        if let Some(refusal) = envelope
+            .refusal(&error, &core.domain)
+            .filter(|_| envelope.expects_answer())
+        {
+            out.frames.push(session_down::Frame::Stanza(refusal));
         }
         core.metrics.count("blocked");
         Ok(Flow::Done)
