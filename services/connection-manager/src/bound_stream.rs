@@ -250,16 +250,21 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     if stanza.name() == "iq" && stanza.id().is_none_or(str::is_empty) {
         return answer(edge, stanza, StanzaErrorCondition::BadRequest);
     }
+    let hints = hints::read(stanza);
+    let mut payload = stanza.with_from(full.as_str());
+    if hints.as_ref().is_some_and(|hints| hints.private) {
+        payload = hints::without_private(payload);
+    }
     Inbound::Route(Envelope {
         to,
         from: full.as_str().to_owned(),
         kind: Kind::from_element_name(stanza.name()).unwrap_or(Kind::Unspecified) as i32,
         r#type: stanza.stanza_type().unwrap_or_default().to_owned(),
         id: stanza.id().unwrap_or_default().to_owned(),
-        payload: stanza.with_from(full.as_str()),
+        payload,
         stage: Stage::FromClient as i32,
         trace_context: Default::default(),
-        hints: hints::read(stanza),
+        hints,
     })
 }
 

@@ -7,7 +7,10 @@
 //! children count, each by its name and the namespace it declares (clients
 //! declare a payload's namespace on the payload's own element).
 
-use memchr::memchr;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::{memchr, memchr2};
 use xmppd_grpc::MessageHints;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
@@ -43,11 +46,42 @@ fn is_im_payload(namespace: &[u8]) -> bool {
         .any(|im| namespace == im.as_bytes())
 }
 
+/// XEP-0280 §7: the sending server SHOULD remove `<private/>` before
+/// delivering the message. `message` is the stanza as it goes to the router;
+/// a `<private/>` with children of its own (which it should not have) stays.
+pub fn without_private(message: Bytes) -> Bytes {
+    let private = children(&message)
+        .find(|child| child.name == b"private" && child.namespace == Some(ns::CARBONS.as_bytes()));
+    let Some(span) = private.and_then(|child| child.span(&message)) else {
+        return message;
+    };
+    let mut out = BytesMut::with_capacity(message.len() - span.len());
+    out.put_slice(&message[..span.start]);
+    out.put_slice(&message[span.end..]);
+    out.freeze()
+}
+
 /// A child element of the stanza: its name and the default namespace its
 /// start tag declares, if any.
 struct Child<'a> {
     name: &'a [u8],
     namespace: Option<&'a [u8]>,
+    /// Where its start tag begins and ends.
+    start: usize,
+    start_end: usize,
+    empty: bool,
+}
+
+impl Child<'_> {
+    /// The whole element, if it has no child elements.
+    fn span(&self, xml: &[u8]) -> Option<Range<usize>> {
+        if self.empty {
+            return Some(self.start..self.start_end);
+        }
+        let next = self.start_end + memchr(b'<', &xml[self.start_end..])?;
+        let tag = Tag::at(xml, next)?;
+        matches!(tag.kind, TagKind::End).then_some(self.start..tag.end)
+    }
 }
 
 /// The start tags at depth one of a well-formed element.
@@ -56,8 +90,8 @@ fn children(xml: &[u8]) -> impl Iterator<Item = Child<'_>> {
     let mut depth = 0usize;
     std::iter::from_fn(move || {
         loop {
-            at += memchr(b'<', &xml[at..])?;
-            let tag = Tag::at(xml, at)?;
+            let at_tag = at + memchr(b'<', &xml[at..])?;
+            let tag = Tag::at(xml, at_tag)?;
             at = tag.end;
             match tag.kind {
                 TagKind::End => depth = depth.saturating_sub(1),
@@ -66,6 +100,9 @@ fn children(xml: &[u8]) -> impl Iterator<Item = Child<'_>> {
                     let child = (depth == 1).then_some(Child {
                         name: tag.name,
                         namespace: tag.namespace,
+                        start: at_tag,
+                        start_end: tag.end,
+                        empty,
                     });
                     if !empty {
                         depth += 1;
@@ -144,29 +181,28 @@ impl<'a> Tag<'a> {
 fn attributes(xml: &[u8], mut at: usize) -> Option<(usize, Option<&[u8]>)> {
     let mut namespace = None;
     loop {
-        match *xml.get(at)? {
-            b'>' => return Some((at + 1, namespace)),
-            b'=' => {
-                let name_end = xml[..at].iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
-                let name_start = xml[..name_end]
-                    .iter()
-                    .rposition(|b| b.is_ascii_whitespace())?
-                    + 1;
-                let quote_at = at
-                    + 1
-                    + xml[at + 1..]
-                        .iter()
-                        .position(|&b| b == b'\'' || b == b'"')?;
-                let quote = xml[quote_at];
-                let value_len = memchr(quote, &xml[quote_at + 1..])?;
-                let value = &xml[quote_at + 1..quote_at + 1 + value_len];
-                if &xml[name_start..name_end] == b"xmlns" {
-                    namespace = Some(value);
-                }
-                at = quote_at + 1 + value_len + 1;
-            }
-            _ => at += 1,
+        at += memchr2(b'>', b'=', xml.get(at..)?)?;
+        if xml[at] == b'>' {
+            return Some((at + 1, namespace));
         }
+        // An `=`: the attribute's name before it, its quoted value after.
+        let name_end = xml[..at].iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+        let name_start = xml[..name_end]
+            .iter()
+            .rposition(|b| b.is_ascii_whitespace())?
+            + 1;
+        let quote_at = at
+            + 1
+            + xml[at + 1..]
+                .iter()
+                .position(|&b| b == b'\'' || b == b'"')?;
+        let quote = xml[quote_at];
+        let value_len = memchr(quote, &xml[quote_at + 1..])?;
+        let value = &xml[quote_at + 1..quote_at + 1 + value_len];
+        if &xml[name_start..name_end] == b"xmlns" {
+            namespace = Some(value);
+        }
+        at = quote_at + 1 + value_len + 1;
     }
 }
 
@@ -220,6 +256,30 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn private_is_removed_before_delivery_and_nothing_else_is() {
+        let strip = |xml: &'static str| without_private(Bytes::from_static(xml.as_bytes()));
+        assert_eq!(
+            &strip(
+                "<message to='a@b'><body>hi</body><private xmlns='urn:xmpp:carbons:2'/></message>"
+            )[..],
+            b"<message to='a@b'><body>hi</body></message>"
+        );
+        assert_eq!(
+            &strip(
+                "<message to='a@b'><private xmlns=\"urn:xmpp:carbons:2\"></private><body/></message>"
+            )[..],
+            b"<message to='a@b'><body/></message>"
+        );
+        for kept in [
+            "<message to='a@b'><x xmlns='jabber:x:data'><private xmlns='urn:xmpp:carbons:2'/></x></message>",
+            "<message to='a@b'><private xmlns='urn:example'/></message>",
+            "<message to='a@b'><private xmlns='urn:xmpp:carbons:2'><x/></private></message>",
+        ] {
+            assert_eq!(&strip(kept)[..], kept.as_bytes());
+        }
     }
 
     #[test]

@@ -141,7 +141,11 @@ impl Jid {
 
     /// This JID as the cluster's borrowed view.
     pub fn view(&self) -> JidRef<'_> {
-        JidRef { full: &self.full }
+        JidRef {
+            full: &self.full,
+            domain_start: self.domain_start,
+            domain_end: self.domain_end,
+        }
     }
 }
 
@@ -156,13 +160,27 @@ impl Jid {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JidRef<'a> {
     full: &'a str,
+    /// As in [`Jid`]: split once, so that each part is a slice away. Functions of `full`,
+    /// so the derived comparisons still compare the string.
+    domain_start: usize,
+    domain_end: usize,
 }
 
 impl<'a> JidRef<'a> {
     /// A view over `normalised`, which must come from [`Jid`] (the cluster's addresses do):
-    /// no check is made, so that the router's hot path does not parse.
+    /// it is split, not checked, so that the router's hot path does not parse.
     pub fn new(normalised: &'a str) -> Self {
-        JidRef { full: normalised }
+        let bytes = normalised.as_bytes();
+        let domain_end = bytes.iter().position(|&b| b == b'/').unwrap_or(bytes.len());
+        let domain_start = bytes[..domain_end]
+            .iter()
+            .position(|&b| b == b'@')
+            .map_or(0, |at| at + 1);
+        JidRef {
+            full: normalised,
+            domain_start,
+            domain_end,
+        }
     }
 
     pub fn as_str(self) -> &'a str {
@@ -172,37 +190,30 @@ impl<'a> JidRef<'a> {
     /// The JID without its resource.
     pub fn bare(self) -> JidRef<'a> {
         JidRef {
-            full: self.split_resource().0,
+            full: &self.full[..self.domain_end],
+            ..self
         }
     }
 
     pub fn node(self) -> Option<&'a str> {
-        self.bare().full.split_once('@').map(|(node, _)| node)
+        self.domain_start.checked_sub(1).map(|at| &self.full[..at])
     }
 
     pub fn domain(self) -> &'a str {
-        let bare = self.bare().full;
-        bare.split_once('@').map_or(bare, |(_, domain)| domain)
+        &self.full[self.domain_start..self.domain_end]
     }
 
     pub fn resource(self) -> Option<&'a str> {
-        self.split_resource().1
+        self.full.get(self.domain_end + 1..)
     }
 
     /// Whether this names an account (or one of its resources) rather than a server.
     pub fn is_account(self) -> bool {
-        self.node().is_some()
+        self.domain_start > 0
     }
 
     pub fn is_bare(self) -> bool {
-        self.resource().is_none()
-    }
-
-    fn split_resource(self) -> (&'a str, Option<&'a str>) {
-        match self.full.split_once('/') {
-            Some((bare, resource)) => (bare, Some(resource)),
-            None => (self.full, None),
-        }
+        self.domain_end == self.full.len()
     }
 }
 

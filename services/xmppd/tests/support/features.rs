@@ -243,7 +243,9 @@ pub async fn carbons(alice_at: SocketAddr, bob_at: SocketAddr, alice: &str, bob:
                 "<message to='{bob_bare}' id='{id}' type='{kind}'><body>x</body>{children}</message>"
             ))
             .await;
-        laptop.wait(id, |s| is_message(s, id)).await;
+        let delivered = laptop.wait(id, |s| is_message(s, id)).await;
+        // XEP-0280 §7: the sending server removes the hint.
+        assert!(delivered.get_child("private", ns::CARBONS).is_none());
     }
     // A resource that disabled carbons gets none; one that never enabled
     // them got none all along.
