@@ -1,5 +1,5 @@
-//! Latency histograms: one bucket layout per kind of wait, and histograms
-//! by operation whose handles are resolved once.
+//! Latency histograms: one bucket layout per kind of wait, and the calls
+//! to a backing service by operation, whose handles are resolved once.
 //!
 //! Every layout is exponential (factor 2), starting near the fastest such
 //! wait on an idle loopback and ending well past the point where something
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
@@ -34,6 +35,14 @@ pub fn backing_call() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// Runs `work`, observing how long it took in `histogram`.
+pub async fn time<T>(histogram: &Histogram, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = work.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    result
+}
+
 /// The operations one histogram family is labelled by: a field-less enum
 /// whose [`index`](Self::index) is its position in [`ALL`](Self::ALL).
 pub trait Operation: Copy + Send + Sync + 'static {
@@ -50,29 +59,44 @@ struct OperationLabel {
     operation: &'static str,
 }
 
-/// A latency histogram per operation. Each operation's handle is resolved
-/// when this is made, so timing a call builds no label set and takes no
-/// lock on the family; every operation is exported from the start, at 0.
-pub struct OperationLatency<O> {
-    family: Family<OperationLabel, Histogram, fn() -> Histogram>,
-    by_operation: Arc<[Histogram]>,
+/// Calls to a backing service (Redis, the SQL store) by operation: how long
+/// each took, and how many failed. Each operation's handles are resolved
+/// when this is made, so a call builds no label set and takes no lock on
+/// the families; every operation is exported from the start, at 0.
+pub struct Calls<O> {
+    latency: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    errors: Family<OperationLabel, Counter>,
+    by_operation: Arc<[(Histogram, Counter)]>,
     _operation: PhantomData<fn(O)>,
 }
 
-impl<O> Clone for OperationLatency<O> {
+impl<O> std::fmt::Debug for Calls<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls").finish_non_exhaustive()
+    }
+}
+
+/// Whether a call's error is the backing service failing, counted in
+/// `_call_errors_total`, rather than an answer such as "already exists".
+pub trait CallError {
+    fn is_failure(&self) -> bool;
+}
+
+impl<O> Clone for Calls<O> {
     fn clone(&self) -> Self {
-        OperationLatency {
-            family: self.family.clone(),
+        Calls {
+            latency: self.latency.clone(),
+            errors: self.errors.clone(),
             by_operation: self.by_operation.clone(),
             _operation: PhantomData,
         }
     }
 }
 
-impl<O: Operation> OperationLatency<O> {
-    /// `histogram` makes each operation's histogram: one of the layouts above.
-    pub fn new(histogram: fn() -> Histogram) -> Self {
-        let family = Family::new_with_constructor(histogram);
+impl<O: Operation> Calls<O> {
+    pub fn new() -> Self {
+        let latency = Family::<_, _, fn() -> Histogram>::new_with_constructor(backing_call);
+        let errors = Family::default();
         let by_operation = O::ALL
             .iter()
             .enumerate()
@@ -81,39 +105,57 @@ impl<O: Operation> OperationLatency<O> {
                 let label = OperationLabel {
                     operation: operation.name(),
                 };
-                family.get_or_create(&label).clone()
+                (
+                    latency.get_or_create(&label).clone(),
+                    errors.get_or_create(&label).clone(),
+                )
             })
             .collect();
-        OperationLatency {
-            family,
+        Calls {
+            latency,
+            errors,
             by_operation,
             _operation: PhantomData,
         }
     }
 
-    /// Exports the family as `<name>_seconds`, labelled `operation`.
-    pub fn register(&self, registry: &mut Registry, name: &str, help: &str) {
-        registry.register_with_unit(name, help, Unit::Seconds, self.family.clone());
+    /// Exports `<prefix>_call_seconds` and `<prefix>_call_errors_total`,
+    /// both labelled `operation`; `service` names what is called in their help.
+    pub fn register(&self, registry: &mut Registry, prefix: &str, service: &str) {
+        registry.register_with_unit(
+            format!("{prefix}_call"),
+            format!("Calls to {service} by operation, from the first request to the last answer"),
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        registry.register(
+            format!("{prefix}_call_errors"),
+            format!("Calls to {service} that failed, by operation"),
+            self.errors.clone(),
+        );
     }
 
-    /// Counts one `operation` that began at `started`.
-    pub fn observe(&self, operation: O, started: Instant) {
-        self.by_operation[operation.index()].observe(started.elapsed().as_secs_f64());
-    }
-
-    /// Runs `call`, timing it as `operation`, whatever its outcome.
-    pub async fn time<T>(&self, operation: O, call: impl Future<Output = T>) -> T {
+    /// Runs `call` as `operation`: timed whatever its outcome, counted as an
+    /// error when it fails with a [failure](CallError::is_failure).
+    pub async fn call<T, E: CallError>(
+        &self,
+        operation: O,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let started = Instant::now();
         let result = call.await;
-        self.observe(operation, started);
+        let (latency, errors) = &self.by_operation[operation.index()];
+        latency.observe(started.elapsed().as_secs_f64());
+        if result.as_ref().is_err_and(CallError::is_failure) {
+            errors.inc();
+        }
         result
     }
 }
 
-impl<O: Operation> Default for OperationLatency<O> {
-    /// Layout of a call to a backing service (Redis, SQL).
+impl<O: Operation> Default for Calls<O> {
     fn default() -> Self {
-        Self::new(backing_call)
+        Self::new()
     }
 }
 
@@ -125,6 +167,18 @@ mod tests {
     enum Call {
         Read,
         Write,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Failed {
+        Down,
+        NotFound,
+    }
+
+    impl CallError for Failed {
+        fn is_failure(&self) -> bool {
+            *self == Failed::Down
+        }
     }
 
     impl Operation for Call {
@@ -141,21 +195,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_timed_call_counts_under_its_operation_and_the_others_show_zero() {
-        let latency = OperationLatency::<Call>::default();
+    async fn a_call_counts_under_its_operation_and_only_failures_as_errors() {
+        let calls = Calls::<Call>::new();
         let mut registry = Registry::default();
-        latency.register(&mut registry, "test_call", "Calls");
-        let answer = latency.time(Call::Write, async { 42 }).await;
-        assert_eq!(answer, 42);
+        calls.register(&mut registry, "test", "a test");
+        assert_eq!(
+            calls.call(Call::Write, async { Ok::<_, ()>(42) }).await,
+            Ok(42)
+        );
+        assert_eq!(
+            calls
+                .call(Call::Write, async { Err::<(), _>("down") })
+                .await,
+            Err("down")
+        );
         let text = crate::scrape(&registry);
-        assert!(
-            text.contains(r#"test_call_seconds_count{operation="write"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"test_call_seconds_count{operation="read"} 0"#),
-            "{text}"
-        );
-        assert!(text.contains("# UNIT test_call_seconds seconds"), "{text}");
+        for line in [
+            r#"test_call_seconds_count{operation="write"} 3"#,
+            r#"test_call_seconds_count{operation="read"} 0"#,
+            r#"test_call_errors_total{operation="write"} 1"#,
+            r#"test_call_errors_total{operation="read"} 0"#,
+            "# UNIT test_call_seconds seconds",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Prometheus metric types every xmppd crate shares.
 //!
 //! - [`latency`]: the bucket layouts of the latency histograms, and
-//!   [`OperationLatency`], a histogram per operation whose label is resolved
-//!   once, so that timing a call costs one `Instant` pair and one observe.
+//!   [`Calls`]: a backing service's calls by operation, timed and their
+//!   failures counted, the label resolved once, so that a call costs one
+//!   `Instant` pair, one observe and no label set.
 //! - [`scraped`]: gauges computed when Prometheus scrapes (queue depths), so
 //!   that nothing is counted per stanza to keep them.
 //! - [`process`]: the process's CPU time, memory, file descriptors and start
@@ -17,7 +18,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use latency::{Operation, OperationLatency};
+pub use latency::{CallError, Calls, Operation};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {

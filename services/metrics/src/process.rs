@@ -15,12 +15,12 @@ pub fn register(registry: &mut Registry) {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use procfs::process::{LimitValue, Process};
     use prometheus_client::collector::Collector;
     use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
     use prometheus_client::metrics::MetricType;
     use prometheus_client::metrics::counter::ConstCounter;
     use prometheus_client::metrics::gauge::ConstGauge;
-    use procfs::process::{LimitValue, Process};
 
     #[derive(Debug)]
     pub struct ProcessMetrics;
@@ -159,7 +159,10 @@ mod linux {
                 .expect("after 1970")
                 .as_secs_f64();
             let started = value(&text, "process_start_time_seconds");
-            assert!(started <= now + 1.0 && started > now - 3600.0, "{started} vs {now}");
+            assert!(
+                started <= now + 1.0 && started > now - 3600.0,
+                "{started} vs {now}"
+            );
         }
     }
 }
