@@ -96,7 +96,7 @@ impl<O> Clone for Calls<O> {
 impl<O: Operation> Calls<O> {
     pub fn new() -> Self {
         let latency = Family::<_, _, fn() -> Histogram>::new_with_constructor(backing_call);
-        let errors = Family::default();
+        let errors = Family::<OperationLabel, Counter>::default();
         let by_operation = O::ALL
             .iter()
             .enumerate()
