@@ -38,7 +38,7 @@ pub enum Delivery {
     /// the mailbox and its write (`xmppd_edge_stanza_outbound_seconds`).
     Stanza { payload: Bytes, queued_at: Instant },
     /// Close the stream with this RFC 6120 §4.9.3 condition. The text is
-    /// boxed so that a mailbox slot stays the size of a stanza's `Bytes`.
+    /// boxed so that a mailbox slot stays the size of a stanza's delivery.
     Close {
         condition: StreamErrorCondition,
         text: Box<str>,

@@ -199,16 +199,16 @@ mod tests {
         let calls = Calls::<Call>::new();
         let mut registry = Registry::default();
         calls.register(&mut registry, "test", "a test");
-        assert_eq!(
-            calls.call(Call::Write, async { Ok::<_, ()>(42) }).await,
-            Ok(42)
-        );
-        assert_eq!(
-            calls
-                .call(Call::Write, async { Err::<(), _>("down") })
-                .await,
-            Err("down")
-        );
+        let ok = calls.call(Call::Write, async { Ok::<_, Failed>(42) }).await;
+        assert_eq!(ok, Ok(42));
+        let down = calls
+            .call(Call::Write, async { Err::<(), _>(Failed::Down) })
+            .await;
+        assert_eq!(down, Err(Failed::Down));
+        let answer = calls
+            .call(Call::Write, async { Err::<(), _>(Failed::NotFound) })
+            .await;
+        assert_eq!(answer, Err(Failed::NotFound));
         let text = crate::scrape(&registry);
         for line in [
             r#"test_call_seconds_count{operation="write"} 3"#,

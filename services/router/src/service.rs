@@ -13,6 +13,7 @@ use xmppd_grpc::{
     BoundResource, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage,
     edge_down, edge_up, session_down, session_up,
 };
+use xmppd_metrics::latency::time;
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{Account, SharedRegistry, membership};
@@ -22,7 +23,6 @@ use crate::metrics::RouterMetrics;
 use crate::policy::{self, Carbon, Verdict};
 use crate::replicas::{Downstream, Replicas};
 use crate::routing::{self, Selection, Target};
-use xmppd_metrics::latency::time;
 
 /// Frames buffered towards one connection-manager before the router waits.
 const EDGE_BUFFER: usize = 4096;

@@ -1,10 +1,11 @@
 //! Session service metrics. Labels are fixed small sets, never JIDs.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 use xmppd_metrics::scraped::ScrapedGauge;
 
 use crate::shards::Shards;

@@ -1,10 +1,10 @@
 //! Accounts and their SCRAM credentials.
 
-use crate::calls::SqlOperation;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use xmppd_protocol::JidRef;
 
+use crate::calls::SqlOperation;
 use crate::store::now_ms;
 use crate::{Store, StoreError, decode_error};
 
@@ -38,7 +38,7 @@ impl Store {
                 let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (jid) DO NOTHING",
+                     ON CONFLICT (jid) DO NOTHING",
                 )
                 .bind(jid)
                 .bind(domain)
@@ -89,7 +89,7 @@ impl Store {
             .call(SqlOperation::Credentials, async {
                 let rows = sqlx::query(
                     "SELECT mechanism, salt, iterations, stored_key, server_key \
-             FROM credentials WHERE jid = $1 ORDER BY mechanism",
+                     FROM credentials WHERE jid = $1 ORDER BY mechanism",
                 )
                 .bind(jid)
                 .fetch_all(&self.pool)

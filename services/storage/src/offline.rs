@@ -1,8 +1,8 @@
 //! Offline messages (XEP-0160) and last activity (XEP-0012).
 
-use crate::calls::SqlOperation;
 use sqlx::Row;
 
+use crate::calls::SqlOperation;
 use crate::{Store, StoreError, decode_error};
 
 /// A stanza kept for an account while it had no available resource.
@@ -37,7 +37,7 @@ impl Store {
                 // both pass the check on Postgres; the router's one-owner-per-account rule prevents that.
                 let inserted = sqlx::query(
                     "INSERT INTO offline_messages (jid, stanza, stored_at) SELECT $1, $2, $3 \
-             WHERE (SELECT COUNT(*) FROM offline_messages WHERE jid = $1) < $4",
+                     WHERE (SELECT COUNT(*) FROM offline_messages WHERE jid = $1) < $4",
                 )
                 .bind(jid)
                 .bind(stanza)
@@ -104,7 +104,7 @@ impl Store {
             .call(SqlOperation::SetLastActivity, async {
                 sqlx::query(
                     "INSERT INTO last_activity (jid, at_ms, status) VALUES ($1, $2, $3) \
-             ON CONFLICT (jid) DO UPDATE SET at_ms = excluded.at_ms, status = excluded.status",
+                     ON CONFLICT (jid) DO UPDATE SET at_ms = excluded.at_ms, status = excluded.status",
                 )
                 .bind(jid)
                 .bind(at_ms)

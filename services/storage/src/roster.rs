@@ -1,13 +1,13 @@
 //! Rosters (RFC 6121 §2) with XEP-0237 versioning: one counter per account, bumped in the
 //! same transaction as every change.
 
-use crate::calls::SqlOperation;
 use std::fmt;
 use std::str::FromStr;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::calls::SqlOperation;
 use crate::{Store, StoreError, decode_error};
 
 /// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5).
@@ -153,20 +153,21 @@ impl Store {
             .call(SqlOperation::PutRosterItem, async {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-            "INSERT INTO roster_items (jid, contact, name, subscription, ask_out, pending_in) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (jid, contact) DO UPDATE SET name = excluded.name, \
-             subscription = excluded.subscription, ask_out = excluded.ask_out, \
-             pending_in = excluded.pending_in",
-        )
-        .bind(jid)
-        .bind(&item.contact)
-        .bind(item.name.as_deref())
-        .bind(item.subscription.as_str())
-        .bind(i16::from(item.ask_out))
-        .bind(i16::from(item.pending_in))
-        .execute(&mut *tx)
-        .await?;
+                    "INSERT INTO roster_items \
+                     (jid, contact, name, subscription, ask_out, pending_in) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (jid, contact) DO UPDATE SET name = excluded.name, \
+                     subscription = excluded.subscription, ask_out = excluded.ask_out, \
+                     pending_in = excluded.pending_in",
+                )
+                .bind(jid)
+                .bind(&item.contact)
+                .bind(item.name.as_deref())
+                .bind(item.subscription.as_str())
+                .bind(i16::from(item.ask_out))
+                .bind(i16::from(item.pending_in))
+                .execute(&mut *tx)
+                .await?;
                 replace_groups(&mut tx, jid, item).await?;
                 let version = bump_version(&mut tx, jid).await?;
                 tx.commit().await?;

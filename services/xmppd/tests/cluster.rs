@@ -149,7 +149,14 @@ async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
     available(&mut bob, "bob@localhost/b").await;
     subscribe(&mut alice, "alice", &mut bob, "bob@localhost/b").await;
     for round in 0..10 {
-        exchange(&mut alice, "alice", &mut bob, "bob", &format!("round {round}")).await;
+        exchange(
+            &mut alice,
+            "alice",
+            &mut bob,
+            "bob",
+            &format!("round {round}"),
+        )
+        .await;
     }
 
     // Every node: its build and its process.
@@ -166,17 +173,41 @@ async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
     }
     // The latency histograms, by their labels, counted.
     for (expr, series) in [
-        (r#"xmppd_router_routing_seconds_count{node="router-1"} > 0"#, 2),
-        (r#"xmppd_edge_login_seconds_count{step=~"sasl|bind|total"} > 0"#, 6),
+        (
+            r#"xmppd_router_routing_seconds_count{node="router-1"} > 0"#,
+            2,
+        ),
+        (
+            r#"xmppd_edge_login_seconds_count{step=~"sasl|bind|total"} > 0"#,
+            6,
+        ),
         ("xmppd_edge_stanza_inbound_seconds_count > 0", 2),
         ("xmppd_edge_stanza_outbound_seconds_count > 0", 2),
-        (r#"xmppd_redis_call_seconds_count{node="session-1", operation="bind"} > 0"#, 1),
-        (r#"xmppd_redis_call_seconds_count{node="router-1", operation="account"} > 0"#, 1),
-        (r#"xmppd_redis_call_seconds_count{operation="heartbeat"} > 0"#, 4),
-        (r#"xmppd_store_call_seconds_count{operation="credentials"} > 0"#, 1),
-        (r#"xmppd_store_call_seconds_count{operation="put_roster_item"} > 0"#, 1),
+        (
+            r#"xmppd_redis_call_seconds_count{node="session-1", operation="bind"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_redis_call_seconds_count{node="router-1", operation="account"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_redis_call_seconds_count{operation="heartbeat"} > 0"#,
+            4,
+        ),
+        (
+            r#"xmppd_store_call_seconds_count{operation="credentials"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_store_call_seconds_count{operation="put_roster_item"} > 0"#,
+            1,
+        ),
         // Every operation is exported from the start, failures at 0.
-        (r#"xmppd_redis_call_errors_total{node="session-1"} == 0"#, 17),
+        (
+            r#"xmppd_redis_call_errors_total{node="session-1"} == 0"#,
+            17,
+        ),
         ("xmppd_store_call_errors_total == 0", 16),
         // What a dashboard asks: a quantile over a rate.
         (
