@@ -58,7 +58,8 @@ mod linux {
         })
     }
 
-    fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Send + Sync + std::fmt::Debug>(
+    /// One unlabelled gauge.
+    fn gauge<V>(
         encoder: &mut DescriptorEncoder<'_>,
         name: &str,
         help: &str,
@@ -67,12 +68,8 @@ mod linux {
     where
         ConstGauge<V>: EncodeMetric,
     {
-        ConstGauge::new(value).encode(encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            MetricType::Gauge,
-        )?)
+        let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(value).encode(metric)
     }
 
     impl Collector for ProcessMetrics {
