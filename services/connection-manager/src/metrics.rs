@@ -39,8 +39,9 @@ pub struct LoginLatency {
     pub sasl: Histogram,
     /// The bind call to the account's session replica.
     pub bind: Histogram,
-    /// From the accepted connection to the bound resource: TLS, SASL,
-    /// bind, and the client's own round trips.
+    /// From the start of negotiation (after the accept, and the handshake
+    /// of direct TLS) to the bound resource: STARTTLS, SASL, bind, and the
+    /// client's own round trips.
     pub total: Histogram,
 }
 
