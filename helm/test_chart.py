@@ -155,6 +155,26 @@ class Manifests(unittest.TestCase):
             self.assertEqual(has_cert, container["name"] == "connection-manager")
         self.assertNotIn(("Secret", "demo-xmppd-urls"), objects)
 
+    def test_monitoring_objects_are_optional_and_carry_the_chart_files(self):
+        self.assertEqual(of_kind(render(URLS), "PrometheusRule"), [])
+        self.assertEqual(dashboards(render(URLS)), [])
+        values = {**URLS, "metrics": {
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True}}}
+        result = helm.lint(str(CHART), values)
+        self.assertEqual(result["errors"], [])
+        objects = render(values)
+        [rule] = of_kind(objects, "PrometheusRule")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus")
+        # The very rules promtool checks (services/xmppd/tests/cluster.rs).
+        self.assertEqual(rule["spec"], yaml.safe_load((CHART / "files" / "alerts.yaml").read_text()))
+        [dashboard] = dashboards(objects)
+        self.assertEqual(dashboard["metadata"]["labels"]["grafana_dashboard"], "1")
+        self.assertEqual(json.loads(dashboard["data"]["xmppd.json"]),
+                         json.loads((CHART / "files" / "dashboard.json").read_text()))
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(dashboard, version, strict=True)
+
     def test_missing_urls_are_named(self):
         with self.assertRaisesRegex(Exception, r"storage\.url .* or existingSecret is required"):
             render({})
@@ -249,6 +269,10 @@ class Manifests(unittest.TestCase):
         self.assertEqual(args[args.index("--target") + 1], f"{service}:5223")
 
 
+def dashboards(objects):
+    return [obj for obj in of_kind(objects, "ConfigMap") if obj["metadata"]["name"].endswith("-dashboard")]
+
+
 def connection_manager(objects):
     """The connection-manager's container."""
     deployment = [d for d in of_kind(objects, "Deployment")
@@ -295,6 +319,22 @@ class Docs(unittest.TestCase):
             if not is_map:
                 self.assertTrue(prefixes & documented, f"{path} is not in docs/kubernetes.md")
         self.assertEqual(documented - paths, set(), "documented values that values.yaml lacks")
+
+
+    def test_every_metric_and_alert_the_chart_uses_is_documented(self):
+        docs = (ROOT / "docs" / "observability.md").read_text()
+        alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"][0]["rules"]
+        dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+        exprs = [rule["expr"] for rule in alerts]
+        exprs += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+        for expr in exprs:
+            for name in re.findall(r"\b((?:xmppd|process)_[a-z_]+)", expr):
+                family = re.sub(r"_(bucket|count|sum|total)$", "", name)
+                with self.subTest(metric=name):
+                    self.assertTrue(f"`{family}`" in docs or f"`{family}_total`" in docs,
+                                    f"{name} is not in docs/observability.md")
+        for rule in alerts:
+            self.assertIn(f"`{rule['alert']}`", docs, "an alert without its runbook line")
 
 
 def values_at(values, path):

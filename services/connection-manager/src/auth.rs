@@ -78,7 +78,12 @@ pub async fn authenticate(
     bindings: Vec<ChannelBinding>,
     deadline: Instant,
 ) -> Result<Outcome, StreamEnd> {
+    let started = std::time::Instant::now();
     let result = exchange(edge, stream, auth, ip, offered, bindings, deadline).await?;
+    edge.metrics
+        .login
+        .sasl
+        .observe(started.elapsed().as_secs_f64());
     let account = match &result {
         Ok((jid, _)) => Some(jid.to_string()),
         Err((_, account)) => account.clone(),

@@ -111,9 +111,12 @@ async fn serve<S: ClientStream>(
         };
         silence.as_mut().reset(wake);
         match wait(stream, &mut bound.mailbox, silence.as_mut()).await {
-            Wake::Delivery(Some(Delivery::Stanza(payload))) => {
+            Wake::Delivery(Some(Delivery::Stanza { payload, queued_at })) => {
                 edge.metrics.stanzas_out.inc();
                 stream.write(&payload).await?;
+                edge.metrics
+                    .outbound
+                    .observe(queued_at.elapsed().as_secs_f64());
             }
             Wake::Delivery(Some(Delivery::Close { condition, text })) => {
                 return Err(stream.fail_with(condition, &text).await);
@@ -194,9 +197,16 @@ async fn handle_event<S: ClientStream>(
     if let Some(wait) = bucket.take() {
         tokio::time::sleep(wait).await;
     }
+    // From here, not from the read: the rate limit's wait is the client's
+    // own doing.
+    let started = std::time::Instant::now();
     match from_client(edge, &bound.full, &stanza) {
         Inbound::Route(envelope) => {
-            if bound.route.send(envelope).await.is_err() {
+            let sent = bound.route.send(envelope).await;
+            edge.metrics
+                .inbound
+                .observe(started.elapsed().as_secs_f64());
+            if sent.is_err() {
                 return Err(stream
                     .fail_with(
                         StreamErrorCondition::InternalServerError,

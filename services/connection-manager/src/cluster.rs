@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Status;
@@ -34,10 +34,11 @@ const LOGIN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the cluster hands a bound client stream.
 #[derive(Debug)]
 pub enum Delivery {
-    /// A stanza to write to the client as is.
-    Stanza(Bytes),
+    /// A stanza to write to the client as is; `queued_at` times its wait in
+    /// the mailbox and its write (`xmppd_edge_stanza_outbound_seconds`).
+    Stanza { payload: Bytes, queued_at: Instant },
     /// Close the stream with this RFC 6120 §4.9.3 condition. The text is
-    /// boxed so that a mailbox slot stays the size of a stanza's `Bytes`.
+    /// boxed so that a mailbox slot stays the size of a stanza's delivery.
     Close {
         condition: StreamErrorCondition,
         text: Box<str>,
@@ -128,8 +129,23 @@ impl Cluster {
             .len()
     }
 
+    /// Session replicas with an open login stream.
+    pub fn session_replica_count(&self) -> usize {
+        self.inner.replicas.count()
+    }
+
     pub fn bound_stream_count(&self) -> usize {
         self.inner.streams.read().expect("streams lock").len()
+    }
+
+    /// Deliveries waiting in the mailboxes of this node's bound streams; read
+    /// at scrape time, one short lock per mailbox.
+    pub fn queued_deliveries(&self) -> usize {
+        let streams = self.inner.streams.read().expect("streams lock");
+        streams
+            .values()
+            .map(|stream| directory::MAILBOX_SIZE - stream.mailbox.capacity())
+            .sum()
     }
 
     /// Closes every bound stream on this node with `condition`, through

@@ -201,12 +201,17 @@ mod tests {
     use super::*;
 
     fn stanza(text: &'static str) -> Delivery {
-        Delivery::Stanza(Bytes::from_static(text.as_bytes()))
+        Delivery::Stanza {
+            payload: Bytes::from_static(text.as_bytes()),
+            queued_at: std::time::Instant::now(),
+        }
     }
 
     fn text(delivery: Option<Delivery>) -> String {
         match delivery {
-            Some(Delivery::Stanza(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            Some(Delivery::Stanza { payload, .. }) => {
+                String::from_utf8_lossy(&payload).into_owned()
+            }
             other => panic!("expected a stanza, got {other:?}"),
         }
     }

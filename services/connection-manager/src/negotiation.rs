@@ -31,11 +31,18 @@ pub async fn serve<S: ClientStream>(
     stream: S,
     peer: SocketAddr,
 ) -> Option<(S, Bound)> {
-    let deadline = Instant::now() + edge.settings.negotiation_timeout;
+    let started = Instant::now();
+    let deadline = started + edge.settings.negotiation_timeout;
     // Boxed, so that its large state (SASL, registration, binding) does not
     // size the connection's task.
     match Box::pin(negotiate(edge, stream, peer, deadline)).await {
-        Ok(negotiated) => return Some(negotiated),
+        Ok(negotiated) => {
+            edge.metrics
+                .login
+                .total
+                .observe(started.elapsed().as_secs_f64());
+            return Some(negotiated);
+        }
         Err(StreamEnd::Error(error)) => {
             edge.metrics.stream_error(error.condition.name());
             tracing::debug!(%peer, %error, "stream failed during negotiation");
@@ -327,11 +334,16 @@ async fn bind<S: ClientStream>(
                 .await?;
             continue;
         }
-        match edge
+        let started = std::time::Instant::now();
+        let bound = edge
             .cluster
             .bind(account.as_str(), resource.as_deref())
-            .await
-        {
+            .await;
+        edge.metrics
+            .login
+            .bind
+            .observe(started.elapsed().as_secs_f64());
+        match bound {
             Ok(Ok((route, mailbox))) => {
                 let full =
                     Jid::parse(&route.full_jid).expect("the session service returns a valid JID");

@@ -223,6 +223,11 @@ pub trait Registry: Send + Sync + 'static {
     fn cache_statistics(&self) -> Option<CacheStatistics> {
         None
     }
+
+    /// Exports the registry's own metrics: for Redis, its calls by operation
+    /// (`xmppd_redis_call_seconds`, `xmppd_redis_call_errors_total`); the
+    /// memory registry makes no calls and exports nothing.
+    fn register_metrics(&self, _metrics: &mut prometheus_client::registry::Registry) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +242,14 @@ pub enum RegistryError {
     /// Writers kept changing the entry between our read and our write.
     #[error("registry entry {0} kept changing, gave up")]
     Contended(String),
+}
+
+/// Every registry error is Redis failing or a write contended past its
+/// retries: each counts in `xmppd_redis_call_errors_total`.
+impl xmppd_metrics::CallError for RegistryError {
+    fn is_failure(&self) -> bool {
+        true
+    }
 }
 
 /// (bare JID, resource) of a normalised JID: the key of its account's

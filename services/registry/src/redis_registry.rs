@@ -13,6 +13,7 @@ use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
 use crate::{Account, Caching, Registry, RegistryError, Unbound, sort_by_jid, split_full};
 use xmppd_cache::CacheStatistics;
+use xmppd_metrics::{Calls, Operation};
 
 /// Compare-and-swap of one resource entry that keeps `sess:` and `nodes` in
 /// step with it, and takes the entry's directed-presence set when it deletes
@@ -91,6 +92,77 @@ const MAX_ATTEMPTS: usize = 16;
 /// How many keys one `SCAN` round asks for.
 const SCAN_COUNT: usize = 512;
 
+/// The `operation` label of `xmppd_redis_call_seconds`: the [`Registry`]
+/// method, whatever round trips it takes.
+#[derive(Clone, Copy, Debug)]
+enum RedisOperation {
+    Bind,
+    Unbind,
+    SetPresence,
+    SetFlags,
+    SetPolicy,
+    Session,
+    Account,
+    ResourcesOnNode,
+    AllResources,
+    CountSessions,
+    AddDirected,
+    RemoveDirected,
+    TakeDirected,
+    Heartbeat,
+    Deregister,
+    LiveNodes,
+    DeadNodesWithSessions,
+}
+
+impl Operation for RedisOperation {
+    const ALL: &'static [Self] = &[
+        RedisOperation::Bind,
+        RedisOperation::Unbind,
+        RedisOperation::SetPresence,
+        RedisOperation::SetFlags,
+        RedisOperation::SetPolicy,
+        RedisOperation::Session,
+        RedisOperation::Account,
+        RedisOperation::ResourcesOnNode,
+        RedisOperation::AllResources,
+        RedisOperation::CountSessions,
+        RedisOperation::AddDirected,
+        RedisOperation::RemoveDirected,
+        RedisOperation::TakeDirected,
+        RedisOperation::Heartbeat,
+        RedisOperation::Deregister,
+        RedisOperation::LiveNodes,
+        RedisOperation::DeadNodesWithSessions,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            RedisOperation::Bind => "bind",
+            RedisOperation::Unbind => "unbind",
+            RedisOperation::SetPresence => "set_presence",
+            RedisOperation::SetFlags => "set_flags",
+            RedisOperation::SetPolicy => "set_policy",
+            RedisOperation::Session => "session",
+            RedisOperation::Account => "account",
+            RedisOperation::ResourcesOnNode => "resources_on_node",
+            RedisOperation::AllResources => "all_resources",
+            RedisOperation::CountSessions => "count_sessions",
+            RedisOperation::AddDirected => "add_directed",
+            RedisOperation::RemoveDirected => "remove_directed",
+            RedisOperation::TakeDirected => "take_directed",
+            RedisOperation::Heartbeat => "heartbeat",
+            RedisOperation::Deregister => "deregister",
+            RedisOperation::LiveNodes => "live_nodes",
+            RedisOperation::DeadNodesWithSessions => "dead_nodes_with_sessions",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 pub struct RedisRegistry {
     /// Reconnects by itself; cloned per call, which is cheap. With
     /// [`Caching::On`] it speaks RESP3, and its pushes go to `cache`.
@@ -98,6 +170,8 @@ pub struct RedisRegistry {
     /// [`Registry::resources`] look-ups, with [`Caching::On`].
     cache: Option<Arc<LookupCache>>,
     keys: Keys,
+    /// Every [`Registry`] call that reaches Redis, timed by operation.
+    calls: Calls<RedisOperation>,
     swap: Script,
     set_policy: Script,
     prune_role: Script,
@@ -272,6 +346,7 @@ impl RedisRegistry {
             keys: Keys {
                 prefix: key_prefix.to_owned(),
             },
+            calls: Calls::new(),
             swap: Script::new(SWAP_LUA),
             set_policy: Script::new(SET_POLICY_LUA),
             prune_role: Script::new(PRUNE_ROLE_LUA),
@@ -412,28 +487,36 @@ impl Registry for RedisRegistry {
         self.cache.as_ref().map(|cache| cache.statistics())
     }
 
+    fn register_metrics(&self, metrics: &mut prometheus_client::registry::Registry) {
+        self.calls.register(metrics, "xmppd_redis", "Redis");
+    }
+
     async fn bind(&self, session: BoundResource) -> Result<Option<Unbound>, RegistryError> {
-        let take = OnReplace::TakeDirected;
-        // Most binds are of a resource nobody holds: swapping against
-        // "absent" first spares the read, one round trip of every login.
-        if let Change::Put(new, None) = rules::bind(&session, None)
-            && self
-                .swap(&session.full_jid, Expected::Entry(None), Some(&new), take)
-                .await?
-                .is_some()
-        {
-            return Ok(None);
-        }
-        let (replaced, directed, _) = self
-            .update(&session.full_jid, take, |current| {
-                rules::bind(&session, current)
+        self.calls
+            .call(RedisOperation::Bind, async {
+                let take = OnReplace::TakeDirected;
+                // Most binds are of a resource nobody holds: swapping against
+                // "absent" first spares the read, one round trip of every login.
+                if let Change::Put(new, None) = rules::bind(&session, None)
+                    && self
+                        .swap(&session.full_jid, Expected::Entry(None), Some(&new), take)
+                        .await?
+                        .is_some()
+                {
+                    return Ok(None);
+                }
+                let (replaced, directed, _) = self
+                    .update(&session.full_jid, take, |current| {
+                        rules::bind(&session, current)
+                    })
+                    .await?;
+                Ok(replaced.map(|session| Unbound {
+                    session,
+                    directed,
+                    policy: None,
+                }))
             })
-            .await?;
-        Ok(replaced.map(|session| Unbound {
-            session,
-            directed,
-            policy: None,
-        }))
+            .await
     }
 
     async fn unbind(
@@ -442,36 +525,40 @@ impl Registry for RedisRegistry {
         node_id: &str,
         conn_id: u64,
     ) -> Result<Option<Unbound>, RegistryError> {
-        // Every session end unbinds: Redis checks the holder itself, sparing
-        // the read (one round trip) that `rules::unbind` would need.
-        let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
-            let (removed, directed, policy) = self
-                .update(full_jid, OnReplace::KeepDirected, |current| {
-                    rules::unbind(node_id, conn_id, current)
-                })
-                .await?;
-            return Ok(removed.map(|session| Unbound {
-                session,
-                directed,
-                policy,
-            }));
-        };
-        let expected = Expected::HeldBy(holder);
-        let swapped = self
-            .swap(full_jid, expected, None, OnReplace::KeepDirected)
-            .await?;
-        let Some(swapped) = swapped else {
-            return Ok(None);
-        };
-        let session = decode(
-            &self.keys.resources(split_full(full_jid).0),
-            swapped.replaced,
-        )?;
-        Ok(Some(Unbound {
-            session,
-            directed: swapped.directed,
-            policy: swapped.policy,
-        }))
+        self.calls
+            .call(RedisOperation::Unbind, async {
+                // Every session end unbinds: Redis checks the holder itself, sparing
+                // the read (one round trip) that `rules::unbind` would need.
+                let Some(holder) = Holder::new(full_jid, node_id, conn_id) else {
+                    let (removed, directed, policy) = self
+                        .update(full_jid, OnReplace::KeepDirected, |current| {
+                            rules::unbind(node_id, conn_id, current)
+                        })
+                        .await?;
+                    return Ok(removed.map(|session| Unbound {
+                        session,
+                        directed,
+                        policy,
+                    }));
+                };
+                let expected = Expected::HeldBy(holder);
+                let swapped = self
+                    .swap(full_jid, expected, None, OnReplace::KeepDirected)
+                    .await?;
+                let Some(swapped) = swapped else {
+                    return Ok(None);
+                };
+                let session = decode(
+                    &self.keys.resources(split_full(full_jid).0),
+                    swapped.replaced,
+                )?;
+                Ok(Some(Unbound {
+                    session,
+                    directed: swapped.directed,
+                    policy: swapped.policy,
+                }))
+            })
+            .await
     }
 
     async fn set_presence(
@@ -482,12 +569,16 @@ impl Registry for RedisRegistry {
         priority: i32,
         presence: Bytes,
     ) -> Result<bool, RegistryError> {
-        let (updated, ..) = self
-            .update(full_jid, OnReplace::KeepDirected, |current| {
-                rules::set_presence(conn_id, available, priority, &presence, current)
+        self.calls
+            .call(RedisOperation::SetPresence, async {
+                let (updated, ..) = self
+                    .update(full_jid, OnReplace::KeepDirected, |current| {
+                        rules::set_presence(conn_id, available, priority, &presence, current)
+                    })
+                    .await?;
+                Ok(updated)
             })
-            .await?;
-        Ok(updated)
+            .await
     }
 
     async fn set_flags(
@@ -496,12 +587,16 @@ impl Registry for RedisRegistry {
         conn_id: u64,
         flags: ResourceFlags,
     ) -> Result<bool, RegistryError> {
-        let (updated, ..) = self
-            .update(full_jid, OnReplace::KeepDirected, |current| {
-                rules::set_flags(conn_id, flags, current)
+        self.calls
+            .call(RedisOperation::SetFlags, async {
+                let (updated, ..) = self
+                    .update(full_jid, OnReplace::KeepDirected, |current| {
+                        rules::set_flags(conn_id, flags, current)
+                    })
+                    .await?;
+                Ok(updated)
             })
-            .await?;
-        Ok(updated)
+            .await
     }
 
     async fn set_policy(
@@ -509,194 +604,252 @@ impl Registry for RedisRegistry {
         bare_jid: &str,
         policy: &AccountPolicy,
     ) -> Result<bool, RegistryError> {
-        let written: bool = self
-            .set_policy
-            .key(self.keys.resources(bare_jid))
-            .arg(policy.encode_to_vec())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(written)
+        self.calls
+            .call(RedisOperation::SetPolicy, async {
+                let written: bool = self
+                    .set_policy
+                    .key(self.keys.resources(bare_jid))
+                    .arg(policy.encode_to_vec())
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                Ok(written)
+            })
+            .await
     }
 
     async fn session(&self, full_jid: &str) -> Result<Option<BoundResource>, RegistryError> {
-        Ok(self.read(full_jid).await?.map(|entry| entry.session))
+        self.calls
+            .call(RedisOperation::Session, async {
+                Ok(self.read(full_jid).await?.map(|entry| entry.session))
+            })
+            .await
     }
 
     async fn account(&self, bare_jid: &str) -> Result<Arc<Account>, RegistryError> {
         let key = self.keys.resources(bare_jid);
         let Some(cache) = &self.cache else {
-            let fields: Vec<(Vec<u8>, Vec<u8>)> = self.conn.clone().hgetall(&key).await?;
-            return Ok(Arc::new(decode_account(&key, fields)?));
+            return self
+                .calls
+                .call(RedisOperation::Account, async {
+                    let fields: Vec<(Vec<u8>, Vec<u8>)> = self.conn.clone().hgetall(&key).await?;
+                    Ok(Arc::new(decode_account(&key, fields)?))
+                })
+                .await;
         };
         let ticket = match cache.get(&key) {
             Ok(account) => return Ok(account),
             Err(ticket) => ticket,
         };
-        // Tracking is asked for with every miss, not once: after a reconnect
-        // the new connection tracks nothing until it is. One write, so the
-        // three run in a row on the same connection.
-        let (fields,): (Vec<(Vec<u8>, Vec<u8>)>,) = redis::pipe()
-            .cmd("CLIENT")
-            .arg(&["TRACKING", "ON", "OPTIN"][..])
-            .ignore()
-            .cmd("CLIENT")
-            .arg(&["CACHING", "YES"][..])
-            .ignore()
-            .hgetall(&key)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let account = Arc::new(decode_account(&key, fields)?);
-        cache.store(&key, ticket, account.clone());
-        Ok(account)
+        // Only a miss is a call to Redis, and timed as one.
+        self.calls
+            .call(RedisOperation::Account, async {
+                // Tracking is asked for with every miss, not once: after a
+                // reconnect the new connection tracks nothing until it is. One
+                // write, so the three run in a row on the same connection.
+                let (fields,): (Vec<(Vec<u8>, Vec<u8>)>,) = redis::pipe()
+                    .cmd("CLIENT")
+                    .arg(&["TRACKING", "ON", "OPTIN"][..])
+                    .ignore()
+                    .cmd("CLIENT")
+                    .arg(&["CACHING", "YES"][..])
+                    .ignore()
+                    .hgetall(&key)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                let account = Arc::new(decode_account(&key, fields)?);
+                cache.store(&key, ticket, account.clone());
+                Ok(account)
+            })
+            .await
     }
 
     async fn resources_on_node(&self, node_id: &str) -> Result<Vec<BoundResource>, RegistryError> {
-        let full_jids: Vec<String> = self
-            .conn
-            .clone()
-            .smembers(self.keys.node_sessions(node_id))
-            .await?;
-        let keys: Vec<String> = full_jids
-            .iter()
-            .map(|full_jid| self.keys.resources(split_full(full_jid).0))
-            .collect();
-        let mut pipe = redis::pipe();
-        for (key, full_jid) in keys.iter().zip(&full_jids) {
-            pipe.hget(key, split_full(full_jid).1);
-        }
-        let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut sessions = Vec::with_capacity(raws.len());
-        for (key, raw) in keys.iter().zip(raws) {
-            // Unbound between the two reads.
-            let Some(raw) = raw else { continue };
-            let session: BoundResource = decode(key, raw)?;
-            // The JID may have moved to another node between the two reads.
-            if session.node_id == node_id {
-                sessions.push(session);
-            }
-        }
-        Ok(sort_by_jid(sessions))
+        self.calls
+            .call(RedisOperation::ResourcesOnNode, async {
+                let full_jids: Vec<String> = self
+                    .conn
+                    .clone()
+                    .smembers(self.keys.node_sessions(node_id))
+                    .await?;
+                let keys: Vec<String> = full_jids
+                    .iter()
+                    .map(|full_jid| self.keys.resources(split_full(full_jid).0))
+                    .collect();
+                let mut pipe = redis::pipe();
+                for (key, full_jid) in keys.iter().zip(&full_jids) {
+                    pipe.hget(key, split_full(full_jid).1);
+                }
+                let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+                let mut sessions = Vec::with_capacity(raws.len());
+                for (key, raw) in keys.iter().zip(raws) {
+                    // Unbound between the two reads.
+                    let Some(raw) = raw else { continue };
+                    let session: BoundResource = decode(key, raw)?;
+                    // The JID may have moved to another node between the two reads.
+                    if session.node_id == node_id {
+                        sessions.push(session);
+                    }
+                }
+                Ok(sort_by_jid(sessions))
+            })
+            .await
     }
 
     async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError> {
-        let keys = self.resource_keys().await?;
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.hgetall(key);
-        }
-        let accounts: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
-            pipe.query_async(&mut self.conn.clone()).await?;
-        let mut sessions = Vec::new();
-        for (key, fields) in keys.iter().zip(accounts) {
-            sessions.extend(decode_account(key, fields)?.resources);
-        }
-        Ok(sort_by_jid(sessions))
+        self.calls
+            .call(RedisOperation::AllResources, async {
+                let keys = self.resource_keys().await?;
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.hgetall(key);
+                }
+                let accounts: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
+                    pipe.query_async(&mut self.conn.clone()).await?;
+                let mut sessions = Vec::new();
+                for (key, fields) in keys.iter().zip(accounts) {
+                    sessions.extend(decode_account(key, fields)?.resources);
+                }
+                Ok(sort_by_jid(sessions))
+            })
+            .await
     }
 
     async fn count_sessions(&self) -> Result<u64, RegistryError> {
-        let ids = self.nodes_with_sessions().await?;
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.scard(self.keys.node_sessions(id));
-        }
-        let counts: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(counts.into_iter().sum())
+        self.calls
+            .call(RedisOperation::CountSessions, async {
+                let ids = self.nodes_with_sessions().await?;
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.scard(self.keys.node_sessions(id));
+                }
+                let counts: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+                Ok(counts.into_iter().sum())
+            })
+            .await
     }
 
     async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
-        let () = self
-            .conn
-            .clone()
-            .sadd(self.keys.directed(full_jid), to)
-            .await?;
-        Ok(())
+        self.calls
+            .call(RedisOperation::AddDirected, async {
+                let () = self
+                    .conn
+                    .clone()
+                    .sadd(self.keys.directed(full_jid), to)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
-        let () = self
-            .conn
-            .clone()
-            .srem(self.keys.directed(full_jid), to)
-            .await?;
-        Ok(())
+        self.calls
+            .call(RedisOperation::RemoveDirected, async {
+                let () = self
+                    .conn
+                    .clone()
+                    .srem(self.keys.directed(full_jid), to)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn take_directed(&self, full_jid: &str) -> Result<Vec<String>, RegistryError> {
-        let key = self.keys.directed(full_jid);
-        let (mut taken,): (Vec<String>,) = redis::pipe()
-            .atomic()
-            .smembers(&key)
-            .del(&key)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        taken.sort_unstable();
-        Ok(taken)
+        self.calls
+            .call(RedisOperation::TakeDirected, async {
+                let key = self.keys.directed(full_jid);
+                let (mut taken,): (Vec<String>,) = redis::pipe()
+                    .atomic()
+                    .smembers(&key)
+                    .del(&key)
+                    .ignore()
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                taken.sort_unstable();
+                Ok(taken)
+            })
+            .await
     }
 
     async fn heartbeat(&self, node: &Node, ttl: Duration) -> Result<(), RegistryError> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let () = redis::pipe()
-            .atomic()
-            .pset_ex(self.keys.heartbeat(&node.id), node.encode_to_vec(), ttl_ms)
-            .ignore()
-            .sadd(self.keys.role(node.role()), &node.id)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        self.calls
+            .call(RedisOperation::Heartbeat, async {
+                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                let () = redis::pipe()
+                    .atomic()
+                    .pset_ex(self.keys.heartbeat(&node.id), node.encode_to_vec(), ttl_ms)
+                    .ignore()
+                    .sadd(self.keys.role(node.role()), &node.id)
+                    .ignore()
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn deregister(&self, node_id: &str) -> Result<(), RegistryError> {
-        // Its `role:` membership goes at the next `live_nodes` of that role.
-        let () = self.conn.clone().del(self.keys.heartbeat(node_id)).await?;
-        Ok(())
+        self.calls
+            .call(RedisOperation::Deregister, async {
+                // Its `role:` membership goes at the next `live_nodes` of that role.
+                let () = self.conn.clone().del(self.keys.heartbeat(node_id)).await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn live_nodes(&self, role: Role) -> Result<Vec<Node>, RegistryError> {
-        let role_key = self.keys.role(role);
-        let ids: Vec<String> = self.conn.clone().smembers(&role_key).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let hb_keys: Vec<String> = ids.iter().map(|id| self.keys.heartbeat(id)).collect();
-        let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&hb_keys)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let mut live = Vec::with_capacity(ids.len());
-        let mut expired = Vec::new();
-        for ((id, key), raw) in ids.iter().zip(&hb_keys).zip(raws) {
-            match raw {
-                Some(raw) => live.push(decode::<Node>(key, raw)?),
-                None => expired.push((id, key)),
-            }
-        }
-        if !expired.is_empty() {
-            let mut prune = self.prune_role.key(&role_key);
-            for (id, key) in expired {
-                prune.key(key).arg(id);
-            }
-            let () = prune.invoke_async(&mut self.conn.clone()).await?;
-        }
-        live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        Ok(live)
+        self.calls
+            .call(RedisOperation::LiveNodes, async {
+                let role_key = self.keys.role(role);
+                let ids: Vec<String> = self.conn.clone().smembers(&role_key).await?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let hb_keys: Vec<String> = ids.iter().map(|id| self.keys.heartbeat(id)).collect();
+                let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(&hb_keys)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                let mut live = Vec::with_capacity(ids.len());
+                let mut expired = Vec::new();
+                for ((id, key), raw) in ids.iter().zip(&hb_keys).zip(raws) {
+                    match raw {
+                        Some(raw) => live.push(decode::<Node>(key, raw)?),
+                        None => expired.push((id, key)),
+                    }
+                }
+                if !expired.is_empty() {
+                    let mut prune = self.prune_role.key(&role_key);
+                    for (id, key) in expired {
+                        prune.key(key).arg(id);
+                    }
+                    let () = prune.invoke_async(&mut self.conn.clone()).await?;
+                }
+                live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                Ok(live)
+            })
+            .await
     }
 
     async fn dead_nodes_with_sessions(&self) -> Result<Vec<String>, RegistryError> {
-        let ids = self.nodes_with_sessions().await?;
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.exists(self.keys.heartbeat(id));
-        }
-        let alive: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut dead: Vec<String> = ids
-            .into_iter()
-            .zip(alive)
-            .filter_map(|(id, alive)| (!alive).then_some(id))
-            .collect();
-        dead.sort_unstable();
-        Ok(dead)
+        self.calls
+            .call(RedisOperation::DeadNodesWithSessions, async {
+                let ids = self.nodes_with_sessions().await?;
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.exists(self.keys.heartbeat(id));
+                }
+                let alive: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+                let mut dead: Vec<String> = ids
+                    .into_iter()
+                    .zip(alive)
+                    .filter_map(|(id, alive)| (!alive).then_some(id))
+                    .collect();
+                dead.sort_unstable();
+                Ok(dead)
+            })
+            .await
     }
 }
 

@@ -48,6 +48,15 @@ impl Edges {
             .cloned()
     }
 
+    /// Frames waiting in the buffers towards attached connection-managers.
+    pub fn queued_frames(&self) -> usize {
+        let streams = self.streams.read().expect("edges lock");
+        streams
+            .values()
+            .map(|stream| stream.max_capacity() - stream.capacity())
+            .sum()
+    }
+
     pub fn count(&self) -> usize {
         self.streams.read().expect("edges lock").len()
     }

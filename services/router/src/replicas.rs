@@ -8,6 +8,7 @@
 //! parked and flushed when one appears.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
@@ -34,6 +35,9 @@ struct Pending {
 struct Link {
     node: Node,
     stream: AsyncMutex<LinkStream>,
+    /// `stream.unacked.len()`, copied at every change under the lock, so that
+    /// a scrape reads it without waiting on a lock a full buffer holds.
+    unacked_len: AtomicUsize,
 }
 
 /// Sequence numbers and the unacknowledged frames move together with the
@@ -68,6 +72,21 @@ impl Replicas {
 
     pub fn count(&self) -> usize {
         self.owners.read().expect("owners lock").len()
+    }
+
+    /// Frames sent to replicas and not acknowledged yet: buffered, on the
+    /// wire, or being handled.
+    pub fn unacked_frames(&self) -> usize {
+        let links = self.links.read().expect("links lock");
+        links
+            .values()
+            .map(|link| link.unacked_len.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Frames held while no replica is reachable.
+    pub fn parked_frames(&self) -> usize {
+        self.parked.lock().expect("parked lock").len()
     }
 
     /// Sends `frame` to the replica owning `owner`, or parks it.
@@ -143,6 +162,7 @@ impl Replicas {
                 unacked: VecDeque::new(),
                 up: Some(up),
             }),
+            unacked_len: AtomicUsize::new(0),
         });
         self.links
             .write()
@@ -221,6 +241,8 @@ impl Link {
         }
         stream.next_seq += 1;
         stream.unacked.push_back((seq, pending));
+        self.unacked_len
+            .store(stream.unacked.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -233,6 +255,7 @@ impl Link {
             .drain(..)
             .map(|(_, pending)| pending)
             .collect();
+        self.unacked_len.store(0, Ordering::Relaxed);
         if !unacked.is_empty() {
             tracing::warn!(replica = %self.node.id, frames = unacked.len(), "re-routing unacknowledged frames");
         }
@@ -244,6 +267,8 @@ impl Link {
         while stream.unacked.front().is_some_and(|(seq, _)| *seq <= up_to) {
             stream.unacked.pop_front();
         }
+        self.unacked_len
+            .store(stream.unacked.len(), Ordering::Relaxed);
     }
 }
 

@@ -13,6 +13,7 @@ use xmppd_grpc::{
     BoundResource, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage,
     edge_down, edge_up, session_down, session_up,
 };
+use xmppd_metrics::latency::time;
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{Account, SharedRegistry, membership};
@@ -70,6 +71,21 @@ impl RouterService {
                 .session_replicas
                 .set(self.core.replicas.count() as i64);
         }
+    }
+
+    /// Frames waiting in the buffers towards attached connection-managers.
+    pub fn queued_edge_frames(&self) -> usize {
+        self.core.edges.queued_frames()
+    }
+
+    /// Frames sent to session replicas and not acknowledged yet.
+    pub fn unacked_replica_frames(&self) -> usize {
+        self.core.replicas.unacked_frames()
+    }
+
+    /// Frames held while no session replica is reachable.
+    pub fn parked_frames(&self) -> usize {
+        self.core.replicas.parked_frames()
     }
 
     /// Whether the router can route: at least one session replica is reachable.
@@ -324,7 +340,9 @@ impl Core {
 
     async fn handle_edge_frame(&self, frame: edge_up::Frame) {
         match frame {
-            edge_up::Frame::Stanza(envelope) => self.route(envelope).await,
+            edge_up::Frame::Stanza(envelope) => {
+                time(&self.metrics.routing.from_edge, self.route(envelope)).await
+            }
             edge_up::Frame::Ended(ended) => {
                 let owner = ended.jid().bare().to_string();
                 self.replicas
@@ -345,7 +363,9 @@ impl Core {
 impl Downstream for Core {
     async fn handle(&self, frame: SessionDown) {
         match frame.frame {
-            Some(session_down::Frame::Stanza(envelope)) => self.route(envelope).await,
+            Some(session_down::Frame::Stanza(envelope)) => {
+                time(&self.metrics.routing.from_replica, self.route(envelope)).await
+            }
             Some(session_down::Frame::Kick(kick)) => {
                 if let Some(edge) = self.edges.get(&kick.node_id) {
                     let frame = EdgeDown {

@@ -75,6 +75,17 @@ impl Shards {
         }
     }
 
+    /// Jobs waiting in every worker's queue, and in the fullest one (one
+    /// busy account, or a slow store, fills its worker's queue first).
+    pub fn queued_jobs(&self) -> (usize, usize) {
+        self.workers
+            .iter()
+            .map(|worker| worker.max_capacity() - worker.capacity())
+            .fold((0, 0), |(total, fullest), queued| {
+                (total + queued, fullest.max(queued))
+            })
+    }
+
     pub async fn dispatch(&self, job: Job) {
         let index = self.hasher.hash_one(&job.owner) as usize % self.workers.len();
         if self.workers[index].send(job).await.is_err() {

@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use xmppd_protocol::JidRef;
 
+use crate::calls::SqlOperation;
 use crate::store::now_ms;
 use crate::{Store, StoreError, decode_error};
 
@@ -31,32 +32,40 @@ impl Store {
         jid: &str,
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
-        let domain = JidRef::new(jid).domain();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (jid) DO NOTHING",
-        )
-        .bind(jid)
-        .bind(domain)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(StoreError::AlreadyExists);
-        }
-        insert_credentials(&mut tx, jid, credentials).await?;
-        tx.commit().await?;
-        Ok(())
+        self.calls
+            .call(SqlOperation::CreateAccount, async {
+                let domain = JidRef::new(jid).domain();
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (jid) DO NOTHING",
+                )
+                .bind(jid)
+                .bind(domain)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(StoreError::AlreadyExists);
+                }
+                insert_credentials(&mut tx, jid, credentials).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 
     pub async fn account_exists(&self, jid: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
-            .bind(jid)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        self.calls
+            .call(SqlOperation::AccountExists, async {
+                let row = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
+                    .bind(jid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            })
+            .await
     }
 
     /// Empty if there is no such account.
@@ -76,17 +85,21 @@ impl Store {
     }
 
     async fn read_credentials(&self, jid: &str) -> Result<Vec<Credential>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT mechanism, salt, iterations, stored_key, server_key \
-             FROM credentials WHERE jid = $1 ORDER BY mechanism",
-        )
-        .bind(jid)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(credential_from_row)
-            .collect::<Result<_, _>>()?)
+        self.calls
+            .call(SqlOperation::Credentials, async {
+                let rows = sqlx::query(
+                    "SELECT mechanism, salt, iterations, stored_key, server_key \
+                     FROM credentials WHERE jid = $1 ORDER BY mechanism",
+                )
+                .bind(jid)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(credential_from_row)
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
     }
 
     /// Replaces all credentials (a password change); [`StoreError::NotFound`] if there is no
@@ -96,46 +109,54 @@ impl Store {
         jid: &str,
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM credentials WHERE jid = $1")
-            .bind(jid)
-            .execute(&mut *tx)
-            .await?;
-        let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
-            .bind(jid)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        insert_credentials(&mut tx, jid, credentials).await?;
-        tx.commit().await?;
-        self.forget_credentials(jid);
-        Ok(())
+        self.calls
+            .call(SqlOperation::SetCredentials, async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM credentials WHERE jid = $1")
+                    .bind(jid)
+                    .execute(&mut *tx)
+                    .await?;
+                let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1")
+                    .bind(jid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                insert_credentials(&mut tx, jid, credentials).await?;
+                tx.commit().await?;
+                self.forget_credentials(jid);
+                Ok(())
+            })
+            .await
     }
 
     /// Removes the account and everything it owns (credentials, roster, offline messages,
     /// last activity) at once. False if there was no such account.
     pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Credentials go by ON DELETE CASCADE, roster groups with their items.
-        let deleted = sqlx::query("DELETE FROM accounts WHERE jid = $1")
-            .bind(jid)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        // Run even when the account is gone, to sweep rows written without one.
-        for sql in [
-            "DELETE FROM roster_items WHERE jid = $1",
-            "DELETE FROM roster_versions WHERE jid = $1",
-            "DELETE FROM offline_messages WHERE jid = $1",
-            "DELETE FROM last_activity WHERE jid = $1",
-        ] {
-            sqlx::query(sql).bind(jid).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        self.forget_credentials(jid);
-        Ok(deleted > 0)
+        self.calls
+            .call(SqlOperation::DeleteAccount, async {
+                let mut tx = self.pool.begin().await?;
+                // Credentials go by ON DELETE CASCADE, roster groups with their items.
+                let deleted = sqlx::query("DELETE FROM accounts WHERE jid = $1")
+                    .bind(jid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                // Run even when the account is gone, to sweep rows written without one.
+                for sql in [
+                    "DELETE FROM roster_items WHERE jid = $1",
+                    "DELETE FROM roster_versions WHERE jid = $1",
+                    "DELETE FROM offline_messages WHERE jid = $1",
+                    "DELETE FROM last_activity WHERE jid = $1",
+                ] {
+                    sqlx::query(sql).bind(jid).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                self.forget_credentials(jid);
+                Ok(deleted > 0)
+            })
+            .await
     }
 
     /// Drops the cached credentials of an account this store just changed, at once rather
@@ -149,17 +170,22 @@ impl Store {
 
     /// Bare JIDs in byte order, all of them or those of one domain.
     pub async fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError> {
-        let query = match domain {
-            None => sqlx::query("SELECT jid FROM accounts ORDER BY jid"),
-            Some(domain) => {
-                sqlx::query("SELECT jid FROM accounts WHERE domain = $1 ORDER BY jid").bind(domain)
-            }
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|row| row.try_get("jid"))
-            .collect::<Result<_, _>>()?)
+        self.calls
+            .call(SqlOperation::ListAccounts, async {
+                let query = match domain {
+                    None => sqlx::query("SELECT jid FROM accounts ORDER BY jid"),
+                    Some(domain) => {
+                        sqlx::query("SELECT jid FROM accounts WHERE domain = $1 ORDER BY jid")
+                            .bind(domain)
+                    }
+                };
+                let rows = query.fetch_all(&self.pool).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| row.try_get("jid"))
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
     }
 }
 

@@ -14,6 +14,7 @@
 //!   tables: the module declares its migrations (both dialects) beside its code, the store
 //!   applies them, and the module's queries use the pool. Its rows reference `accounts`
 //!   with `ON DELETE CASCADE`, so that deleting an account deletes them.
+//! - `calls.rs`: the operations [`Store::register_metrics`] times (`xmppd_store_call_seconds`).
 //! - `credential_cache.rs`: a session replica's cache of SCRAM credentials, which Postgres
 //!   invalidates ([`Store::cache_credentials`]).
 //!
@@ -26,6 +27,7 @@
 //! another connection wrote in between.
 
 mod accounts;
+mod calls;
 mod credential_cache;
 mod migrations;
 mod offline;

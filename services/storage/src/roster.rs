@@ -7,6 +7,7 @@ use std::str::FromStr;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::calls::SqlOperation;
 use crate::{Store, StoreError, decode_error};
 
 /// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5).
@@ -95,30 +96,38 @@ macro_rules! select_items {
 /// Roster methods. `jid` is the owner's bare JID, `contact` the contact's.
 impl Store {
     pub async fn roster(&self, jid: &str) -> Result<Roster, StoreError> {
-        // Version first: should a change land between the two reads, the items are newer
-        // than the version, which costs the client one redundant push; the other order would
-        // let it cache stale items under a newer version.
-        let version = self.roster_version(jid).await?;
-        let rows = sqlx::query(select_items!(" ORDER BY i.contact, g.position"))
-            .bind(jid)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Roster {
-            version,
-            items: items_from_rows(&rows)?,
-        })
+        self.calls
+            .call(SqlOperation::Roster, async {
+                // Version first: should a change land between the two reads, the items are newer
+                // than the version, which costs the client one redundant push; the other order would
+                // let it cache stale items under a newer version.
+                let version = self.roster_version(jid).await?;
+                let rows = sqlx::query(select_items!(" ORDER BY i.contact, g.position"))
+                    .bind(jid)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(Roster {
+                    version,
+                    items: items_from_rows(&rows)?,
+                })
+            })
+            .await
     }
 
     /// 0 for an account whose roster never changed.
     pub async fn roster_version(&self, jid: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT version FROM roster_versions WHERE jid = $1")
-            .bind(jid)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .map(|row| row.try_get("version"))
-            .transpose()?
-            .unwrap_or(0))
+        self.calls
+            .call(SqlOperation::RosterVersion, async {
+                let row = sqlx::query("SELECT version FROM roster_versions WHERE jid = $1")
+                    .bind(jid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row
+                    .map(|row| row.try_get("version"))
+                    .transpose()?
+                    .unwrap_or(0))
+            })
+            .await
     }
 
     pub async fn roster_item(
@@ -126,36 +135,45 @@ impl Store {
         jid: &str,
         contact: &str,
     ) -> Result<Option<RosterItem>, StoreError> {
-        let rows = sqlx::query(select_items!(" AND i.contact = $2 ORDER BY g.position"))
-            .bind(jid)
-            .bind(contact)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(items_from_rows(&rows)?.pop())
+        self.calls
+            .call(SqlOperation::RosterItem, async {
+                let rows = sqlx::query(select_items!(" AND i.contact = $2 ORDER BY g.position"))
+                    .bind(jid)
+                    .bind(contact)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(items_from_rows(&rows)?.pop())
+            })
+            .await
     }
 
     /// Inserts or replaces the item, groups included; returns the new roster version.
     pub async fn put_roster_item(&self, jid: &str, item: &RosterItem) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO roster_items (jid, contact, name, subscription, ask_out, pending_in) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (jid, contact) DO UPDATE SET name = excluded.name, \
-             subscription = excluded.subscription, ask_out = excluded.ask_out, \
-             pending_in = excluded.pending_in",
-        )
-        .bind(jid)
-        .bind(&item.contact)
-        .bind(item.name.as_deref())
-        .bind(item.subscription.as_str())
-        .bind(i16::from(item.ask_out))
-        .bind(i16::from(item.pending_in))
-        .execute(&mut *tx)
-        .await?;
-        replace_groups(&mut tx, jid, item).await?;
-        let version = bump_version(&mut tx, jid).await?;
-        tx.commit().await?;
-        Ok(version)
+        self.calls
+            .call(SqlOperation::PutRosterItem, async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO roster_items \
+                     (jid, contact, name, subscription, ask_out, pending_in) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (jid, contact) DO UPDATE SET name = excluded.name, \
+                     subscription = excluded.subscription, ask_out = excluded.ask_out, \
+                     pending_in = excluded.pending_in",
+                )
+                .bind(jid)
+                .bind(&item.contact)
+                .bind(item.name.as_deref())
+                .bind(item.subscription.as_str())
+                .bind(i16::from(item.ask_out))
+                .bind(i16::from(item.pending_in))
+                .execute(&mut *tx)
+                .await?;
+                replace_groups(&mut tx, jid, item).await?;
+                let version = bump_version(&mut tx, jid).await?;
+                tx.commit().await?;
+                Ok(version)
+            })
+            .await
     }
 
     /// Returns the new roster version, or None (and no bump) if there was no such item.
@@ -164,19 +182,24 @@ impl Store {
         jid: &str,
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM roster_items WHERE jid = $1 AND contact = $2")
-            .bind(jid)
-            .bind(contact)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Ok(None);
-        }
-        let version = bump_version(&mut tx, jid).await?;
-        tx.commit().await?;
-        Ok(Some(version))
+        self.calls
+            .call(SqlOperation::RemoveRosterItem, async {
+                let mut tx = self.pool.begin().await?;
+                let deleted =
+                    sqlx::query("DELETE FROM roster_items WHERE jid = $1 AND contact = $2")
+                        .bind(jid)
+                        .bind(contact)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                let version = bump_version(&mut tx, jid).await?;
+                tx.commit().await?;
+                Ok(Some(version))
+            })
+            .await
     }
 }
 

@@ -11,6 +11,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 use std::sync::Arc;
 
+use xmppd_metrics::Calls;
+
+use crate::calls::SqlOperation;
 use crate::credential_cache::{CredentialCache, CredentialCaching};
 use crate::migrations::{self, Schema};
 use crate::{CacheStatistics, StoreError};
@@ -36,6 +39,8 @@ pub struct Store {
     /// Kept for connections of the store's own, outside the pool.
     url: Arc<str>,
     pub(crate) credential_cache: Option<Arc<CredentialCache>>,
+    /// Every method's queries, timed by operation.
+    pub(crate) calls: Calls<SqlOperation>,
 }
 
 /// Applied to every SQLite connection: the Any driver only passes the URL through, so these
@@ -107,6 +112,7 @@ impl Store {
             backend,
             url: url.into(),
             credential_cache: None,
+            calls: Calls::new(),
         })
     }
 
@@ -130,6 +136,13 @@ impl Store {
         self.credential_cache
             .as_ref()
             .map(|cache| cache.cache().statistics())
+    }
+
+    /// Exports the store's calls by operation: `xmppd_store_call_seconds` and
+    /// `xmppd_store_call_errors_total`.
+    pub fn register_metrics(&self, metrics: &mut prometheus_client::registry::Registry) {
+        self.calls
+            .register(metrics, "xmppd_store", "the SQL store (Postgres or SQLite)");
     }
 
     pub fn backend(&self) -> Backend {

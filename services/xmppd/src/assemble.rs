@@ -172,6 +172,7 @@ pub async fn edge(
     .context("TLS certificate")?;
     let edge_metrics = EdgeMetrics::default();
     edge_metrics.register(metrics);
+    EdgeMetrics::register_scraped(metrics, &cluster);
     let edge = Edge::new(
         EdgeSettings::from_config(config),
         cluster,
@@ -239,6 +240,15 @@ async fn listen(
     let socket = listener::bind(parse_address(key, address)?).await?;
     listening.push(format!("{} ({label})", socket.local_addr()?));
     Ok(Some(socket))
+}
+
+/// The metrics every process exports whatever its role: the process's
+/// resources and the build it runs. Each role adds its own.
+pub fn metrics() -> Metrics {
+    let mut metrics = Metrics::default();
+    xmppd_metrics::process::register(&mut metrics);
+    xmppd_metrics::register_build_info(&mut metrics, env!("CARGO_PKG_VERSION"));
+    metrics
 }
 
 /// `/metrics`, `/healthz`, `/readyz` (and `extra`) when configured.

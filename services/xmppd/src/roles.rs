@@ -32,9 +32,11 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
-    let mut metrics = Metrics::default();
+    let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
+    registry.register_metrics(&mut metrics);
     let store = assemble::store(&config).await?;
+    store.register_metrics(&mut metrics);
     let modules = assemble::modules(&config, &store).await?;
     let connector = Arc::new(LocalConnector::default());
 
@@ -48,6 +50,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
         session_metrics,
         modules,
     );
+    SessionMetrics::register_scraped(&mut metrics, session.shards());
     connector.add_session(&session_id, session);
     keep_registered(
         &registry,
@@ -97,6 +100,7 @@ fn start_router(
         connector,
         router_metrics,
     );
+    RouterMetrics::register_scraped(metrics, &router);
     tokio::spawn(
         router
             .clone()
@@ -127,8 +131,9 @@ fn start_cluster(
 pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
-    let mut metrics = Metrics::default();
+    let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
+    registry.register_metrics(&mut metrics);
     let cluster = start_cluster(&config, registry, Arc::new(RemoteConnector), &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
@@ -145,8 +150,9 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
 pub async fn router(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
-    let mut metrics = Metrics::default();
+    let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
+    registry.register_metrics(&mut metrics);
     let cached = registry.clone();
     CacheMetrics::register(&mut metrics, "resources", move || cached.cache_statistics());
     let router = start_router(
@@ -181,9 +187,11 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
 pub async fn session(config: Config) -> anyhow::Result<()> {
     init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
-    let mut metrics = Metrics::default();
+    let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "session service", Caching::Off).await?;
+    registry.register_metrics(&mut metrics);
     let mut store = assemble::store(&config).await?;
+    store.register_metrics(&mut metrics);
     if let Some(caching) = assemble::credential_caching(&config) {
         store = store.cache_credentials(caching);
     }
@@ -202,6 +210,7 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
         session_metrics,
         modules,
     );
+    SessionMetrics::register_scraped(&mut metrics, session.shards());
     let members = xmppd_registry::membership::watch_members(
         registry.clone(),
         Role::Session,

@@ -2,7 +2,8 @@
 //! session replicas, a router, two connection-managers. Clients on different
 //! connection-managers subscribe to each other, exchange 10,000 messages in
 //! order, and carry on through the SIGKILL of a connection-manager, the
-//! restart of the router and the SIGKILL of a session replica.
+//! restart of the router and the SIGKILL of a session replica. A real
+//! Prometheus scrapes a cluster and `promtool` checks the alert rules.
 //!
 //! Needs Redis and Postgres (`XMPPD_TEST_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`; `XMPPD_TEST_POSTGRES_URL`, an admin connection
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
+use support::prometheus::{self, Prometheus};
 use support::{DOMAIN, RawClient, Server, ServerOptions, assert_metrics_documented, http_get};
 
 const MESSAGES: usize = 10_000;
@@ -48,6 +50,29 @@ async fn cluster_survives_the_failure_of_each_kind_of_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_features_work_across_connection_managers() {
     with_backing(features).await;
+}
+
+/// A real Prometheus scrapes every kind of node while clients log in and
+/// chat: the latency histograms, the queue and session gauges, the process
+/// metrics and the build info reach it with their labels and counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_every_kind_of_node() {
+    let Some(tools) = prometheus::tools() else {
+        return;
+    };
+    with_backing(move |backing, dir| scraped(backing, dir, tools)).await;
+}
+
+/// The alert rules the Helm chart installs pass `promtool check rules`, and
+/// their unit tests pass `promtool test rules`.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let Some(tools) = prometheus::tools() else {
+        return;
+    };
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/xmppd/files");
+    prometheus::promtool(&tools, &["check", "rules", "alerts.yaml"], &files);
+    prometheus::promtool(&tools, &["test", "rules", "alerts_test.yaml"], &files);
 }
 
 /// Runs `scenario` on a Redis prefix and Postgres database of its own,
@@ -93,6 +118,124 @@ async fn features(backing: Backing, dir: PathBuf) {
     wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
     support::features::blocking(cm1.c2s, cm2.c2s, "alice", "bob").await;
     support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
+}
+
+async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
+    let nodes = Nodes { backing, dir };
+    let session = nodes.session(1);
+    session.ready().await;
+    session.add_user("alice", "alice-pw");
+    session.add_user("bob", "bob-pw");
+    let router = nodes.router(None);
+    router.ready().await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    let targets = [
+        ("session-1", session.http),
+        ("router-1", router.http),
+        ("cm-1", cm1.http),
+        ("cm-2", cm2.http),
+    ];
+    let prometheus = Prometheus::start(&tools, &targets);
+    // Scraped before the traffic, so that rates see it grow.
+    prometheus.expect_series("up == 1", 4).await;
+
+    let mut alice = login(&cm1, "alice", "alice-pw", "a").await;
+    let mut bob = login(&cm2, "bob", "bob-pw", "b").await;
+    available(&mut alice, "alice@localhost/a").await;
+    available(&mut bob, "bob@localhost/b").await;
+    subscribe(&mut alice, "alice", &mut bob, "bob@localhost/b").await;
+    for round in 0..10 {
+        exchange(
+            &mut alice,
+            "alice",
+            &mut bob,
+            "bob",
+            &format!("round {round}"),
+        )
+        .await;
+    }
+
+    // Every node: its build and its process.
+    let version = env!("CARGO_PKG_VERSION");
+    for expr in [
+        format!("xmppd_build_info{{version=\"{version}\"}} == 1"),
+        "process_resident_memory_bytes > 1e6".into(),
+        "process_open_fds > 0".into(),
+        "process_max_fds > 0".into(),
+        "process_cpu_seconds_total > 0".into(),
+        "process_start_time_seconds > 0".into(),
+    ] {
+        prometheus.expect_series(&expr, 4).await;
+    }
+    // The latency histograms, by their labels, counted.
+    for (expr, series) in [
+        (
+            r#"xmppd_router_routing_seconds_count{node="router-1"} > 0"#,
+            2,
+        ),
+        (
+            r#"xmppd_edge_login_seconds_count{step=~"sasl|bind|total"} > 0"#,
+            6,
+        ),
+        ("xmppd_edge_stanza_inbound_seconds_count > 0", 2),
+        ("xmppd_edge_stanza_outbound_seconds_count > 0", 2),
+        (
+            r#"xmppd_redis_call_seconds_count{node="session-1", operation="bind"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_redis_call_seconds_count{node="router-1", operation="account"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_redis_call_seconds_count{operation="heartbeat"} > 0"#,
+            4,
+        ),
+        (
+            r#"xmppd_store_call_seconds_count{operation="credentials"} > 0"#,
+            1,
+        ),
+        (
+            r#"xmppd_store_call_seconds_count{operation="put_roster_item"} > 0"#,
+            1,
+        ),
+        // Every operation is exported from the start, failures at 0.
+        (
+            r#"xmppd_redis_call_errors_total{node="session-1"} == 0"#,
+            17,
+        ),
+        ("xmppd_store_call_errors_total == 0", 16),
+        // What a dashboard asks: a quantile over a rate.
+        (
+            "histogram_quantile(0.99, sum by (le) (rate(xmppd_router_routing_seconds_bucket[1m]))) > 0",
+            1,
+        ),
+    ] {
+        prometheus.expect_series(expr, series).await;
+    }
+    // Sessions by transport, links and queues, read at scrape time.
+    for (expr, series) in [
+        (r#"xmppd_edge_bound_streams{transport="tcp"} == 1"#, 2),
+        (r#"xmppd_edge_connections{transport="tcp"} == 1"#, 2),
+        ("xmppd_edge_routers == 1", 2),
+        ("xmppd_edge_session_replicas == 1", 2),
+        ("xmppd_edge_mailbox_queued >= 0", 2),
+        ("xmppd_edge_router_queued >= 0", 2),
+        ("xmppd_router_edge_queued >= 0", 1),
+        ("xmppd_router_replica_unacked >= 0", 1),
+        ("xmppd_router_parked == 0", 1),
+        ("xmppd_session_shard_queued >= 0", 1),
+        ("xmppd_session_shard_queued_max >= 0", 1),
+    ] {
+        prometheus.expect_series(expr, series).await;
+    }
+    for node in [&session, &router, &cm1] {
+        assert_metrics_documented(node).await;
+    }
 }
 
 async fn scenario(backing: Backing, dir: PathBuf) {

@@ -3,6 +3,7 @@
 //! removes.
 
 use std::sync::Weak;
+use std::time::Instant;
 
 use xmppd_grpc::{Envelope, StreamEnded, edge_down};
 use xmppd_protocol::error::StreamErrorCondition;
@@ -14,7 +15,7 @@ use crate::mailbox::{self, Mailbox, MailboxSender};
 /// Stanzas queued for one client stream; a client that falls this far
 /// behind is disconnected rather than holding up everyone else. The mailbox
 /// only takes memory for what is queued.
-pub(super) const MAILBOX_SIZE: usize = 1024;
+pub(crate) const MAILBOX_SIZE: usize = 1024;
 
 /// A bound stream of this node, as deliveries find it.
 pub(super) struct LocalStream {
@@ -59,7 +60,11 @@ impl Cluster {
                     tracing::debug!(full_jid = %envelope.to, "stanza for a stream that is gone");
                     return Some(envelope);
                 };
-                (envelope.to, session, Delivery::Stanza(envelope.payload))
+                let delivery = Delivery::Stanza {
+                    payload: envelope.payload,
+                    queued_at: Instant::now(),
+                };
+                (envelope.to, session, delivery)
             }
             edge_down::Frame::Kick(kick) => match sessions.get(&kick.full_jid) {
                 Some(session) if session.conn_id == kick.conn_id => {
@@ -77,7 +82,7 @@ impl Cluster {
         // slow to keep up is told and disconnected; once that is queued,
         // later stanzas find the mailbox full and go nowhere.
         let delivery = match delivery {
-            Delivery::Stanza(_) if session.mailbox.capacity() == 1 => {
+            Delivery::Stanza { .. } if session.mailbox.capacity() == 1 => {
                 tracing::warn!(%full_jid, "client too slow, its mailbox is full");
                 Delivery::Close {
                     condition: StreamErrorCondition::ResourceConstraint,
@@ -153,7 +158,7 @@ mod tests {
             cluster.dispatch(stanza_for(jid));
         }
         for _ in 0..MAILBOX_SIZE - 1 {
-            assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza(_))));
+            assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza { .. })));
         }
         match deliveries.try_recv() {
             Ok(Delivery::Close { condition, .. }) => {
@@ -174,7 +179,7 @@ mod tests {
         );
         assert!(deliveries.try_recv().is_err());
         assert!(cluster.dispatch(stanza_for("alice@localhost/r")).is_none());
-        assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza(_))));
+        assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza { .. })));
     }
 
     #[test]

@@ -64,6 +64,16 @@ pub(super) struct RouterLink {
 }
 
 impl Cluster {
+    /// Frames waiting in this node's buffers towards its routers; read at
+    /// scrape time.
+    pub fn queued_router_frames(&self) -> usize {
+        let routers = self.inner.routers.read().expect("routers lock");
+        routers
+            .values()
+            .map(|link| link.up.max_capacity() - link.up.capacity())
+            .sum()
+    }
+
     /// Follows the live routers in the registry, attaching to new ones and
     /// re-attaching to those whose stream broke.
     pub async fn follow_routers(self, interval: Duration) {

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 pub mod client;
 pub mod features;
+pub mod prometheus;
 
 pub const DOMAIN: &str = "localhost";
 
@@ -259,7 +260,8 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> 
 }
 
 /// Fails unless every metric family `server` exports is in the reference,
-/// `docs/observability.md`, by its name or with the `_total` of a counter.
+/// `docs/observability.md`, by its name or with the `_total` of a counter or
+/// the `_info` of an info metric.
 pub async fn assert_metrics_documented(server: &Server) {
     let (status, scrape) = http_get(server.http, "/metrics")
         .await
@@ -275,7 +277,10 @@ pub async fn assert_metrics_documented(server: &Server) {
     let undocumented: Vec<&str> = families
         .into_iter()
         .filter(|name| {
-            !docs.contains(&format!("`{name}`")) && !docs.contains(&format!("`{name}_total`"))
+            // A counter's and an info metric's samples carry a suffix.
+            !["", "_total", "_info"]
+                .iter()
+                .any(|suffix| docs.contains(&format!("`{name}{suffix}`")))
         })
         .collect();
     assert!(
