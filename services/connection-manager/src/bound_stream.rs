@@ -9,12 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
 use xmppd_grpc::{Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::StreamEvent;
+use xmppd_runtime::{stanza_span, traces};
 
 use crate::cluster::{Delivery, PinnedRoute};
 use crate::edge::Edge;
@@ -195,8 +197,10 @@ async fn handle_event<S: ClientStream>(
         tokio::time::sleep(wait).await;
     }
     match from_client(edge, &bound.full, &stanza) {
-        Inbound::Route(envelope) => {
-            if bound.route.send(envelope).await.is_err() {
+        Inbound::Route(mut envelope) => {
+            let span = stanza_span!("receive", envelope);
+            traces::hop(&span, &mut envelope.trace_context);
+            if bound.route.send(envelope).instrument(span).await.is_err() {
                 return Err(stream
                     .fail_with(
                         StreamErrorCondition::InternalServerError,

@@ -4,12 +4,15 @@
 //! # Layout
 //! - [`config`]: the configuration schema (one TOML file per service, every
 //!   key overridable by an environment variable) and its loader.
-//! - [`observability`]: logging through `tracing`, and the HTTP endpoint with
-//!   `/metrics` (Prometheus), `/healthz` and `/readyz`.
+//! - [`observability`]: logs and traces through `tracing`, and the HTTP
+//!   endpoint with `/metrics` (Prometheus), `/healthz` and `/readyz`.
+//! - [`traces`]: the OTLP exporter, and the trace context that envelopes
+//!   carry from one service to the next.
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a signal every task can watch.
 
 pub mod config;
 pub mod observability;
 pub mod shutdown;
+pub mod traces;
 
 pub use config::Config;

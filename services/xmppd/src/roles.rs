@@ -15,7 +15,7 @@ use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
-use xmppd_runtime::observability::{CacheMetrics, Readiness, init_logging};
+use xmppd_runtime::observability::{self, CacheMetrics, Readiness};
 use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
 use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
@@ -27,10 +27,34 @@ use crate::local::LocalConnector;
 /// How long connections get to close when the server stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
+/// Runs `role` (one of the functions below) with logs and traces installed
+/// for `service` (the traces' `service.name`), and flushes the traces when
+/// it ends, however it ends. `node_role` names the node in its generated id,
+/// which is the traces' `service.instance.id`.
+pub async fn with_telemetry<F>(
+    config: Config,
+    service: &str,
+    node_role: &str,
+    role: impl FnOnce(Config) -> F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let instance = config.cluster.node_id_or_generated(node_role);
+    let telemetry = observability::init(&config, service, &instance).with_context(|| {
+        format!(
+            "tracing.endpoint {:?}",
+            config.tracing.endpoint_or_default()
+        )
+    })?;
+    let result = role(config).await;
+    telemetry.shutdown().await;
+    result
+}
+
 /// Every service in one process, wired together without sockets
 /// ([`LocalConnector`]).
 pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
@@ -125,7 +149,6 @@ fn start_cluster(
 
 /// Cluster role: the edge.
 pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
@@ -143,7 +166,6 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
 
 /// Cluster role: the stanza switch.
 pub async fn router(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
@@ -179,7 +201,6 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
 
 /// Cluster role: a session replica.
 pub async fn session(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     let registry = assemble::registry(&config, "session service", Caching::Off).await?;
