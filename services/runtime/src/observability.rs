@@ -105,6 +105,7 @@ where
             .with_tracer(provider.tracer("xmppd"))
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
             .with_filter(Targets::new().with_target(OWN_TARGETS, Level::INFO))
     });
     let filter =

@@ -3,6 +3,7 @@
 
 mod support;
 
+use support::otlp::Collector;
 use support::{RawClient, Server, assert_metrics_documented, http_get, xmppd};
 
 #[tokio::test]
@@ -221,4 +222,48 @@ async fn a_trace_endpoint_that_is_not_a_url_is_a_clear_error() {
             "{protocol}: {stderr}"
         );
     }
+}
+
+/// The all-in-one process exports over OTLP/HTTP, and a message between two
+/// of its clients is one trace there too: `receive` → `route` → `deliver`.
+#[tokio::test]
+async fn a_message_is_one_trace_exported_over_otlp_http() {
+    let (collector, receiver) = Collector::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tracing = format!(
+        "[tracing]\nenabled = true\nprotocol = \"http\"\nendpoint = \"http://{receiver}/v1/traces\"\n"
+    );
+    let server = Server::all_in_one(dir.path(), &tracing);
+    server.ready().await;
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "phone").await;
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "laptop").await;
+    bob.available().await;
+    alice
+        .send("<message to='bob@localhost' type='chat' id='m1'><body>traced</body></message>")
+        .await;
+    bob.expect("<body>traced</body>").await;
+    let pid = server.pid();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.terminate()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+
+    let message = collector
+        .wait_for("span of alice's message", |span| {
+            span.name == "receive" && span.is_stanza("message", "chat")
+        })
+        .await;
+    assert_eq!(message.service, "xmppd");
+    // The generated node id: xmppd-<host>-<pid>.
+    assert!(
+        message.instance.starts_with("xmppd-") && message.instance.ends_with(&format!("-{pid}")),
+        "{message:?}"
+    );
+    let route = collector.next_hop(&message, "route").await;
+    collector.next_hop(&route, "deliver").await;
 }

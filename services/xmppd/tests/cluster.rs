@@ -152,17 +152,17 @@ async fn traces(backing: Backing, dir: PathBuf) {
 
     let message = collector
         .wait_for("span of alice's message on cm-1", |span| {
-            span.name == "receive" && span.instance == "cm-1" && is_stanza(span, "message", "chat")
+            span.name == "receive" && span.instance == "cm-1" && span.is_stanza("message", "chat")
         })
         .await;
     assert!(message.parent_span_id.is_empty(), "{message:?}");
     assert_eq!(message.service, "xmppd-connection-manager");
-    let route = next_hop(&collector, &message, "route").await;
+    let route = collector.next_hop(&message, "route").await;
     assert_eq!(
         (route.service.as_str(), route.instance.as_str()),
         ("xmppd-router", "router-1")
     );
-    let deliver = next_hop(&collector, &route, "deliver").await;
+    let deliver = collector.next_hop(&route, "deliver").await;
     assert_eq!(
         (deliver.service.as_str(), deliver.instance.as_str()),
         ("xmppd-connection-manager", "cm-2")
@@ -170,18 +170,18 @@ async fn traces(backing: Backing, dir: PathBuf) {
 
     let ping = collector
         .wait_for("span of alice's ping on cm-1", |span| {
-            span.name == "receive" && span.instance == "cm-1" && is_stanza(span, "iq", "get")
+            span.name == "receive" && span.instance == "cm-1" && span.is_stanza("iq", "get")
         })
         .await;
-    let route = next_hop(&collector, &ping, "route").await;
-    let process = next_hop(&collector, &route, "session.process").await;
+    let route = collector.next_hop(&ping, "route").await;
+    let process = collector.next_hop(&route, "session.process").await;
     assert_eq!(
         (process.service.as_str(), process.instance.as_str()),
         ("xmppd-session", "session-1")
     );
-    let answer = next_hop(&collector, &process, "route").await;
-    assert!(is_stanza(&answer, "iq", "result"), "{answer:?}");
-    let deliver = next_hop(&collector, &answer, "deliver").await;
+    let answer = collector.next_hop(&process, "route").await;
+    assert!(answer.is_stanza("iq", "result"), "{answer:?}");
+    let deliver = collector.next_hop(&answer, "deliver").await;
     assert_eq!(deliver.instance, "cm-1");
 
     // Alice's login, one trace: its calls to her replica, and the replica's
@@ -210,9 +210,9 @@ async fn traces(backing: Backing, dir: PathBuf) {
         (&credentials, "store.credentials"),
         (&bind, "registry.bind"),
     ] {
-        let answer = next_hop(&collector, call, "session.login").await;
+        let answer = collector.next_hop(call, "session.login").await;
         assert_eq!(answer.instance, "session-1");
-        next_hop(&collector, &answer, work).await;
+        collector.next_hop(&answer, work).await;
     }
 
     for span in collector.spans() {
@@ -222,22 +222,6 @@ async fn traces(backing: Backing, dir: PathBuf) {
             "{span:?}"
         );
     }
-}
-
-/// The span named `name` whose parent is `parent`, in `parent`'s trace.
-async fn next_hop(collector: &Collector, parent: &ReceivedSpan, name: &str) -> ReceivedSpan {
-    collector
-        .wait_for(&format!("{name} span under {parent:?}"), |span| {
-            span.name == name
-                && span.trace_id == parent.trace_id
-                && span.parent_span_id == parent.span_id
-        })
-        .await
-}
-
-fn is_stanza(span: &ReceivedSpan, element: &str, stanza_type: &str) -> bool {
-    span.attribute("xmpp.stanza") == Some(element)
-        && span.attribute("xmpp.type") == Some(stanza_type)
 }
 
 async fn scenario(backing: Backing, dir: PathBuf) {

@@ -1,11 +1,15 @@
-//! A real OTLP/gRPC trace receiver on loopback, what a collector (the
-//! OpenTelemetry Collector, Jaeger, Tempo) is to xmppd's exporters: it
-//! keeps every span exported to it, with the resource that exported it.
+//! A real OTLP trace receiver on loopback, over gRPC or HTTP, what a
+//! collector (the OpenTelemetry Collector, Jaeger, Tempo) is to xmppd's
+//! exporters: it keeps every span exported to it, with the resource that
+//! exported it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -13,6 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use prost::Message;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -41,6 +46,12 @@ impl ReceivedSpan {
 
     pub fn resource_attribute(&self, key: &str) -> Option<&str> {
         find(&self.resource, key)
+    }
+
+    /// A stanza hop's span for a stanza of this element and type.
+    pub fn is_stanza(&self, element: &str, stanza_type: &str) -> bool {
+        self.attribute("xmpp.stanza") == Some(element)
+            && self.attribute("xmpp.type") == Some(stanza_type)
     }
 }
 
@@ -71,6 +82,19 @@ impl Collector {
         (collector, address)
     }
 
+    /// Serves OTLP/HTTP (protobuf bodies) on `/v1/traces` of a free
+    /// loopback port until the test's runtime ends.
+    pub async fn start_http() -> (Collector, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let collector = Collector::default();
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(export_http))
+            .with_state(collector.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (collector, address)
+    }
+
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap().clone()
     }
@@ -94,16 +118,21 @@ impl Collector {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
 
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    /// The span named `name` whose parent is `parent`, in `parent`'s trace:
+    /// the next hop.
+    pub async fn next_hop(&self, parent: &ReceivedSpan, name: &str) -> ReceivedSpan {
+        self.wait_for(&format!("{name} span under {parent:?}"), |span| {
+            span.name == name
+                && span.trace_id == parent.trace_id
+                && span.parent_span_id == parent.span_id
+        })
+        .await
+    }
+
+    fn record(&self, request: ExportTraceServiceRequest) {
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let resource = resource_spans
                 .resource
                 .map(|resource| strings(&resource.attributes))
@@ -127,8 +156,28 @@ impl TraceService for Collector {
             }
         }
         self.spans.lock().unwrap().extend(received);
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.record(request.into_inner());
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+async fn export_http(
+    State(collector): State<Collector>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, StatusCode> {
+    let request = ExportTraceServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    collector.record(request);
+    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+    Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], answer))
 }
 
 /// The attributes whose values are strings.
