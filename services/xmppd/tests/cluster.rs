@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use support::otlp::{Collector, ReceivedSpan};
+use support::otlp::Collector;
 use support::{DOMAIN, RawClient, Server, ServerOptions, assert_metrics_documented, http_get};
 
 const MESSAGES: usize = 10_000;
