@@ -15,8 +15,9 @@ use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
-use xmppd_runtime::observability::{self, CacheMetrics, Readiness};
+use xmppd_runtime::observability::{CacheMetrics, Readiness};
 use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
+use xmppd_runtime::telemetry;
 use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
 
@@ -41,7 +42,7 @@ where
     F: Future<Output = anyhow::Result<()>>,
 {
     let instance = config.cluster.node_id_or_generated(node_role);
-    let telemetry = observability::init(&config, service, &instance).with_context(|| {
+    let telemetry = telemetry::init(&config, service, &instance).with_context(|| {
         format!(
             "tracing.endpoint {:?}",
             config.tracing.endpoint_or_default()
