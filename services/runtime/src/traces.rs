@@ -82,7 +82,8 @@ pub fn hop(span: &Span, carrier: &mut HashMap<String, String>) {
 }
 
 /// Makes `span` the child of the span `carrier` names, if it names one:
-/// the last hop, which sends nothing on.
+/// for a span whose context goes no further (a stanza's last hop, a
+/// replica's answer to a login call).
 pub fn follow(span: &Span, carrier: &HashMap<String, String>) {
     if span.is_none() || carrier.is_empty() {
         return;
@@ -94,7 +95,7 @@ pub fn follow(span: &Span, carrier: &HashMap<String, String>) {
 
 /// Writes `span`'s trace context (`traceparent`, `tracestate`) into
 /// `carrier`; nothing for a span that is not exported.
-pub fn inject(span: &Span, carrier: &mut HashMap<String, String>) {
+fn inject(span: &Span, carrier: &mut HashMap<String, String>) {
     if span.is_none() {
         return;
     }
