@@ -146,6 +146,10 @@ class Manifests(unittest.TestCase):
                 for key in keys:
                     self.assertIn(f"XMPPD_{section}__{key}".upper(), documented)
 
+    def test_every_pod_logs_json_lines_by_default(self):
+        config = of_kind(render(URLS), "ConfigMap")[0]["data"]["xmppd.toml"]
+        self.assertEqual(tomllib.loads(config)["observability"]["log_format"], "json")
+
     def test_certificate_secret_reaches_the_connection_managers_only(self):
         objects = render(VALUE_SETS["own secret, certificate, load balancer"])
         for deployment in of_kind(objects, "Deployment"):

@@ -7,7 +7,7 @@ use xmppd_protocol::error::StanzaError;
 use xmppd_protocol::stanza::error_stanza;
 use xmppd_protocol::{IqType, JidRef, MessageType};
 
-use crate::{BoundResource, Credential, Envelope, Kick, Kind, Stage, StreamEnded};
+use crate::{BoundResource, Credential, Envelope, Kick, Kind, Stage, StreamEnded, login_call};
 
 impl From<xmppd_sasl::ScramKeys> for Credential {
     fn from(keys: xmppd_sasl::ScramKeys) -> Self {
@@ -98,6 +98,17 @@ impl Envelope {
         let mut reply = self.error_reply(error, server)?;
         server.clone_into(&mut reply.from);
         Some(reply)
+    }
+}
+
+impl login_call::Call {
+    /// What the call asks, for traces: `credentials`, `register`, `bind`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            login_call::Call::Credentials(_) => "credentials",
+            login_call::Call::Register(_) => "register",
+            login_call::Call::Bind(_) => "bind",
+        }
     }
 }
 

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
 use xmppd_grpc::{Envelope, Kind, Stage};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::StreamEvent;
+use xmppd_runtime::{stanza_span, traces};
 
 use crate::cluster::{Delivery, PinnedRoute};
 use crate::edge::Edge;
@@ -201,8 +203,10 @@ async fn handle_event<S: ClientStream>(
     // own doing.
     let started = std::time::Instant::now();
     match from_client(edge, &bound.full, &stanza) {
-        Inbound::Route(envelope) => {
-            let sent = bound.route.send(envelope).await;
+        Inbound::Route(mut envelope) => {
+            let span = stanza_span!("receive", envelope);
+            traces::hop(&span, &mut envelope.trace_context);
+            let sent = bound.route.send(envelope).instrument(span).await;
             edge.metrics
                 .inbound
                 .observe(started.elapsed().as_secs_f64());

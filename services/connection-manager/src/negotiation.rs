@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::{StreamEvent, StreamHeader};
 use xmppd_protocol::xml::{Element, escape_text};
+use xmppd_runtime::traced_span;
 
 use crate::auth::{self, Outcome};
 use crate::bound_stream::Bound;
@@ -34,8 +36,10 @@ pub async fn serve<S: ClientStream>(
     let started = Instant::now();
     let deadline = started + edge.settings.negotiation_timeout;
     // Boxed, so that its large state (SASL, registration, binding) does not
-    // size the connection's task.
-    match Box::pin(negotiate(edge, stream, peer, deadline)).await {
+    // size the connection's task. One trace per login: its calls to the
+    // session replicas are children of this span.
+    let login = traced_span!(parent: None, "login");
+    match Box::pin(negotiate(edge, stream, peer, deadline).instrument(login)).await {
         Ok(negotiated) => {
             edge.metrics
                 .login

@@ -26,8 +26,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::Status;
+use tracing::Instrument;
 use xmppd_grpc::{Connector, FrameStream, LoginAnswer, LoginCall, Node, login_answer, login_call};
 use xmppd_registry::membership;
+use xmppd_runtime::{traced_span, traces};
 
 /// Login calls queued towards one replica before logins wait.
 const CALL_BUFFER: usize = 1024;
@@ -130,6 +132,16 @@ impl Replicas {
         account: &str,
         call: login_call::Call,
     ) -> Result<login_answer::Answer, Status> {
+        let span = traced_span!("login.call", call = call.name());
+        self.call_in_span(account, call).instrument(span).await
+    }
+
+    /// [`Replicas::call`] inside its span.
+    async fn call_in_span(
+        &self,
+        account: &str,
+        call: login_call::Call,
+    ) -> Result<login_answer::Answer, Status> {
         for link in self.ranked(account) {
             match link.call(call.clone(), self.call_timeout).await {
                 Ok(login_answer::Answer::Refused(refusal)) => return Err(refusal.into()),
@@ -193,6 +205,7 @@ impl LoginLink {
         let call = LoginCall {
             id,
             call: Some(call),
+            trace_context: traces::current(),
         };
         let sent_and_answered = async {
             self.calls

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use xmppd_grpc::router_server::Router;
 use xmppd_grpc::{
     BoundResource, Connector, EdgeDown, EdgeUp, Envelope, Node, Role, SessionDown, Stage,
@@ -17,6 +18,7 @@ use xmppd_metrics::latency::time;
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{Account, SharedRegistry, membership};
+use xmppd_runtime::{stanza_span, traces};
 
 use crate::edges::Edges;
 use crate::metrics::RouterMetrics;
@@ -129,7 +131,14 @@ impl Core {
     /// first, when the sender is an account of this server with a
     /// resource (which its own stanzas, and those its replica sends on its
     /// behalf, come from).
-    async fn route(&self, envelope: Envelope) {
+    async fn route(&self, mut envelope: Envelope) {
+        let span = stanza_span!("route", envelope);
+        traces::hop(&span, &mut envelope.trace_context);
+        self.switch(envelope).instrument(span).await
+    }
+
+    /// [`Core::route`] inside its span.
+    async fn switch(&self, envelope: Envelope) {
         let sender = match self.sender(&envelope).await {
             Ok(sender) => sender,
             Err(error) => {

@@ -30,6 +30,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
     pub observability: ObservabilityConfig,
+    pub tracing: TracingConfig,
     /// `[modules.<name>]`: the section of each account module (session
     /// replicas and the all-in-one), read by the module itself; every module
     /// takes `enabled`. The modules and their keys are in
@@ -223,6 +224,67 @@ pub struct ObservabilityConfig {
     pub http: String,
     /// Log filter in `RUST_LOG` syntax.
     pub log: String,
+    /// How each log line is written.
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the trace and span ids of the
+    /// current span when traces are exported.
+    Json,
+}
+
+/// `[tracing]`: OpenTelemetry traces exported over OTLP.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Off: no span is made and nothing rides the envelopes.
+    pub enabled: bool,
+    /// The collector's OTLP endpoint; empty: the protocol's usual local one.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Share of new traces kept, 0.0 to 1.0; a stanza whose sender's trace
+    /// was kept (or dropped) is kept (or dropped) with it.
+    pub sampling_ratio: f64,
+    /// Resource attributes added to every span of this process, beside
+    /// `service.name` and `service.instance.id`.
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC, port 4317 by convention.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, port 4318 by convention.
+    Http,
+}
+
+impl OtlpProtocol {
+    /// Where a collector on this host listens for the protocol.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "http://127.0.0.1:4317",
+            OtlpProtocol::Http => "http://127.0.0.1:4318/v1/traces",
+        }
+    }
+}
+
+impl TracingConfig {
+    /// The configured endpoint, or the protocol's default.
+    pub fn endpoint_or_default(&self) -> &str {
+        if self.endpoint.is_empty() {
+            self.protocol.default_endpoint()
+        } else {
+            &self.endpoint
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -308,6 +370,19 @@ impl Default for ObservabilityConfig {
         Self {
             http: "127.0.0.1:9090".into(),
             log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: String::new(),
+            protocol: OtlpProtocol::Grpc,
+            sampling_ratio: 1.0,
+            attributes: BTreeMap::new(),
         }
     }
 }
@@ -404,6 +479,12 @@ impl Config {
             return Err(ConfigError::Inconsistent(format!(
                 "storage.min_connections ({}) is more than storage.max_connections ({})",
                 storage.min_connections, storage.max_connections
+            )));
+        }
+        let ratio = self.tracing.sampling_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::Inconsistent(format!(
+                "tracing.sampling_ratio ({ratio}) must be between 0.0 and 1.0"
             )));
         }
         Ok(())
@@ -527,6 +608,67 @@ mod tests {
         std::fs::write(&path, "[server]\ndomian = \"typo\"\n").unwrap();
         let error = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
         assert!(error.to_string().contains("domian"), "{error}");
+    }
+
+    #[test]
+    fn tracing_is_off_and_logs_are_text_by_default() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(!config.tracing.enabled);
+        assert_eq!(config.observability.log_format, LogFormat::Text);
+        assert_eq!(
+            config.tracing.endpoint_or_default(),
+            "http://127.0.0.1:4317"
+        );
+    }
+
+    #[test]
+    fn tracing_reads_its_protocol_ratio_and_attributes_from_the_environment() {
+        let overrides = [
+            ("XMPPD_TRACING__ENABLED", "true"),
+            ("XMPPD_TRACING__PROTOCOL", "http"),
+            ("XMPPD_TRACING__SAMPLING_RATIO", "0.25"),
+            (
+                "XMPPD_TRACING__ATTRIBUTES",
+                "{ \"deployment.environment\" = \"staging\" }",
+            ),
+            ("XMPPD_OBSERVABILITY__LOG_FORMAT", "json"),
+        ];
+        let config = Config::load_with_env(None, env(&overrides)).unwrap();
+        assert!(config.tracing.enabled);
+        assert_eq!(config.tracing.protocol, OtlpProtocol::Http);
+        assert_eq!(
+            config.tracing.endpoint_or_default(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(config.tracing.sampling_ratio, 0.25);
+        assert_eq!(
+            config.tracing.attributes["deployment.environment"],
+            "staging"
+        );
+        assert_eq!(config.observability.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_sampling_ratio_outside_zero_to_one_is_refused() {
+        for ratio in ["1.5", "-0.1"] {
+            let overrides = [("XMPPD_TRACING__SAMPLING_RATIO", ratio)];
+            let error = Config::load_with_env(None, env(&overrides)).unwrap_err();
+            assert!(error.to_string().contains("sampling_ratio"), "{error}");
+        }
+        for ratio in ["0", "1", "0.0", "1.0"] {
+            let overrides = [("XMPPD_TRACING__SAMPLING_RATIO", ratio)];
+            Config::load_with_env(None, env(&overrides)).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unknown_log_format_or_protocol_is_refused() {
+        let error = Config::load_with_env(None, env(&[("XMPPD_OBSERVABILITY__LOG_FORMAT", "xml")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("xml"), "{error}");
+        let error =
+            Config::load_with_env(None, env(&[("XMPPD_TRACING__PROTOCOL", "udp")])).unwrap_err();
+        assert!(error.to_string().contains("udp"), "{error}");
     }
 
     #[test]

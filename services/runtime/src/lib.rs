@@ -4,12 +4,18 @@
 //! # Layout
 //! - [`config`]: the configuration schema (one TOML file per service, every
 //!   key overridable by an environment variable) and its loader.
-//! - [`observability`]: logging through `tracing`, and the HTTP endpoint with
-//!   `/metrics` (Prometheus), `/healthz` and `/readyz`.
+//! - [`telemetry`]: the `tracing` subscriber: log lines (text or JSON) and
+//!   the spans exported when traces are on.
+//! - [`observability`]: the HTTP endpoint with `/metrics` (Prometheus),
+//!   `/healthz` and `/readyz`.
+//! - [`traces`]: the OTLP exporter, and the trace context that envelopes
+//!   carry from one service to the next.
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a signal every task can watch.
 
 pub mod config;
 pub mod observability;
 pub mod shutdown;
+pub mod telemetry;
+pub mod traces;
 
 pub use config::Config;

@@ -1,6 +1,6 @@
-//! Logs through `tracing`, and the HTTP endpoint every service exposes:
-//! `/metrics` in the Prometheus text format, `/healthz` (the process runs) and
-//! `/readyz` (it can do its job: storage reachable, upstreams connected).
+//! The HTTP endpoint every service exposes: `/metrics` in the Prometheus
+//! text format, `/healthz` (the process runs) and `/readyz` (it can do its
+//! job: storage reachable, upstreams connected).
 
 use std::sync::Arc;
 
@@ -15,20 +15,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 use xmppd_cache::CacheStatistics;
 
 use crate::shutdown::Shutdown;
-
-/// Installs the global log subscriber. `RUST_LOG` wins over `filter`.
-pub fn init_logging(filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    // A second call (tests composing several services) keeps the first.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
-}
 
 /// One in-process cache's statistics, read at every scrape:
 /// `xmppd_cache_lookups_total{cache, outcome="hit"|"miss"}` and

@@ -1,7 +1,9 @@
 //! One frame in, the frames it produces out.
 
+use tracing::{Instrument, Span};
 use xmppd_grpc::{Envelope, Kind, Stage, session_down, session_up};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
+use xmppd_runtime::{stanza_span, traces};
 
 use crate::module::Flow;
 use crate::outbox::Outbox;
@@ -12,8 +14,30 @@ use crate::{iq, presence};
 /// Runs `work` for the account `owner`. A storage or registry failure
 /// answers the stanza with `internal-server-error` rather than losing it
 /// silently; the router's acknowledgement bookkeeping then moves on.
-pub async fn handle(core: &Core, owner: &str, work: Work) -> Vec<session_down::Frame> {
+pub async fn handle(core: &Core, owner: &str, mut work: Work) -> Vec<session_down::Frame> {
     let mut out = Outbox::default();
+    let span = match &mut work {
+        Work::Frame(session_up::Frame::Stanza(envelope)) => {
+            let span = stanza_span!("session.process", envelope);
+            traces::hop(&span, &mut envelope.trace_context);
+            // What the replica sends in answer continues the stanza's trace.
+            out.trace_context.clone_from(&envelope.trace_context);
+            span
+        }
+        _ => Span::none(),
+    };
+    handle_in_span(core, owner, work, out)
+        .instrument(span)
+        .await
+}
+
+/// [`handle`] inside the stanza's span.
+async fn handle_in_span(
+    core: &Core,
+    owner: &str,
+    work: Work,
+    mut out: Outbox,
+) -> Vec<session_down::Frame> {
     let result = match &work {
         Work::Frame(session_up::Frame::Ended(ended)) => {
             presence::session_ended(core, ended, &mut out).await

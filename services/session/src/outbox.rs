@@ -1,5 +1,6 @@
 //! The frames one handler run produces, sent back to the router in order.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -10,6 +11,9 @@ use xmppd_protocol::xml::Element;
 #[derive(Default, Debug)]
 pub struct Outbox {
     pub frames: Vec<session_down::Frame>,
+    /// The trace context of the stanza being handled, which every stanza
+    /// sent in answer carries on; empty with traces off.
+    pub trace_context: HashMap<String, String>,
 }
 
 impl Outbox {
@@ -84,7 +88,7 @@ impl Outbox {
             id: String::new(),
             payload,
             stage: stage as i32,
-            trace_context: Default::default(),
+            trace_context: self.trace_context.clone(),
             hints: None,
         }));
     }

@@ -8,6 +8,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
     AccountPolicy, BindReply, BindRequest, BoundResource, CredentialsReply, CredentialsRequest,
@@ -16,6 +17,7 @@ use xmppd_grpc::{
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{SharedRegistry, Unbound};
+use xmppd_runtime::{traced_span, traces};
 use xmppd_storage::{Store, StoreError};
 
 use crate::clock::now_ms;
@@ -229,7 +231,11 @@ impl SessionService {
                 let (service, out) = (service.clone(), out.clone());
                 tokio::spawn(async move {
                     let answer = match call.call {
-                        Some(call) => service.answer(call).await,
+                        Some(answered) => {
+                            let span = traced_span!("session.login", call = answered.name());
+                            traces::follow(&span, &call.trace_context);
+                            service.answer(answered).instrument(span).await
+                        }
                         None => Err(Status::invalid_argument("a login call names no call")),
                     };
                     let answer = answer.unwrap_or_else(|status| {
@@ -331,6 +337,7 @@ impl SessionService {
             .core
             .store
             .credentials(jid.as_str())
+            .instrument(traced_span!("store.credentials"))
             .await
             .map_err(storage_status)?;
         Ok(CredentialsReply {
@@ -354,6 +361,7 @@ impl SessionService {
             .core
             .store
             .create_account(jid.as_str(), &credentials)
+            .instrument(traced_span!("store.create_account"))
             .await
         {
             Ok(()) => {
@@ -388,6 +396,7 @@ impl SessionService {
             .core
             .registry
             .bind(session)
+            .instrument(traced_span!("registry.bind"))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         self.core.metrics.count("bound");
@@ -441,6 +450,7 @@ mod tests {
         Ok(LoginCall {
             id,
             call: Some(call),
+            trace_context: Default::default(),
         })
     }
 

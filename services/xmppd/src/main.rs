@@ -75,10 +75,19 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Run => roles::all_in_one(config).await,
-            Command::ConnectionManager => roles::connection_manager(config).await,
-            Command::Router => roles::router(config).await,
-            Command::Session => roles::session(config).await,
+            Command::Run => {
+                roles::with_telemetry(config, "xmppd", "xmppd", roles::all_in_one).await
+            }
+            Command::ConnectionManager => {
+                let role = roles::connection_manager;
+                roles::with_telemetry(config, "xmppd-connection-manager", "cm", role).await
+            }
+            Command::Router => {
+                roles::with_telemetry(config, "xmppd-router", "router", roles::router).await
+            }
+            Command::Session => {
+                roles::with_telemetry(config, "xmppd-session", "session", roles::session).await
+            }
             Command::User(command) => admin::user(&config, command).await,
             Command::Resources => admin::resources(&config).await,
         }

@@ -15,8 +15,9 @@ use xmppd_router::RouterService;
 use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
-use xmppd_runtime::observability::{CacheMetrics, Readiness, init_logging};
+use xmppd_runtime::observability::{CacheMetrics, Readiness};
 use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
+use xmppd_runtime::telemetry;
 use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
 
@@ -27,10 +28,34 @@ use crate::local::LocalConnector;
 /// How long connections get to close when the server stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
+/// Runs `role` (one of the functions below) with logs and traces installed
+/// for `service` (the traces' `service.name`), and flushes the traces when
+/// it ends, however it ends. `node_role` names the node in its generated id,
+/// which is the traces' `service.instance.id`.
+pub async fn with_telemetry<F>(
+    config: Config,
+    service: &str,
+    node_role: &str,
+    role: impl FnOnce(Config) -> F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let instance = config.cluster.node_id_or_generated(node_role);
+    let telemetry = telemetry::init(&config, service, &instance).with_context(|| {
+        format!(
+            "tracing.endpoint {:?}",
+            config.tracing.endpoint_or_default()
+        )
+    })?;
+    let result = role(config).await;
+    telemetry.shutdown().await;
+    result
+}
+
 /// Every service in one process, wired together without sockets
 /// ([`LocalConnector`]).
 pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
@@ -129,7 +154,6 @@ fn start_cluster(
 
 /// Cluster role: the edge.
 pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
@@ -148,7 +172,6 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
 
 /// Cluster role: the stanza switch.
 pub async fn router(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
@@ -185,7 +208,6 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
 
 /// Cluster role: a session replica.
 pub async fn session(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.observability.log);
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "session service", Caching::Off).await?;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use support::otlp::Collector;
 use support::{RawClient, Server, assert_metrics_documented, http_get, xmppd};
 
 #[tokio::test]
@@ -136,4 +137,133 @@ async fn a_negative_worker_thread_count_is_a_clear_error() {
     let output = xmppd().arg("--config").arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("worker_threads"));
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_when_asked() {
+    let stderr = stderr_of_a_run(&[("XMPPD_OBSERVABILITY__LOG_FORMAT", "json")]).await;
+    let mut lines = 0;
+    for line in stderr.lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}\n{stderr}"));
+        assert!(parsed["message"].is_string(), "{line}");
+        assert!(parsed["level"].is_string(), "{line}");
+        assert!(parsed["timestamp"].is_string(), "{line}");
+        lines += 1;
+    }
+    assert!(lines > 0, "nothing logged");
+}
+
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_have_no_colour_codes() {
+    let stderr = stderr_of_a_run(&[]).await;
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "{stderr:?}");
+}
+
+/// What the all-in-one server writes to standard error, a pipe, from its
+/// start until it is ready and stopped (SIGTERM), with the configuration in
+/// `env` and none of the variables that would turn colours off for it.
+async fn stderr_of_a_run(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = support::Ports::free();
+    let child = xmppd()
+        .arg("run")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env("XMPPD_SERVER__DATA_DIR", dir.path())
+        .env("XMPPD_LISTEN__C2S", ports.c2s.to_string())
+        .env("XMPPD_LISTEN__C2S_TLS", ports.c2s_tls.to_string())
+        .env("XMPPD_LISTEN__WEBSOCKET", ports.websocket.to_string())
+        .env("XMPPD_OBSERVABILITY__HTTP", ports.http.to_string())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http_get(ports.http, "/readyz")
+        .await
+        .map(|(status, _)| status)
+        != Some(200)
+    {
+        assert!(std::time::Instant::now() < deadline, "not ready in time");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn a_trace_endpoint_that_is_not_a_url_is_a_clear_error() {
+    for protocol in ["grpc", "http"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = xmppd()
+            .arg("run")
+            .env("XMPPD_SERVER__DATA_DIR", dir.path())
+            .env("XMPPD_TRACING__ENABLED", "true")
+            .env("XMPPD_TRACING__PROTOCOL", protocol)
+            .env("XMPPD_TRACING__ENDPOINT", "not a url")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{protocol}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("tracing.endpoint \"not a url\""),
+            "{protocol}: {stderr}"
+        );
+    }
+}
+
+/// The all-in-one process exports over OTLP/HTTP, and a message between two
+/// of its clients is one trace there too: `receive` → `route` → `deliver`.
+#[tokio::test]
+async fn a_message_is_one_trace_exported_over_otlp_http() {
+    let (collector, receiver) = Collector::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tracing = format!(
+        "[tracing]\nenabled = true\nprotocol = \"http\"\nendpoint = \"http://{receiver}/v1/traces\"\n"
+    );
+    let server = Server::all_in_one(dir.path(), &tracing);
+    server.ready().await;
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "phone").await;
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "laptop").await;
+    bob.available().await;
+    alice
+        .send("<message to='bob@localhost' type='chat' id='m1'><body>traced</body></message>")
+        .await;
+    bob.expect("<body>traced</body>").await;
+    let pid = server.pid();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.terminate()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+
+    let message = collector
+        .wait_for("span of alice's message", |span| {
+            span.name == "receive" && span.is_stanza("message", "chat")
+        })
+        .await;
+    assert_eq!(message.service, "xmppd");
+    // The generated node id: xmppd-<host>-<pid>.
+    assert!(
+        message.instance.starts_with("xmppd-") && message.instance.ends_with(&format!("-{pid}")),
+        "{message:?}"
+    );
+    let route = collector.next_hop(&message, "route").await;
+    collector.next_hop(&route, "deliver").await;
 }

@@ -5,6 +5,9 @@
 //! restart of the router and the SIGKILL of a session replica. A real
 //! Prometheus scrapes a cluster and `promtool` checks the alert rules.
 //!
+//! A third scenario exports the cluster's traces to an OTLP receiver in the
+//! test and follows one message, and one IQ to the server, through them.
+//!
 //! Needs Redis and Postgres (`XMPPD_TEST_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`; `XMPPD_TEST_POSTGRES_URL`, an admin connection
 //! allowed to create databases, default
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use support::prometheus::{self, Prometheus};
+use support::otlp::Collector;
 use support::{DOMAIN, RawClient, Server, ServerOptions, assert_metrics_documented, http_get};
 
 const MESSAGES: usize = 10_000;
@@ -75,6 +79,15 @@ fn the_alert_rules_pass_promtool() {
     prometheus::promtool(&tools, &["test", "rules", "alerts_test.yaml"], &files);
 }
 
+/// One message from alice on one connection-manager to bob on another is
+/// one trace, a span per hop in a different process, each the child of the
+/// hop before; an IQ answered by alice's replica is one trace through it,
+/// and so is her login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stanza_is_one_trace_across_the_processes_it_crosses() {
+    with_backing(traces).await;
+}
+
 /// Runs `scenario` on a Redis prefix and Postgres database of its own,
 /// within `TEST_LIMIT`, and removes both afterwards, pass or fail.
 async fn with_backing<F, Run>(scenario: F)
@@ -100,7 +113,11 @@ where
 }
 
 async fn features(backing: Backing, dir: PathBuf) {
-    let nodes = Nodes { backing, dir };
+    let nodes = Nodes {
+        backing,
+        dir,
+        common: String::new(),
+    };
     let sessions = [nodes.session(1), nodes.session(2)];
     for session in &sessions {
         session.ready().await;
@@ -121,7 +138,11 @@ async fn features(backing: Backing, dir: PathBuf) {
 }
 
 async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
-    let nodes = Nodes { backing, dir };
+    let nodes = Nodes {
+        backing,
+        dir,
+        common: String::new(),
+    };
     let session = nodes.session(1);
     session.ready().await;
     session.add_user("alice", "alice-pw");
@@ -238,8 +259,124 @@ async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
     }
 }
 
+async fn traces(backing: Backing, dir: PathBuf) {
+    let (collector, receiver) = Collector::start().await;
+    let nodes = Nodes {
+        backing,
+        dir,
+        common: format!(
+            "[tracing]\nenabled = true\nprotocol = \"grpc\"\n\
+             endpoint = \"http://{receiver}\"\nsampling_ratio = 1.0\n\
+             attributes = {{ \"deployment.environment\" = \"test\" }}\n"
+        ),
+    };
+    let session = nodes.session(1);
+    session.ready().await;
+    session.add_user("alice", "alice-pw");
+    session.add_user("bob", "bob-pw");
+    let router = nodes.router(None);
+    router.ready().await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    let mut alice = login(&cm1, "alice", "alice-pw", "a").await;
+    let mut bob = login(&cm2, "bob", "bob-pw", "b").await;
+    available(&mut bob, "bob@localhost/b").await;
+    send_one(&mut alice, "alice", &mut bob, "bob", "traced").await;
+    alice
+        .send("<iq type='get' id='traced-ping' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    expect_stanza(&mut alice, "the answer to the ping", |stanza| {
+        stanza.starts_with("<iq") && stanza.contains("traced-ping")
+    })
+    .await;
+    // Stopped, every process exports the spans it still holds.
+    for node in [&cm1, &cm2, &router, &session] {
+        stop(node).await;
+    }
+
+    let message = collector
+        .wait_for("span of alice's message on cm-1", |span| {
+            span.name == "receive" && span.instance == "cm-1" && span.is_stanza("message", "chat")
+        })
+        .await;
+    assert!(message.parent_span_id.is_empty(), "{message:?}");
+    assert_eq!(message.service, "xmppd-connection-manager");
+    let route = collector.next_hop(&message, "route").await;
+    assert_eq!(
+        (route.service.as_str(), route.instance.as_str()),
+        ("xmppd-router", "router-1")
+    );
+    let deliver = collector.next_hop(&route, "deliver").await;
+    assert_eq!(
+        (deliver.service.as_str(), deliver.instance.as_str()),
+        ("xmppd-connection-manager", "cm-2")
+    );
+
+    let ping = collector
+        .wait_for("span of alice's ping on cm-1", |span| {
+            span.name == "receive" && span.instance == "cm-1" && span.is_stanza("iq", "get")
+        })
+        .await;
+    let route = collector.next_hop(&ping, "route").await;
+    let process = collector.next_hop(&route, "session.process").await;
+    assert_eq!(
+        (process.service.as_str(), process.instance.as_str()),
+        ("xmppd-session", "session-1")
+    );
+    let answer = collector.next_hop(&process, "route").await;
+    assert!(answer.is_stanza("iq", "result"), "{answer:?}");
+    let deliver = collector.next_hop(&answer, "deliver").await;
+    assert_eq!(deliver.instance, "cm-1");
+
+    // Alice's login, one trace: its calls to her replica, and the replica's
+    // Postgres and Redis work for them.
+    let bind = collector
+        .wait_for("alice's bind call on cm-1", |span| {
+            span.name == "login.call"
+                && span.instance == "cm-1"
+                && span.attribute("call") == Some("bind")
+        })
+        .await;
+    let login = collector
+        .wait_for("the login span of alice's bind", |span| {
+            span.name == "login" && span.span_id == bind.parent_span_id
+        })
+        .await;
+    assert!(login.parent_span_id.is_empty(), "{login:?}");
+    let credentials = collector
+        .wait_for("the credentials call of alice's login", |span| {
+            span.name == "login.call"
+                && span.parent_span_id == login.span_id
+                && span.attribute("call") == Some("credentials")
+        })
+        .await;
+    for (call, work) in [
+        (&credentials, "store.credentials"),
+        (&bind, "registry.bind"),
+    ] {
+        let answer = collector.next_hop(call, "session.login").await;
+        assert_eq!(answer.instance, "session-1");
+        collector.next_hop(&answer, work).await;
+    }
+
+    for span in collector.spans() {
+        assert_eq!(
+            span.resource_attribute("deployment.environment"),
+            Some("test"),
+            "{span:?}"
+        );
+    }
+}
+
 async fn scenario(backing: Backing, dir: PathBuf) {
-    let nodes = Nodes { backing, dir };
+    let nodes = Nodes {
+        backing,
+        dir,
+        common: String::new(),
+    };
 
     // Replicas first, so the router starts with both and account ownership
     // does not move while the clients log in.
@@ -517,15 +654,18 @@ impl Backing {
 struct Nodes {
     backing: Backing,
     dir: PathBuf,
+    /// Configuration every node gets.
+    common: String,
 }
 
 impl Nodes {
     fn start(&self, role: &str, name: &str, extra: &str, ports: Option<support::Ports>) -> Server {
         let extra = format!(
-            "[registry]\nurl = \"{}\"\nkey_prefix = \"{}\"\n[cluster]\nheartbeat_ms = {HEARTBEAT_MS}\nnode_ttl_ms = {}\nnode_id = \"{name}\"\n{extra}",
+            "[registry]\nurl = \"{}\"\nkey_prefix = \"{}\"\n[cluster]\nheartbeat_ms = {HEARTBEAT_MS}\nnode_ttl_ms = {}\nnode_id = \"{name}\"\n{}\n{extra}",
             self.backing.redis_url,
             self.backing.key_prefix,
-            NODE_TTL.as_millis()
+            NODE_TTL.as_millis(),
+            self.common
         );
         let data_dir: &Path = &self.dir.join(name);
         let options = ServerOptions {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use xmppd_grpc::{Envelope, StreamEnded, edge_down};
 use xmppd_protocol::error::StreamErrorCondition;
+use xmppd_runtime::{stanza_span, traces};
 
 use super::router_links::RouterLink;
 use super::{Cluster, Delivery};
@@ -53,6 +54,17 @@ impl Cluster {
     /// stanza for a stream that is gone is handed back, for the router to
     /// route again: never dropped here.
     pub(super) fn dispatch(&self, frame: edge_down::Frame) -> Option<Envelope> {
+        // A stanza's last hop ends once it waits in its stream's mailbox,
+        // which holds the bytes alone, to keep each slot small.
+        let span = match &frame {
+            edge_down::Frame::Stanza(envelope) => {
+                let span = stanza_span!("deliver", envelope);
+                traces::follow(&span, &envelope.trace_context);
+                span
+            }
+            edge_down::Frame::Kick(_) => tracing::Span::none(),
+        };
+        let _entered = span.enter();
         let sessions = self.inner.streams.read().expect("streams lock");
         let (full_jid, session, delivery) = match frame {
             edge_down::Frame::Stanza(envelope) => {

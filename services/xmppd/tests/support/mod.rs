@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 pub mod client;
 pub mod features;
+pub mod otlp;
 pub mod prometheus;
 
 pub const DOMAIN: &str = "localhost";
