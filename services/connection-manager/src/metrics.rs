@@ -28,6 +28,7 @@ pub struct EdgeMetrics {
     pub stanzas_in: Counter,
     pub stanzas_out: Counter,
     pub stream_errors: Family<OutcomeLabels, Counter>,
+    stream_management: Family<OutcomeLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -61,6 +62,11 @@ impl EdgeMetrics {
             "xmppd_edge_stream_errors",
             "Stream errors sent, by condition",
             self.stream_errors.clone(),
+        );
+        registry.register(
+            "xmppd_edge_stream_management",
+            "XEP-0198 stream management events (enabled, resumable, resumed, resume_failed, expired)",
+            self.stream_management.clone(),
         );
     }
 
@@ -98,6 +104,14 @@ impl EdgeMetrics {
     pub fn authentication(&self, outcome: &'static str) {
         self.authentications
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A XEP-0198 event: `enabled`, `resumable`, `resumed`,
+    /// `resume_failed`, `expired`.
+    pub fn stream_management(&self, event: &'static str) {
+        self.stream_management
+            .get_or_create(&OutcomeLabels { outcome: event })
             .inc();
     }
 
