@@ -82,7 +82,11 @@ pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut bound_stream: Box<BoundSt
     edge.metrics.stream_bound(S::TRANSPORT);
     let result = serve(&edge, &mut bound_stream.stream, &mut bound_stream.bound).await;
     edge.metrics.stream_ended(S::TRANSPORT);
-    let BoundStream { stream, bound, open } = *bound_stream;
+    let BoundStream {
+        stream,
+        bound,
+        open,
+    } = *bound_stream;
     drop((stream, open));
     let end = match result {
         Ok(Finish::Closed) => return,
@@ -169,8 +173,15 @@ async fn serve<S: ClientStream>(
         };
         let settings = &edge.settings.stream_management;
         let ack_due = bound.sm.as_deref().and_then(|sm| sm.request_due(settings));
-        silence.as_mut().reset(ack_due.map_or(wake, |due| due.min(wake)));
-        let waited = wait(stream, &mut bound.mailbox, bound.sm.as_deref_mut(), silence.as_mut());
+        silence
+            .as_mut()
+            .reset(ack_due.map_or(wake, |due| due.min(wake)));
+        let waited = wait(
+            stream,
+            &mut bound.mailbox,
+            bound.sm.as_deref_mut(),
+            silence.as_mut(),
+        );
         match waited.await {
             Wake::Delivery(Some(Delivery::Stanza(payload, stage))) => {
                 edge.metrics.stanzas_out.inc();
@@ -203,7 +214,9 @@ async fn serve<S: ClientStream>(
             }
             Wake::Silence => {
                 if let Some(sm) = bound.sm.as_deref_mut()
-                    && sm.request_due(settings).is_some_and(|due| due <= Instant::now())
+                    && sm
+                        .request_due(settings)
+                        .is_some_and(|due| due <= Instant::now())
                 {
                     sm.requested();
                     stream.write(REQUEST).await?;
@@ -310,12 +323,13 @@ async fn wait<S: ClientStream>(
     mut sm: Option<&mut StreamManagement>,
     silence: Pin<&mut Sleep>,
 ) -> Wake {
-    let taken_over = std::future::poll_fn(|cx| {
-        match sm.as_deref_mut().and_then(|sm| sm.takeover.as_mut()) {
-            Some(takeover) => Pin::new(takeover).poll(cx).map(Result::ok),
-            None => Poll::Pending,
-        }
-    });
+    let taken_over =
+        std::future::poll_fn(
+            |cx| match sm.as_deref_mut().and_then(|sm| sm.takeover.as_mut()) {
+                Some(takeover) => Pin::new(takeover).poll(cx).map(Result::ok),
+                None => Poll::Pending,
+            },
+        );
     tokio::select! {
         biased;
         delivery = mailbox.recv() => Wake::Delivery(delivery),
@@ -387,7 +401,10 @@ async fn stream_management<S: ClientStream>(
     match (element.name(), bound.sm.as_deref_mut()) {
         ("r", Some(sm)) => stream.write(sm.ack().as_bytes()).await,
         ("a", Some(sm)) => {
-            let h = element.element().ok().and_then(|a| attribute::<u32>(&a, "h"));
+            let h = element
+                .element()
+                .ok()
+                .and_then(|a| attribute::<u32>(&a, "h"));
             let Some(h) = h else {
                 return Err(stream
                     .fail_with(StreamErrorCondition::BadFormat, "an ack needs a count")
@@ -420,7 +437,9 @@ async fn enable<S: ClientStream>(
         .as_ref()
         .and_then(|enable| enable.get_attr("resume"))
         .is_some_and(|resume| resume == "true" || resume == "1");
-    let max = request.as_ref().and_then(|enable| attribute::<u64>(enable, "max"));
+    let max = request
+        .as_ref()
+        .and_then(|enable| attribute::<u64>(enable, "max"));
     let timeout = settings.resume_timeout(max);
     edge.metrics.stream_management("enabled");
     if !resume {

@@ -67,9 +67,7 @@ impl EdgeSettings {
             failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
             max_failure_delay: Duration::from_millis(config.auth.max_failure_delay_ms),
             registrations_per_ip_per_hour: config.auth.registrations_per_ip_per_hour,
-            stream_management: stream_management::Settings::from_config(
-                &config.stream_management,
-            ),
+            stream_management: stream_management::Settings::from_config(&config.stream_management),
         }
     }
 }

@@ -113,8 +113,7 @@ impl MailboxSender {
     /// delivery that closes the stream.
     pub fn has_room_for(&self, bytes: usize) -> bool {
         let state = self.0.state();
-        state.queue.len() + 1 < state.limits.stanzas
-            && state.bytes + bytes <= state.limits.bytes
+        state.queue.len() + 1 < state.limits.stanzas && state.bytes + bytes <= state.limits.bytes
     }
 }
 

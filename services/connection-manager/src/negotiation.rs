@@ -405,8 +405,12 @@ async fn resume<S: ClientStream>(
     stanza: &Stanza,
 ) -> Result<Option<Bound>, StreamEnd> {
     let request = stanza.element().ok();
-    let previd = request.as_ref().and_then(|resume| resume.get_attr("previd"));
-    let h = request.as_ref().and_then(|resume| attribute::<u32>(resume, "h"));
+    let previd = request
+        .as_ref()
+        .and_then(|resume| resume.get_attr("previd"));
+    let h = request
+        .as_ref()
+        .and_then(|resume| attribute::<u32>(resume, "h"));
     let (Some(previd), Some(h)) = (previd, h) else {
         stream.write(&sm_failed("bad-request")).await?;
         return Ok(None);

@@ -363,7 +363,13 @@ mod tests {
         let mut sm = StreamManagement::new(None, Duration::ZERO);
         sm.sent(stanza(0), Stage::Deliver, &settings());
         let error = sm.acknowledge(2).unwrap_err();
-        assert_eq!(error, HandledCountTooHigh { h: 2, send_count: 1 });
+        assert_eq!(
+            error,
+            HandledCountTooHigh {
+                h: 2,
+                send_count: 1
+            }
+        );
         let xml = error.stream_error().to_xml();
         assert!(xml.contains("<undefined-condition"), "{xml}");
         assert!(
@@ -421,7 +427,8 @@ mod tests {
         assert!(!sm.over_limit());
         sm.sent(stanza(0), Stage::Deliver, &settings());
         assert!(sm.over_limit());
-        sm.acknowledge(CLIENT_QUEUE_LIMITS.stanzas as u32 + 1).unwrap();
+        sm.acknowledge(CLIENT_QUEUE_LIMITS.stanzas as u32 + 1)
+            .unwrap();
         assert!(!sm.over_limit());
         let big = Bytes::from(vec![b'x'; CLIENT_QUEUE_LIMITS.bytes / 2]);
         sm.sent(big.clone(), Stage::Deliver, &settings());

@@ -604,7 +604,10 @@ mod tests {
             ("XMPPD_STREAM_MANAGEMENT__MAX_RESUME_TIMEOUT_SECS", "600"),
         ];
         let error = Config::load_with_env(None, env(&overrides)).unwrap_err();
-        assert!(error.to_string().contains("resume_timeout_secs (700)"), "{error}");
+        assert!(
+            error.to_string().contains("resume_timeout_secs (700)"),
+            "{error}"
+        );
         let overrides = [("XMPPD_STREAM_MANAGEMENT__RESUME_TIMEOUT_SECS", "600")];
         Config::load_with_env(None, env(&overrides)).unwrap();
     }

@@ -91,12 +91,18 @@ async fn stream_management_is_enabled_after_bind_and_acks_count_both_ways() {
     server.add_user("alice", "pw-a");
     server.add_user("bob", "pw-b");
     let (mut alice, features) = RawClient::authenticate(server.c2s, "alice", "pw-a").await;
-    assert!(features.contains("<sm xmlns='urn:xmpp:sm:3'/>"), "{features}");
+    assert!(
+        features.contains("<sm xmlns='urn:xmpp:sm:3'/>"),
+        "{features}"
+    );
 
     // XEP-0198 §3: not before a resource is bound, and only once.
     alice.send(&format!("<enable xmlns='{SM}'/>")).await;
     let failed = next(&mut alice).await;
-    assert!(failed.starts_with("<failed xmlns='urn:xmpp:sm:3'>"), "{failed}");
+    assert!(
+        failed.starts_with("<failed xmlns='urn:xmpp:sm:3'>"),
+        "{failed}"
+    );
     assert!(failed.contains("<unexpected-request "), "{failed}");
     let id = resumable(&mut alice, "phone").await;
     assert!(id.len() >= 32, "{id}");
@@ -122,7 +128,11 @@ async fn stream_management_is_enabled_after_bind_and_acks_count_both_ways() {
     }
     for n in 1..=4 {
         let message = next(&mut alice).await;
-        assert_eq!(attribute(&message, "id"), Some(format!("m{n}")), "{message}");
+        assert_eq!(
+            attribute(&message, "id"),
+            Some(format!("m{n}")),
+            "{message}"
+        );
     }
     assert_eq!(next(&mut alice).await, "<r xmlns='urn:xmpp:sm:3'/>");
     alice.send(&format!("<a xmlns='{SM}' h='5'/>")).await;
@@ -281,9 +291,7 @@ async fn an_unacknowledged_message_goes_offline_when_the_session_ends(resume: bo
     let (mut alice, _) = RawClient::authenticate(server.c2s, "alice", "pw-a").await;
     bind(&mut alice, "phone").await;
     let enable = if resume { " resume='true'" } else { "" };
-    alice
-        .send(&format!("<enable xmlns='{SM}'{enable}/>"))
-        .await;
+    alice.send(&format!("<enable xmlns='{SM}'{enable}/>")).await;
     let enabled = next(&mut alice).await;
     assert!(enabled.starts_with("<enabled "), "{enabled}");
     if resume {

@@ -108,17 +108,19 @@ impl Cluster {
         let unacked = sm.into_iter().flat_map(|sm| sm.into_unacked());
         {
             let mut sessions = self.inner.streams.write().expect("streams lock");
-            if sessions.get(full_jid).is_some_and(|s| s.conn_id == route.conn_id) {
+            if sessions
+                .get(full_jid)
+                .is_some_and(|s| s.conn_id == route.conn_id)
+            {
                 sessions.remove(full_jid);
             }
         }
         // Its sender is gone with the directory entry: nothing more arrives.
-        let queued = std::iter::from_fn(|| mailbox.try_recv().ok()).filter_map(|delivery| {
-            match delivery {
+        let queued =
+            std::iter::from_fn(|| mailbox.try_recv().ok()).filter_map(|delivery| match delivery {
                 Delivery::Stanza(payload, stage) => Some((payload, stage)),
                 Delivery::Close { .. } => None,
-            }
-        });
+            });
         let ended = StreamEnded {
             full_jid: full_jid.clone(),
             node_id: self.inner.node.id.clone(),

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use xmppd_grpc::{
-    EdgeDown, EdgeUp, Envelope, FrameStream, Node, Role, StreamEnded, edge_up,
-};
+use xmppd_grpc::{EdgeDown, EdgeUp, Envelope, FrameStream, Node, Role, StreamEnded, edge_up};
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::membership;
 
