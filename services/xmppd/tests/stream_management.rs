@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::client::start;
+use support::client::{Client, befriend, is_presence, start};
 use support::{RawClient, attribute};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -279,6 +279,39 @@ async fn a_resumption_while_the_old_stream_is_open_takes_the_session_over() {
         Some("alice@localhost/phone")
     );
     no_more_messages(&mut new).await;
+}
+
+#[tokio::test]
+async fn contacts_see_a_broken_stream_go_offline_when_its_session_times_out_not_before() {
+    let (_dir, server) = start("[stream_management]\nresume_timeout_secs = 3\n").await;
+    server.add_user("alice", "pw-a");
+    server.add_user("bob", "pw-b");
+    let mut alice = Client::login(&server, "alice", "pw-a", "phone")
+        .await
+        .acknowledging_pushes();
+    let mut bob = Client::login(&server, "bob", "pw-b", "pc")
+        .await
+        .acknowledging_pushes();
+    alice.available("").await;
+    bob.available("").await;
+    befriend(&mut alice, &mut bob).await;
+    alice
+        .send(&format!("<enable xmlns='{SM}' resume='true'/>"))
+        .await;
+    alice.wait("<enabled/>", |s| s.name() == "enabled").await;
+    drop(alice);
+    let dropped = tokio::time::Instant::now();
+
+    let gone =
+        |s: &xmppd_protocol::xml::Element| is_presence(s, "alice@localhost/phone", "unavailable");
+    let early = tokio::time::timeout(Duration::from_millis(1500), bob.wait("", gone)).await;
+    assert!(early.is_err(), "unavailable before the timeout: {early:?}");
+    bob.wait("alice's unavailable presence", gone).await;
+    assert!(
+        dropped.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        dropped.elapsed()
+    );
 }
 
 /// A message alice received and never acknowledged, on a stream with
