@@ -97,7 +97,22 @@ pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut bound_stream: Box<BoundSt
         }
         Err(end) => end,
     };
-    let broken = match &end {
+    let broken = broke(&edge, end);
+    let resumable = bound
+        .sm
+        .as_deref()
+        .is_some_and(|sm| sm.id.is_some() && sm.takeover.is_some());
+    if broken && resumable {
+        // Boxed, as rare waits are here: it would otherwise size every
+        // bound stream's task.
+        Box::pin(sm::keep_for_resumption(&edge, bound)).await;
+    }
+}
+
+/// Whether a stream that ended so broke (its session may be resumed) rather
+/// than being closed by the server with a stream error; counted and logged.
+fn broke(edge: &Edge, end: StreamEnd) -> bool {
+    match end {
         StreamEnd::Error(error) => {
             edge.metrics.stream_error(error.condition.name());
             tracing::debug!(%error, "stream closed with an error");
@@ -109,13 +124,6 @@ pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut bound_stream: Box<BoundSt
             tracing::debug!(%end, "stream ended");
             true
         }
-    };
-    let resumable = bound
-        .sm
-        .as_deref()
-        .is_some_and(|sm| sm.id.is_some() && sm.takeover.is_some());
-    if broken && resumable {
-        sm::keep_for_resumption(&edge, bound).await;
     }
 }
 
