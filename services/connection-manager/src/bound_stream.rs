@@ -1,10 +1,15 @@
 //! A bound client stream: stanzas from the client are checked, stamped and
 //! sent to the router; deliveries from the cluster are written out; silence
-//! is met with a ping, then a timeout.
+//! is met with a ping, then a timeout. With XEP-0198 (`stream_management`)
+//! both sides count and acknowledge stanzas, and a broken stream's session
+//! can be resumed.
 
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -16,6 +21,7 @@ use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::{Stanza, error_reply};
 use xmppd_protocol::stream::StreamEvent;
+use xmppd_protocol::xml::{Element, escape_attr};
 use xmppd_runtime::{stanza_span, traces};
 
 use crate::cluster::{Delivery, PinnedRoute};
@@ -26,14 +32,40 @@ use crate::listener::Open;
 use crate::mailbox::Mailbox;
 use crate::negotiation::iq_result;
 use crate::stream::{ClientStream, StreamEnd};
+use crate::stream_management::{
+    self as sm, HandledCountTooHigh, REQUEST, Resumptions, StreamManagement, Takeover,
+};
 
 /// What a client is told when the server stops (RFC 6120 §4.9.3.20).
 pub const SHUTDOWN_TEXT: &str = "server shutting down; please reconnect";
 
+/// How long the old stream of a session resumed elsewhere gets to be told.
+const TAKEN_OVER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A client's session on this node: its resource, the route its stanzas
+/// take, its deliveries, and its stream management. It outlives its stream
+/// while it waits to be resumed, and moves to the stream that resumes it;
+/// dropped, the session ends (`PinnedRoute::end`).
 pub struct Bound {
     pub full: Jid,
     pub route: PinnedRoute,
     pub mailbox: Mailbox,
+    /// XEP-0198, once the client enabled it.
+    pub sm: Option<Box<StreamManagement>>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.route.end(&mut self.mailbox, self.sm.take());
+    }
+}
+
+/// How a bound stream's serving ended without an error.
+enum Finish {
+    /// The client closed its stream: the session ends.
+    Closed,
+    /// A new stream resumed the session: it goes there.
+    TakenOver(Takeover),
 }
 
 /// A bound client stream and everything that lives as long as it: `open` is
@@ -52,13 +84,48 @@ pub async fn run<S: ClientStream>(edge: Arc<Edge>, mut bound_stream: Box<BoundSt
     edge.metrics.stream_bound(S::TRANSPORT);
     let result = serve(&edge, &mut bound_stream.stream, &mut bound_stream.bound).await;
     edge.metrics.stream_ended(S::TRANSPORT);
-    match result {
-        Err(StreamEnd::Error(error)) => {
+    let BoundStream {
+        stream,
+        bound,
+        open,
+    } = *bound_stream;
+    drop((stream, open));
+    let end = match result {
+        Ok(Finish::Closed) => return,
+        Ok(Finish::TakenOver(reply)) => {
+            // Refused (the resuming stream gave up): the session ends.
+            let _ = reply.send(bound);
+            return;
+        }
+        Err(end) => end,
+    };
+    let broken = broke(&edge, end);
+    let resumable = bound
+        .sm
+        .as_deref()
+        .is_some_and(|sm| sm.id.is_some() && sm.takeover.is_some());
+    if broken && resumable {
+        // Boxed, as rare waits are here: it would otherwise size every
+        // bound stream's task.
+        Box::pin(sm::keep_for_resumption(&edge, bound)).await;
+    }
+}
+
+/// Whether a stream that ended so broke (its session may be resumed) rather
+/// than being closed by the server with a stream error; counted and logged.
+fn broke(edge: &Edge, end: StreamEnd) -> bool {
+    match end {
+        StreamEnd::Error(error) => {
             edge.metrics.stream_error(error.condition.name());
             tracing::debug!(%error, "stream closed with an error");
+            // The client went silent: a network that vanished, what
+            // resumption is for.
+            error.condition == StreamErrorCondition::ConnectionTimeout
         }
-        Err(end) => tracing::debug!(%end, "stream ended"),
-        Ok(()) => {}
+        end => {
+            tracing::debug!(%end, "stream ended");
+            true
+        }
     }
 }
 
@@ -66,13 +133,16 @@ async fn serve<S: ClientStream>(
     edge: &Edge,
     stream: &mut S,
     bound: &mut Bound,
-) -> Result<(), StreamEnd> {
+) -> Result<Finish, StreamEnd> {
     // A shutdown that began before this stream was bound found no mailbox
     // to tell (`Edge::close_bound_streams`).
     if edge.shutdown.is_stopping() {
         return Err(stream
             .fail_with(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT)
             .await);
+    }
+    if let Some(sm) = bound.sm.as_deref_mut().filter(|sm| sm.resumed) {
+        resend(stream, sm).await?;
     }
     let mut bucket = TokenBucket::new(edge.settings.stanzas_per_second, edge.settings.stanza_burst);
     let mut pinged_at: Option<Instant> = None;
@@ -94,7 +164,7 @@ async fn serve<S: ClientStream>(
             // session has, and would otherwise size every idle bound stream's task.
             let handled = Box::pin(handle_event(edge, stream, bound, &mut bucket, event));
             if handled.await?.is_break() {
-                return Ok(());
+                return Ok(Finish::Closed);
             }
         }
         let heard = Instant::from_std(stream.last_heard());
@@ -111,11 +181,25 @@ async fn serve<S: ClientStream>(
             }
             None => heard + edge.settings.ping_after,
         };
-        silence.as_mut().reset(wake);
-        match wait(stream, &mut bound.mailbox, silence.as_mut()).await {
-            Wake::Delivery(Some(Delivery::Stanza { payload, queued_at })) => {
+        let settings = &edge.settings.stream_management;
+        let ack_due = bound.sm.as_deref().and_then(|sm| sm.request_due(settings));
+        silence
+            .as_mut()
+            .reset(ack_due.map_or(wake, |due| due.min(wake)));
+        let waited = wait(
+            stream,
+            &mut bound.mailbox,
+            bound.sm.as_deref_mut(),
+            silence.as_mut(),
+        );
+        match waited.await {
+            Wake::Delivery(Some(Delivery::Stanza {
+                payload,
+                stage,
+                queued_at,
+            })) => {
                 edge.metrics.stanzas_out.inc();
-                stream.write(&payload).await?;
+                write_stanza(edge, stream, bound.sm.as_deref_mut(), payload, stage).await?;
                 edge.metrics
                     .outbound
                     .observe(queued_at.elapsed().as_secs_f64());
@@ -129,7 +213,32 @@ async fn serve<S: ClientStream>(
                     .await);
             }
             Wake::Read(read) => read?,
+            Wake::TakenOver(Some(reply)) => {
+                // The client resumed on a new stream before this one broke
+                // for us: what was written here and not acknowledged is
+                // written there again.
+                let told = stream.fail_with(
+                    StreamErrorCondition::Conflict,
+                    "the session was resumed on another stream",
+                );
+                let _ = tokio::time::timeout(TAKEN_OVER_WRITE_TIMEOUT, told).await;
+                return Ok(Finish::TakenOver(reply));
+            }
+            Wake::TakenOver(None) => {
+                if let Some(sm) = bound.sm.as_deref_mut() {
+                    sm.takeover = None;
+                }
+            }
             Wake::Silence => {
+                if let Some(sm) = bound.sm.as_deref_mut()
+                    && sm
+                        .request_due(settings)
+                        .is_some_and(|due| due <= Instant::now())
+                {
+                    sm.requested();
+                    stream.write(REQUEST).await?;
+                    continue;
+                }
                 // Whitespace keepalives are read without yielding an event,
                 // so the client may have spoken since `wake` was computed.
                 if Instant::from_std(stream.last_heard()) > heard {
@@ -141,11 +250,71 @@ async fn serve<S: ClientStream>(
                         .await);
                 }
                 stream.shrink();
-                stream.keepalive(&edge.settings.domain, &bound.full).await?;
+                match bound.sm.as_deref_mut() {
+                    // An ack request, which every client with stream
+                    // management answers, is not a stanza to count.
+                    Some(sm) => {
+                        sm.requested();
+                        stream.write(REQUEST).await?;
+                    }
+                    None => stream.keepalive(&edge.settings.domain, &bound.full).await?,
+                }
                 pinged_at = Some(Instant::now());
             }
         }
     }
+}
+
+/// A resumed session's first words: `<resumed/>` with the count of the
+/// client's stanzas handled, then every stanza the client did not
+/// acknowledge, in order (XEP-0198 §5).
+async fn resend<S: ClientStream>(
+    stream: &mut S,
+    sm: &mut StreamManagement,
+) -> Result<(), StreamEnd> {
+    let id = sm.id.as_deref().unwrap_or_default();
+    let resumed = format!(
+        "<resumed xmlns='urn:xmpp:sm:3' previd='{}' h='{}'/>",
+        escape_attr(id),
+        sm.handled()
+    );
+    stream.write(resumed.as_bytes()).await?;
+    for payload in sm.unacked() {
+        stream.write(payload).await?;
+    }
+    sm.resumed = false;
+    sm.requested();
+    stream.write(REQUEST).await
+}
+
+/// Writes a stanza to the client, kept until acknowledged if the stream
+/// has stream management: kept before it is written, so that a write that
+/// fails loses nothing.
+async fn write_stanza<S: ClientStream>(
+    edge: &Edge,
+    stream: &mut S,
+    sm: Option<&mut StreamManagement>,
+    payload: Bytes,
+    stage: Stage,
+) -> Result<(), StreamEnd> {
+    let Some(sm) = sm else {
+        return stream.write(&payload).await;
+    };
+    let ask = sm.sent(payload.clone(), stage, &edge.settings.stream_management);
+    stream.write(&payload).await?;
+    if sm.over_limit() {
+        return Err(stream
+            .fail_with(
+                StreamErrorCondition::ResourceConstraint,
+                "too many stanzas not acknowledged by this client",
+            )
+            .await);
+    }
+    if ask {
+        sm.requested();
+        stream.write(REQUEST).await?;
+    }
+    Ok(())
 }
 
 /// What ended a bound stream's wait. Shutdown is a delivery too: the edge
@@ -155,7 +324,9 @@ enum Wake {
     Delivery(Option<Delivery>),
     /// Bytes were read into the parser (or the read failed).
     Read(Result<(), StreamEnd>),
-    /// Nothing heard from the client until the deadline.
+    /// A new stream resumed the session (or, `None`, can no longer).
+    TakenOver(Option<Takeover>),
+    /// Nothing heard from the client until the deadline, or an ack is due.
     Silence,
 }
 
@@ -166,12 +337,21 @@ enum Wake {
 async fn wait<S: ClientStream>(
     stream: &mut S,
     mailbox: &mut Mailbox,
+    mut sm: Option<&mut StreamManagement>,
     silence: Pin<&mut Sleep>,
 ) -> Wake {
+    let taken_over =
+        std::future::poll_fn(
+            |cx| match sm.as_deref_mut().and_then(|sm| sm.takeover.as_mut()) {
+                Some(takeover) => Pin::new(takeover).poll(cx).map(Result::ok),
+                None => Poll::Pending,
+            },
+        );
     tokio::select! {
         biased;
         delivery = mailbox.recv() => Wake::Delivery(delivery),
         read = std::future::poll_fn(|cx| stream.poll_fill(cx)) => Wake::Read(read),
+        taken = taken_over => Wake::TakenOver(taken),
         _ = silence => Wake::Silence,
     }
 }
@@ -180,11 +360,17 @@ async fn wait<S: ClientStream>(
 async fn handle_event<S: ClientStream>(
     edge: &Edge,
     stream: &mut S,
-    bound: &Bound,
+    bound: &mut Bound,
     bucket: &mut TokenBucket,
     event: StreamEvent,
 ) -> Result<ControlFlow<()>, StreamEnd> {
     let stanza = match event {
+        StreamEvent::Stanza(stanza)
+            if stanza.namespace() == ns::SM && edge.settings.stream_management.enabled =>
+        {
+            stream_management(edge, stream, bound, &stanza).await?;
+            return Ok(ControlFlow::Continue(()));
+        }
         StreamEvent::Stanza(stanza) => stanza,
         StreamEvent::Close => {
             stream.close().await;
@@ -219,11 +405,108 @@ async fn handle_event<S: ClientStream>(
                     .await);
             }
         }
-        Inbound::Answer(reply) => stream.write(&reply).await?,
+        Inbound::Answer(reply) => {
+            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Stage::Deliver).await?
+        }
         Inbound::Ignore => {}
         Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
     }
+    if let Some(sm) = bound.sm.as_deref_mut() {
+        sm.handled_one();
+    }
     Ok(ControlFlow::Continue(()))
+}
+
+/// A XEP-0198 element from the client.
+async fn stream_management<S: ClientStream>(
+    edge: &Edge,
+    stream: &mut S,
+    bound: &mut Bound,
+    element: &Stanza,
+) -> Result<(), StreamEnd> {
+    match (element.name(), bound.sm.as_deref_mut()) {
+        ("r", Some(sm)) => stream.write(sm.ack().as_bytes()).await,
+        ("a", Some(sm)) => {
+            let h = element
+                .element()
+                .ok()
+                .and_then(|a| attribute::<u32>(&a, "h"));
+            let Some(h) = h else {
+                return Err(stream
+                    .fail_with(StreamErrorCondition::BadFormat, "an ack needs a count")
+                    .await);
+            };
+            match sm.acknowledge(h) {
+                Ok(()) => Ok(()),
+                Err(too_high) => Err(fail_too_high(stream, too_high).await),
+            }
+        }
+        ("enable", None) => enable(edge, stream, bound, element).await,
+        ("enable", Some(_)) => stream.write(&sm_failed("unexpected-request")).await,
+        _ => Err(stream
+            .fail_with(StreamErrorCondition::UnsupportedStanzaType, "")
+            .await),
+    }
+}
+
+/// `<enable/>` (XEP-0198 §3), with `resume` a session this node keeps for
+/// the client to resume if the stream breaks.
+async fn enable<S: ClientStream>(
+    edge: &Edge,
+    stream: &mut S,
+    bound: &mut Bound,
+    element: &Stanza,
+) -> Result<(), StreamEnd> {
+    let settings = &edge.settings.stream_management;
+    let request = element.element().ok();
+    let resume = request
+        .as_ref()
+        .and_then(|enable| enable.get_attr("resume"))
+        .is_some_and(|resume| resume == "true" || resume == "1");
+    let max = request
+        .as_ref()
+        .and_then(|enable| attribute::<u64>(enable, "max"));
+    let timeout = settings.resume_timeout(max);
+    edge.metrics.stream_management("enabled");
+    if !resume {
+        bound.sm = Some(Box::new(StreamManagement::new(None, timeout)));
+        return stream.write(b"<enabled xmlns='urn:xmpp:sm:3'/>").await;
+    }
+    edge.metrics.stream_management("resumable");
+    let id = Resumptions::new_id(&edge.cluster.node().id);
+    let mut sm = StreamManagement::new(Some(id.clone()), timeout);
+    sm.takeover = Some(
+        edge.cluster
+            .resumptions()
+            .register(&id, bound.full.bare().as_str()),
+    );
+    bound.sm = Some(Box::new(sm));
+    let enabled = format!(
+        "<enabled xmlns='urn:xmpp:sm:3' id='{}' resume='true' max='{}'/>",
+        escape_attr(&id),
+        timeout.as_secs()
+    );
+    stream.write(enabled.as_bytes()).await
+}
+
+/// An unsigned attribute of a XEP-0198 element.
+pub(crate) fn attribute<T: std::str::FromStr>(element: &Element, name: &str) -> Option<T> {
+    element.get_attr(name)?.parse().ok()
+}
+
+/// `<failed/>` with a stanza error condition (XEP-0198 §3, §5).
+pub(crate) fn sm_failed(condition: &str) -> Vec<u8> {
+    format!(
+        "<failed xmlns='urn:xmpp:sm:3'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
+    )
+    .into_bytes()
+}
+
+pub(crate) async fn fail_too_high<S: ClientStream>(
+    stream: &mut S,
+    too_high: HandledCountTooHigh,
+) -> StreamEnd {
+    stream.fail(too_high.stream_error()).await
 }
 
 /// What becomes of one stanza from the client.

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Status;
-use xmppd_grpc::{Connector, Node, Role, StreamEnded};
+use xmppd_grpc::{Connector, Node, Role, Stage, StreamEnded};
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::SharedRegistry;
 
 use crate::replicas::Replicas;
+use crate::stream_management::Resumptions;
 
 mod directory;
 mod logins;
@@ -34,15 +35,31 @@ const LOGIN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the cluster hands a bound client stream.
 #[derive(Debug)]
 pub enum Delivery {
-    /// A stanza to write to the client as is; `queued_at` times its wait in
-    /// the mailbox and its write (`xmppd_edge_stanza_outbound_seconds`).
-    Stanza { payload: Bytes, queued_at: Instant },
+    /// A stanza to write to the client as is; the stage it was routed at,
+    /// which it keeps if it has to be routed again (handed back, as for a
+    /// resource that is gone); and when it was queued, which times its wait
+    /// in the mailbox and its write (`xmppd_edge_stanza_outbound_seconds`).
+    Stanza {
+        payload: Bytes,
+        stage: Stage,
+        queued_at: Instant,
+    },
     /// Close the stream with this RFC 6120 §4.9.3 condition. The text is
     /// boxed so that a mailbox slot stays the size of a stanza's delivery.
     Close {
         condition: StreamErrorCondition,
         text: Box<str>,
     },
+}
+
+impl Delivery {
+    /// The bytes it holds in a queue.
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            Delivery::Stanza { payload, .. } => payload.len(),
+            Delivery::Close { .. } => 0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +91,8 @@ struct Inner {
     router_nodes: RwLock<Vec<Node>>,
     replicas: Replicas,
     streams: RwLock<HashMap<String, directory::LocalStream>>,
+    /// Sessions of this node that a new stream may resume (XEP-0198).
+    resumptions: Resumptions,
     /// Session ends that found no router to report them to (the only router
     /// just went away). Reported once one is attached again; lost, the
     /// account's replica would keep the resource bound and available for as
@@ -98,6 +117,7 @@ impl Cluster {
                 routers: RwLock::default(),
                 router_nodes: RwLock::default(),
                 streams: RwLock::default(),
+                resumptions: Resumptions::default(),
                 unreported_ends: Mutex::default(),
             }),
         }
@@ -105,6 +125,10 @@ impl Cluster {
 
     pub fn node(&self) -> &Node {
         &self.inner.node
+    }
+
+    pub fn resumptions(&self) -> &Resumptions {
+        &self.inner.resumptions
     }
 
     pub fn registry(&self) -> &SharedRegistry {
@@ -144,7 +168,7 @@ impl Cluster {
         let streams = self.inner.streams.read().expect("streams lock");
         streams
             .values()
-            .map(|stream| directory::MAILBOX_SIZE - stream.mailbox.capacity())
+            .map(|stream| stream.mailbox.queued())
             .sum()
     }
 

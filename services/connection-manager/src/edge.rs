@@ -14,6 +14,7 @@ use crate::bound_stream::SHUTDOWN_TEXT;
 use crate::cluster::Cluster;
 use crate::limits::{ConnectionsPerIp, WindowCounter};
 use crate::metrics::EdgeMetrics;
+use crate::stream_management;
 
 /// The configuration the edge acts on, read once from [`Config`].
 #[derive(Clone, Debug)]
@@ -36,6 +37,7 @@ pub struct EdgeSettings {
     pub failure_delay: Duration,
     pub max_failure_delay: Duration,
     pub registrations_per_ip_per_hour: u32,
+    pub stream_management: stream_management::Settings,
 }
 
 impl EdgeSettings {
@@ -65,6 +67,7 @@ impl EdgeSettings {
             failure_delay: Duration::from_millis(config.auth.failure_delay_ms),
             max_failure_delay: Duration::from_millis(config.auth.max_failure_delay_ms),
             registrations_per_ip_per_hour: config.auth.registrations_per_ip_per_hour,
+            stream_management: stream_management::Settings::from_config(&config.stream_management),
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   node's bound streams and their mailboxes (`directory`), a login's calls
 //!   (`logins`).
 //! - [`replicas`]: the session replicas a login calls.
+//! - [`stream_management`]: XEP-0198 acks and resumption, for every transport.
 //! - [`mailbox`]: the queue of deliveries waiting for one client stream.
 //! - [`limits`]: counters and token buckets behind the limits.
 //! - [`hints`]: what routing needs to know of a message's content.
@@ -37,6 +38,7 @@ pub mod negotiation;
 pub mod registration;
 pub mod replicas;
 pub mod stream;
+pub mod stream_management;
 pub mod tcp;
 pub mod websocket;
 

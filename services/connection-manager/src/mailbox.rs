@@ -20,12 +20,31 @@ use std::task::{Context, Poll, Waker};
 
 use crate::cluster::Delivery;
 
-/// A mailbox holding at most `capacity` deliveries.
-pub fn channel(capacity: usize) -> (MailboxSender, Mailbox) {
+/// The most that may wait for one client, in stanzas and in their bytes:
+/// in its mailbox, and again (XEP-0198) among the stanzas written to it that
+/// it has not acknowledged yet. A client that falls this far behind is
+/// disconnected rather than holding the server's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    pub stanzas: usize,
+    pub bytes: usize,
+}
+
+/// The limits of every client stream's queues.
+pub const CLIENT_QUEUE_LIMITS: QueueLimits = QueueLimits {
+    stanzas: 1024,
+    bytes: 4 * 1024 * 1024,
+};
+
+/// A mailbox holding at most `limits` of deliveries; a stream-closing
+/// delivery always fits in a slot of its own.
+pub fn channel(limits: QueueLimits) -> (MailboxSender, Mailbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            capacity,
+            bytes: 0,
+            limits,
+            closing: false,
             sender_gone: false,
             receiver_gone: false,
             waiting: None,
@@ -40,7 +59,12 @@ struct Shared {
 
 struct State {
     queue: VecDeque<Delivery>,
-    capacity: usize,
+    /// The bytes of the stanzas in `queue`.
+    bytes: usize,
+    limits: QueueLimits,
+    /// A delivery that closes the stream is queued: nothing after it would
+    /// be written.
+    closing: bool,
     sender_gone: bool,
     receiver_gone: bool,
     /// The receiver waiting in [`Recv`]: woken by the next push, or when the
@@ -62,14 +86,20 @@ impl Shared {
 pub struct MailboxSender(Arc<Shared>);
 
 impl MailboxSender {
-    /// Queues `delivery`, or gives it back if the mailbox is full or its
-    /// stream is gone.
+    /// Queues `delivery`, or gives it back if the mailbox is full, closing
+    /// or its stream is gone.
     pub fn try_send(&self, delivery: Delivery) -> Result<(), Delivery> {
         let waiting = {
             let mut state = self.0.state();
-            if state.receiver_gone || state.queue.len() >= state.capacity {
+            if state.receiver_gone
+                || state.closing
+                || state.queue.len() >= state.limits.stanzas
+                || state.bytes + delivery.queued_bytes() > state.limits.bytes
+            {
                 return Err(delivery);
             }
+            state.bytes += delivery.queued_bytes();
+            state.closing = matches!(delivery, Delivery::Close { .. });
             state.queue.push_back(delivery);
             state.waiting.take()
         };
@@ -79,10 +109,16 @@ impl MailboxSender {
         Ok(())
     }
 
-    /// Free slots left.
-    pub fn capacity(&self) -> usize {
+    /// How many deliveries wait in the mailbox.
+    pub fn queued(&self) -> usize {
+        self.0.state().queue.len()
+    }
+
+    /// Whether a stanza of `bytes` fits and still leaves a slot for the
+    /// delivery that closes the stream.
+    pub fn has_room_for(&self, bytes: usize) -> bool {
         let state = self.0.state();
-        state.capacity.saturating_sub(state.queue.len())
+        state.queue.len() + 1 < state.limits.stanzas && state.bytes + bytes <= state.limits.bytes
     }
 }
 
@@ -121,6 +157,7 @@ impl Mailbox {
     fn pop(state: &mut State) -> Result<Delivery, Empty> {
         match state.queue.pop_front() {
             Some(delivery) => {
+                state.bytes -= delivery.queued_bytes();
                 if state.queue.is_empty() {
                     state.queue = VecDeque::new();
                 }
@@ -197,13 +234,26 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+    use xmppd_grpc::Stage;
 
     use super::*;
 
     fn stanza(text: &'static str) -> Delivery {
+        delivery(Bytes::from_static(text.as_bytes()))
+    }
+
+    fn delivery(payload: Bytes) -> Delivery {
         Delivery::Stanza {
-            payload: Bytes::from_static(text.as_bytes()),
+            payload,
+            stage: Stage::Deliver,
             queued_at: std::time::Instant::now(),
+        }
+    }
+
+    fn limits(stanzas: usize) -> QueueLimits {
+        QueueLimits {
+            stanzas,
+            bytes: 1024,
         }
     }
 
@@ -218,20 +268,42 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_in_order_and_refuses_beyond_capacity() {
-        let (sender, mut mailbox) = channel(2);
-        assert_eq!(sender.capacity(), 2);
+        let (sender, mut mailbox) = channel(limits(3));
+        assert!(sender.has_room_for(1));
         sender.try_send(stanza("a")).unwrap();
         sender.try_send(stanza("b")).unwrap();
-        assert_eq!(sender.capacity(), 0);
-        assert!(sender.try_send(stanza("c")).is_err());
+        // The last slot is the stream error's.
+        assert!(!sender.has_room_for(1));
+        sender.try_send(stanza("c")).unwrap();
+        assert!(sender.try_send(stanza("d")).is_err());
         assert_eq!(text(mailbox.recv().await), "a");
         assert_eq!(text(mailbox.recv().await), "b");
-        assert_eq!(sender.capacity(), 2);
+        assert!(sender.has_room_for(1));
+    }
+
+    #[tokio::test]
+    async fn refuses_beyond_its_bytes() {
+        let (sender, mut mailbox) = channel(limits(100));
+        let big = delivery(Bytes::from(vec![b'x'; 1000]));
+        sender.try_send(big).unwrap();
+        assert!(sender.has_room_for(24));
+        assert!(!sender.has_room_for(25));
+        let too_big = delivery(Bytes::from(vec![b'x'; 25]));
+        assert!(sender.try_send(too_big).is_err());
+        // A stream error takes no bytes, and nothing is taken after it.
+        let close = Delivery::Close {
+            condition: xmppd_protocol::error::StreamErrorCondition::ResourceConstraint,
+            text: "".into(),
+        };
+        sender.try_send(close).unwrap();
+        assert!(sender.try_send(stanza("late")).is_err());
+        mailbox.recv().await.unwrap();
+        assert!(matches!(mailbox.recv().await, Some(Delivery::Close { .. })));
     }
 
     #[tokio::test]
     async fn wakes_a_waiting_receiver() {
-        let (sender, mut mailbox) = channel(4);
+        let (sender, mut mailbox) = channel(limits(4));
         let receiver = tokio::spawn(async move { text(mailbox.recv().await) });
         tokio::time::sleep(Duration::from_millis(20)).await;
         sender.try_send(stanza("late")).unwrap();
@@ -241,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn ends_after_the_sender_is_gone_and_the_queue_drained() {
-        let (sender, mut mailbox) = channel(4);
+        let (sender, mut mailbox) = channel(limits(4));
         sender.try_send(stanza("last")).unwrap();
         drop(sender);
         assert_eq!(text(mailbox.recv().await), "last");
@@ -250,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_learns_the_sender_is_gone() {
-        let (sender, mut mailbox) = channel(4);
+        let (sender, mut mailbox) = channel(limits(4));
         let receiver = tokio::spawn(async move { mailbox.recv().await.is_none() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(sender);
@@ -260,14 +332,14 @@ mod tests {
 
     #[test]
     fn refuses_once_the_stream_is_gone() {
-        let (sender, mailbox) = channel(4);
+        let (sender, mailbox) = channel(limits(4));
         drop(mailbox);
         assert!(sender.try_send(stanza("nobody")).is_err());
     }
 
     #[test]
     fn a_receiver_that_stops_waiting_takes_its_waker_back() {
-        let (sender, mut mailbox) = channel(4);
+        let (sender, mut mailbox) = channel(limits(4));
         let mut cx = Context::from_waker(Waker::noop());
         {
             let mut recv = std::pin::pin!(mailbox.recv());
@@ -285,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_drained_burst_gives_its_buffer_back() {
-        let (sender, mut mailbox) = channel(1024);
+        let (sender, mut mailbox) = channel(limits(1024));
         for _ in 0..100 {
             sender.try_send(stanza("x")).unwrap();
         }

@@ -76,6 +76,7 @@ pub struct EdgeMetrics {
     /// client: the mailbox wait and the socket write.
     pub outbound: Histogram,
     pub login: LoginLatency,
+    stream_management: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for EdgeMetrics {
@@ -91,6 +92,7 @@ impl Default for EdgeMetrics {
             inbound: latency::stanza_hop(),
             outbound: latency::stanza_hop(),
             login: LoginLatency::default(),
+            stream_management: Family::default(),
         }
     }
 }
@@ -144,6 +146,11 @@ impl EdgeMetrics {
             "Logins (step total) and their steps (sasl, bind)",
             Unit::Seconds,
             self.login.family.clone(),
+        );
+        registry.register(
+            "xmppd_edge_stream_management",
+            "XEP-0198 stream management events (enabled, resumable, resumed, resume_failed, expired)",
+            self.stream_management.clone(),
         );
     }
 
@@ -214,6 +221,14 @@ impl EdgeMetrics {
     pub fn authentication(&self, outcome: &'static str) {
         self.authentications
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A XEP-0198 event: `enabled`, `resumable`, `resumed`,
+    /// `resume_failed`, `expired`.
+    pub fn stream_management(&self, event: &'static str) {
+        self.stream_management
+            .get_or_create(&OutcomeLabels { outcome: event })
             .inc();
     }
 

@@ -17,7 +17,7 @@ use xmppd_protocol::xml::{Element, escape_text};
 use xmppd_runtime::traced_span;
 
 use crate::auth::{self, Outcome};
-use crate::bound_stream::Bound;
+use crate::bound_stream::{Bound, attribute, fail_too_high, sm_failed};
 use crate::edge::Edge;
 use crate::registration;
 use crate::stream::{ClientStream, StreamEnd};
@@ -289,22 +289,44 @@ fn features_before_auth(
     features
 }
 
-/// Resource binding (RFC 6120 §7); the legacy session IQ is answered too.
+/// Resource binding (RFC 6120 §7), or the resumption of a session
+/// (XEP-0198 §5) instead; the legacy session IQ is answered too.
 async fn bind<S: ClientStream>(
     edge: &Edge,
     stream: &mut S,
     account: &Jid,
     deadline: Instant,
 ) -> Result<Bound, StreamEnd> {
-    stream
-        .write(
-            b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
-              <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
-              <ver xmlns='urn:xmpp:features:rosterver'/></stream:features>",
-        )
-        .await?;
+    let sm_enabled = edge.settings.stream_management.enabled;
+    let features = format!(
+        "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+         <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
+         <ver xmlns='urn:xmpp:features:rosterver'/>{}</stream:features>",
+        if sm_enabled {
+            "<sm xmlns='urn:xmpp:sm:3'/>"
+        } else {
+            ""
+        }
+    );
+    stream.write(features.as_bytes()).await?;
     loop {
         let stanza = next_stanza(stream, deadline).await?;
+        if sm_enabled && stanza.namespace() == ns::SM {
+            match stanza.name() {
+                // XEP-0198 §3: only a bound resource's stream can enable it.
+                "enable" => {
+                    stream.write(&sm_failed("unexpected-request")).await?;
+                    continue;
+                }
+                "resume" => {
+                    if let Some(bound) = resume(edge, stream, account, &stanza).await? {
+                        return Ok(bound);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let request = (stanza.name() == "iq" && stanza.stanza_type() == Some("set"))
             .then(|| stanza.element().ok())
             .flatten();
@@ -355,12 +377,16 @@ async fn bind<S: ClientStream>(
                     "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>{}</jid></bind>",
                     escape_text(full.as_str())
                 );
-                stream.write(&iq_result(&stanza, Some(&answer))).await?;
-                return Ok(Bound {
+                // Made before the answer is written: if that fails, its
+                // drop ends the session.
+                let bound = Bound {
                     full,
                     route,
                     mailbox,
-                });
+                    sm: None,
+                };
+                stream.write(&iq_result(&stanza, Some(&answer))).await?;
+                return Ok(bound);
             }
             Ok(Err(condition)) => {
                 let condition = StanzaErrorCondition::from_name(&condition)
@@ -382,6 +408,46 @@ async fn bind<S: ClientStream>(
             }
         }
     }
+}
+
+/// `<resume previd h/>` (XEP-0198 §5): the session `previd` of this account,
+/// taken over from the task holding it, with what its client acknowledges
+/// in `h` let go; the bound stream writes `<resumed/>` and the rest. `None`
+/// (after `<failed/>`) when there is no such session: the client may bind.
+async fn resume<S: ClientStream>(
+    edge: &Edge,
+    stream: &mut S,
+    account: &Jid,
+    stanza: &Stanza,
+) -> Result<Option<Bound>, StreamEnd> {
+    let request = stanza.element().ok();
+    let previd = request
+        .as_ref()
+        .and_then(|resume| resume.get_attr("previd"));
+    let h = request
+        .as_ref()
+        .and_then(|resume| attribute::<u32>(resume, "h"));
+    let (Some(previd), Some(h)) = (previd, h) else {
+        stream.write(&sm_failed("bad-request")).await?;
+        return Ok(None);
+    };
+    let resumptions = edge.cluster.resumptions();
+    let Some(mut bound) = resumptions.take(previd, account.as_str()).await else {
+        edge.metrics.stream_management("resume_failed");
+        stream.write(&sm_failed("item-not-found")).await?;
+        return Ok(None);
+    };
+    let sm = bound
+        .sm
+        .as_deref_mut()
+        .expect("a resumable session has stream management");
+    if let Err(too_high) = sm.acknowledge(h) {
+        return Err(fail_too_high(stream, too_high).await);
+    }
+    sm.takeover = Some(resumptions.register(previd, account.as_str()));
+    sm.resumed = true;
+    edge.metrics.stream_management("resumed");
+    Ok(Some(bound))
 }
 
 /// `<iq type='result'/>` answering `request`, with an optional payload.

@@ -140,6 +140,9 @@ pub struct StreamError {
     pub condition: StreamErrorCondition,
     /// Human-readable detail for the peer's logs, sent in `<text/>`.
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), as the XML of
+    /// its element, in its own namespace.
+    pub application: Option<String>,
 }
 
 impl StreamError {
@@ -147,6 +150,15 @@ impl StreamError {
         Self {
             condition,
             text: None,
+            application: None,
+        }
+    }
+
+    /// Adds an application-specific condition, `element` being its XML.
+    pub fn with_application(self, element: String) -> Self {
+        Self {
+            application: Some(element),
+            ..self
         }
     }
 
@@ -170,6 +182,9 @@ impl StreamError {
             out.push_str("'>");
             out.push_str(&escape_text(text));
             out.push_str("</text>");
+        }
+        if let Some(application) = &self.application {
+            out.push_str(application);
         }
         out.push_str("</stream:error>");
         out

@@ -26,6 +26,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub stream_management: StreamManagementConfig,
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
@@ -160,6 +161,24 @@ pub struct LimitsConfig {
     pub negotiation_timeout_secs: u64,
     /// Messages kept in offline storage per account.
     pub max_offline_messages: u32,
+}
+
+/// XEP-0198 stream management on client streams.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamManagementConfig {
+    /// Offer the `sm` stream feature after authentication.
+    pub enabled: bool,
+    /// Seconds a broken resumable stream's session is kept for its client
+    /// to resume, unless the client asks for less.
+    pub resume_timeout_secs: u64,
+    /// The most seconds a client's `max` can ask for.
+    pub max_resume_timeout_secs: u64,
+    /// Stanzas sent to a client before the server asks it for an ack.
+    pub ack_request_after_stanzas: u32,
+    /// Milliseconds after a stanza was sent before the server asks for an
+    /// ack of it, if `ack_request_after_stanzas` did not come first.
+    pub ack_request_after_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -344,6 +363,18 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resume_timeout_secs: 300,
+            max_resume_timeout_secs: 600,
+            ack_request_after_stanzas: 5,
+            ack_request_after_ms: 1000,
+        }
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
@@ -473,6 +504,21 @@ impl Config {
                 "websocket.path ({:?}) must start with '/'",
                 self.websocket.path
             )));
+        }
+        let sm = &self.stream_management;
+        if sm.resume_timeout_secs > sm.max_resume_timeout_secs {
+            return Err(ConfigError::Inconsistent(format!(
+                "stream_management.resume_timeout_secs ({}) is more than \
+                 stream_management.max_resume_timeout_secs ({})",
+                sm.resume_timeout_secs, sm.max_resume_timeout_secs
+            )));
+        }
+        if sm.ack_request_after_stanzas == 0 || sm.ack_request_after_ms == 0 {
+            return Err(ConfigError::Inconsistent(
+                "stream_management.ack_request_after_stanzas and ack_request_after_ms \
+                 must be at least 1"
+                    .into(),
+            ));
         }
         let storage = &self.storage;
         if storage.min_connections > storage.max_connections.get() {
@@ -691,6 +737,32 @@ mod tests {
             ("XMPPD_STORAGE__MIN_CONNECTIONS", "4"),
         ];
         Config::load_with_env(None, env(&overrides)).unwrap();
+    }
+
+    #[test]
+    fn a_resume_timeout_beyond_its_maximum_is_refused() {
+        let overrides = [
+            ("XMPPD_STREAM_MANAGEMENT__RESUME_TIMEOUT_SECS", "700"),
+            ("XMPPD_STREAM_MANAGEMENT__MAX_RESUME_TIMEOUT_SECS", "600"),
+        ];
+        let error = Config::load_with_env(None, env(&overrides)).unwrap_err();
+        assert!(
+            error.to_string().contains("resume_timeout_secs (700)"),
+            "{error}"
+        );
+        let overrides = [("XMPPD_STREAM_MANAGEMENT__RESUME_TIMEOUT_SECS", "600")];
+        Config::load_with_env(None, env(&overrides)).unwrap();
+    }
+
+    #[test]
+    fn acks_must_be_requested() {
+        for key in [
+            "XMPPD_STREAM_MANAGEMENT__ACK_REQUEST_AFTER_STANZAS",
+            "XMPPD_STREAM_MANAGEMENT__ACK_REQUEST_AFTER_MS",
+        ] {
+            let error = Config::load_with_env(None, env(&[(key, "0")])).unwrap_err();
+            assert!(error.to_string().contains("at least 1"), "{error}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Interop with a third-party client library: slixmpp (Debian's
 //! python3-slixmpp) against the all-in-one server with its default security
 //! (STARTTLS required, a generated self-signed certificate), driven by
-//! `tests/interop/chat.py`.
+//! `tests/interop/chat.py`, and its XEP-0198 plugin resuming a session,
+//! `tests/interop/resume.py`.
 
 mod support;
 
@@ -66,6 +67,45 @@ async fn slixmpp_logs_in_over_tls_subscribes_and_chats() {
     assert!(
         stdout.contains("interop ok: 100 messages each way, in order"),
         "{stdout}"
+    );
+}
+
+/// XEP-0198 with slixmpp's own `xep_0198` plugin: enabled with resumption,
+/// the connection cut, the session resumed (`tests/interop/resume.py`).
+#[tokio::test]
+async fn slixmpp_resumes_its_session_after_its_connection_is_cut() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions {
+        role: "run",
+        data_dir: dir.path(),
+        extra: "",
+        env: Vec::new(),
+    });
+    server.ready().await;
+    server.add_user("alice", "alice-interop-pw");
+    server.add_user("bob", "bob-interop-pw");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/resume.py");
+    let mut resume = Command::new(PYTHON);
+    resume
+        .arg(&script)
+        .arg("127.0.0.1")
+        .arg(server.c2s.port().to_string())
+        .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
+        .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
+    // The script bounds every wait itself, so it always ends.
+    let output = tokio::task::spawn_blocking(move || resume.output())
+        .await
+        .unwrap()
+        .expect("run resume.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("interop ok: resumed"),
+        "resume.py failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log()
     );
 }
 

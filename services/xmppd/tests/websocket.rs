@@ -147,6 +147,17 @@ impl WsClient {
 
     /// SCRAM-SHA-256 (RFC 7677), then a new `<open/>` and resource binding.
     async fn login(&mut self, user: &str, password: &str, resource: &str) -> String {
+        self.authenticate(user, password).await;
+        self.send(&format!(
+            "<iq type='set' id='bind' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        self.expect("<jid>").await
+    }
+
+    /// SCRAM-SHA-256 (RFC 7677), then a new `<open/>`; returns its features.
+    async fn authenticate(&mut self, user: &str, password: &str) -> String {
         let features = self.open().await;
         assert!(
             features.contains("<mechanism>SCRAM-SHA-256</mechanism>"),
@@ -197,13 +208,7 @@ impl WsClient {
         let server_key = hmac(&salted, b"Server Key");
         let expected = BASE64.encode(hmac(&server_key, auth_message.as_bytes()));
         assert_eq!(server_final, format!("v={expected}"), "server signature");
-        self.open().await;
-        self.send(&format!(
-            "<iq type='set' id='bind' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-             <resource>{resource}</resource></bind></iq>"
-        ))
-        .await;
-        self.expect("<jid>").await
+        self.open().await
     }
 }
 
@@ -281,6 +286,59 @@ async fn a_websocket_client_logs_in_with_scram_and_chats_with_a_tcp_client() {
     alice.send(&format!("<close xmlns='{FRAMING}'/>")).await;
     alice.expect(&format!("<close xmlns='{FRAMING}'/>")).await;
     assert!(alice.next_text(TIMEOUT).await.is_none());
+}
+
+/// XEP-0198 over WebSocket: the session of a dropped WebSocket is resumed on
+/// a new one, with what its client had not acknowledged, in order.
+#[tokio::test]
+async fn a_websocket_session_is_resumed_after_its_connection_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::all_in_one(dir.path(), "");
+    server.ready().await;
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let mut alice = WsClient::connect(server.websocket, XMPP).await.unwrap();
+    alice.login("alice", "alice-secret", "web").await;
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = alice.expect("<enabled ").await;
+    let id = support::attribute(&enabled, "id").expect("a session id");
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "desk").await;
+    for body in ["w1", "w2"] {
+        bob.send(&format!(
+            "<message to='alice@localhost/web' type='chat'><body>{body}</body></message>"
+        ))
+        .await;
+    }
+    alice.expect("w1</body>").await;
+    drop(alice);
+    bob.send("<message to='alice@localhost/web' type='chat'><body>w3</body></message>")
+        .await;
+
+    let mut alice = WsClient::connect(server.websocket, XMPP).await.unwrap();
+    alice.authenticate("alice", "alice-secret").await;
+    alice
+        .send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='1'/>"
+        ))
+        .await;
+    let resumed = alice.next_text(TIMEOUT).await.unwrap();
+    assert!(resumed.starts_with("<resumed "), "{resumed}");
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let text = alice.next_text(TIMEOUT).await.expect("a message");
+        if text.starts_with("<message") {
+            let body = text.split("<body>").nth(1).unwrap();
+            bodies.push(body.split("</body>").next().unwrap().to_string());
+        }
+    }
+    assert_eq!(bodies, ["w2", "w3"]);
+    alice
+        .send("<message xmlns='jabber:client' to='bob@localhost/desk' type='chat'><body>back</body></message>")
+        .await;
+    let got = bob.expect("back</body>").await;
+    assert!(got.contains("from='alice@localhost/web'"), "{got}");
 }
 
 #[tokio::test]

@@ -2,21 +2,20 @@
 //! a router's deliveries and kicks are dispatched, and what a stream's end
 //! removes.
 
-use std::sync::Weak;
 use std::time::Instant;
 
-use xmppd_grpc::{Envelope, StreamEnded, edge_down};
+use bytes::Bytes;
+use xmppd_grpc::{EdgeUp, Envelope, Kind, Stage, StreamEnded, edge_down, edge_up};
 use xmppd_protocol::error::StreamErrorCondition;
+use xmppd_protocol::ns;
+use xmppd_protocol::stanza::Stanza;
 use xmppd_runtime::{stanza_span, traces};
 
-use super::router_links::RouterLink;
+use super::router_links::{PinnedRoute, send_soon};
 use super::{Cluster, Delivery};
-use crate::mailbox::{self, Mailbox, MailboxSender};
-
-/// Stanzas queued for one client stream; a client that falls this far
-/// behind is disconnected rather than holding up everyone else. The mailbox
-/// only takes memory for what is queued.
-pub(crate) const MAILBOX_SIZE: usize = 1024;
+use crate::hints;
+use crate::mailbox::{self, CLIENT_QUEUE_LIMITS, Mailbox, MailboxSender};
+use crate::stream_management::StreamManagement;
 
 /// A bound stream of this node, as deliveries find it.
 pub(super) struct LocalStream {
@@ -31,7 +30,7 @@ impl Cluster {
     /// Opens the mailbox of a stream just bound as `full_jid`; a stream
     /// bound under the same full JID on this node before yields to it.
     pub(super) fn open_mailbox(&self, full_jid: &str, conn_id: u64, router_id: &str) -> Mailbox {
-        let (mailbox, deliveries) = mailbox::channel(MAILBOX_SIZE);
+        let (mailbox, deliveries) = mailbox::channel(CLIENT_QUEUE_LIMITS);
         let previous = self.inner.streams.write().expect("streams lock").insert(
             full_jid.to_string(),
             LocalStream {
@@ -74,6 +73,7 @@ impl Cluster {
                 };
                 let delivery = Delivery::Stanza {
                     payload: envelope.payload,
+                    stage: envelope.stage(),
                     queued_at: Instant::now(),
                 };
                 (envelope.to, session, delivery)
@@ -92,9 +92,9 @@ impl Cluster {
         };
         // The last slot is kept for the stream error, so that a client too
         // slow to keep up is told and disconnected; once that is queued,
-        // later stanzas find the mailbox full and go nowhere.
+        // later stanzas find the mailbox closing and go nowhere.
         let delivery = match delivery {
-            Delivery::Stanza { .. } if session.mailbox.capacity() == 1 => {
+            Delivery::Stanza { ref payload, .. } if !session.mailbox.has_room_for(payload.len()) => {
                 tracing::warn!(%full_jid, "client too slow, its mailbox is full");
                 Delivery::Close {
                     condition: StreamErrorCondition::ResourceConstraint,
@@ -107,20 +107,76 @@ impl Cluster {
         None
     }
 
-    pub(super) fn end_stream(&self, full_jid: &str, conn_id: u64, router: &Weak<RouterLink>) {
+    /// See [`PinnedRoute::end`]. The stanzas handed back go after the
+    /// end on the same router stream, so the account's replica has
+    /// forgotten the resource when they reach it and routes them elsewhere
+    /// (another resource, offline storage, an error to the sender), not back
+    /// here.
+    pub(super) fn end_stream(
+        &self,
+        route: &PinnedRoute,
+        mailbox: &mut Mailbox,
+        sm: Option<Box<StreamManagement>>,
+    ) {
+        let full_jid = &route.full_jid;
+        if let Some(id) = sm.as_deref().and_then(|sm| sm.id.as_deref()) {
+            self.inner.resumptions.forget(id);
+        }
+        let unacked = sm.into_iter().flat_map(|sm| sm.into_unacked());
         {
             let mut sessions = self.inner.streams.write().expect("streams lock");
-            if sessions.get(full_jid).is_some_and(|s| s.conn_id == conn_id) {
+            if sessions
+                .get(full_jid)
+                .is_some_and(|s| s.conn_id == route.conn_id)
+            {
                 sessions.remove(full_jid);
             }
         }
+        // Its sender is gone with the directory entry: nothing more arrives.
+        let queued =
+            std::iter::from_fn(|| mailbox.try_recv().ok()).filter_map(|delivery| match delivery {
+                Delivery::Stanza { payload, stage, .. } => Some((payload, stage)),
+                Delivery::Close { .. } => None,
+            });
         let ended = StreamEnded {
-            full_jid: full_jid.to_string(),
+            full_jid: full_jid.clone(),
             node_id: self.inner.node.id.clone(),
-            conn_id,
+            conn_id: route.conn_id,
         };
-        self.report_end(ended, router);
+        let link = self.report_end(ended, &route.router);
+        for (payload, stage) in unacked.chain(queued) {
+            let Some(envelope) = handed_back(full_jid, payload, stage) else {
+                continue;
+            };
+            let Some(link) = &link else {
+                tracing::warn!(%full_jid, "no router to hand back a stanza the client never had");
+                continue;
+            };
+            let frame = EdgeUp {
+                frame: Some(edge_up::Frame::Undeliverable(envelope)),
+            };
+            send_soon(&link.up, frame);
+        }
     }
+}
+
+/// The envelope of a stanza delivered to `full_jid` that its client never
+/// had, rebuilt from the stanza itself for the router to route again. Only
+/// stanzas of client streams come here, which their edge validated.
+fn handed_back(full_jid: &str, payload: Bytes, stage: Stage) -> Option<Envelope> {
+    let stanza = Stanza::from_bytes(payload, ns::CLIENT).ok()?;
+    let kind = Kind::from_element_name(stanza.name())?;
+    Some(Envelope {
+        to: full_jid.to_owned(),
+        from: stanza.from().unwrap_or_default().to_owned(),
+        kind: kind as i32,
+        r#type: stanza.stanza_type().unwrap_or_default().to_owned(),
+        id: stanza.id().unwrap_or_default().to_owned(),
+        stage: stage as i32,
+        trace_context: Default::default(),
+        hints: hints::read(&stanza),
+        payload: stanza.raw().clone(),
+    })
 }
 
 #[cfg(test)]
@@ -139,7 +195,7 @@ mod tests {
             Arc::new(xmppd_grpc::RemoteConnector),
             registry,
         );
-        let (mailbox, deliveries) = mailbox::channel(MAILBOX_SIZE);
+        let (mailbox, deliveries) = mailbox::channel(CLIENT_QUEUE_LIMITS);
         let session = LocalStream {
             conn_id: 7,
             mailbox,
@@ -166,10 +222,10 @@ mod tests {
     fn a_client_whose_mailbox_fills_up_is_told_and_closed() {
         let jid = "slow@localhost/r";
         let (cluster, mut deliveries) = cluster_with_session(jid);
-        for _ in 0..MAILBOX_SIZE + 10 {
+        for _ in 0..CLIENT_QUEUE_LIMITS.stanzas + 10 {
             cluster.dispatch(stanza_for(jid));
         }
-        for _ in 0..MAILBOX_SIZE - 1 {
+        for _ in 0..CLIENT_QUEUE_LIMITS.stanzas - 1 {
             assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza { .. })));
         }
         match deliveries.try_recv() {

@@ -19,6 +19,8 @@ use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::membership;
 
 use super::{Cluster, ClusterError, Delivery};
+use crate::mailbox::Mailbox;
+use crate::stream_management::StreamManagement;
 
 /// Frames buffered towards one router before client streams wait.
 const ROUTER_BUFFER: usize = 4096;
@@ -47,20 +49,20 @@ impl PinnedRoute {
         });
         Ok(())
     }
-}
 
-impl Drop for PinnedRoute {
-    /// The stream ended: forget the mailbox and tell the account's replica,
-    /// through the same router stream so it arrives after the last stanza.
-    fn drop(&mut self) {
-        self.cluster
-            .end_stream(&self.full_jid, self.conn_id, &self.router);
+    /// The stream's session ended (`crate::bound_stream::Bound` drops):
+    /// forgets its mailbox (and its resumption) and tells the account's
+    /// replica, through the same router stream so that it arrives after the
+    /// last stanza; then hands back what the client never had: what its
+    /// stream management holds unacknowledged, then what waits in `mailbox`.
+    pub fn end(&self, mailbox: &mut Mailbox, sm: Option<Box<StreamManagement>>) {
+        self.cluster.end_stream(self, mailbox, sm);
     }
 }
 
 pub(super) struct RouterLink {
     pub(super) node: Node,
-    up: mpsc::Sender<EdgeUp>,
+    pub(super) up: mpsc::Sender<EdgeUp>,
 }
 
 impl Cluster {
@@ -88,7 +90,7 @@ impl Cluster {
                     .expect("unreported ends lock"),
             );
             for ended in unreported {
-                self.report_end(ended, &Weak::new());
+                let _ = self.report_end(ended, &Weak::new());
             }
         }
     }
@@ -232,7 +234,12 @@ impl Cluster {
     /// keeps the order; if it is gone, any other will do, and if none is,
     /// the end waits for the next attached router (the reaper does not help:
     /// this node is alive).
-    pub(super) fn report_end(&self, ended: StreamEnded, pinned: &Weak<RouterLink>) {
+    /// Returns the router stream it went on.
+    pub(super) fn report_end(
+        &self,
+        ended: StreamEnded,
+        pinned: &Weak<RouterLink>,
+    ) -> Option<Arc<RouterLink>> {
         // A closed stream belongs to a router about to be retired.
         let open = |link: &Arc<RouterLink>| !link.up.is_closed();
         let Some(link) = pinned
@@ -246,18 +253,19 @@ impl Cluster {
                 .lock()
                 .expect("unreported ends lock")
                 .push(ended);
-            return;
+            return None;
         };
         let frame = EdgeUp {
             frame: Some(edge_up::Frame::Ended(ended)),
         };
         send_soon(&link.up, frame);
+        Some(link)
     }
 }
 
 /// Queues `frame` on a router stream from code that cannot wait: at once if
 /// there is room, else from a task that waits for it.
-fn send_soon(up: &mpsc::Sender<EdgeUp>, frame: EdgeUp) {
+pub(super) fn send_soon(up: &mpsc::Sender<EdgeUp>, frame: EdgeUp) {
     if let Err(mpsc::error::TrySendError::Full(frame)) = up.try_send(frame) {
         let up = up.clone();
         tokio::spawn(async move {

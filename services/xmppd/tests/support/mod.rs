@@ -314,13 +314,14 @@ impl RawClient {
         self.socket.write_all(data).await
     }
 
-    pub async fn open_stream(&mut self) {
+    /// Opens a stream; returns what was read up to its features' end.
+    pub async fn open_stream(&mut self) -> String {
         self.send(&format!(
             "<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' \
              xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
         ))
         .await;
-        self.expect("</stream:features>").await;
+        self.expect("</stream:features>").await
     }
 
     /// Reads until `needle` has arrived; returns everything read up to and
@@ -382,6 +383,24 @@ impl RawClient {
         password: &str,
         resource: &str,
     ) -> RawClient {
+        let (mut client, _) = RawClient::authenticate(address, user, password).await;
+        client
+            .send(&format!(
+                "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+                 <resource>{resource}</resource></bind></iq>"
+            ))
+            .await;
+        client.expect("</iq>").await;
+        client
+    }
+
+    /// Opens a stream, authenticates with PLAIN (the server must allow it
+    /// without TLS) and opens the authenticated stream; returns its features.
+    pub async fn authenticate(
+        address: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> (RawClient, String) {
         let mut client = RawClient::connect(address).await;
         client.open_stream().await;
         let token =
@@ -392,15 +411,8 @@ impl RawClient {
             ))
             .await;
         client.expect("<success").await;
-        client.open_stream().await;
-        client
-            .send(&format!(
-                "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-                 <resource>{resource}</resource></bind></iq>"
-            ))
-            .await;
-        client.expect("</iq>").await;
-        client
+        let features = client.open_stream().await;
+        (client, features)
     }
 
     /// Sends initial presence and waits for the server's echo of it.
