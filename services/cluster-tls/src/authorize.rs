@@ -71,7 +71,8 @@ pub struct RequireCallerRole<S> {
     inner: S,
 }
 
-impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RequireCallerRole<S>
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>>
+    for RequireCallerRole<S>
 where
     S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
     ResponseBody: Default,
@@ -89,7 +90,10 @@ where
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(TlsConnectInfo::peer_certs);
-        match refusal(request.uri().path(), certificates.as_deref().map(Vec::as_slice)) {
+        match refusal(
+            request.uri().path(),
+            certificates.as_deref().map(Vec::as_slice),
+        ) {
             None => Either::Right(self.inner.call(request)),
             Some(status) => {
                 tracing::warn!(rpc = request.uri().path(), %status, "cluster call refused");

@@ -45,7 +45,9 @@ async fn connect(
     uri: Uri,
     connector: TlsConnector,
 ) -> std::io::Result<TokioIo<TlsStream<TcpStream>>> {
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} in {uri}"));
+    let invalid = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} in {uri}"))
+    };
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
     let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
     // An IPv6 literal comes bracketed.

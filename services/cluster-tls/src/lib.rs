@@ -55,7 +55,11 @@ struct Shared {
 impl ClusterTls {
     /// Loads the files of a process of `role` registered as `node_id`, and checks them (see
     /// [`ClusterTlsError`] for what is refused).
-    pub fn load(paths: CertPaths, role: Role, node_id: &str) -> Result<ClusterTls, ClusterTlsError> {
+    pub fn load(
+        paths: CertPaths,
+        role: Role,
+        node_id: &str,
+    ) -> Result<ClusterTls, ClusterTlsError> {
         let own = Own {
             role,
             node_id: node_id.to_string(),
@@ -98,9 +102,13 @@ impl ClusterTls {
             loop {
                 ticker.tick().await;
                 match tls.reload() {
-                    Ok(true) => tracing::info!(cert = %tls.shared.paths.cert.display(), "cluster certificate reloaded"),
+                    Ok(true) => {
+                        tracing::info!(cert = %tls.shared.paths.cert.display(), "cluster certificate reloaded")
+                    }
                     Ok(false) => {}
-                    Err(error) => tracing::error!(%error, "cluster certificate not reloaded, the previous one stays in use"),
+                    Err(error) => {
+                        tracing::error!(%error, "cluster certificate not reloaded, the previous one stays in use")
+                    }
                 }
             }
         });
@@ -132,7 +140,11 @@ mod tests {
     use crate::issue::{ClusterCa, init_dir};
 
     fn router_tls(dir: &std::path::Path) -> Result<ClusterTls, ClusterTlsError> {
-        ClusterTls::load(CertPaths::in_dir(&dir.join("router")), Role::Router, "router-1")
+        ClusterTls::load(
+            CertPaths::in_dir(&dir.join("router")),
+            Role::Router,
+            "router-1",
+        )
     }
 
     #[test]
@@ -144,7 +156,10 @@ mod tests {
             ClusterTls::load(paths, role, "any-node").unwrap();
         }
         let again = init_dir(dir.path()).unwrap_err();
-        assert!(matches!(again, ClusterTlsError::AlreadyExists { .. }), "{again}");
+        assert!(
+            matches!(again, ClusterTlsError::AlreadyExists { .. }),
+            "{again}"
+        );
     }
 
     #[test]
@@ -160,14 +175,23 @@ mod tests {
             .unwrap();
         let before = tls.server_config();
         assert!(tls.reload().unwrap());
-        assert!(!Arc::ptr_eq(&before, &tls.server_config()), "the new files are in use");
+        assert!(
+            !Arc::ptr_eq(&before, &tls.server_config()),
+            "the new files are in use"
+        );
 
         let renewed = tls.server_config();
         let stray = ca.issue(Role::Router, ANY_NODE).unwrap();
         std::fs::write(role_dir.join("tls.key"), stray.key_pem).unwrap();
         let error = tls.reload().unwrap_err();
-        assert!(matches!(error, ClusterTlsError::KeyMismatch { .. }), "{error}");
-        assert!(Arc::ptr_eq(&renewed, &tls.server_config()), "the previous files stay in use");
+        assert!(
+            matches!(error, ClusterTlsError::KeyMismatch { .. }),
+            "{error}"
+        );
+        assert!(
+            Arc::ptr_eq(&renewed, &tls.server_config()),
+            "the previous files stay in use"
+        );
     }
 
     #[test]
@@ -179,11 +203,17 @@ mod tests {
         ca.write_secret_dir(&role_dir, &ca.issue(Role::Session, ANY_NODE).unwrap())
             .unwrap();
         let error = router_tls(dir.path()).err().unwrap();
-        assert!(matches!(error, ClusterTlsError::WrongRole { .. }), "{error}");
+        assert!(
+            matches!(error, ClusterTlsError::WrongRole { .. }),
+            "{error}"
+        );
         ca.write_secret_dir(&role_dir, &ca.issue(Role::Router, "router-2").unwrap())
             .unwrap();
         let error = router_tls(dir.path()).err().unwrap();
-        assert!(matches!(error, ClusterTlsError::WrongNode { .. }), "{error}");
+        assert!(
+            matches!(error, ClusterTlsError::WrongNode { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -195,6 +225,9 @@ mod tests {
         std::fs::write(dir.path().join("router/tls.crt"), issued.cert_pem).unwrap();
         std::fs::write(dir.path().join("router/tls.key"), issued.key_pem).unwrap();
         let error = router_tls(dir.path()).err().unwrap();
-        assert!(matches!(error, ClusterTlsError::NotFromCa { .. }), "{error}");
+        assert!(
+            matches!(error, ClusterTlsError::NotFromCa { .. }),
+            "{error}"
+        );
     }
 }

@@ -109,10 +109,20 @@ impl Material {
                 error,
             }
         })?;
-        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|error| ClusterTlsError::Config(rustls::Error::General(error.to_string())))?;
-        check_issued(paths, &chain, own.role, &roots, &provider, client_verifier.as_ref())?;
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|error| {
+                    ClusterTlsError::Config(rustls::Error::General(error.to_string()))
+                })?;
+        check_issued(
+            paths,
+            &chain,
+            own.role,
+            &roots,
+            &provider,
+            client_verifier.as_ref(),
+        )?;
         check_names(paths, &chain[0], own)?;
 
         let certified = Arc::new(certified);

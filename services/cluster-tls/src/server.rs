@@ -52,7 +52,9 @@ pub fn incoming(
                     Ok(Err(error)) => {
                         tracing::warn!(%peer, %error, "cluster connection refused: tls handshake failed");
                     }
-                    Err(_) => tracing::warn!(%peer, "cluster connection refused: no tls handshake in time"),
+                    Err(_) => {
+                        tracing::warn!(%peer, "cluster connection refused: no tls handshake in time")
+                    }
                 }
             });
         }

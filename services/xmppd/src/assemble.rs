@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry as Metrics;
+use xmppd_cluster_tls::identity::role_name;
+use xmppd_cluster_tls::{CertPaths, ClusterTls};
 use xmppd_connection_manager::listener;
 use xmppd_connection_manager::metrics::EdgeMetrics;
 use xmppd_connection_manager::tcp::{self, Security};
 use xmppd_connection_manager::websocket::{self, Scheme, WebSocketSettings};
 use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
-use xmppd_cluster_tls::identity::role_name;
-use xmppd_cluster_tls::{CertPaths, ClusterTls};
 use xmppd_grpc::{Node, Role};
 use xmppd_registry::{Caching, SharedRegistry, membership};
 use xmppd_runtime::Config;
@@ -44,14 +44,24 @@ pub fn node(id: String, role: Role, grpc_address: String) -> Node {
 /// The cluster's mutual TLS for a process of `role` registered as `node_id`, its files
 /// checked now (a bad one stops the start with a message naming it) and reloaded every
 /// `cluster_tls.reload_ms`; `None` when `cluster_tls.enabled` is off.
-pub fn cluster_tls(config: &Config, role: Role, node_id: &str) -> anyhow::Result<Option<ClusterTls>> {
+pub fn cluster_tls(
+    config: &Config,
+    role: Role,
+    node_id: &str,
+) -> anyhow::Result<Option<ClusterTls>> {
     let settings = &config.cluster_tls;
     if !settings.enabled {
-        tracing::warn!("cluster_tls.enabled is false: gRPC between the nodes is plain text and unauthenticated");
+        tracing::warn!(
+            "cluster_tls.enabled is false: gRPC between the nodes is plain text and unauthenticated"
+        );
         return Ok(None);
     }
     let dir = if settings.dir.as_os_str().is_empty() {
-        config.server.data_dir.join("cluster-tls").join(role_name(role))
+        config
+            .server
+            .data_dir
+            .join("cluster-tls")
+            .join(role_name(role))
     } else {
         settings.dir.clone()
     };

@@ -47,7 +47,10 @@ pub fn run(config: &Config, command: CertsCommand) -> anyhow::Result<()> {
         CertsCommand::Init { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
             let written = init_dir(&dir).with_context(|| {
-                format!("cannot create the cluster's certificates in {}", dir.display())
+                format!(
+                    "cannot create the cluster's certificates in {}",
+                    dir.display()
+                )
             })?;
             println!(
                 "cluster CA: {} (keep {} private: it issues certificates)",

@@ -67,7 +67,6 @@ async fn features(nodes: Nodes) {
 }
 
 async fn scenario(nodes: Nodes) {
-
     // Replicas first, so the router starts with both and account ownership
     // does not move while the clients log in.
     let mut sessions = [nodes.session(1), nodes.session(2)];
