@@ -66,6 +66,7 @@ impl<S> tower::Layer<S> for RequireCallerRoleLayer {
     }
 }
 
+/// The gRPC server's routes behind the check of [`CALLERS`].
 #[derive(Clone, Debug)]
 pub struct RequireCallerRole<S> {
     inner: S,

@@ -14,7 +14,10 @@ use xmppd_grpc::{Connector, Node, Role};
 
 use crate::{ClusterTls, Expected};
 
+/// The [`Connector`] of the cluster roles when `cluster_tls.enabled`.
 pub struct MutualTlsConnector {
+    /// This node's certificate for the handshake and the CA it checks servers against, as
+    /// last reloaded.
     tls: ClusterTls,
 }
 
