@@ -10,7 +10,8 @@ kubernetes-validate (the Kubernetes API's schemas), which .ci/test installs.
 3. A release without the Postgres and Redis URLs fails to render, saying which are missing.
 4. The chart's pods, run as processes. There is no Kubernetes here, so this runs what the
    rendered Deployments and the load-test Job would: their commands, their environment (the
-   downward API and the Secret filled in), their volumes (the ConfigMap written out), each pod
+   downward API and the Secret filled in), their volumes (the ConfigMap written out, and each
+   role's cluster certificate Secret as cert-manager would fill it, from `xmppd certs init`), each pod
    on its own 127.0.42.x address, against this machine's Postgres and Redis. The cluster must
    become ready, and the Job's workers, pointed at the connection-manager pod where Kubernetes
    would give them its Service, must provision their accounts, chat through it without losing
@@ -111,6 +112,9 @@ VALUE_SETS = {
         "tls": {"enabled": True}, "publicUrl": "wss://xmpp.example.com/ws", "path": "/ws",
         "ingress": {"enabled": True, "hostMeta": False,
                     "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}}}},
+    "cluster certificates from cert-manager": {**URLS, "clusterTls": {
+        "secretNames": {"router": "routers-tls"},
+        "certManager": {"enabled": True, "issuerRef": {"name": "xmppd-ca", "kind": "ClusterIssuer"}}}},
     "load test": {**URLS, "loadtest": {
         "enabled": True, "users": 1000000, "workers": 4, "provision": True, "reportsClaim": "reports",
         "args": ["--duration", "5m", "--rate", "2000"]}},
@@ -127,7 +131,9 @@ class Manifests(unittest.TestCase):
 
     def test_every_object_is_valid_kubernetes(self):
         for label, values in VALUE_SETS.items():
-            for obj in render(values).values():
+            # cert-manager's resources are no part of the Kubernetes API's schemas: see
+            # test_cert_manager_certificates_name_each_role.
+            for obj in [o for o in render(values).values() if not o["apiVersion"].startswith("cert-manager.io/")]:
                 for version in KUBERNETES_VERSIONS:
                     with self.subTest(values=label, object=obj["metadata"]["name"], kubernetes=version):
                         kubernetes_validate.validate(obj, version, strict=True)
@@ -178,6 +184,44 @@ class Manifests(unittest.TestCase):
                          json.loads((CHART / "files" / "dashboard.json").read_text()))
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(dashboard, version, strict=True)
+
+    def test_each_role_mounts_its_own_cluster_secret(self):
+        objects = render(VALUE_SETS["cluster certificates from cert-manager"])
+        secrets = {}
+        for deployment in of_kind(objects, "Deployment"):
+            spec = deployment["spec"]["template"]["spec"]
+            container = spec["containers"][0]
+            env = {var["name"]: var.get("value") for var in container["env"]}
+            self.assertEqual(env["XMPPD_CLUSTER_TLS__DIR"], "/etc/xmppd-cluster-tls")
+            [mount] = [m for m in container["volumeMounts"] if m["name"] == "cluster-tls"]
+            self.assertEqual(mount["mountPath"], "/etc/xmppd-cluster-tls")
+            [volume] = [v for v in spec["volumes"] if v["name"] == "cluster-tls"]
+            secrets[container["name"]] = volume["secret"]["secretName"]
+        self.assertEqual(secrets, {"connection-manager": "demo-xmppd-connection-manager-tls",
+                                   "router": "routers-tls", "session": "demo-xmppd-session-tls"})
+
+        plain = render({**URLS, "clusterTls": {"enabled": False}})
+        for deployment in of_kind(plain, "Deployment"):
+            spec = deployment["spec"]["template"]["spec"]
+            env = {var["name"]: var.get("value") for var in spec["containers"][0]["env"]}
+            self.assertEqual(env["XMPPD_CLUSTER_TLS__ENABLED"], "false")
+            self.assertNotIn("cluster-tls", {v["name"] for v in spec["volumes"]})
+        self.assertEqual(of_kind(render(URLS), "Certificate"), [])
+
+    def test_cert_manager_certificates_name_each_role(self):
+        objects = render(VALUE_SETS["cluster certificates from cert-manager"])
+        certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(objects, "Certificate")}
+        self.assertEqual(set(certificates), {"demo-xmppd-connection-manager-tls", "routers-tls",
+                                             "demo-xmppd-session-tls"})
+        for secret, role in [("demo-xmppd-connection-manager-tls", "connection-manager"),
+                             ("routers-tls", "router"), ("demo-xmppd-session-tls", "session")]:
+            spec = certificates[secret]
+            self.assertEqual(spec["uris"], [f"xmppd:role:{role}", "xmppd:node:*"])
+            self.assertEqual(set(spec["usages"]), {"digital signature", "server auth", "client auth"})
+            self.assertEqual(spec["issuerRef"], {"name": "xmppd-ca", "kind": "ClusterIssuer",
+                                                 "group": "cert-manager.io"})
+        with self.assertRaisesRegex(Exception, r"clusterTls\.certManager\.issuerRef\.name is required"):
+            render({**URLS, "clusterTls": {"certManager": {"enabled": True}}})
 
     def test_missing_urls_are_named(self):
         with self.assertRaisesRegex(Exception, r"storage\.url .* or existingSecret is required"):
@@ -365,6 +409,9 @@ class Pod:
             if "configMap" in source:
                 for key, text in sources["configmaps"][source["configMap"]["name"]].items():
                     (host / key).write_text(text)
+            if "secret" in source:
+                for key, text in sources["secrets"][source["secret"]["secretName"]].items():
+                    (host / key).write_text(text)
             self.mounts[mount["mountPath"]] = str(host)
         self.env = {"PATH": os.environ["PATH"]}
         for var in container.get("env", []):
@@ -389,7 +436,9 @@ class Pod:
         wildcard, and its volumes where their mount paths are."""
         text = re.sub(r"\$\((\w+)\)", lambda m: self.env.get(m.group(1), m.group(0)), text)
         text = text.replace("0.0.0.0:", f"{self.ip}:")
-        for path, host in self.mounts.items():
+        # The longest first, as a mount inside another's path (or beside it, sharing its
+        # prefix) is its own volume.
+        for path, host in sorted(self.mounts.items(), key=lambda mount: -len(mount[0])):
             text = text.replace(path, host)
         return text
 
@@ -571,6 +620,7 @@ class PodsAsProcesses(unittest.TestCase):
             "configmaps": {o["metadata"]["name"]: o["data"] for o in of_kind(objects, "ConfigMap")},
             "secrets": {o["metadata"]["name"]: o["stringData"] for o in of_kind(objects, "Secret")},
         }
+        sources["secrets"].update(self.cluster_secrets())
         addresses = iter(f"127.0.42.{i}" for i in range(10, 250))
         by_component = {}
         # Replicas first, then the routers that find them, then the edges that attach to those.
@@ -582,6 +632,16 @@ class PodsAsProcesses(unittest.TestCase):
             pod.wait_ready()
             by_component[component] = pod
         return by_component, sources, addresses
+
+    def cluster_secrets(self):
+        """The roles' cluster certificate Secrets, as cert-manager would fill them: made here
+        by `xmppd certs init`, under the chart's default Secret names."""
+        certs = self.workdir / "cluster-tls"
+        subprocess.run([str(PROGRAMS["xmppd"]), "certs", "init", "--dir", str(certs)], check=True,
+                       capture_output=True)
+        return {f"demo-xmppd-{role}-tls": {name: (certs / role / name).read_text()
+                                           for name in ("ca.crt", "tls.crt", "tls.key")}
+                for role in ("connection-manager", "router", "session")}
 
     def test_the_connection_manager_serves_xmpp_over_websocket_and_host_meta(self):
         storage = POSTGRES.rsplit("/", 1)[0] + "/" + self.database

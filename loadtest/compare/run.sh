@@ -254,6 +254,18 @@ cm_ws_url() {
     return 0
 }
 
+# The cluster's mutual TLS certificates, made once where every role looks by default
+# (<data_dir>/cluster-tls/<role>; the configs share one data_dir) and kept across rounds. A
+# binary from before mutual TLS has no `certs` command and needs none.
+cluster_certificates() {
+    "$XMPPD_BIN" certs --help >/dev/null 2>&1 || return 0
+    local out
+    if ! out=$("$XMPPD_BIN" --config "$1" certs init 2>&1) && [[ "$out" != *"already exists"* ]]; then
+        log "cannot make the cluster's certificates: $out"
+        return 1
+    fi
+}
+
 # The cluster as separate processes (connection-manager, router, session, with
 # Redis and Postgres). PIDS must list every process of the deployment, Redis and Postgres
 # included, so server CPU and memory are counted in full.
@@ -267,6 +279,7 @@ start_cluster() {
     fi
     redis-cli -h 127.0.0.1 --scan --pattern 'xmppd-bench:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
     certificate
+    cluster_certificates "$config_dir/session-1.toml" || return 1
     CLUSTER_PIDS=""
     # The file name says the role: session-1.toml runs `xmppd session`.
     for config in "$config_dir"/session-*.toml "$config_dir"/router-*.toml "$config_dir"/connection-manager-*.toml; do

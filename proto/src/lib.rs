@@ -48,12 +48,20 @@ pub type FrameStream<T> = BoxStream<'static, Result<T, Status>>;
 
 /// Opens the cluster's streams to other nodes. Every call of the API is a
 /// long-lived stream, and each node opens at most one of each to a peer, so
-/// a stream is all a caller ever asks for. The defaults, which
-/// [`RemoteConnector`] keeps, dial the node's registered gRPC address and
-/// run the stream over HTTP/2; the all-in-one process connects each stream
-/// to its service's core directly (no protobuf encoding for frames handed
-/// over in memory).
+/// a stream is all a caller ever asks for. The defaults run the stream over
+/// HTTP/2 on [`Connector::channel`]; the all-in-one process connects each
+/// stream to its service's core directly (no protobuf encoding for frames
+/// handed over in memory).
 pub trait Connector: Send + Sync + 'static {
+    /// The HTTP/2 connection for a call to `node`, which must be a `role`
+    /// (the call's, not whatever the registry entry says). The default,
+    /// which [`RemoteConnector`] keeps, dials the registered address in
+    /// plain text; the cluster's connector dials with mutual TLS and
+    /// accepts only a certificate naming `role` and the node's id.
+    fn channel(&self, node: &Node, _role: Role) -> Result<Channel, Status> {
+        Ok(endpoint(node)?.connect_lazy())
+    }
+
     /// Opens `Router.Attach` on the router `node`: `up` carries the frames
     /// to the router, starting with `hello`; the result, the router's frames
     /// back.
@@ -62,7 +70,7 @@ pub trait Connector: Send + Sync + 'static {
         node: &Node,
         up: mpsc::Receiver<EdgeUp>,
     ) -> BoxFuture<'static, Result<FrameStream<EdgeDown>, Status>> {
-        let channel = dial(node);
+        let channel = self.channel(node, Role::Router);
         Box::pin(async move {
             let mut client = router_client::RouterClient::new(channel?);
             let down = client.attach(ReceiverStream::new(up)).await?.into_inner();
@@ -77,7 +85,7 @@ pub trait Connector: Send + Sync + 'static {
         node: &Node,
         up: mpsc::Receiver<SessionUp>,
     ) -> BoxFuture<'static, Result<FrameStream<SessionDown>, Status>> {
-        let channel = dial(node);
+        let channel = self.channel(node, Role::Session);
         Box::pin(async move {
             let mut client = session_client::SessionClient::new(channel?);
             let down = client.process(ReceiverStream::new(up)).await?.into_inner();
@@ -92,7 +100,7 @@ pub trait Connector: Send + Sync + 'static {
         node: &Node,
         calls: mpsc::Receiver<LoginCall>,
     ) -> BoxFuture<'static, Result<FrameStream<LoginAnswer>, Status>> {
-        let channel = dial(node);
+        let channel = self.channel(node, Role::Session);
         Box::pin(async move {
             let mut client = session_client::SessionClient::new(channel?);
             let answers = client
@@ -104,10 +112,10 @@ pub trait Connector: Send + Sync + 'static {
     }
 }
 
-/// An HTTP/2 connection to `node`'s gRPC address, made by the stream's
-/// first call. With keepalive, a stream whose peer vanished (no reset ever
-/// comes) ends within seconds, as a reset one does.
-fn dial(node: &Node) -> Result<Channel, Status> {
+/// How to reach `node`'s gRPC address; the connection is made by the
+/// stream's first call. With keepalive, a stream whose peer vanished (no
+/// reset ever comes) ends within seconds, as a reset one does.
+pub fn endpoint(node: &Node) -> Result<Endpoint, Status> {
     let endpoint = Endpoint::from_shared(node.grpc_address.clone()).map_err(|error| {
         Status::invalid_argument(format!(
             "node {} registered a bad gRPC address {:?}: {error}",
@@ -119,8 +127,7 @@ fn dial(node: &Node) -> Result<Channel, Status> {
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect_lazy())
+        .connect_timeout(Duration::from_secs(3)))
 }
 
 impl From<Status> for LoginRefusal {
@@ -138,7 +145,8 @@ impl From<LoginRefusal> for Status {
     }
 }
 
-/// The cluster's connector: dials each node's registered gRPC address.
+/// Dials each node's registered gRPC address in plain text: for a cluster
+/// with `cluster_tls.enabled = false`, and for tests of one service.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RemoteConnector;
 

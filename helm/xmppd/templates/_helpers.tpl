@@ -58,6 +58,25 @@ observability endpoint on the pod's address. */}}
   value: "$(POD_IP):7000"
 {{- end -}}
 
+{{/* The Secret with a role's cluster certificate: `component` is connection-manager, router
+or session. */}}
+{{- define "xmppd.clusterTls.secretName" -}}
+{{- $names := .root.Values.clusterTls.secretNames }}
+{{- $named := get (dict "connection-manager" $names.connectionManager "router" $names.router "session" $names.session) .component }}
+{{- $named | default (printf "%s-%s-tls" (include "xmppd.fullname" .root) .component) -}}
+{{- end -}}
+
+{{/* Where a role reads its cluster certificate, or that it runs without one. */}}
+{{- define "xmppd.clusterTls.env" -}}
+{{- if .root.Values.clusterTls.enabled }}
+- name: XMPPD_CLUSTER_TLS__DIR
+  value: /etc/xmppd-cluster-tls
+{{- else }}
+- name: XMPPD_CLUSTER_TLS__ENABLED
+  value: "false"
+{{- end }}
+{{- end -}}
+
 {{- define "xmppd.podAnnotations" -}}
 checksum/config: {{ .Values.config | sha256sum }}
 checksum/urls: {{ printf "%s %s %s" .Values.storage.url .Values.registry.url .Values.existingSecret | sha256sum }}

@@ -30,6 +30,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
+    pub cluster_tls: ClusterTlsConfig,
     pub observability: ObservabilityConfig,
     pub tracing: TracingConfig,
     /// `[modules.<name>]`: the section of each account module (session
@@ -236,6 +237,30 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
 }
 
+/// Mutual TLS between the cluster's nodes (connection-managers, routers and session
+/// replicas; the all-in-one talks to itself in memory and uses none). `docs/security.md`
+/// says what each certificate must name.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// Mutual TLS on every gRPC connection; off, the cluster's gRPC is plain text and any
+    /// caller may make any call.
+    pub enabled: bool,
+    /// The directory of `ca.crt`, `tls.crt` and `tls.key` (a Kubernetes TLS Secret's
+    /// layout); empty: `<server.data_dir>/cluster-tls/<role>`, where `xmppd certs init`
+    /// writes them.
+    pub dir: PathBuf,
+    /// The cluster CA's certificate (PEM); unset: `<dir>/ca.crt`.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM); unset: `<dir>/tls.crt`.
+    pub cert_file: Option<PathBuf>,
+    /// This node's private key (PEM); unset: `<dir>/tls.key`.
+    pub key_file: Option<PathBuf>,
+    /// Milliseconds between checks of the three files; changed files are loaded for new
+    /// connections. 0: never reloaded.
+    pub reload_ms: u64,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilityConfig {
@@ -392,6 +417,19 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             heartbeat_ms: 1000,
             node_ttl_ms: 5000,
+        }
+    }
+}
+
+impl Default for ClusterTlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::new(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            reload_ms: 10_000,
         }
     }
 }
@@ -795,9 +833,13 @@ mod tests {
     fn every_key_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
         let defaults = Value::try_from(Config::default()).unwrap();
+        // Keys unset by default, which the serialised defaults leave out.
         let mut keys = vec![
             "XMPPD_TLS__CERT_FILE".to_string(),
             "XMPPD_TLS__KEY_FILE".to_string(),
+            "XMPPD_CLUSTER_TLS__CA_FILE".to_string(),
+            "XMPPD_CLUSTER_TLS__CERT_FILE".to_string(),
+            "XMPPD_CLUSTER_TLS__KEY_FILE".to_string(),
         ];
         for (section, table) in defaults.as_table().unwrap() {
             for key in table.as_table().unwrap().keys() {

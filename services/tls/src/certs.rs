@@ -169,7 +169,8 @@ pub(crate) fn generate(domain: &str) -> Result<(String, String), TlsError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn new_file(path: &Path, private: bool) -> std::io::Result<fs::File> {
+/// Creates `path`, which must not exist yet; readable by its owner only when `private` (a key).
+pub fn new_file(path: &Path, private: bool) -> std::io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

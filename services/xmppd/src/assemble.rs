@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry as Metrics;
+use xmppd_cluster_tls::identity::role_name;
+use xmppd_cluster_tls::{CertPaths, ClusterTls};
 use xmppd_connection_manager::listener;
 use xmppd_connection_manager::metrics::EdgeMetrics;
 use xmppd_connection_manager::tcp::{self, Security};
@@ -37,6 +39,43 @@ pub fn node(id: String, role: Role, grpc_address: String) -> Node {
         role: role as i32,
         grpc_address,
     }
+}
+
+/// The cluster's mutual TLS for a process of `role` registered as `node_id`, its files
+/// checked now (a bad one stops the start with a message naming it) and reloaded every
+/// `cluster_tls.reload_ms`; `None` when `cluster_tls.enabled` is off.
+pub fn cluster_tls(
+    config: &Config,
+    role: Role,
+    node_id: &str,
+) -> anyhow::Result<Option<ClusterTls>> {
+    let settings = &config.cluster_tls;
+    if !settings.enabled {
+        tracing::warn!(
+            "cluster_tls.enabled is false: gRPC between the nodes is plain text and unauthenticated"
+        );
+        return Ok(None);
+    }
+    let dir = if settings.dir.as_os_str().is_empty() {
+        config
+            .server
+            .data_dir
+            .join("cluster-tls")
+            .join(role_name(role))
+    } else {
+        settings.dir.clone()
+    };
+    let in_dir = CertPaths::in_dir(&dir);
+    let paths = CertPaths {
+        ca: settings.ca_file.clone().unwrap_or(in_dir.ca),
+        cert: settings.cert_file.clone().unwrap_or(in_dir.cert),
+        key: settings.key_file.clone().unwrap_or(in_dir.key),
+    };
+    let tls = ClusterTls::load(paths, role, node_id).context("cluster TLS")?;
+    if settings.reload_ms > 0 {
+        tls.keep_reloading(Duration::from_millis(settings.reload_ms));
+    }
+    Ok(Some(tls))
 }
 
 /// The session registry: Redis when configured, else memory, which only a

@@ -6,10 +6,12 @@
 //! xmppd router                cluster role: the stanza switch
 //! xmppd session               cluster role: accounts, rosters, presence
 //! xmppd user add|remove|list|passwd, xmppd resources   administration
+//! xmppd certs init            the cluster's certificates for local runs
 //! ```
 
 mod admin;
 mod assemble;
+mod certs;
 mod local;
 mod roles;
 
@@ -45,6 +47,9 @@ enum Command {
     /// List the bound resources (`sessions`, its former name, still works).
     #[command(alias = "sessions")]
     Resources,
+    /// Manage the cluster's certificates (mutual TLS between nodes).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// The multi-threaded runtime with `worker_threads` threads, or tokio's
@@ -90,8 +95,13 @@ fn main() -> std::process::ExitCode {
             }
             Command::User(command) => admin::user(&config, command).await,
             Command::Resources => admin::resources(&config).await,
+            Command::Certs(command) => certs::run(&config, command),
         }
     });
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

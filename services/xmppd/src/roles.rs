@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry as Metrics;
+use tonic::service::Routes;
 use tonic::transport::Server;
+use xmppd_cluster_tls::server::incoming;
+use xmppd_cluster_tls::{ClusterTls, MutualTlsConnector, RequireCallerRoleLayer};
 use xmppd_connection_manager::Cluster;
 use xmppd_grpc::router_server::RouterServer;
 use xmppd_grpc::session_server::SessionServer;
@@ -94,7 +97,8 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
         &shutdown,
     );
 
-    let cluster = start_cluster(&config, registry.clone(), connector, &shutdown);
+    let cm_id = config.cluster.node_id_or_generated("cm");
+    let cluster = start_cluster(&config, cm_id, registry.clone(), connector, &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let readiness = Readiness::new();
@@ -136,11 +140,11 @@ fn start_router(
 
 fn start_cluster(
     config: &Config,
+    id: String,
     registry: xmppd_registry::SharedRegistry,
     connector: Arc<dyn Connector>,
     shutdown: &Shutdown,
 ) -> Cluster {
-    let id = config.cluster.node_id_or_generated("cm");
     let cluster = Cluster::new(id, connector, registry.clone());
     keep_registered(&registry, cluster.node().clone(), config, shutdown);
     tokio::spawn(cluster.clone().follow_routers(heartbeat_interval(config)));
@@ -156,9 +160,11 @@ fn start_cluster(
 pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
+    let id = config.cluster.node_id_or_generated("cm");
+    let tls = assemble::cluster_tls(&config, Role::ConnectionManager, &id)?;
     let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
     registry.register_metrics(&mut metrics);
-    let cluster = start_cluster(&config, registry, Arc::new(RemoteConnector), &shutdown);
+    let cluster = start_cluster(&config, id, registry, connector(tls), &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let readiness = Readiness::new();
@@ -174,6 +180,8 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
 pub async fn router(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
+    let id = config.cluster.node_id_or_generated("router");
+    let tls = assemble::cluster_tls(&config, Role::Router, &id)?;
     let registry = assemble::registry(&config, "router", assemble::router_caching(&config)).await?;
     registry.register_metrics(&mut metrics);
     let cached = registry.clone();
@@ -181,11 +189,10 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     let router = start_router(
         &config,
         registry.clone(),
-        Arc::new(RemoteConnector),
+        connector(tls.clone()),
         &mut metrics,
     );
     let address = parse_address("listen.grpc", &config.listen.grpc)?;
-    let id = config.cluster.node_id_or_generated("router");
     keep_registered(
         &registry,
         node(id, Role::Router, config.listen.grpc_advertised()),
@@ -199,7 +206,8 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "router started");
     serve_grpc(
         address,
-        grpc_server().add_service(RouterServer::new(router)),
+        Routes::new(RouterServer::new(router)),
+        tls,
         trigger,
         shutdown,
     )
@@ -210,6 +218,8 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
 pub async fn session(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
+    let id = config.cluster.node_id_or_generated("session");
+    let tls = assemble::cluster_tls(&config, Role::Session, &id)?;
     let registry = assemble::registry(&config, "session service", Caching::Off).await?;
     registry.register_metrics(&mut metrics);
     let mut store = assemble::store(&config).await?;
@@ -222,7 +232,6 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
         cached.credential_cache_statistics()
     });
     let modules = assemble::modules(&config, &store).await?;
-    let id = config.cluster.node_id_or_generated("session");
     let session_metrics = SessionMetrics::default();
     session_metrics.register(&mut metrics);
     let session = SessionService::new(
@@ -257,29 +266,53 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "session replica started");
     serve_grpc(
         address,
-        grpc_server().add_service(SessionServer::new(session)),
+        Routes::new(SessionServer::new(session)),
+        tls,
         trigger,
         shutdown,
     )
     .await
 }
 
-/// Serves `routes` on `address` until SIGINT or SIGTERM.
+/// The connector of a cluster role: mutual TLS unless `cluster_tls.enabled` is off.
+fn connector(tls: Option<ClusterTls>) -> Arc<dyn Connector> {
+    match tls {
+        Some(tls) => Arc::new(MutualTlsConnector::new(tls)),
+        None => Arc::new(RemoteConnector),
+    }
+}
+
+/// Serves `routes` on `address` until SIGINT or SIGTERM: with `tls`, to callers with a
+/// certificate from the cluster CA, each call to the role that may make it.
 async fn serve_grpc(
     address: std::net::SocketAddr,
-    routes: tonic::transport::server::Router,
+    routes: Routes,
+    tls: Option<ClusterTls>,
     trigger: ShutdownTrigger,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     tokio::spawn(wait_for_stop(trigger));
-    routes
-        .serve_with_shutdown(address, async move { shutdown.wait().await })
-        .await
-        .with_context(|| format!("gRPC server on {address}"))
-}
-
-fn grpc_server() -> Server {
-    Server::builder().tcp_nodelay(true)
+    let stopped = async move { shutdown.wait().await };
+    let served = match tls {
+        Some(tls) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (listen.grpc)"))?;
+            Server::builder()
+                .layer(RequireCallerRoleLayer)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming(listener, tls), stopped)
+                .await
+        }
+        None => {
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_shutdown(address, stopped)
+                .await
+        }
+    };
+    served.with_context(|| format!("gRPC server on {address}"))
 }
 
 async fn wait_for_stop(trigger: ShutdownTrigger) {

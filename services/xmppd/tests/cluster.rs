@@ -12,19 +12,19 @@
 //! `redis://127.0.0.1:6379`; `XMPPD_TEST_POSTGRES_URL`, an admin connection
 //! allowed to create databases, default
 //! `postgres://root@127.0.0.1:5432/postgres`). The test uses its own key
-//! prefix and database and removes both at the end, pass or fail.
+//! prefix and database and removes both at the end, pass or fail. The nodes
+//! talk mutual TLS with certificates from `xmppd certs init`.
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-use support::prometheus::{self, Prometheus};
+use support::cluster::{NODE_TTL, Nodes, wait_metric, with_cluster};
 use support::otlp::Collector;
-use support::{DOMAIN, RawClient, Server, ServerOptions, assert_metrics_documented, http_get};
+use support::prometheus::{self, Prometheus};
+use support::{DOMAIN, RawClient, Server, assert_metrics_documented};
 
 const MESSAGES: usize = 10_000;
 /// Messages alice writes in one go.
@@ -39,21 +39,17 @@ const TEST_LIMIT: Duration = Duration::from_secs(110);
 const STANZA_TIMEOUT: Duration = Duration::from_secs(15);
 /// The issue's bound for contacts to hear of a dead connection-manager.
 const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(10);
-/// Every node's `cluster.heartbeat_ms`.
-const HEARTBEAT_MS: u64 = 250;
-/// Every node's `cluster.node_ttl_ms`: how long a killed node stays a member.
-const NODE_TTL: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_the_failure_of_each_kind_of_node() {
-    with_backing(scenario).await;
+    with_cluster(TEST_LIMIT, scenario).await;
 }
 
 /// Blocking and carbons between users on different connection-managers:
 /// the router enforces and copies from the policy the replicas wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_features_work_across_connection_managers() {
-    with_backing(features).await;
+    with_cluster(TEST_LIMIT, features).await;
 }
 
 /// A real Prometheus scrapes every kind of node while clients log in and
@@ -64,7 +60,7 @@ async fn a_real_prometheus_scrapes_every_kind_of_node() {
     let Some(tools) = prometheus::tools() else {
         return;
     };
-    with_backing(move |backing, dir| scraped(backing, dir, tools)).await;
+    with_cluster(TEST_LIMIT, move |nodes| scraped(nodes, tools)).await;
 }
 
 /// The alert rules the Helm chart installs pass `promtool check rules`, and
@@ -85,39 +81,10 @@ fn the_alert_rules_pass_promtool() {
 /// and so is her login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stanza_is_one_trace_across_the_processes_it_crosses() {
-    with_backing(traces).await;
+    with_cluster(TEST_LIMIT, traces).await;
 }
 
-/// Runs `scenario` on a Redis prefix and Postgres database of its own,
-/// within `TEST_LIMIT`, and removes both afterwards, pass or fail.
-async fn with_backing<F, Run>(scenario: F)
-where
-    F: FnOnce(Backing, PathBuf) -> Run,
-    Run: std::future::Future<Output = ()> + Send + 'static,
-{
-    let backing = Backing::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = tokio::spawn(scenario(backing.clone(), dir.path().to_path_buf()));
-    let outcome = tokio::time::timeout(TEST_LIMIT, &mut run).await;
-    if outcome.is_err() {
-        // Dropping the scenario kills its processes before clean-up.
-        run.abort();
-        let _ = run.await;
-    }
-    backing.remove().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(failure)) => std::panic::resume_unwind(failure.into_panic()),
-        Err(_) => panic!("the scenario took longer than {TEST_LIMIT:?}"),
-    }
-}
-
-async fn features(backing: Backing, dir: PathBuf) {
-    let nodes = Nodes {
-        backing,
-        dir,
-        common: String::new(),
-    };
+async fn features(nodes: Nodes) {
     let sessions = [nodes.session(1), nodes.session(2)];
     for session in &sessions {
         session.ready().await;
@@ -137,12 +104,7 @@ async fn features(backing: Backing, dir: PathBuf) {
     support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
 }
 
-async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
-    let nodes = Nodes {
-        backing,
-        dir,
-        common: String::new(),
-    };
+async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
     let session = nodes.session(1);
     session.ready().await;
     session.add_user("alice", "alice-pw");
@@ -259,17 +221,13 @@ async fn scraped(backing: Backing, dir: PathBuf, tools: prometheus::Tools) {
     }
 }
 
-async fn traces(backing: Backing, dir: PathBuf) {
+async fn traces(mut nodes: Nodes) {
     let (collector, receiver) = Collector::start().await;
-    let nodes = Nodes {
-        backing,
-        dir,
-        common: format!(
-            "[tracing]\nenabled = true\nprotocol = \"grpc\"\n\
-             endpoint = \"http://{receiver}\"\nsampling_ratio = 1.0\n\
-             attributes = {{ \"deployment.environment\" = \"test\" }}\n"
-        ),
-    };
+    nodes.common = format!(
+        "[tracing]\nenabled = true\nprotocol = \"grpc\"\n\
+         endpoint = \"http://{receiver}\"\nsampling_ratio = 1.0\n\
+         attributes = {{ \"deployment.environment\" = \"test\" }}\n"
+    );
     let session = nodes.session(1);
     session.ready().await;
     session.add_user("alice", "alice-pw");
@@ -371,13 +329,7 @@ async fn traces(backing: Backing, dir: PathBuf) {
     }
 }
 
-async fn scenario(backing: Backing, dir: PathBuf) {
-    let nodes = Nodes {
-        backing,
-        dir,
-        common: String::new(),
-    };
-
+async fn scenario(nodes: Nodes) {
     // Replicas first, so the router starts with both and account ownership
     // does not move while the clients log in.
     let mut sessions = [nodes.session(1), nodes.session(2)];
@@ -566,161 +518,6 @@ async fn stop(server: &Server) {
     }
 }
 
-/// The Redis key prefix and Postgres database of one test run.
-#[derive(Clone)]
-struct Backing {
-    redis_url: String,
-    key_prefix: String,
-    admin_url: String,
-    database: String,
-}
-
-impl Backing {
-    async fn create() -> Backing {
-        let redis_url = std::env::var("XMPPD_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let admin_url = std::env::var("XMPPD_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
-        // Tests of one process start within the same millisecond.
-        static RUNS: AtomicUsize = AtomicUsize::new(0);
-        let unique = format!(
-            "{}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-            RUNS.fetch_add(1, Ordering::Relaxed)
-        );
-        let backing = Backing {
-            redis_url,
-            key_prefix: format!("xmppd-test-cluster-{unique}:"),
-            admin_url,
-            database: format!("xmppd_test_cluster_{unique}"),
-        };
-        let mut admin = backing.admin().await;
-        sqlx::query(&format!("CREATE DATABASE \"{}\"", backing.database))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        backing
-    }
-
-    async fn admin(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.admin_url)
-            .await
-            .unwrap_or_else(|error| panic!("Postgres at {}: {error}", self.admin_url))
-    }
-
-    /// The test database's URL: the admin URL with another database name.
-    fn storage_url(&self) -> String {
-        let (base, query) = match self.admin_url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (self.admin_url.as_str(), String::new()),
-        };
-        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        format!("{server}/{}{query}", self.database)
-    }
-
-    async fn remove(&self) {
-        let mut admin = self.admin().await;
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.database
-        ))
-        .execute(&mut admin)
-        .await;
-        if let Err(error) = dropped {
-            eprintln!("could not drop database {}: {error}", self.database);
-        }
-        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.key_prefix))
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-/// Starts the nodes of one cluster.
-struct Nodes {
-    backing: Backing,
-    dir: PathBuf,
-    /// Configuration every node gets.
-    common: String,
-}
-
-impl Nodes {
-    fn start(&self, role: &str, name: &str, extra: &str, ports: Option<support::Ports>) -> Server {
-        let extra = format!(
-            "[registry]\nurl = \"{}\"\nkey_prefix = \"{}\"\n[cluster]\nheartbeat_ms = {HEARTBEAT_MS}\nnode_ttl_ms = {}\nnode_id = \"{name}\"\n{}\n{extra}",
-            self.backing.redis_url,
-            self.backing.key_prefix,
-            NODE_TTL.as_millis(),
-            self.common
-        );
-        let data_dir: &Path = &self.dir.join(name);
-        let options = ServerOptions {
-            role,
-            data_dir,
-            extra: &extra,
-            env: Vec::new(),
-        };
-        match ports {
-            Some(ports) => Server::start_at(options, ports),
-            None => Server::start(options),
-        }
-    }
-
-    fn session(&self, index: u32) -> Server {
-        let storage = format!("[storage]\nurl = \"{}\"\n", self.backing.storage_url());
-        self.start("session", &format!("session-{index}"), &storage, None)
-    }
-
-    fn router(&self, ports: Option<support::Ports>) -> Server {
-        self.start("router", "router-1", "", ports)
-    }
-
-    /// PLAIN without TLS for the raw clients, and no per-connection rate
-    /// limit so that the message burst is not throttled.
-    fn connection_manager(&self, index: u32) -> Server {
-        let extra = "[auth]\nrequire_tls = false\n[limits]\nstanzas_per_second = 0\n";
-        self.start("connection-manager", &format!("cm-{index}"), extra, None)
-    }
-}
-
-/// Waits until the gauge `name` on `server`'s `/metrics` reads `value`.
-async fn wait_metric(server: &Server, name: &str, value: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some((200, metrics)) = http_get(server.http, "/metrics").await {
-            last = metrics.lines().find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            });
-            if last == Some(value) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name} stayed at {last:?}, not {value}; log:\n{}",
-        server.log()
-    );
-}
 
 /// Logs in, retrying while the connection-manager has no router yet (its
 /// readiness lags by up to a second).

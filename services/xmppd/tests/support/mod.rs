@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub mod client;
+pub mod cluster;
 pub mod features;
 pub mod otlp;
 pub mod prometheus;
