@@ -104,7 +104,9 @@ async fn features(nodes: Nodes) {
     support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
 }
 
-async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
+/// One node of each kind and a second connection-manager, ready, with
+/// alice and bob as users.
+async fn smallest_cluster(nodes: &Nodes) -> [Server; 4] {
     let session = nodes.session(1);
     session.ready().await;
     session.add_user("alice", "alice-pw");
@@ -116,6 +118,11 @@ async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
     cm1.ready().await;
     cm2.ready().await;
     wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    [session, router, cm1, cm2]
+}
+
+async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
+    let [session, router, cm1, cm2] = smallest_cluster(&nodes).await;
     let targets = [
         ("session-1", session.http),
         ("router-1", router.http),
@@ -228,17 +235,7 @@ async fn traces(mut nodes: Nodes) {
          endpoint = \"http://{receiver}\"\nsampling_ratio = 1.0\n\
          attributes = {{ \"deployment.environment\" = \"test\" }}\n"
     );
-    let session = nodes.session(1);
-    session.ready().await;
-    session.add_user("alice", "alice-pw");
-    session.add_user("bob", "bob-pw");
-    let router = nodes.router(None);
-    router.ready().await;
-    let cm1 = nodes.connection_manager(1);
-    let cm2 = nodes.connection_manager(2);
-    cm1.ready().await;
-    cm2.ready().await;
-    wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    let [session, router, cm1, cm2] = smallest_cluster(&nodes).await;
     let mut alice = login(&cm1, "alice", "alice-pw", "a").await;
     let mut bob = login(&cm2, "bob", "bob-pw", "b").await;
     available(&mut bob, "bob@localhost/b").await;
