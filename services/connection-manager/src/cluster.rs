@@ -166,10 +166,7 @@ impl Cluster {
     /// at scrape time, one short lock per mailbox.
     pub fn queued_deliveries(&self) -> usize {
         let streams = self.inner.streams.read().expect("streams lock");
-        streams
-            .values()
-            .map(|stream| stream.mailbox.queued())
-            .sum()
+        streams.values().map(|stream| stream.mailbox.queued()).sum()
     }
 
     /// Closes every bound stream on this node with `condition`, through

@@ -515,7 +515,6 @@ async fn stop(server: &Server) {
     }
 }
 
-
 /// Logs in, retrying while the connection-manager has no router yet (its
 /// readiness lags by up to a second).
 async fn login(cm: &Server, user: &str, password: &str, resource: &str) -> RawClient {

@@ -94,7 +94,9 @@ impl Cluster {
         // slow to keep up is told and disconnected; once that is queued,
         // later stanzas find the mailbox closing and go nowhere.
         let delivery = match delivery {
-            Delivery::Stanza { ref payload, .. } if !session.mailbox.has_room_for(payload.len()) => {
+            Delivery::Stanza { ref payload, .. }
+                if !session.mailbox.has_room_for(payload.len()) =>
+            {
                 tracing::warn!(%full_jid, "client too slow, its mailbox is full");
                 Delivery::Close {
                     condition: StreamErrorCondition::ResourceConstraint,
