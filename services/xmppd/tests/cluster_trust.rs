@@ -128,6 +128,7 @@ fn credentials_call() -> LoginCall {
         call: Some(login_call::Call::Credentials(CredentialsRequest {
             jid: "nobody@localhost".into(),
         })),
+        ..Default::default()
     }
 }
 

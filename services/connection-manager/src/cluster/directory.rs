@@ -72,8 +72,8 @@ impl Cluster {
                     return Some(envelope);
                 };
                 let delivery = Delivery::Stanza {
-                    payload: envelope.payload,
                     stage: envelope.stage(),
+                    payload: envelope.payload,
                     queued_at: Instant::now(),
                 };
                 (envelope.to, session, delivery)
