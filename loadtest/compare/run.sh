@@ -50,7 +50,9 @@ FEATURES="${FEATURES:-}"
 BASE_FEATURES="${BASE_FEATURES:-}"
 # Runs of every scenario against every server, the servers taking turns; with more than one the
 # tables give each figure's median and the median of the rounds' ratios (reports in
-# $OUT/round-N/), so that a machine drifting during the run moves both sides of a ratio.
+# $OUT/round-N/), so that a machine drifting during the run moves both sides of a ratio. Even
+# rounds take the servers in the reverse order: a server's place in a round moves its figures
+# (up to 20% at a fixed rate), so an even number of rounds gives each place to each server.
 ROUNDS="${ROUNDS:-1}"
 RUN_OUT="$OUT"
 
@@ -447,6 +449,11 @@ idle_scale() {
     "$LOADTEST" merge "${reports[@]}" --json "$RUN_OUT/$server-idle-$users-$TLS.json"
 }
 
+# SERVERS in the order round `$1` takes them: as given in odd rounds, reversed in even ones.
+round_order() {
+    if (($1 % 2)); then echo "$SERVERS"; else echo "$SERVERS" | tr ' ' '\n' | tac | paste -sd' '; fi
+}
+
 # Where a round's reports go: $OUT itself when there is one round.
 round_out() { if ((ROUNDS > 1)); then echo "$OUT/round-$1"; else echo "$OUT"; fi; }
 
@@ -458,7 +465,7 @@ main() {
         RUN_OUT="$(round_out "$round")"
         mkdir -p "$RUN_OUT"
         STARTED=()  # every round starts each server with empty data, as the first does
-        for server in $SERVERS; do
+        for server in $(round_order "$round"); do
             local start="start_${server//-/_}" stop="stop_${server//-/_}"
             PIDS="" WS_URL="" WSS_URL=""
             if ! "$start"; then continue; fi
