@@ -126,16 +126,7 @@ fn provision_then_chat_against_the_all_in_one_server() {
             "SCRAM-SHA-1",
         ],
     );
-    let sent = total(&chat, "messages_sent");
-    assert!(sent > 0, "no messages sent: {chat}");
-    assert_eq!(
-        total(&chat, "messages_delivered"),
-        sent,
-        "messages lost: {chat}"
-    );
-    assert_eq!(total(&chat, "messages_reordered"), 0);
-    assert_eq!(total(&chat, "messages_skipped"), 0);
-    assert_eq!(total(&chat, "login_failures"), 0);
+    assert_every_message_delivered(&chat);
 
     // Each phase's timeline adds up to the phase.
     for phase in chat["phases"].as_array().unwrap() {
@@ -197,18 +188,25 @@ fn provision_then_chat_against_the_all_in_one_server() {
             "3",
         ],
     );
-    let sent = total(&features, "messages_sent");
-    assert!(sent > 0, "no messages sent: {features}");
-    assert_eq!(
-        total(&features, "messages_delivered"),
-        sent,
-        "messages lost: {features}"
-    );
-    assert_eq!(total(&features, "messages_reordered"), 0);
-    assert_eq!(total(&features, "login_failures"), 0);
+    assert_every_message_delivered(&features);
     assert_eq!(total(&features, "logins"), 20);
     for phase in features["phases"].as_array().unwrap() {
         assert_eq!(phase["errors"], serde_json::json!({}), "{phase}");
     }
     assert_eq!(features["params"]["blocklist"], 3);
+}
+
+/// A chat report in which messages were sent, and every one arrived once, in
+/// order, with every login made.
+fn assert_every_message_delivered(report: &serde_json::Value) {
+    let sent = total(report, "messages_sent");
+    assert!(sent > 0, "no messages sent: {report}");
+    assert_eq!(
+        total(report, "messages_delivered"),
+        sent,
+        "messages lost: {report}"
+    );
+    assert_eq!(total(report, "messages_reordered"), 0);
+    assert_eq!(total(report, "messages_skipped"), 0);
+    assert_eq!(total(report, "login_failures"), 0);
 }

@@ -14,8 +14,8 @@ use xmppd_grpc::Role;
 use crate::ClusterTlsError;
 use crate::identity::{ANY_NODE, CLUSTER_ROLES, Identity, role_name};
 
-/// A certificate and its key, PEM.
-pub struct Issued {
+/// A certificate naming a role (and a node) with its key, PEM.
+pub struct RoleCertificate {
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -65,7 +65,7 @@ impl ClusterCa {
 
     /// A certificate for `role`, naming the node `node` ([`ANY_NODE`] for every node of the
     /// role), good for both ends of a connection.
-    pub fn issue(&self, role: Role, node: &str) -> Result<Issued, ClusterTlsError> {
+    pub fn issue(&self, role: Role, node: &str) -> Result<RoleCertificate, ClusterTlsError> {
         self.issue_with_uris(role_name(role), &Identity::uris(role, node))
     }
 
@@ -75,7 +75,7 @@ impl ClusterCa {
         &self,
         common_name: &str,
         uris: &[String],
-    ) -> Result<Issued, ClusterTlsError> {
+    ) -> Result<RoleCertificate, ClusterTlsError> {
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -92,7 +92,7 @@ impl ClusterCa {
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
+        Ok(RoleCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
@@ -100,7 +100,11 @@ impl ClusterCa {
 
     /// Writes `issued` with this CA into `dir` as a Kubernetes TLS Secret lays them out
     /// (`ca.crt`, `tls.crt`, `tls.key`), creating `dir`.
-    pub fn write_secret_dir(&self, dir: &Path, issued: &Issued) -> Result<(), ClusterTlsError> {
+    pub fn write_secret_dir(
+        &self,
+        dir: &Path,
+        issued: &RoleCertificate,
+    ) -> Result<(), ClusterTlsError> {
         create_dir(dir)?;
         write(&dir.join("ca.crt"), &self.cert_pem(), false)?;
         write(&dir.join("tls.crt"), &issued.cert_pem, false)?;

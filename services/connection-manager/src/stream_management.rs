@@ -68,7 +68,7 @@ impl Settings {
 /// The state of one stream's stream management. Counters are XEP-0198's:
 /// 32 bits, wrapping.
 pub struct StreamManagement {
-    /// The id a client resumes this session by; `None`: not resumable.
+    /// The id a client resumes this resumable session by; `None`: not resumable.
     pub id: Option<Box<str>>,
     pub resume_timeout: Duration,
     /// Client stanzas handled: the `h` of our acks.

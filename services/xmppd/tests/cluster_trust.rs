@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 use xmppd_cluster_tls::identity::ANY_NODE;
-use xmppd_cluster_tls::issue::{ClusterCa, Issued};
+use xmppd_cluster_tls::issue::{ClusterCa, RoleCertificate};
 use xmppd_cluster_tls::{CertPaths, ClusterTls, MutualTlsConnector};
 use xmppd_grpc::router_client::RouterClient;
 use xmppd_grpc::session_client::SessionClient;
@@ -135,7 +135,7 @@ fn credentials_call() -> LoginCall {
 /// How a test caller reaches a node: plain text, or TLS with the client
 /// certificate `certificate` (none: TLS without one). It trusts any server:
 /// what is tested is the server's refusal.
-fn channel(address: SocketAddr, tls: Option<Option<&Issued>>) -> Channel {
+fn channel(address: SocketAddr, tls: Option<Option<&RoleCertificate>>) -> Channel {
     let endpoint = Endpoint::from_shared(format!("http://{address}")).unwrap();
     let Some(certificate) = tls else {
         return endpoint.connect_lazy();
@@ -157,7 +157,7 @@ fn channel(address: SocketAddr, tls: Option<Option<&Issued>>) -> Channel {
     }))
 }
 
-fn certified(issued: &Issued) -> CertifiedKey {
+fn certified(issued: &RoleCertificate) -> CertifiedKey {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
@@ -183,7 +183,7 @@ async fn refusals(nodes: Nodes) {
     let foreign_manager = other_ca.issue(Role::ConnectionManager, ANY_NODE).unwrap();
 
     // Certificates from the cluster CA: each role may make exactly its calls.
-    let allowed: [(&str, &Issued, &[Rpc]); 3] = [
+    let allowed: [(&str, &RoleCertificate, &[Rpc]); 3] = [
         ("connection-manager", &manager, &[Rpc::Attach, Rpc::Logins]),
         ("router", &router_cert, &[Rpc::Process]),
         ("session", &replica, &[]),
@@ -206,7 +206,7 @@ async fn refusals(nodes: Nodes) {
     }
 
     // No certificate from the cluster CA: no call gets past the handshake.
-    let strangers: [(&str, Option<Option<&Issued>>); 3] = [
+    let strangers: [(&str, Option<Option<&RoleCertificate>>); 3] = [
         ("plain text", None),
         ("no client certificate", Some(None)),
         (
@@ -293,7 +293,7 @@ impl Session for Recorder {
 async fn start_recorder(
     dir: &Path,
     ca: &ClusterCa,
-    issued: &Issued,
+    issued: &RoleCertificate,
     role: Role,
     node: &str,
 ) -> (SocketAddr, Recorder) {
