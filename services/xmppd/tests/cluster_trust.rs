@@ -229,9 +229,18 @@ async fn refusals(nodes: Nodes) {
             .iter()
             .filter(|rpc| rpc.server(&router, &session).pid() == server.pid())
             .count();
-        let refused = server.log().matches("tls handshake failed").count();
+        // The server logs a refusal after the caller has seen it: wait for the last lines.
+        let wanted = calls * strangers.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = loop {
+            let refused = server.log().matches("tls handshake failed").count();
+            if refused >= wanted || Instant::now() > deadline {
+                break refused;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(
-            refused >= calls * strangers.len(),
+            refused >= wanted,
             "{refused} refused handshakes; log:\n{}",
             server.log()
         );
