@@ -10,6 +10,7 @@
 #   loadtest/compare/run.sh idle-scale xmppd-cluster 50000   # idle memory at scale (below)
 #   TRANSPORT=websocket SERVERS="ejabberd prosody" loadtest/compare/run.sh   # over RFC 7395
 #   FEATURES="--carbons --blocklist 3" loadtest/compare/run.sh   # every user turns them on
+#   SERVERS="xmppd-cluster-plain xmppd-cluster" loadtest/compare/run.sh   # mutual TLS off, on
 #   XMPPD_BASE=/work/wt-old SERVERS="xmppd-allinone-base xmppd-allinone" ROUNDS=3 \
 #       loadtest/compare/run.sh                 # this commit beside another one's build
 #
@@ -283,12 +284,16 @@ start_cluster() {
     certificate
     cluster_certificates "$config_dir/session-1.toml" || return 1
     CLUSTER_PIDS=""
+    # `xmppd-cluster-plain` is this cluster with plain-text gRPC between its nodes, to set
+    # beside `xmppd-cluster` for what mutual TLS costs.
+    local cluster_tls=()
+    [[ "$name" == *-plain ]] && cluster_tls=(XMPPD_CLUSTER_TLS__ENABLED=false)
     # The file name says the role: session-1.toml runs `xmppd session`.
     for config in "$config_dir"/session-*.toml "$config_dir"/router-*.toml "$config_dir"/connection-manager-*.toml; do
         local role
         role=$(basename "$config" .toml)
         role=${role%-*}
-        XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
+        env "${cluster_tls[@]}" XMPPD_TLS__CERT_FILE="$CERT" XMPPD_TLS__KEY_FILE="$CERT_KEY" \
             "$XMPPD_BIN" --config "$config" "$role" \
             >"$WORK/$name-$(basename "$config" .toml).log" 2>&1 &
         CLUSTER_PIDS="$CLUSTER_PIDS $!"
@@ -315,6 +320,8 @@ start_xmppd_cluster() { start_cluster xmppd-cluster; }
 stop_xmppd_cluster() { stop_pids "$WORK/xmppd-cluster.pids"; }
 start_xmppd_cluster_base() { start_cluster xmppd-cluster-base; }
 stop_xmppd_cluster_base() { stop_pids "$WORK/xmppd-cluster-base.pids"; }
+start_xmppd_cluster_plain() { start_cluster xmppd-cluster-plain; }
+stop_xmppd_cluster_plain() { stop_pids "$WORK/xmppd-cluster-plain.pids"; }
 
 # Stops the processes a start function listed in `file`, also when it ran in another shell
 # (`run.sh start` then `run.sh stop`), so that no old server keeps the ports of the next.

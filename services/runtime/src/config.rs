@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use toml::Value;
@@ -479,14 +481,41 @@ impl ListenConfig {
 }
 
 impl ClusterConfig {
-    /// The configured id, or one that is unique per process on this host.
+    /// The configured id, or one that is unique per process start: a
+    /// container restarted in its pod keeps its hostname and its pid (1),
+    /// and must not pass for its predecessor, whose sessions are reaped once
+    /// its heartbeat expires.
     pub fn node_id_or_generated(&self, role: &str) -> String {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
-        format!("{role}-{host}-{}", std::process::id())
+        generated_node_id(role, &host, std::process::id(), process_start())
     }
+}
+
+/// `<role>-<host>-<pid>-<start>`, the start in milliseconds since the epoch
+/// and base 36.
+fn generated_node_id(role: &str, host: &str, pid: u32, start: SystemTime) -> String {
+    let mut millis = start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((millis % 36) as u32, 36).unwrap_or('0'));
+        millis /= 36;
+        if millis == 0 {
+            break;
+        }
+    }
+    let start: String = digits.iter().rev().collect();
+    format!("{role}-{host}-{pid}-{start}")
+}
+
+/// When this process first asked: every id it generates names the same start.
+fn process_start() -> SystemTime {
+    static START: OnceLock<SystemTime> = OnceLock::new();
+    *START.get_or_init(SystemTime::now)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -650,6 +679,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_restart_with_the_same_host_and_pid_gets_another_node_id() {
+        let start = UNIX_EPOCH + std::time::Duration::from_millis(1_796_000_000_000);
+        let restart = start + std::time::Duration::from_millis(1);
+        let first = generated_node_id("cm", "xmppd-cm-0", 1, start);
+        assert_eq!(first, "cm-xmppd-cm-0-1-mx2k114w");
+        assert_ne!(first, generated_node_id("cm", "xmppd-cm-0", 1, restart));
+        let config = ClusterConfig::default();
+        assert_eq!(
+            config.node_id_or_generated("router"),
+            config.node_id_or_generated("router"),
+            "one process, one id"
+        );
     }
 
     #[test]
