@@ -1,7 +1,7 @@
 //! Helpers on the wire types: typed views of an envelope's addresses and
 //! `type` (the cluster's addresses are normalised strings, read through
 //! [`JidRef`]; the type rules are [`MessageType`]'s and [`IqType`]'s), error
-//! answers to envelopes, credentials from SCRAM keys.
+//! answers to envelopes, credentials from and to SCRAM keys.
 
 use xmppd_protocol::error::StanzaError;
 use xmppd_protocol::stanza::error_stanza;
@@ -18,6 +18,23 @@ impl From<xmppd_sasl::ScramKeys> for Credential {
             stored_key: keys.stored_key,
             server_key: keys.server_key,
         }
+    }
+}
+
+impl Credential {
+    /// The SCRAM keys for `hash` among an account's credentials, if it has
+    /// them.
+    pub fn keys_for(hash: xmppd_sasl::ScramHash, credentials: &[Credential]) -> Option<xmppd_sasl::ScramKeys> {
+        credentials
+            .iter()
+            .find(|credential| credential.mechanism == hash.mechanism_name())
+            .map(|credential| xmppd_sasl::ScramKeys {
+                hash,
+                salt: credential.salt.clone(),
+                iterations: credential.iterations,
+                stored_key: credential.stored_key.clone(),
+                server_key: credential.server_key.clone(),
+            })
     }
 }
 

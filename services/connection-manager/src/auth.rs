@@ -22,7 +22,7 @@ use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::stream::StreamEvent;
-use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, ScramServer};
+use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramServer};
 
 use crate::edge::{Edge, EdgeSettings};
 use crate::limits::failure_delay;
@@ -229,19 +229,6 @@ async fn credentials(edge: &Edge, jid: &Jid) -> Result<Vec<Credential>, (Refusal
         })
 }
 
-fn keys_for(hash: ScramHash, credentials: &[Credential]) -> Option<ScramKeys> {
-    credentials
-        .iter()
-        .find(|credential| credential.mechanism == hash.mechanism_name())
-        .map(|credential| ScramKeys {
-            hash,
-            salt: credential.salt.clone(),
-            iterations: credential.iterations,
-            stored_key: credential.stored_key.clone(),
-            server_key: credential.server_key.clone(),
-        })
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn scram(
     edge: &Edge,
@@ -280,7 +267,7 @@ async fn scram(
         Err(refusal) => return Ok(Err(refusal)),
     };
     let keys = match credentials(edge, &jid).await {
-        Ok(credentials) => keys_for(hash, &credentials),
+        Ok(credentials) => Credential::keys_for(hash, &credentials),
         Err(refusal) => return Ok(Err(refusal)),
     };
     let server_first = server.server_first(keys);
@@ -346,8 +333,8 @@ async fn plain(edge: &Edge, ip: IpAddr, message: Vec<u8>) -> Attempt {
     let plain = xmppd_sasl::parse_plain(&message).map_err(|error| (error.into(), None))?;
     let jid = account(edge, ip, &plain.username, plain.authzid.as_deref())?;
     let credentials = credentials(edge, &jid).await?;
-    let keys = keys_for(ScramHash::Sha256, &credentials)
-        .or_else(|| keys_for(ScramHash::Sha1, &credentials));
+    let keys = Credential::keys_for(ScramHash::Sha256, &credentials)
+        .or_else(|| Credential::keys_for(ScramHash::Sha1, &credentials));
     let not_authorized = || {
         (
             Refusal::Sasl(SaslError::NotAuthorized),

@@ -106,6 +106,7 @@ impl Cluster {
             id: node_id,
             role: Role::ConnectionManager as i32,
             grpc_address: String::new(),
+            ..Default::default()
         };
         Cluster {
             inner: Arc::new(Inner {

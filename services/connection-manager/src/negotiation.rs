@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tracing::Instrument;
+use xmppd_grpc::Origin;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
@@ -95,7 +96,7 @@ async fn negotiate<S: ClientStream>(
             }
             continue;
         };
-        let bound = bind(edge, &mut stream, account, deadline).await?;
+        let bound = bind(edge, &mut stream, account, peer, deadline).await?;
         return Ok((stream, bound));
     }
 }
@@ -295,6 +296,7 @@ async fn bind<S: ClientStream>(
     edge: &Edge,
     stream: &mut S,
     account: &Jid,
+    peer: SocketAddr,
     deadline: Instant,
 ) -> Result<Bound, StreamEnd> {
     let sm_enabled = edge.settings.stream_management.enabled;
@@ -363,7 +365,7 @@ async fn bind<S: ClientStream>(
         let started = std::time::Instant::now();
         let bound = edge
             .cluster
-            .bind(account.as_str(), resource.as_deref())
+            .bind(account.as_str(), resource.as_deref(), origin::<S>(peer))
             .await;
         edge.metrics
             .login
@@ -465,4 +467,12 @@ pub fn iq_result(request: &Stanza, payload: Option<&str>) -> Vec<u8> {
         None => out.push_str("/>"),
     }
     out.into_bytes()
+}
+
+/// What administrators see of where a bound stream comes from.
+fn origin<S: ClientStream>(peer: SocketAddr) -> Origin {
+    Origin {
+        transport: S::TRANSPORT.to_string(),
+        address: peer.ip().to_string(),
+    }
 }

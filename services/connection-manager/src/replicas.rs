@@ -299,6 +299,7 @@ mod tests {
             id: id.into(),
             role: Role::Session as i32,
             grpc_address: grpc_address.into(),
+            ..Default::default()
         }
     }
 

@@ -46,6 +46,12 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DELAY: &str = "urn:xmpp:delay";
 /// Offline message storage disco feature (XEP-0160).
 pub const OFFLINE: &str = "msgoffline";
+/// Ad-hoc commands (XEP-0050).
+pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
+/// Data forms (XEP-0004).
+pub const DATA_FORMS: &str = "jabber:x:data";
+/// Service administration (XEP-0133): its commands' nodes and `FORM_TYPE`.
+pub const ADMIN: &str = "http://jabber.org/protocol/admin";
 /// The namespace bound to the `xml` prefix by the XML specification.
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 

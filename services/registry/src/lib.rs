@@ -107,6 +107,14 @@ pub struct Account {
     pub policy: Option<Arc<AccountPolicy>>,
 }
 
+/// A page of [`Registry::resources_page`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourcePage {
+    pub resources: Vec<BoundResource>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
+}
+
 /// What [`Registry::unbind`] removed, or [`Registry::bind`] replaced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unbound {
@@ -187,9 +195,17 @@ pub trait Registry: Send + Sync + 'static {
     /// by full JID.
     async fn resources_on_node(&self, node_id: &str) -> Result<Vec<BoundResource>, RegistryError>;
 
-    /// Every session, sorted by full JID. For admin listings: it reads the
-    /// whole registry.
-    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError>;
+    /// One page of every bound resource, for administrators: the resources
+    /// of at least `limit` accounts (fewer on the last page; Redis may give
+    /// a few more) after `cursor` (empty: from the start), sorted by full
+    /// JID within the page, and the cursor of the next page (`None` after
+    /// the last). A cursor is opaque; one this registry did not make fails
+    /// with [`RegistryError::BadCursor`].
+    async fn resources_page(
+        &self,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<ResourcePage, RegistryError>;
 
     async fn count_sessions(&self) -> Result<u64, RegistryError>;
 
@@ -242,13 +258,16 @@ pub enum RegistryError {
     /// Writers kept changing the entry between our read and our write.
     #[error("registry entry {0} kept changing, gave up")]
     Contended(String),
+    /// A page cursor this registry did not hand out.
+    #[error("not a cursor of this registry")]
+    BadCursor,
 }
 
-/// Every registry error is Redis failing or a write contended past its
-/// retries: each counts in `xmppd_redis_call_errors_total`.
+/// Every registry error but a caller's bad cursor is Redis failing or a
+/// write contended past its retries: each counts in `xmppd_redis_call_errors_total`.
 impl xmppd_metrics::CallError for RegistryError {
     fn is_failure(&self) -> bool {
-        true
+        !matches!(self, RegistryError::BadCursor)
     }
 }
 

@@ -6,7 +6,7 @@
 //! member list, and when a replica joins or leaves only the accounts it
 //! gains or loses move.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use xmppd_grpc::{Node, Role};
@@ -48,8 +48,10 @@ fn rendezvous_weight(node_id: &str, key: &str) -> u64 {
 /// How the live members of a role differ from the nodes a follower holds
 /// connections to. A member is the whole registration: one that came back
 /// under the same id at another address is a member that left and one that
-/// joined, so its old connection is closed and a new one opened.
-#[derive(Debug, PartialEq, Eq)]
+/// joined, so its old connection is closed and a new one opened. The load a
+/// node reports with each heartbeat (`stanzas_per_second`) is not part of
+/// it.
+#[derive(Debug, PartialEq)]
 pub struct Changes<'a> {
     /// Ids of the held nodes that are no longer live members.
     pub left: Vec<String>,
@@ -62,13 +64,19 @@ pub struct Changes<'a> {
 /// its login streams): `held` against `live`.
 pub fn changes<'a, 'h>(held: impl IntoIterator<Item = &'h Node>, live: &'a [Node]) -> Changes<'a> {
     let held: Vec<&Node> = held.into_iter().collect();
+    let same = |a: &Node, b: &Node| {
+        a.id == b.id && a.role == b.role && a.grpc_address == b.grpc_address
+    };
     Changes {
         left: held
             .iter()
-            .filter(|node| !live.contains(node))
+            .filter(|node| !live.iter().any(|member| same(node, member)))
             .map(|node| node.id.clone())
             .collect(),
-        joined: live.iter().filter(|node| !held.contains(node)).collect(),
+        joined: live
+            .iter()
+            .filter(|member| !held.iter().any(|node| same(node, member)))
+            .collect(),
     }
 }
 
@@ -139,19 +147,29 @@ pub fn follow(registry: SharedRegistry, role: Role, interval: Duration) -> Membe
 
 /// Keeps `node` registered in the registry: a heartbeat every `interval`,
 /// each valid for `ttl`, until `shutdown` resolves; then deregisters it so
-/// that peers stop using it at once instead of waiting for the TTL.
+/// that peers stop using it at once instead of waiting for the TTL. Each
+/// heartbeat carries the rate of `delivered` (a count of stanzas that only
+/// grows) since the one before, as `stanzas_per_second`.
 pub async fn keep_registered(
     registry: SharedRegistry,
-    node: Node,
+    mut node: Node,
     interval: Duration,
     ttl: Duration,
+    delivered: impl Fn() -> u64,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut ticker = tokio::time::interval(interval);
+    let mut last = (Instant::now(), delivered());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                let now = (Instant::now(), delivered());
+                let seconds = now.0.duration_since(last.0).as_secs_f64();
+                if seconds > 0.0 {
+                    node.stanzas_per_second = now.1.saturating_sub(last.1) as f64 / seconds;
+                }
+                last = now;
                 if let Err(error) = registry.heartbeat(&node, ttl).await {
                     tracing::warn!(%error, node = %node.id, "heartbeat failed");
                 }
@@ -174,6 +192,7 @@ mod tests {
                 id: id.to_string(),
                 role: Role::Session as i32,
                 grpc_address: String::new(),
+                ..Default::default()
             })
             .collect()
     }
@@ -189,6 +208,15 @@ mod tests {
         let moved = super::changes(&held, &live);
         assert_eq!(moved.left, ["a", "b"]);
         assert_eq!(moved.joined, [&live[0], &live[1]]);
+    }
+
+    #[test]
+    fn a_node_reporting_a_new_load_is_the_same_member() {
+        let held = nodes(&["a"]);
+        let mut live = nodes(&["a"]);
+        live[0].stanzas_per_second = 1234.5;
+        let changes = changes(&held, &live);
+        assert!(changes.left.is_empty() && changes.joined.is_empty(), "{changes:?}");
     }
 
     #[test]

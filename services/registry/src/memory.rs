@@ -9,7 +9,7 @@ use bytes::Bytes;
 use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 use crate::rules::{self, Change};
-use crate::{Account, Registry, RegistryError, Unbound, sort_by_jid, split_full};
+use crate::{Account, Registry, RegistryError, ResourcePage, Unbound, sort_by_jid, split_full};
 
 #[derive(Default)]
 pub struct MemoryRegistry {
@@ -228,9 +228,36 @@ impl Registry for MemoryRegistry {
         Ok(sort_by_jid(found))
     }
 
-    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError> {
-        let all = read(&self.sessions).all().cloned().collect();
-        Ok(sort_by_jid(all))
+    /// The cursor is the last bare JID of the previous page: accounts come
+    /// in the order of their bare JIDs.
+    async fn resources_page(
+        &self,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<ResourcePage, RegistryError> {
+        let sessions = read(&self.sessions);
+        // The `limit` first accounts after the cursor, without sorting (or
+        // copying) every key: a bounded max-heap of the smallest seen.
+        let mut smallest = std::collections::BinaryHeap::with_capacity(limit + 1);
+        for bare in sessions.by_bare.keys() {
+            if bare.as_str() > cursor {
+                smallest.push(bare.as_str());
+                if smallest.len() > limit.max(1) {
+                    smallest.pop();
+                }
+            }
+        }
+        let page = smallest.into_sorted_vec();
+        let more = page.last().is_some_and(|last| {
+            sessions.by_bare.keys().any(|bare| bare.as_str() > *last)
+        });
+        Ok(ResourcePage {
+            resources: page
+                .iter()
+                .flat_map(|bare| sessions.by_bare[*bare].resources.iter().cloned())
+                .collect(),
+            next: more.then(|| page.last().map(|last| last.to_string())).flatten(),
+        })
     }
 
     async fn count_sessions(&self) -> Result<u64, RegistryError> {

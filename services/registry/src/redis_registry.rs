@@ -11,7 +11,9 @@ use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
-use crate::{Account, Caching, Registry, RegistryError, Unbound, sort_by_jid, split_full};
+use crate::{
+    Account, Caching, Registry, RegistryError, ResourcePage, Unbound, sort_by_jid, split_full,
+};
 use xmppd_cache::CacheStatistics;
 use xmppd_metrics::{Calls, Operation};
 
@@ -104,7 +106,7 @@ enum RedisOperation {
     Session,
     Account,
     ResourcesOnNode,
-    AllResources,
+    ResourcesPage,
     CountSessions,
     AddDirected,
     RemoveDirected,
@@ -125,7 +127,7 @@ impl Operation for RedisOperation {
         RedisOperation::Session,
         RedisOperation::Account,
         RedisOperation::ResourcesOnNode,
-        RedisOperation::AllResources,
+        RedisOperation::ResourcesPage,
         RedisOperation::CountSessions,
         RedisOperation::AddDirected,
         RedisOperation::RemoveDirected,
@@ -146,7 +148,7 @@ impl Operation for RedisOperation {
             RedisOperation::Session => "session",
             RedisOperation::Account => "account",
             RedisOperation::ResourcesOnNode => "resources_on_node",
-            RedisOperation::AllResources => "all_resources",
+            RedisOperation::ResourcesPage => "resources_page",
             RedisOperation::CountSessions => "count_sessions",
             RedisOperation::AddDirected => "add_directed",
             RedisOperation::RemoveDirected => "remove_directed",
@@ -457,26 +459,32 @@ impl RedisRegistry {
         Ok(ids)
     }
 
-    /// Every `res:` key, by `SCAN` so that Redis never blocks on a full listing.
-    async fn resource_keys(&self) -> Result<Vec<String>, RegistryError> {
+    /// At least `limit` `res:` keys from the `SCAN` cursor `cursor` on (fewer
+    /// at the end), and the cursor after them (0 at the end). `SCAN` never
+    /// blocks Redis, and a key that lives through the whole scan is returned
+    /// once; keys created or deleted meanwhile may or may not be.
+    async fn resource_keys(
+        &self,
+        mut cursor: u64,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), RegistryError> {
         let pattern = self.keys.all_resources_pattern();
         let mut conn = self.conn.clone();
         let mut keys = Vec::new();
-        let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(SCAN_COUNT)
+                .arg(limit.max(SCAN_COUNT))
                 .query_async(&mut conn)
                 .await?;
             keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
             cursor = next;
+            if cursor == 0 || keys.len() >= limit {
+                return Ok((keys, cursor));
+            }
         }
     }
 }
@@ -695,21 +703,32 @@ impl Registry for RedisRegistry {
             .await
     }
 
-    async fn all_resources(&self) -> Result<Vec<BoundResource>, RegistryError> {
+    async fn resources_page(
+        &self,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<ResourcePage, RegistryError> {
+        let start = match cursor {
+            "" => 0,
+            cursor => cursor.parse().map_err(|_| RegistryError::BadCursor)?,
+        };
         self.calls
-            .call(RedisOperation::AllResources, async {
-                let keys = self.resource_keys().await?;
+            .call(RedisOperation::ResourcesPage, async {
+                let (keys, next) = self.resource_keys(start, limit.max(1)).await?;
                 let mut pipe = redis::pipe();
                 for key in &keys {
                     pipe.hgetall(key);
                 }
                 let accounts: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
                     pipe.query_async(&mut self.conn.clone()).await?;
-                let mut sessions = Vec::new();
+                let mut resources = Vec::new();
                 for (key, fields) in keys.iter().zip(accounts) {
-                    sessions.extend(decode_account(key, fields)?.resources);
+                    resources.extend(decode_account(key, fields)?.resources);
                 }
-                Ok(sort_by_jid(sessions))
+                Ok(ResourcePage {
+                    resources: sort_by_jid(resources),
+                    next: (next != 0).then(|| next.to_string()),
+                })
             })
             .await
     }
@@ -869,6 +888,10 @@ mod tests {
             flags: Some(ResourceFlags {
                 carbons: true,
                 blocklist_pushes: true,
+            }),
+            origin: Some(xmppd_grpc::Origin {
+                transport: "tcp".into(),
+                address: "192.0.2.7".into(),
             }),
         }
     }

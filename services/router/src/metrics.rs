@@ -106,6 +106,15 @@ impl RouterMetrics {
         );
     }
 
+    /// Stanzas counted with the outcome `delivered`.
+    pub fn delivered(&self) -> u64 {
+        self.stanzas
+            .get_or_create(&OutcomeLabels {
+                outcome: "delivered",
+            })
+            .get()
+    }
+
     pub fn count(&self, outcome: &'static str) {
         self.stanzas.get_or_create(&OutcomeLabels { outcome }).inc();
     }

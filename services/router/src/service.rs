@@ -90,6 +90,12 @@ impl RouterService {
         self.core.replicas.parked_frames()
     }
 
+    /// Stanzas delivered to resources since the router started (the
+    /// `delivered` outcome of `xmppd_router_stanzas`).
+    pub fn delivered(&self) -> u64 {
+        self.core.metrics.delivered()
+    }
+
     /// Whether the router can route: at least one session replica is reachable.
     pub fn is_ready(&self) -> bool {
         self.core.replicas.count() > 0

@@ -34,6 +34,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub cluster_tls: ClusterTlsConfig,
     pub observability: ObservabilityConfig,
+    pub admin: AdminConfig,
     pub tracing: TracingConfig,
     /// `[modules.<name>]`: the section of each account module (session
     /// replicas and the all-in-one), read by the module itself; every module
@@ -432,6 +433,34 @@ impl Default for ClusterTlsConfig {
             cert_file: None,
             key_file: None,
             reload_ms: 10_000,
+        }
+    }
+}
+
+/// The HTTP admin API (`docs/admin.md`), served by session replicas and the
+/// all-in-one process.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens. Empty disables it.
+    pub listen: String,
+    /// Serve it over TLS with the server's certificate (`tls.cert_file`,
+    /// `tls.key_file`, or the generated one).
+    pub tls: bool,
+    /// Bare JIDs that hold the admin role, besides those granted with
+    /// `xmppd admin grant`.
+    pub admins: Vec<String>,
+    /// Lifetime of the token a password login gets.
+    pub login_token_ttl_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5285".into(),
+            tls: true,
+            admins: Vec::new(),
+            login_token_ttl_secs: 3600,
         }
     }
 }

@@ -123,6 +123,19 @@ pub trait AccountModule: Send + Sync + 'static {
         Disco::default()
     }
 
+    /// The XEP-0030 items of `node` of the server's domain, as `<item/>`
+    /// elements in the disco#items namespace, as `requester` (a bare JID)
+    /// may see them; `None` when the module has no such node.
+    async fn node_items(
+        &self,
+        core: &Core,
+        node: &str,
+        requester: &str,
+    ) -> anyhow::Result<Option<Vec<Element>>> {
+        let _ = (core, node, requester);
+        Ok(None)
+    }
+
     /// A stanza addressed to the account has reached its replica: a message
     /// no resource took, presence for the account (subscriptions, probes),
     /// an IQ to its bare JID. Runs in the order of [`crate::modules::all`]
@@ -173,9 +186,13 @@ pub struct Modules {
 impl Modules {
     /// The enabled ones of `registered`, each given its section of
     /// `configured` (`[modules]`); a section that names no module is an error.
+    /// `built` come last in hook order: modules made from more than a
+    /// section of their own (the admin commands, which take the
+    /// administrators from `[admin]`), always enabled.
     pub fn build(
         registered: &[(&'static str, Constructor)],
         configured: &BTreeMap<String, toml::Table>,
+        built: Vec<(&'static str, Box<dyn AccountModule>)>,
     ) -> anyhow::Result<Modules> {
         let names: Vec<&str> = registered.iter().map(|(name, _)| *name).collect();
         if let Some(unknown) = configured
@@ -201,6 +218,7 @@ impl Modules {
                 modules.push((*name, module));
             }
         }
+        modules.extend(built);
         Ok(Modules {
             modules: modules.into(),
         })

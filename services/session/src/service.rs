@@ -78,9 +78,11 @@ impl Core {
         Ok(())
     }
 
-    pub async fn send_to_any_router(&self, frames: Vec<session_down::Frame>) {
+    /// Hands `frames` to one attached router; false (and nothing sent) when
+    /// none is attached, or when its stream closed on the way.
+    pub async fn send_to_any_router(&self, frames: Vec<session_down::Frame>) -> bool {
         if frames.is_empty() {
-            return;
+            return true;
         }
         let router = {
             let mut routers = self.routers.lock().expect("routers lock");
@@ -89,11 +91,14 @@ impl Core {
         };
         let Some(router) = router else {
             tracing::warn!(frames = frames.len(), "no router attached, output dropped");
-            return;
+            return false;
         };
         for frame in frames {
-            let _ = router.send(Ok(down(frame))).await;
+            if router.send(Ok(down(frame))).await.is_err() {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -390,6 +395,7 @@ impl SessionService {
             node_id: request.node_id.clone(),
             conn_id: request.conn_id,
             bound_at: now_ms(),
+            origin: request.origin,
             ..Default::default()
         };
         let replaced = self
@@ -475,7 +481,7 @@ mod tests {
             .await
             .unwrap();
         let registry: SharedRegistry = Arc::new(MemoryRegistry::default());
-        let modules = crate::modules::all(&Default::default()).unwrap();
+        let modules = crate::modules::all(&Default::default(), Vec::new()).unwrap();
         let service = SessionService::new(
             settings(),
             store,

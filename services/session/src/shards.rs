@@ -109,7 +109,9 @@ async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
                     let _ = out.send(Ok(down(session_down::Frame::Ack(acked)))).await;
                 }
             }
-            Sink::AnyRouter => core.send_to_any_router(frames).await,
+            Sink::AnyRouter => {
+                core.send_to_any_router(frames).await;
+            }
         }
     }
 }

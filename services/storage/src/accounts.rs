@@ -168,25 +168,69 @@ impl Store {
         }
     }
 
-    /// Bare JIDs in byte order, all of them or those of one domain.
-    pub async fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError> {
+    /// One page of accounts in JID order: at most `limit` after `after`
+    /// (empty: from the first), on `domain` if given, whose JID contains
+    /// `search` if it is not empty. A page is one indexed range read, so
+    /// listing never holds the whole table.
+    pub async fn accounts_page(
+        &self,
+        domain: Option<&str>,
+        search: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<AccountEntry>, StoreError> {
         self.calls
-            .call(SqlOperation::ListAccounts, async {
-                let query = match domain {
-                    None => sqlx::query("SELECT jid FROM accounts ORDER BY jid"),
-                    Some(domain) => {
-                        sqlx::query("SELECT jid FROM accounts WHERE domain = $1 ORDER BY jid")
-                            .bind(domain)
-                    }
-                };
-                let rows = query.fetch_all(&self.pool).await?;
+            .call(SqlOperation::AccountsPage, async {
+                let rows = sqlx::query(
+                    "SELECT jid, created_at FROM accounts \
+                     WHERE jid > $1 AND ($2 = '' OR domain = $2) \
+                     AND ($3 = '' OR jid LIKE $3 ESCAPE '\\') \
+                     ORDER BY jid LIMIT $4",
+                )
+                .bind(after)
+                .bind(domain.unwrap_or_default())
+                .bind(like_pattern(search))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
                 Ok(rows
                     .iter()
-                    .map(|row| row.try_get("jid"))
-                    .collect::<Result<_, _>>()?)
+                    .map(|row| {
+                        Ok(AccountEntry {
+                            jid: row.try_get("jid")?,
+                            created_at_ms: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?)
             })
             .await
     }
+}
+
+/// An account as listings show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountEntry {
+    pub jid: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A `LIKE` pattern matching JIDs that contain `search` literally; empty
+/// for an empty search.
+fn like_pattern(search: &str) -> String {
+    if search.is_empty() {
+        return String::new();
+    }
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 async fn insert_credentials(

@@ -34,7 +34,7 @@ mod offline;
 mod roster;
 mod store;
 
-pub use accounts::Credential;
+pub use accounts::{AccountEntry, Credential};
 pub use credential_cache::CredentialCaching;
 pub use migrations::{Embedded as Migration, Schema};
 pub use offline::{LastActivity, OfflineMessage};

@@ -40,7 +40,7 @@ on_both_backends![
     create_account_and_duplicate,
     delete_account_removes_everything,
     set_credentials_replaces_all,
-    list_accounts_sorted_by_domain,
+    accounts_page_by_domain_search_and_cursor,
     roster_put_remove_and_versions,
     roster_groups_round_trip,
     offline_quota_order_and_take,
@@ -240,7 +240,7 @@ async fn set_credentials_replaces_all(url: String) {
     );
 }
 
-async fn list_accounts_sorted_by_domain(url: String) {
+async fn accounts_page_by_domain_search_and_cursor(url: String) {
     let store = Store::connect(&url, POOL).await.unwrap();
     for jid in [
         "b@example.com",
@@ -248,29 +248,49 @@ async fn list_accounts_sorted_by_domain(url: String) {
         "a@example.org",
         "a@example.com",
         "c@sub.example.com",
+        "a_b@example.com",
+        "a%b@example.com",
     ] {
         store.create_account(jid, &[]).await.unwrap();
     }
+    let page = |domain: Option<&'static str>, search: &'static str, after: &'static str, limit| {
+        let store = store.clone();
+        async move {
+            let entries = store
+                .accounts_page(domain, search, after, limit)
+                .await
+                .unwrap();
+            entries.into_iter().map(|entry| entry.jid).collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        store.list_accounts(None).await.unwrap(),
+        page(None, "", "", 100).await,
         [
             "Z@example.com",
+            "a%b@example.com",
             "a@example.com",
             "a@example.org",
+            "a_b@example.com",
             "b@example.com",
             "c@sub.example.com"
         ]
     );
     assert_eq!(
-        store.list_accounts(Some("example.com")).await.unwrap(),
-        ["Z@example.com", "a@example.com", "b@example.com"]
+        page(Some("example.com"), "", "", 2).await,
+        ["Z@example.com", "a%b@example.com"]
     );
-    assert!(
-        store
-            .list_accounts(Some("nowhere.test"))
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        page(Some("example.com"), "", "a%b@example.com", 2).await,
+        ["a@example.com", "a_b@example.com"]
+    );
+    assert!(page(Some("example.com"), "", "b@example.com", 2).await.is_empty());
+    assert!(page(Some("nowhere.test"), "", "", 10).await.is_empty());
+    // LIKE's wildcards in a search are taken literally.
+    assert_eq!(page(None, "_", "", 10).await, ["a_b@example.com"]);
+    assert_eq!(page(None, "%", "", 10).await, ["a%b@example.com"]);
+    assert_eq!(
+        page(None, "sub.", "", 10).await,
+        ["c@sub.example.com"]
     );
 }
 

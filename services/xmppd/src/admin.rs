@@ -3,10 +3,12 @@
 //! (also while the server runs) or the cluster's Postgres and Redis.
 
 use std::io::BufRead;
+use std::os::fd::AsFd;
 
 use anyhow::{Context, bail};
 use axum::routing::get;
 use clap::Subcommand;
+use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::SharedRegistry;
 use xmppd_runtime::Config;
@@ -14,23 +16,20 @@ use xmppd_storage::{Credential, StoreError};
 
 use crate::assemble;
 
+/// Accounts or resources read per round trip when listing them.
+const LIST_PAGE: u32 = 500;
+
 #[derive(Subcommand)]
 pub enum UserCommand {
-    /// Create an account. The password is read from --password, from
-    /// XMPPD_PASSWORD, or from the first line of standard input.
-    Add {
-        jid: String,
-        #[arg(long, env = "XMPPD_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-    },
+    /// Create an account. The password is asked for on the terminal
+    /// (without echo), or read from XMPPD_PASSWORD, or from the first line
+    /// of standard input when that is not a terminal; never from the command
+    /// line, where other users of the machine could read it.
+    Add { jid: String },
     /// Delete an account and everything stored for it.
     Remove { jid: String },
-    /// Set a new password.
-    Passwd {
-        jid: String,
-        #[arg(long, env = "XMPPD_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-    },
+    /// Set a new password, read as `user add` reads it.
+    Passwd { jid: String },
     /// List the accounts of the configured domain (or all with --all).
     List {
         #[arg(long)]
@@ -38,12 +37,43 @@ pub enum UserCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum RoleCommand {
+    /// Give an account the admin role (the admin API and ad-hoc commands).
+    Grant { jid: String },
+    /// Take the admin role back.
+    Revoke { jid: String },
+}
+
+/// `xmppd admin grant|revoke`: on the database, recorded in the audit log.
+pub async fn role(config: &Config, command: RoleCommand) -> anyhow::Result<()> {
+    let store = assemble::store(config).await?;
+    xmppd_admin::migrate(&store).await?;
+    let (jid, admin) = match command {
+        RoleCommand::Grant { jid } => (jid, true),
+        RoleCommand::Revoke { jid } => (jid, false),
+    };
+    let jid = account(config, &jid)?;
+    if admin && !store.account_exists(jid.as_str()).await? {
+        bail!("{jid} does not exist");
+    }
+    let changed = xmppd_admin::auth::set_role(&store, jid.as_str(), admin).await?;
+    match (admin, changed) {
+        (true, true) => println!("{jid} is an administrator"),
+        (true, false) => println!("{jid} was an administrator already"),
+        (false, true) => println!("{jid} is no longer an administrator"),
+        (false, false) => println!("{jid} was not an administrator"),
+    }
+    store.close().await;
+    Ok(())
+}
+
 pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     let store = assemble::store(config).await?;
     match command {
-        UserCommand::Add { jid, password } => {
+        UserCommand::Add { jid } => {
             let jid = account(config, &jid)?;
-            let credentials = credentials(config, password)?;
+            let credentials = credentials(config)?;
             match store.create_account(jid.as_str(), &credentials).await {
                 Ok(()) => println!("created {jid}"),
                 Err(StoreError::AlreadyExists) => bail!("{jid} already exists"),
@@ -57,9 +87,9 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             }
             println!("removed {jid}");
         }
-        UserCommand::Passwd { jid, password } => {
+        UserCommand::Passwd { jid } => {
             let jid = account(config, &jid)?;
-            let credentials = credentials(config, password)?;
+            let credentials = credentials(config)?;
             match store.set_credentials(jid.as_str(), &credentials).await {
                 Ok(()) => println!("password of {jid} changed"),
                 Err(StoreError::NotFound) => bail!("{jid} does not exist"),
@@ -68,8 +98,16 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { all } => {
             let domain = (!all).then_some(config.server.domain.as_str());
-            for jid in store.list_accounts(domain).await? {
-                println!("{jid}");
+            let mut after = String::new();
+            loop {
+                let page = store.accounts_page(domain, "", &after, LIST_PAGE).await?;
+                for account in &page {
+                    println!("{}", account.jid);
+                }
+                match page.last() {
+                    Some(last) if page.len() == LIST_PAGE as usize => after = last.jid.clone(),
+                    _ => break,
+                }
             }
         }
     }
@@ -95,15 +133,10 @@ fn account(config: &Config, jid: &str) -> anyhow::Result<Jid> {
     Ok(jid)
 }
 
-fn credentials(config: &Config, password: Option<String>) -> anyhow::Result<Vec<Credential>> {
-    let password = match password {
-        Some(password) => password,
-        None => {
-            eprintln!("password (one line on standard input):");
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            line.trim_end_matches(['\r', '\n']).to_string()
-        }
+fn credentials(config: &Config) -> anyhow::Result<Vec<Credential>> {
+    let password = match std::env::var("XMPPD_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => read_password()?,
     };
     if password.is_empty() {
         bail!("the password must not be empty");
@@ -111,6 +144,35 @@ fn credentials(config: &Config, password: Option<String>) -> anyhow::Result<Vec<
     let keys = xmppd_sasl::new_credentials(&password, config.auth.scram_iterations)
         .map_err(|error| anyhow::anyhow!("unusable password: {error}"))?;
     Ok(keys.into_iter().map(Credential::from).collect())
+}
+
+/// A password from the terminal, typed twice without echo; or the first
+/// line of standard input when that is not a terminal (a pipe, a file).
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    let Ok(terminal) = tcgetattr(stdin.as_fd()) else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    };
+    let mut quiet = terminal.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(stdin.as_fd(), OptionalActions::Now, &quiet)?;
+    let read = |prompt: &str| -> std::io::Result<String> {
+        eprint!("{prompt}");
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let typed = read("password: ").and_then(|first| Ok((first, read("again: ")?)));
+    // Echo comes back whatever was read.
+    tcsetattr(stdin.as_fd(), OptionalActions::Now, &terminal)?;
+    let (first, again) = typed?;
+    if first != again {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
 }
 
 /// Lists the bound resources: from Redis for a cluster, or by asking the running
@@ -132,18 +194,27 @@ async fn resource_lines(registry: &SharedRegistry) -> anyhow::Result<String> {
         "{:<48} {:<28} {:<10} {:>8}\n",
         "JID", "NODE", "PRESENCE", "PRIORITY"
     );
-    for resource in registry.all_resources().await? {
-        let presence = if resource.available {
-            "available"
-        } else {
-            "bound"
-        };
-        out.push_str(&format!(
-            "{:<48} {:<28} {:<10} {:>8}\n",
-            resource.full_jid, resource.node_id, presence, resource.priority
-        ));
+    let mut cursor = String::new();
+    loop {
+        let page = registry
+            .resources_page(&cursor, LIST_PAGE as usize)
+            .await?;
+        for resource in &page.resources {
+            let presence = if resource.available {
+                "available"
+            } else {
+                "bound"
+            };
+            out.push_str(&format!(
+                "{:<48} {:<28} {:<10} {:>8}\n",
+                resource.full_jid, resource.node_id, presence, resource.priority
+            ));
+        }
+        match page.next {
+            Some(next) => cursor = next,
+            None => return Ok(out),
+        }
     }
-    Ok(out)
 }
 
 /// `GET /sessions` on the all-in-one server's HTTP endpoint.

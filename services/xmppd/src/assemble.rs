@@ -15,6 +15,7 @@ use xmppd_connection_manager::tcp::{self, Security};
 use xmppd_connection_manager::websocket::{self, Scheme, WebSocketSettings};
 use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
 use xmppd_grpc::{Node, Role};
+use xmppd_protocol::jid::Jid;
 use xmppd_registry::{Caching, SharedRegistry, membership};
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
@@ -38,6 +39,7 @@ pub fn node(id: String, role: Role, grpc_address: String) -> Node {
         id,
         role: role as i32,
         grpc_address,
+        ..Default::default()
     }
 }
 
@@ -160,7 +162,8 @@ pub fn redact(url: &str) -> String {
 
 /// The account modules `[modules]` enables, their tables migrated.
 pub async fn modules(config: &Config, store: &Store) -> anyhow::Result<Modules> {
-    let modules = xmppd_session::modules::all(&config.modules)?;
+    let commands = xmppd_admin::commands::module(admins(config)?);
+    let modules = xmppd_session::modules::all(&config.modules, vec![("admin_commands", commands)])?;
     modules
         .migrate(store)
         .await
@@ -178,12 +181,74 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
     }
 }
 
-/// Keeps `node` registered until shutdown.
+/// The admin API over the replica `core`, on `admin.listen` unless that is
+/// empty; returns its base URL. Its tables are the admin commands' module's,
+/// migrated with the modules.
+pub async fn admin_api(
+    config: &Config,
+    core: Arc<xmppd_session::service::Core>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<String>> {
+    if config.admin.listen.is_empty() {
+        return Ok(None);
+    }
+    let settings = xmppd_admin::Settings {
+        admins: admins(config)?,
+        login_token_ttl: Duration::from_secs(config.admin.login_token_ttl_secs),
+    };
+    let address = parse_address("admin.listen", &config.admin.listen)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (admin.listen)"))?;
+    let local = listener.local_addr()?;
+    let tls = if config.admin.tls {
+        let tls = ServerTls::load(
+            &config.server.domain,
+            config.tls.cert_file.as_deref(),
+            config.tls.key_file.as_deref(),
+            &config.server.data_dir,
+        )
+        .context("TLS certificate of the admin API")?;
+        let mut server_config = (*tls.config()).clone();
+        server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(Arc::new(server_config))
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let router = xmppd_admin::AdminApi::new(core, settings).router();
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let stopped = async move { shutdown.wait().await };
+        if let Err(error) = xmppd_admin::serve(listener, tls, router, stopped).await {
+            tracing::error!(%error, "admin API failed");
+        }
+    });
+    Ok(Some(format!("{scheme}://{local}/api/v1/")))
+}
+
+/// `admin.admins`, normalised.
+fn admins(config: &Config) -> anyhow::Result<Vec<String>> {
+    config
+        .admin
+        .admins
+        .iter()
+        .map(|admin| {
+            Jid::parse(admin)
+                .map(|jid| jid.to_string())
+                .with_context(|| format!("admin.admins: {admin:?} is not a JID"))
+        })
+        .collect()
+}
+
+/// Keeps `node` registered until shutdown, with the rate of `delivered` (see
+/// [`membership::keep_registered`]).
 pub fn keep_registered(
     registry: &SharedRegistry,
     node: Node,
     config: &Config,
     shutdown: &Shutdown,
+    delivered: impl Fn() -> u64 + Send + 'static,
 ) {
     let mut shutdown = shutdown.clone();
     tokio::spawn(membership::keep_registered(
@@ -191,8 +256,14 @@ pub fn keep_registered(
         node,
         heartbeat_interval(config),
         node_ttl(config),
+        delivered,
         async move { shutdown.wait().await },
     ));
+}
+
+/// The `delivered` of a node that delivers no stanzas itself.
+pub fn nothing_delivered() -> u64 {
+    0
 }
 
 /// The edge with its client listeners; returns what it listens on.

@@ -6,6 +6,7 @@
 //! xmppd router                cluster role: the stanza switch
 //! xmppd session               cluster role: accounts, rosters, presence
 //! xmppd user add|remove|list|passwd, xmppd resources   administration
+//! xmppd admin grant|revoke    the admin role (the admin API)
 //! xmppd certs init            the cluster's certificates for local runs
 //! ```
 
@@ -44,6 +45,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Grant or revoke the admin role.
+    #[command(subcommand)]
+    Admin(admin::RoleCommand),
     /// List the bound resources (`sessions`, its former name, still works).
     #[command(alias = "sessions")]
     Resources,
@@ -94,6 +98,7 @@ fn main() -> std::process::ExitCode {
                 roles::with_telemetry(config, "xmppd-session", "session", roles::session).await
             }
             Command::User(command) => admin::user(&config, command).await,
+            Command::Admin(command) => admin::role(&config, command).await,
             Command::Resources => admin::resources(&config).await,
             Command::Certs(command) => certs::run(&config, command),
         }

@@ -25,7 +25,9 @@ use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
 
 use crate::admin;
-use crate::assemble::{self, drain, heartbeat_interval, keep_registered, node};
+use crate::assemble::{
+    self, drain, heartbeat_interval, keep_registered, node, nothing_delivered,
+};
 use crate::local::LocalConnector;
 
 /// How long connections get to close when the server stops.
@@ -79,22 +81,26 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
         modules,
     );
     SessionMetrics::register_scraped(&mut metrics, session.shards());
+    let admin = assemble::admin_api(&config, session.core().clone(), &shutdown).await?;
     connector.add_session(&session_id, session);
     keep_registered(
         &registry,
         node(session_id, Role::Session, String::new()),
         &config,
         &shutdown,
+        nothing_delivered,
     );
 
     let router_id = config.cluster.node_id_or_generated("router");
     let router = start_router(&config, registry.clone(), connector.clone(), &mut metrics);
     connector.add_router(&router_id, router.clone());
+    let delivering = router.clone();
     keep_registered(
         &registry,
         node(router_id, Role::Router, String::new()),
         &config,
         &shutdown,
+        move || delivering.delivered(),
     );
 
     let cm_id = config.cluster.node_id_or_generated("cm");
@@ -109,7 +115,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     });
     let extra = admin::sessions_route(registry);
     let http = assemble::http(&config, metrics, readiness, extra, &shutdown).await?;
-    print_banner(&config, &listening, http);
+    print_banner(&config, &listening, http, admin);
     wait_for_stop(trigger).await;
     drain(&edge, DRAIN_LIMIT).await;
     Ok(())
@@ -146,7 +152,13 @@ fn start_cluster(
     shutdown: &Shutdown,
 ) -> Cluster {
     let cluster = Cluster::new(id, connector, registry.clone());
-    keep_registered(&registry, cluster.node().clone(), config, shutdown);
+    keep_registered(
+        &registry,
+        cluster.node().clone(),
+        config,
+        shutdown,
+        nothing_delivered,
+    );
     tokio::spawn(cluster.clone().follow_routers(heartbeat_interval(config)));
     tokio::spawn(
         cluster
@@ -193,11 +205,13 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
         &mut metrics,
     );
     let address = parse_address("listen.grpc", &config.listen.grpc)?;
+    let delivering = router.clone();
     keep_registered(
         &registry,
         node(id, Role::Router, config.listen.grpc_advertised()),
         &config,
         &shutdown,
+        move || delivering.delivered(),
     );
     let readiness = Readiness::new();
     let ready = router.clone();
@@ -242,6 +256,7 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
         modules,
     );
     SessionMetrics::register_scraped(&mut metrics, session.shards());
+    let admin = assemble::admin_api(&config, session.core().clone(), &shutdown).await?;
     let members = xmppd_registry::membership::watch_members(
         registry.clone(),
         Role::Session,
@@ -259,11 +274,12 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
         node(id, Role::Session, config.listen.grpc_advertised()),
         &config,
         &shutdown,
+        nothing_delivered,
     );
     let readiness = Readiness::new();
     readiness.set(true);
     assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
-    tracing::info!(%address, "session replica started");
+    tracing::info!(%address, admin = admin.as_deref().unwrap_or("off"), "session replica started");
     serve_grpc(
         address,
         Routes::new(SessionServer::new(session)),
@@ -319,7 +335,12 @@ async fn wait_for_stop(trigger: ShutdownTrigger) {
     trigger.on_signal().await;
 }
 
-fn print_banner(config: &Config, listening: &[String], http: Option<std::net::SocketAddr>) {
+fn print_banner(
+    config: &Config,
+    listening: &[String],
+    http: Option<std::net::SocketAddr>,
+    admin: Option<String>,
+) {
     let program = std::env::args().next().unwrap_or_else(|| "xmppd".into());
     println!(
         "xmppd {} serving {}",
@@ -335,6 +356,9 @@ fn print_banner(config: &Config, listening: &[String], http: Option<std::net::So
     );
     if let Some(http) = http {
         println!("  metrics:  http://{http}/metrics   health: http://{http}/healthz");
+    }
+    if let Some(admin) = admin {
+        println!("  admin:    {admin}   (OpenAPI: {admin}openapi.json)");
     }
     println!(
         "Add a user: {program} user add alice@{}",

@@ -63,10 +63,32 @@ async fn user_cli_adds_lists_and_removes() {
     let duplicate = xmppd()
         .arg("--config")
         .arg(&server.config)
-        .args(["user", "add", "carol@localhost", "--password", "x"])
+        .args(["user", "add", "carol@localhost"])
+        .env("XMPPD_PASSWORD", "x")
         .output()
         .unwrap();
     assert!(!duplicate.status.success());
+    // A password on the command line is refused: anyone on the machine
+    // could read it there.
+    let on_the_command_line = xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .args(["user", "add", "dave@localhost", "--password", "x"])
+        .output()
+        .unwrap();
+    assert!(!on_the_command_line.status.success());
+    // Without a terminal, the password is the first line of standard input.
+    let mut piped = xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .args(["user", "add", "erin@localhost"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), b"erin-pw\n").unwrap();
+    assert!(piped.wait().unwrap().success());
+    RawClient::login(server.c2s, "erin", "erin-pw", "cli").await;
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
     let removed = xmppd()
         .arg("--config")

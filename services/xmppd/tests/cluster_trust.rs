@@ -87,6 +87,7 @@ impl Rpc {
                             id: "cm-test".into(),
                             role: Role::ConnectionManager as i32,
                             grpc_address: String::new(),
+                            ..Default::default()
                         })),
                     };
                     let (up, _sender) = stream_of(hello);
@@ -388,6 +389,7 @@ async fn impostors(nodes: Nodes) {
             id: id.to_string(),
             role: Role::Session as i32,
             grpc_address: format!("http://{address}"),
+            ..Default::default()
         };
         let advertised = advertise(registry.clone(), entry);
         // The connection-manager and the router follow the registry every
@@ -423,6 +425,7 @@ async fn impostors(nodes: Nodes) {
             id: id.into(),
             role: Role::Session as i32,
             grpc_address: format!("http://{address}"),
+            ..Default::default()
         },
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -446,6 +449,7 @@ async fn renewal(nodes: Nodes) {
         id: "session-1".into(),
         role: Role::Session as i32,
         grpc_address: format!("http://{}", session.grpc),
+        ..Default::default()
     };
     let old_manager = connector(&nodes.dir.join("cm-old"), &cluster_ca(&nodes));
     assert_eq!(logins(&old_manager, &replica).await, Ok(()));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xmppd_grpc::{
-    BindRequest, Credential, CredentialsRequest, RegisterOutcome, RegisterRequest, Role,
+    BindRequest, Credential, Origin, CredentialsRequest, RegisterOutcome, RegisterRequest, Role,
     bind_reply, login_answer, login_call,
 };
 use xmppd_registry::membership;
@@ -64,6 +64,7 @@ impl Cluster {
         &self,
         bare_jid: &str,
         resource: Option<&str>,
+        origin: Origin,
     ) -> Result<Result<(PinnedRoute, Mailbox), String>, ClusterError> {
         let conn_id = self.next_conn_id();
         let request = BindRequest {
@@ -71,6 +72,7 @@ impl Cluster {
             resource: resource.unwrap_or_default().to_string(),
             node_id: self.inner.node.id.clone(),
             conn_id,
+            origin: Some(origin),
         };
         let call = login_call::Call::Bind(request);
         let login_answer::Answer::Bind(reply) = self.inner.replicas.call(bare_jid, call).await?

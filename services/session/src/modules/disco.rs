@@ -48,16 +48,33 @@ impl AccountModule for ServiceDiscovery {
     }
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
-        // No entity here has nodes (XEP-0030 §3.1, §4.1: a node the entity
-        // does not serve is an item-not-found).
-        if iq.payload.get_attr("node").is_some() {
-            return Ok(IqReply::error(StanzaErrorCondition::ItemNotFound));
+        if let Some(node) = iq.payload.get_attr("node") {
+            return node_items(core, iq, node).await;
         }
         if iq.payload.is("query", ns::DISCO_ITEMS) {
             return Ok(IqReply::with(Element::new("query", ns::DISCO_ITEMS)));
         }
         Ok(IqReply::with(info(core, iq.to)))
     }
+}
+
+/// disco#items of a node of the server that a module serves (the ad-hoc
+/// commands' list). Accounts have no nodes, nor does disco#info here: a
+/// node the entity does not serve is an item-not-found (XEP-0030 §3.1,
+/// §4.1).
+async fn node_items(core: &Core, iq: &Iq<'_>, node: &str) -> anyhow::Result<IqReply> {
+    if iq.to == Addressee::Server && iq.payload.is("query", ns::DISCO_ITEMS) {
+        for module in core.modules.iter() {
+            if let Some(items) = module.node_items(core, node, iq.account()).await? {
+                let mut query = Element::new("query", ns::DISCO_ITEMS).attr("node", node);
+                for item in items {
+                    query.push_child(item);
+                }
+                return Ok(IqReply::with(query));
+            }
+        }
+    }
+    Ok(IqReply::error(StanzaErrorCondition::ItemNotFound))
 }
 
 /// disco#info of the server or of an account: its identity and the

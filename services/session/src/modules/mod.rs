@@ -14,7 +14,7 @@ pub mod version;
 
 use std::collections::BTreeMap;
 
-use crate::module::{Constructor, Modules};
+use crate::module::{AccountModule, Constructor, Modules};
 
 /// The modules by the name of their configuration section, in the order
 /// their hooks run: blocking first, so that what a blocked contact sends
@@ -33,7 +33,11 @@ pub const REGISTERED: &[(&str, Constructor)] = &[
 ];
 
 /// The modules `[modules]` enables (all of them unless one says
-/// `enabled = false`), each with its section.
-pub fn all(configured: &BTreeMap<String, toml::Table>) -> anyhow::Result<Modules> {
-    Modules::build(REGISTERED, configured)
+/// `enabled = false`), each with its section, then `built` (see
+/// [`Modules::build`]).
+pub fn all(
+    configured: &BTreeMap<String, toml::Table>,
+    built: Vec<(&'static str, Box<dyn AccountModule>)>,
+) -> anyhow::Result<Modules> {
+    Modules::build(REGISTERED, configured, built)
 }

@@ -191,7 +191,7 @@ mod tests {
             .create_account("alice@example.org", &[])
             .await
             .unwrap();
-        let modules = crate::modules::all(&Default::default()).unwrap();
+        let modules = crate::modules::all(&Default::default(), Vec::new()).unwrap();
         modules.migrate(&store).await.unwrap();
         let registry: SharedRegistry = Arc::new(MemoryRegistry::default());
         let settings = Settings {

@@ -13,6 +13,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod features;
@@ -34,6 +35,8 @@ pub struct Server {
     pub websocket_tls: SocketAddr,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The admin API (HTTPS), where the role serves it.
+    pub admin: SocketAddr,
     pub config: PathBuf,
     log: PathBuf,
 }
@@ -47,15 +50,16 @@ pub struct Ports {
     pub websocket_tls: SocketAddr,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Ports {
     pub fn free() -> Ports {
         // Held until all are picked: a port let go can be handed out again at once,
         // and a server given the same port twice fails to bind the second.
-        let held: [TcpListener; 6] =
+        let held: [TcpListener; 7] =
             std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-        let [c2s, c2s_tls, websocket, websocket_tls, http, grpc] =
+        let [c2s, c2s_tls, websocket, websocket_tls, http, grpc, admin] =
             held.map(|listener| listener.local_addr().unwrap());
         Ports {
             c2s,
@@ -64,6 +68,7 @@ impl Ports {
             websocket_tls,
             http,
             grpc,
+            admin,
         }
     }
 }
@@ -77,6 +82,7 @@ impl Server {
             websocket_tls: self.websocket_tls,
             http: self.http,
             grpc: self.grpc,
+            admin: self.admin,
         }
     }
 }
@@ -118,6 +124,7 @@ impl Server {
             websocket_tls,
             http,
             grpc,
+            admin,
         } = ports;
         std::fs::create_dir_all(options.data_dir).unwrap();
         let config = options
@@ -127,7 +134,8 @@ impl Server {
             "[server]\ndomain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n\
              [listen]\nc2s = \"{c2s}\"\nc2s_tls = \"{c2s_tls}\"\ngrpc = \"{grpc}\"\n\
              websocket = \"{websocket}\"\nwebsocket_tls = \"{websocket_tls}\"\n\
-             [observability]\nhttp = \"{http}\"\nlog = \"info\"\n{}\n",
+             [observability]\nhttp = \"{http}\"\nlog = \"info\"\n\
+             [admin]\nlisten = \"{admin}\"\n{}\n",
             options.data_dir.display(),
             options.extra
         );
@@ -156,6 +164,7 @@ impl Server {
             websocket_tls,
             http,
             grpc,
+            admin,
             config,
             log,
         }
@@ -189,13 +198,8 @@ impl Server {
         let output = xmppd()
             .arg("--config")
             .arg(&self.config)
-            .args([
-                "user",
-                "add",
-                &format!("{user}@{DOMAIN}"),
-                "--password",
-                password,
-            ])
+            .args(["user", "add", &format!("{user}@{DOMAIN}")])
+            .env("XMPPD_PASSWORD", password)
             .output()
             .unwrap();
         assert!(
