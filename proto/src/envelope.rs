@@ -119,12 +119,14 @@ impl Envelope {
 }
 
 impl login_call::Call {
-    /// What the call asks, for traces: `credentials`, `register`, `bind`.
+    /// What the call asks, for traces: `credentials`, `register`, `bind`,
+    /// `set_credentials`.
     pub fn name(&self) -> &'static str {
         match self {
             login_call::Call::Credentials(_) => "credentials",
             login_call::Call::Register(_) => "register",
             login_call::Call::Bind(_) => "bind",
+            login_call::Call::SetCredentials(_) => "set_credentials",
         }
     }
 }

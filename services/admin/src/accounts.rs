@@ -153,7 +153,7 @@ pub async fn set_password(
 ) -> Result<StatusCode, ApiError> {
     let jid = api.local_account(&jid)?;
     let credentials = credentials(api.core(), request.password).await?;
-    match api.core().store.set_credentials(jid.as_str(), &credentials).await {
+    match api.core().store.set_credentials(jid.as_str(), &credentials, None).await {
         Ok(()) => {}
         Err(StoreError::NotFound) => return Err(unknown_account(jid.as_str())),
         Err(error) => return Err(error.into()),

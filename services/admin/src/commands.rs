@@ -330,7 +330,7 @@ async fn execute(
         "change-user-password" => {
             let jid = local_account(core, &one("accountjid"))?;
             let credentials = accounts::credentials(core, one("password")).await?;
-            match core.store.set_credentials(jid.as_str(), &credentials).await {
+            match core.store.set_credentials(jid.as_str(), &credentials, None).await {
                 Ok(()) => {}
                 Err(StoreError::NotFound) => return Err(accounts::unknown_account(jid.as_str())),
                 Err(error) => return Err(error.into()),

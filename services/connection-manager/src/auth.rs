@@ -346,12 +346,49 @@ async fn plain(edge: &Edge, ip: IpAddr, message: Vec<u8>) -> Attempt {
     };
     // PBKDF2 is slow on purpose: keep it off the async workers.
     let password = plain.password;
-    let valid = tokio::task::spawn_blocking(move || xmppd_sasl::verify_password(&keys, &password))
+    let checked = keys.stored_key.clone();
+    let iterations = edge.settings.scram_iterations;
+    let verified = tokio::task::spawn_blocking(move || {
+        xmppd_sasl::verify_password(&keys, &password).then(|| {
+            needs_upgrade(&credentials, iterations)
+                .then(|| xmppd_sasl::new_credentials(&password, iterations).ok())
+                .flatten()
+        })
+    })
+    .await
+    .unwrap_or(None);
+    let Some(upgrade) = verified else {
+        return Err(not_authorized());
+    };
+    if let Some(stronger) = upgrade {
+        upgrade_credentials(edge, &jid, stronger, checked).await;
+    }
+    Ok((jid, Vec::new()))
+}
+
+/// Whether an account's stored keys are weaker than new keys would be: fewer
+/// iterations than configured, or a hash missing. Only a login that sends
+/// the password (PLAIN) can replace them: SCRAM never shows it to the server.
+fn needs_upgrade(credentials: &[Credential], iterations: u32) -> bool {
+    let hashes = [ScramHash::Sha1, ScramHash::Sha256];
+    credentials.len() != hashes.len()
+        || hashes
+            .into_iter()
+            .any(|hash| keys_for(hash, credentials).is_none_or(|keys| keys.iterations < iterations))
+}
+
+/// Stores `stronger` keys for the password a login just proved, unless the
+/// keys it checked (`checked`) were replaced meanwhile. The login succeeds
+/// whatever becomes of this.
+async fn upgrade_credentials(edge: &Edge, jid: &Jid, stronger: Vec<ScramKeys>, checked: Vec<u8>) {
+    let credentials = stronger.into_iter().map(Credential::from).collect();
+    match edge
+        .cluster
+        .set_credentials(jid.as_str(), credentials, Some(checked))
         .await
-        .unwrap_or(false);
-    if valid {
-        Ok((jid, Vec::new()))
-    } else {
-        Err(not_authorized())
+    {
+        Ok(true) => tracing::info!(%jid, "stored keys upgraded at login"),
+        Ok(false) => tracing::debug!(%jid, "stored keys changed meanwhile, not upgraded"),
+        Err(error) => tracing::warn!(%jid, %error, "stored keys not upgraded"),
     }
 }

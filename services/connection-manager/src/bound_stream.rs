@@ -31,6 +31,7 @@ use crate::limits::TokenBucket;
 use crate::listener::Open;
 use crate::mailbox::Mailbox;
 use crate::negotiation::iq_result;
+use crate::registration;
 use crate::stream::{ClientStream, StreamEnd};
 use crate::stream_management::{
     self as sm, HandledCountTooHigh, REQUEST, Resumptions, StreamManagement, Takeover,
@@ -408,6 +409,10 @@ async fn handle_event<S: ClientStream>(
         Inbound::Answer(reply) => {
             write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Stage::Deliver).await?
         }
+        Inbound::ChangePassword => {
+            let reply = registration::change_password(edge, &bound.full, &stanza).await;
+            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Stage::Deliver).await?
+        }
         Inbound::Ignore => {}
         Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),
     }
@@ -515,6 +520,8 @@ enum Inbound {
     Route(Envelope),
     /// Answered by the edge itself.
     Answer(Bytes),
+    /// A XEP-0077 password change, answered by the edge after a wait.
+    ChangePassword,
     /// An error stanza the edge refuses: errors are not answered.
     Ignore,
     /// Ends the stream with this stream error.
@@ -546,6 +553,12 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     }
     if stanza.name() == "iq" && stanza.id().is_none_or(str::is_empty) {
         return answer(edge, stanza, StanzaErrorCondition::BadRequest);
+    }
+    if stanza.name() == "presence" && stanza.raw().len() > edge.settings.max_presence_bytes {
+        return answer(edge, stanza, StanzaErrorCondition::PolicyViolation);
+    }
+    if registration::is_password_change(stanza, &to, full, &edge.settings.domain) {
+        return Inbound::ChangePassword;
     }
     let hints = hints::read(stanza);
     let mut payload = stanza.with_from(full.as_str());

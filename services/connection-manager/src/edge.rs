@@ -23,9 +23,15 @@ pub struct EdgeSettings {
     pub require_tls: bool,
     pub allow_plain: bool,
     pub registration: bool,
+    /// XEP-0077 password changes, answered here: `[modules.register]`.
+    pub password_change: bool,
     pub scram_iterations: u32,
     pub limits: Limits,
     pub connections_per_ip: u32,
+    pub max_connections: u32,
+    pub max_presence_bytes: usize,
+    /// Every client connection starts with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
     pub stanzas_per_second: u32,
     pub stanza_burst: u32,
     pub ping_after: Duration,
@@ -47,6 +53,14 @@ impl EdgeSettings {
             require_tls: config.auth.require_tls,
             allow_plain: config.auth.allow_plain,
             registration: config.auth.registration,
+            // The session replicas' own reading of the section refuses an
+            // `enabled` that is not a boolean at start.
+            password_change: config
+                .modules
+                .get("register")
+                .and_then(|section| section.get("enabled"))
+                .and_then(|enabled| enabled.as_bool())
+                .unwrap_or(true),
             scram_iterations: config.auth.scram_iterations,
             limits: Limits {
                 max_stanza_bytes: config.limits.max_stanza_bytes,
@@ -54,6 +68,9 @@ impl EdgeSettings {
                 max_attributes: config.limits.max_attributes,
             },
             connections_per_ip: config.limits.connections_per_ip,
+            max_connections: config.limits.max_connections,
+            max_presence_bytes: config.limits.max_presence_bytes,
+            proxy_protocol: config.listen.proxy_protocol,
             stanzas_per_second: config.limits.stanzas_per_second,
             stanza_burst: config.limits.stanza_burst,
             ping_after: Duration::from_secs(config.limits.ping_after_secs),

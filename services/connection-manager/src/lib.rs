@@ -8,13 +8,16 @@
 //!
 //! # Layout
 //! - [`listener`]: what every transport's listener shares: the accept loop,
-//!   the per-IP connection limit, negotiation and the bound stream.
+//!   the connection limits, negotiation and the bound stream;
+//!   [`proxy_protocol`]: the client's address from a load balancer's
+//!   PROXY v2 header.
 //! - [`stream`]: the client-stream trait that everything below is written
 //!   against; [`tcp`] (STARTTLS, direct TLS) and [`websocket`] (RFC 7395)
 //!   implement it, each with its listener.
 //! - [`negotiation`]: RFC 6120 §4-§7 up to a bound resource.
 //! - [`auth`]: SASL (SCRAM with channel binding, PLAIN) and its throttles.
-//! - [`registration`]: XEP-0077 account creation before authentication.
+//! - [`registration`]: XEP-0077 account creation before authentication, and
+//!   password changes, so that passwords stay at the edge.
 //! - [`bound_stream`]: a bound client stream: stanzas in, deliveries out, keepalives.
 //! - [`cluster`]: router streams (`router_links`), the directory of this
 //!   node's bound streams and their mailboxes (`directory`), a login's calls
@@ -35,6 +38,7 @@ pub mod listener;
 pub mod mailbox;
 pub mod metrics;
 pub mod negotiation;
+pub mod proxy_protocol;
 pub mod registration;
 pub mod replicas;
 pub mod stream;

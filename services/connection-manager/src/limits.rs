@@ -5,35 +5,74 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counts open connections per client IP.
+/// Counts open connections: per client network ([`client_network`]) and in
+/// all.
 #[derive(Default)]
 pub struct ConnectionsPerIp {
-    open: Mutex<HashMap<IpAddr, u32>>,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    by_network: HashMap<IpAddr, u32>,
+    total: u32,
+}
+
+/// Why a connection gets no slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its address (or IPv6 /64) has `connections_per_ip` open.
+    PerAddress,
+    /// The node has `max_connections` open.
+    Total,
 }
 
 /// Holds one connection's place; gives it back when dropped.
 pub struct ConnectionSlot {
     limiter: Arc<ConnectionsPerIp>,
-    ip: IpAddr,
+    network: IpAddr,
+}
+
+/// What counts as one client for the per-address limits: an IPv4 address,
+/// or the /64 of an IPv6 address (one subscriber's prefix, in which a client
+/// can pick any address). An IPv4 address mapped into IPv6 counts as itself.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 impl ConnectionsPerIp {
-    /// A slot for a new connection from `ip`, unless `max` are open
-    /// (`max` 0 means no limit).
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<ConnectionSlot> {
+    /// A slot for a new connection from `ip`, unless its network has
+    /// `per_network` open or the node `total` (0 means no limit).
+    pub fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        per_network: u32,
+        total: u32,
+    ) -> Result<ConnectionSlot, Refused> {
+        let network = client_network(ip);
         let mut open = self.open.lock().expect("connections lock");
-        let count = open.entry(ip).or_insert(0);
-        if max != 0 && *count >= max {
-            return None;
+        if total != 0 && open.total >= total {
+            return Err(Refused::Total);
+        }
+        let count = open.by_network.entry(network).or_insert(0);
+        if per_network != 0 && *count >= per_network {
+            return Err(Refused::PerAddress);
         }
         *count += 1;
-        Some(ConnectionSlot {
+        open.total += 1;
+        Ok(ConnectionSlot {
             limiter: self.clone(),
-            ip,
+            network,
         })
     }
 }
@@ -41,10 +80,11 @@ impl ConnectionsPerIp {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut open = self.limiter.open.lock().expect("connections lock");
-        if let Some(count) = open.get_mut(&self.ip) {
+        open.total -= 1;
+        if let Some(count) = open.by_network.get_mut(&self.network) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.ip);
+                open.by_network.remove(&self.network);
             }
         }
     }
@@ -163,12 +203,48 @@ mod tests {
     fn connections_per_ip_are_limited_and_released() {
         let limiter = Arc::new(ConnectionsPerIp::default());
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        let first = limiter.acquire(ip, 2).unwrap();
-        let _second = limiter.acquire(ip, 2).unwrap();
-        assert!(limiter.acquire(ip, 2).is_none());
-        assert!(limiter.acquire("127.0.0.10".parse().unwrap(), 2).is_some());
+        let first = limiter.acquire(ip, 2, 0).unwrap();
+        let _second = limiter.acquire(ip, 2, 0).unwrap();
+        assert_eq!(limiter.acquire(ip, 2, 0).err(), Some(Refused::PerAddress));
+        assert!(limiter.acquire("127.0.0.10".parse().unwrap(), 2, 0).is_ok());
         drop(first);
-        assert!(limiter.acquire(ip, 2).is_some());
+        assert!(limiter.acquire(ip, 2, 0).is_ok());
+    }
+
+    /// Every address of an IPv6 /64 counts as one client; the next /64 is
+    /// another.
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let limiter = Arc::new(ConnectionsPerIp::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let next_prefix: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = limiter.acquire(a, 1, 0).unwrap();
+        assert_eq!(
+            limiter.acquire(same_prefix, 1, 0).err(),
+            Some(Refused::PerAddress)
+        );
+        assert!(limiter.acquire(next_prefix, 1, 0).is_ok());
+        assert_eq!(
+            client_network(same_prefix),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            client_network(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_total_is_capped_whatever_the_address() {
+        let limiter = Arc::new(ConnectionsPerIp::default());
+        let first = limiter.acquire("127.0.0.1".parse().unwrap(), 0, 2).unwrap();
+        let _second = limiter.acquire("127.0.0.2".parse().unwrap(), 0, 2).unwrap();
+        let third = limiter.acquire("127.0.0.3".parse().unwrap(), 0, 2);
+        assert_eq!(third.err(), Some(Refused::Total));
+        drop(first);
+        assert!(limiter.acquire("127.0.0.3".parse().unwrap(), 0, 2).is_ok());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What every client transport's listener shares: the accept loop, the
-//! per-IP connection limit, and taking an accepted stream through
+//! connection limits (per address and in all), and taking an accepted stream through
 //! negotiation to a bound stream of its own.
 //!
 //! A transport's module accepts its connections with [`accept_loop`], asks
@@ -15,14 +15,17 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::bound_stream::{self, BoundStream};
 use crate::edge::Edge;
-use crate::limits::ConnectionSlot;
+use crate::limits::{ConnectionSlot, Refused};
 use crate::negotiation;
+use crate::proxy_protocol;
 use crate::stream::ClientStream;
 
-/// Accepts connections until shutdown, spawning `connection` for each.
+/// Accepts connections until shutdown, spawning `connection` for each,
+/// with the client's address: the connection's own, or the one its PROXY
+/// protocol header names (`listen.proxy_protocol`).
 pub async fn accept_loop<F, C>(edge: &Arc<Edge>, listener: TcpListener, connection: C)
 where
-    C: Fn(Arc<Edge>, TcpStream, SocketAddr) -> F,
+    C: Fn(Arc<Edge>, TcpStream, SocketAddr) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut shutdown = edge.shutdown.clone();
@@ -40,19 +43,55 @@ where
             _ = shutdown.wait() => return,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(edge.clone(), tcp, peer));
+        if !edge.settings.proxy_protocol {
+            tokio::spawn(connection(edge.clone(), tcp, peer));
+            continue;
+        }
+        let (edge, connection) = (edge.clone(), connection.clone());
+        tokio::spawn(async move {
+            if let Some((tcp, client)) = behind_proxy(&edge, tcp, peer).await {
+                connection(edge, tcp, client).await;
+            }
+        });
     }
 }
 
-/// A slot under the per-IP connection limit, or `None` when `peer`'s
-/// address has used them all: the caller refuses the connection.
-pub fn admit(edge: &Edge, peer: SocketAddr) -> Option<ConnectionSlot> {
-    let slot = edge
-        .connections
-        .acquire(peer.ip(), edge.settings.connections_per_ip);
-    if slot.is_none() {
-        tracing::info!(%peer, "too many connections from this address");
-        edge.metrics.stream_error("policy-violation");
+/// The connection and its client's address from its PROXY header; `None`
+/// (the connection is dropped) without a valid header in time.
+async fn behind_proxy(
+    edge: &Edge,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, SocketAddr)> {
+    let timeout = edge.settings.negotiation_timeout;
+    match proxy_protocol::read_header(&mut tcp, timeout).await {
+        Ok(client) => Some((tcp, client.unwrap_or(peer))),
+        Err(error) => {
+            tracing::info!(%peer, %error, "connection without a valid PROXY header closed");
+            None
+        }
+    }
+}
+
+/// A slot under the connection limits, or why there is none: the caller
+/// refuses the connection in its protocol.
+pub fn admit(edge: &Edge, peer: SocketAddr) -> Result<ConnectionSlot, Refused> {
+    let settings = &edge.settings;
+    let slot = edge.connections.acquire(
+        peer.ip(),
+        settings.connections_per_ip,
+        settings.max_connections,
+    );
+    match slot {
+        Err(Refused::PerAddress) => {
+            tracing::info!(%peer, "too many connections from this address");
+            edge.metrics.stream_error("policy-violation");
+        }
+        Err(Refused::Total) => {
+            tracing::warn!(%peer, "connection refused: limits.max_connections reached");
+            edge.metrics.stream_error("resource-constraint");
+        }
+        Ok(_) => {}
     }
     slot
 }

@@ -20,6 +20,7 @@ use xmppd_runtime::traced_span;
 use crate::auth::{self, Outcome};
 use crate::bound_stream::{Bound, attribute, fail_too_high, sm_failed};
 use crate::edge::Edge;
+use crate::limits::client_network;
 use crate::registration;
 use crate::stream::{ClientStream, StreamEnd};
 
@@ -87,7 +88,15 @@ async fn negotiate<S: ClientStream>(
         let Some(account) = &user else {
             match authenticate(edge, &mut stream, peer, deadline, &mut failed_attempts).await? {
                 Step::StartTls => {
-                    stream = stream.start_tls(&edge.tls.acceptor()).await?;
+                    // The handshake counts against the negotiation's
+                    // deadline too. Past it, the connection just closes: no
+                    // stream error can be sent in the middle of a handshake
+                    // (RFC 6120 §5.4.3.2).
+                    let acceptor = edge.tls.acceptor();
+                    let handshake = stream.start_tls(&acceptor);
+                    stream = tokio::time::timeout_at(deadline, handshake)
+                        .await
+                        .map_err(|_| StreamEnd::Closed)??;
                 }
                 Step::Authenticated(jid) => {
                     stream.restart();
@@ -200,7 +209,7 @@ async fn authenticate<S: ClientStream>(
                     edge,
                     stream,
                     &stanza,
-                    peer.ip(),
+                    client_network(peer.ip()),
                     &mechanisms,
                     bindings.clone(),
                     deadline,
@@ -229,7 +238,7 @@ async fn authenticate<S: ClientStream>(
                     .await?;
             }
             (ns::CLIENT, "iq") if may_authenticate && registration::is_registration(&stanza) => {
-                registration::handle(edge, stream, &stanza, peer.ip()).await?;
+                registration::handle(edge, stream, &stanza, client_network(peer.ip())).await?;
             }
             _ if !secure && edge.settings.require_tls => {
                 let text = if start_tls {

@@ -1,8 +1,12 @@
-//! XEP-0077 in-band registration before authentication. The SCRAM keys are
-//! derived here at the edge, so no password ever crosses the cluster.
+//! XEP-0077 in-band registration before authentication, and a bound
+//! client's password change (§3.3). The SCRAM keys are derived here at the
+//! edge, so no password ever crosses the cluster: a password change is
+//! answered here, never routed. The rest of a bound client's registration
+//! IQs (its form, removing the account) go to its session replica.
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use xmppd_grpc::{Credential, RegisterOutcome};
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::jid::Jid;
@@ -70,6 +74,10 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
     if edge.registrations_by_ip.exhausted(&ip) {
         return Err(StanzaErrorCondition::ResourceConstraint);
     }
+    // Every attempt that gets this far counts, taken or not: guessing which
+    // names exist (conflict) or making the edge derive keys costs the same
+    // allowance as creating accounts.
+    edge.registrations_by_ip.record(ip);
     let credentials = derive(password, edge.settings.scram_iterations).await?;
     let outcome = edge
         .cluster
@@ -81,7 +89,6 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
         })?;
     match outcome {
         RegisterOutcome::Created => {
-            edge.registrations_by_ip.record(ip);
             tracing::info!(%jid, "account registered in band");
             Ok(())
         }
@@ -92,8 +99,80 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
     }
 }
 
+/// Whether a bound client's stanza changes its account's password: an IQ
+/// set to the server or the account itself with a `<password/>` in its
+/// registration query, and no `<remove/>`. Cheap tests first: only such
+/// IQs are parsed. `to` is the normalised `to`, empty when absent.
+pub fn is_password_change(stanza: &Stanza, to: &str, account: &Jid, domain: &str) -> bool {
+    stanza.name() == "iq"
+        && stanza.stanza_type() == Some("set")
+        && (to.is_empty() || to == domain || to == account.bare().as_str())
+        && stanza.element().is_ok_and(|iq| {
+            iq.get_child("query", ns::REGISTER).is_some_and(|query| {
+                query.get_child("password", ns::REGISTER).is_some()
+                    && query.get_child("remove", ns::REGISTER).is_none()
+            })
+        })
+}
+
+/// Answers a password change ([`is_password_change`]) of `account`: the
+/// new keys go to the account's session replica, the password nowhere.
+pub async fn change_password(edge: &Edge, account: &Jid, stanza: &Stanza) -> Bytes {
+    match set_password(edge, account, stanza).await {
+        Ok(()) => iq_result(stanza, None).into(),
+        Err(condition) => error_reply(stanza, &StanzaError::new(condition), &edge.settings.domain),
+    }
+}
+
+async fn set_password(
+    edge: &Edge,
+    account: &Jid,
+    stanza: &Stanza,
+) -> Result<(), StanzaErrorCondition> {
+    if !edge.settings.password_change {
+        // As for any IQ no module serves.
+        return Err(StanzaErrorCondition::ServiceUnavailable);
+    }
+    let iq = stanza
+        .element()
+        .map_err(|_| StanzaErrorCondition::BadRequest)?;
+    let query = iq
+        .get_child("query", ns::REGISTER)
+        .ok_or(StanzaErrorCondition::BadRequest)?;
+    let field = |name: &str| {
+        query
+            .get_child(name, ns::REGISTER)
+            .map(Element::text_content)
+    };
+    let (Some(username), Some(password)) = (field("username"), field("password")) else {
+        return Err(StanzaErrorCondition::BadRequest);
+    };
+    let bare = account.bare();
+    if Jid::new(Some(&username), &edge.settings.domain, None).ok() != Some(bare.clone()) {
+        return Err(StanzaErrorCondition::NotAuthorized);
+    }
+    if password.is_empty() {
+        return Err(StanzaErrorCondition::BadRequest);
+    }
+    let credentials = derive(password, edge.settings.scram_iterations).await?;
+    let changed = edge
+        .cluster
+        .set_credentials(bare.as_str(), credentials, None)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "password change failed");
+            StanzaErrorCondition::InternalServerError
+        })?;
+    if !changed {
+        // Removed meanwhile, from another of its streams.
+        return Err(StanzaErrorCondition::ItemNotFound);
+    }
+    tracing::info!(account = %bare, "password changed");
+    Ok(())
+}
+
 /// SCRAM keys for every stored hash, computed off the async workers.
-async fn derive(
+pub(crate) async fn derive(
     password: String,
     iterations: u32,
 ) -> Result<Vec<Credential>, StanzaErrorCondition> {
@@ -103,4 +182,50 @@ async fn derive(
             .map_err(|_| StanzaErrorCondition::InternalServerError)?
             .map_err(|_| StanzaErrorCondition::NotAcceptable)?;
     Ok(keys.into_iter().map(Credential::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_change(xml: &'static str, to: &str) -> bool {
+        let stanza = Stanza::from_bytes(Bytes::from_static(xml.as_bytes()), ns::CLIENT).unwrap();
+        let account = Jid::parse("alice@localhost/phone").unwrap();
+        is_password_change(&stanza, to, &account, "localhost")
+    }
+
+    const CHANGE: &str = "<iq type='set' id='c'><query xmlns='jabber:iq:register'>\
+        <username>alice</username><password>new</password></query></iq>";
+
+    /// Every IQ that would carry a new password to the account's replica is
+    /// answered at the edge instead; nothing else is.
+    #[test]
+    fn password_changes_are_recognised_wherever_the_account_sends_them() {
+        for to in ["", "localhost", "alice@localhost"] {
+            assert!(is_change(CHANGE, to), "to '{to}'");
+        }
+        // Without a username, still a password change (refused at the edge).
+        assert!(is_change(
+            "<iq type='set' id='c'><query xmlns='jabber:iq:register'><password>x</password></query></iq>",
+            "",
+        ));
+        // To a contact: that is the client's business, not a credential.
+        assert!(!is_change(CHANGE, "bob@localhost"));
+        assert!(!is_change(
+            "<iq type='get' id='c'><query xmlns='jabber:iq:register'/></iq>",
+            ""
+        ));
+        assert!(!is_change(
+            "<iq type='set' id='c'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+            ""
+        ));
+        assert!(!is_change(
+            "<iq type='set' id='c'><query xmlns='jabber:iq:roster'><password>x</password></query></iq>",
+            ""
+        ));
+        assert!(!is_change(
+            "<message to='localhost'><query xmlns='jabber:iq:register'><password>x</password></query></message>",
+            ""
+        ));
+    }
 }

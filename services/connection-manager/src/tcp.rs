@@ -17,6 +17,7 @@ use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
 
 use crate::edge::Edge;
+use crate::limits::Refused;
 use crate::listener;
 use crate::stream::{ClientStream, StreamEnd};
 
@@ -33,22 +34,31 @@ pub enum Security {
 
 /// Accepts client connections until shutdown.
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, security: Security) {
-    listener::accept_loop(&edge, listener, |edge, tcp, peer| {
+    listener::accept_loop(&edge, listener, move |edge, tcp, peer| {
         connection(edge, tcp, peer, security)
     })
     .await;
 }
 
 async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security: Security) {
-    let Some(slot) = listener::admit(&edge, peer) else {
-        let mut stream = TcpClientStream::new(Transport::Plain(tcp), edge.settings.limits.clone());
-        stream
-            .fail_with(
-                StreamErrorCondition::PolicyViolation,
-                "too many connections from your address",
-            )
-            .await;
-        return;
+    let slot = match listener::admit(&edge, peer) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (condition, text) = match refused {
+                Refused::PerAddress => (
+                    StreamErrorCondition::PolicyViolation,
+                    "too many connections from your address",
+                ),
+                Refused::Total => (
+                    StreamErrorCondition::ResourceConstraint,
+                    "the server is full; please try later",
+                ),
+            };
+            let transport = Transport::Plain(tcp);
+            let mut stream = TcpClientStream::new(transport, edge.settings.limits.clone());
+            stream.fail_with(condition, text).await;
+            return;
+        }
     };
     let transport = match security {
         Security::StartTls => Transport::Plain(tcp),

@@ -211,8 +211,10 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Directed presence (RFC 6121 §4.6): remembers that `full_jid` sent
     /// available presence to `to`, so that `to` gets unavailable presence
-    /// when the session ends.
-    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError>;
+    /// when the session ends; unless it already remembers `max` others for
+    /// `full_jid` (`max` 0: no limit), which returns false.
+    async fn add_directed(&self, full_jid: &str, to: &str, max: u32)
+    -> Result<bool, RegistryError>;
 
     async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError>;
 
@@ -250,6 +252,9 @@ pub trait Registry: Send + Sync + 'static {
 pub enum RegistryError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `tls` names certificates, but the URL is not `rediss://`.
+    #[error("registry certificates are set, but the url is not rediss://")]
+    TlsWithoutRediss,
     #[error("undecodable registry entry {key}: {source}")]
     Decode {
         key: String,
@@ -261,6 +266,23 @@ pub enum RegistryError {
     /// A page cursor this registry did not hand out.
     #[error("not a cursor of this registry")]
     BadCursor,
+}
+
+/// The certificates of a `rediss://` connection, PEM. Without `ca`, Redis's
+/// certificate must chain to one of the system's roots; `client` (its
+/// certificate and key) is what this node presents when Redis asks for one
+/// (`tls-auth-clients`). Redis's host name (or IP address) in the URL must be
+/// one its certificate names.
+#[derive(Clone, Debug, Default)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
 }
 
 /// Every registry error but a caller's bad cursor is Redis failing or a
@@ -302,12 +324,14 @@ pub enum Caching {
 }
 
 /// A registry for `url`: in memory when there is none, Redis for
-/// `redis://…` (or `redis+unix://…`). `key_prefix` starts every Redis key.
+/// `redis://…`, `rediss://…` (TLS, with `tls`) or `redis+unix://…`.
+/// `key_prefix` starts every Redis key.
 ///
 /// Redis must answer now; after that the connection reconnects by itself,
 /// and calls made while it is down fail with [`RegistryError::Redis`].
 pub async fn connect(
     url: Option<&str>,
+    tls: &RedisTls,
     key_prefix: &str,
     caching: Caching,
 ) -> Result<SharedRegistry, RegistryError> {
@@ -317,7 +341,7 @@ pub async fn connect(
             Ok(Arc::new(MemoryRegistry::default()))
         }
         Some(url) => {
-            let registry = RedisRegistry::connect(url, key_prefix, caching).await?;
+            let registry = RedisRegistry::connect(url, tls, key_prefix, caching).await?;
             tracing::info!(prefix = key_prefix, ?caching, "session registry in redis");
             Ok(Arc::new(registry))
         }

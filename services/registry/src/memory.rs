@@ -264,12 +264,19 @@ impl Registry for MemoryRegistry {
         Ok(read(&self.sessions).per_node.values().sum::<usize>() as u64)
     }
 
-    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
-        write(&self.directed)
-            .entry(full_jid.to_owned())
-            .or_default()
-            .insert(to.to_owned());
-        Ok(())
+    async fn add_directed(
+        &self,
+        full_jid: &str,
+        to: &str,
+        max: u32,
+    ) -> Result<bool, RegistryError> {
+        let mut directed = write(&self.directed);
+        let recipients = directed.entry(full_jid.to_owned()).or_default();
+        if rules::directed_is_full(recipients.len(), recipients.contains(to), max) {
+            return Ok(false);
+        }
+        recipients.insert(to.to_owned());
+        Ok(true)
     }
 
     async fn remove_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {

@@ -6,13 +6,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushInfo, Script};
+use redis::{
+    AsyncCommands, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    ProtocolVersion, PushInfo, Script, TlsCertificates,
+};
 use xmppd_grpc::{AccountPolicy, BoundResource, Node, ResourceFlags, Role};
 
 use crate::lookup_cache::{self, LookupCache};
 use crate::rules::{self, Change};
 use crate::{
-    Account, Caching, Registry, RegistryError, ResourcePage, Unbound, sort_by_jid, split_full,
+    Account, Caching, RedisTls, Registry, RegistryError, ResourcePage, Unbound, sort_by_jid,
+    split_full,
 };
 use xmppd_cache::CacheStatistics;
 use xmppd_metrics::{Calls, Operation};
@@ -84,6 +88,20 @@ const PRUNE_ROLE_LUA: &str = r"
 for i, id in ipairs(ARGV) do
   if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('SREM', KEYS[1], id) end
 end
+";
+
+/// Adds a directed-presence recipient unless the sender already has the
+/// limit of others (0: no limit): the rule of `rules::directed_is_full`.
+///
+/// KEYS: `dir:{full}`. ARGV: the recipient, the limit.
+const ADD_DIRECTED_LUA: &str = r"
+local max = tonumber(ARGV[2])
+if max > 0 and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0
+    and redis.call('SCARD', KEYS[1]) >= max then
+  return 0
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
 ";
 
 /// How often a read-modify-write is retried when other writers get in
@@ -177,6 +195,7 @@ pub struct RedisRegistry {
     swap: Script,
     set_policy: Script,
     prune_role: Script,
+    add_directed: Script,
 }
 
 struct Keys {
@@ -291,6 +310,27 @@ impl<'a> Holder<'a> {
     }
 }
 
+/// A client for `info`, with `tls`'s certificates when any is set.
+fn client(info: ConnectionInfo, tls: &RedisTls) -> Result<redis::Client, RegistryError> {
+    if !tls.is_set() {
+        return Ok(redis::Client::open(info)?);
+    }
+    if !matches!(info.addr, ConnectionAddr::TcpTls { .. }) {
+        return Err(RegistryError::TlsWithoutRediss);
+    }
+    let certificates = TlsCertificates {
+        client_tls: tls
+            .client
+            .clone()
+            .map(|(client_cert, client_key)| ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.ca.clone(),
+    };
+    Ok(redis::Client::build_with_tls(info, certificates)?)
+}
+
 /// Decodes from `Bytes`, so that the presence stanza is a view, not a copy.
 fn decode<M: Message + Default>(key: &str, raw: impl Into<Bytes>) -> Result<M, RegistryError> {
     M::decode(raw.into()).map_err(|source| RegistryError::Decode {
@@ -314,12 +354,14 @@ fn decode_account(key: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Account,
 }
 
 impl RedisRegistry {
-    /// Connects to `url` (`redis://…`); every key starts with `key_prefix`.
+    /// Connects to `url` (`redis://…`, or `rediss://…` with `tls`); every
+    /// key starts with `key_prefix`.
     /// With [`Caching::On`], [`Registry::resources`] is served from a cache
     /// in this process that Redis invalidates (see the crate documentation);
     /// every other call still goes to Redis.
     pub async fn connect(
         url: &str,
+        tls: &RedisTls,
         key_prefix: &str,
         caching: Caching,
     ) -> Result<Self, RegistryError> {
@@ -340,7 +382,7 @@ impl RedisRegistry {
                 Some(cache)
             }
         };
-        let client = redis::Client::open(info)?;
+        let client = client(info, tls)?;
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
@@ -352,6 +394,7 @@ impl RedisRegistry {
             swap: Script::new(SWAP_LUA),
             set_policy: Script::new(SET_POLICY_LUA),
             prune_role: Script::new(PRUNE_ROLE_LUA),
+            add_directed: Script::new(ADD_DIRECTED_LUA),
         })
     }
 
@@ -747,15 +790,22 @@ impl Registry for RedisRegistry {
             .await
     }
 
-    async fn add_directed(&self, full_jid: &str, to: &str) -> Result<(), RegistryError> {
+    async fn add_directed(
+        &self,
+        full_jid: &str,
+        to: &str,
+        max: u32,
+    ) -> Result<bool, RegistryError> {
         self.calls
             .call(RedisOperation::AddDirected, async {
-                let () = self
-                    .conn
-                    .clone()
-                    .sadd(self.keys.directed(full_jid), to)
+                let added: i64 = self
+                    .add_directed
+                    .key(self.keys.directed(full_jid))
+                    .arg(to)
+                    .arg(max)
+                    .invoke_async(&mut self.conn.clone())
                     .await?;
-                Ok(())
+                Ok(added == 1)
             })
             .await
     }

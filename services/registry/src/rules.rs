@@ -73,3 +73,10 @@ pub(crate) fn set_flags(
         _ => Change::Keep(false),
     }
 }
+
+/// Whether a resource that sent directed presence to `count` others (`to`
+/// among them when `known`) may not add `to`: at `max` (0: no limit) it keeps
+/// those it has. The Redis registry's `ADD_DIRECTED_LUA` applies the same rule.
+pub(crate) fn directed_is_full(count: usize, known: bool, max: u32) -> bool {
+    max != 0 && !known && count >= max as usize
+}

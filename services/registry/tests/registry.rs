@@ -22,7 +22,7 @@ macro_rules! registry_tests {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let registry = xmppd_registry::connect(None, "", super::Caching::Off).await.unwrap();
+                    let registry = xmppd_registry::connect(None, &Default::default(), "", super::Caching::Off).await.unwrap();
                     super::$test(registry).await;
                 }
             )*
@@ -33,7 +33,7 @@ macro_rules! registry_tests {
                 #[tokio::test]
                 async fn $test() {
                     let scratch = super::RedisScratch::new();
-                    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix, super::Caching::Off)
+                    let registry = xmppd_registry::connect(Some(&scratch.url), &Default::default(), &scratch.prefix, super::Caching::Off)
                         .await
                         .unwrap();
                     super::$test(registry).await;
@@ -51,6 +51,7 @@ registry_tests!(
     resources_of_a_bare_jid,
     sessions_on_node_counts_and_listing,
     directed_presence,
+    directed_presence_stops_at_its_limit,
     unbind_takes_the_directed_presence_with_it,
     a_replacing_bind_takes_the_directed_presence_of_the_replaced,
     expired_heartbeat_makes_a_node_dead,
@@ -217,7 +218,7 @@ async fn unbind_by_connection_zero_or_no_node_is_exact(registry: SharedRegistry)
     let zero_held = bound("carol@example.org/tab", "cm1", 0);
     registry.bind(zero_held.clone()).await.unwrap();
     registry
-        .add_directed("carol@example.org/tab", "dan@example.org")
+        .add_directed("carol@example.org/tab", "dan@example.org", 0)
         .await
         .unwrap();
     let removed = registry.unbind("carol@example.org/tab", "cm1", 0).await;
@@ -499,10 +500,10 @@ async fn directed_presence(registry: SharedRegistry) {
         "gina@other.example",
         "gina@other.example",
     ] {
-        registry.add_directed(from, to).await.unwrap();
+        registry.add_directed(from, to, 0).await.unwrap();
     }
     registry
-        .add_directed(from, "hal@example.org")
+        .add_directed(from, "hal@example.org", 0)
         .await
         .unwrap();
     registry
@@ -521,6 +522,50 @@ async fn directed_presence(registry: SharedRegistry) {
     assert!(registry.take_directed(from).await.unwrap().is_empty());
 }
 
+/// At the limit, a new recipient is refused while the known ones are still
+/// accepted; a removal makes room again.
+async fn directed_presence_stops_at_its_limit(registry: SharedRegistry) {
+    let from = "kim@example.org/home";
+    assert!(
+        registry
+            .add_directed(from, "a@example.org", 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        registry
+            .add_directed(from, "b@example.org", 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !registry
+            .add_directed(from, "c@example.org", 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        registry
+            .add_directed(from, "a@example.org", 2)
+            .await
+            .unwrap()
+    );
+    registry
+        .remove_directed(from, "b@example.org")
+        .await
+        .unwrap();
+    assert!(
+        registry
+            .add_directed(from, "c@example.org", 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        registry.take_directed(from).await.unwrap(),
+        ["a@example.org", "c@example.org"]
+    );
+}
+
 /// The end of a session tells whoever got its directed presence, so the
 /// unbind takes them; a replaced connection's late unbind must leave them to
 /// the replacement.
@@ -530,7 +575,7 @@ async fn unbind_takes_the_directed_presence_with_it(registry: SharedRegistry) {
     let replacement = bound(full, "cm1", 2);
     registry.bind(replacement.clone()).await.unwrap();
     for to in ["room@muc.example.org/ivy", "jay@other.example"] {
-        registry.add_directed(full, to).await.unwrap();
+        registry.add_directed(full, to, 0).await.unwrap();
     }
 
     assert_eq!(registry.unbind(full, "cm1", 1).await.unwrap(), None);
@@ -554,7 +599,7 @@ async fn a_replacing_bind_takes_the_directed_presence_of_the_replaced(registry: 
     let first = bound(full, "cm1", 1);
     registry.bind(first.clone()).await.unwrap();
     registry
-        .add_directed(full, "room@muc.example.org/ivy")
+        .add_directed(full, "room@muc.example.org/ivy", 0)
         .await
         .unwrap();
 
@@ -692,9 +737,14 @@ async fn concurrent_binds_replace_one_another(registry: SharedRegistry) {
 #[tokio::test]
 async fn redis_keeps_no_keys_for_unbound_sessions() {
     let scratch = RedisScratch::new();
-    let registry = xmppd_registry::connect(Some(&scratch.url), &scratch.prefix, Caching::Off)
-        .await
-        .unwrap();
+    let registry = xmppd_registry::connect(
+        Some(&scratch.url),
+        &Default::default(),
+        &scratch.prefix,
+        Caching::Off,
+    )
+    .await
+    .unwrap();
     registry
         .bind(bound("kim@example.org/a", "cm1", 1))
         .await
@@ -742,12 +792,17 @@ async fn cached_and_uncached(
     ttl: Duration,
 ) -> (RedisRegistry, RedisRegistry) {
     let resp2 = format!("{}/?protocol=resp2", scratch.url.trim_end_matches('/'));
-    let cached = RedisRegistry::connect(&resp2, &scratch.prefix, caching(ttl))
+    let cached = RedisRegistry::connect(&resp2, &Default::default(), &scratch.prefix, caching(ttl))
         .await
         .unwrap();
-    let uncached = RedisRegistry::connect(&scratch.url, &scratch.prefix, Caching::Off)
-        .await
-        .unwrap();
+    let uncached = RedisRegistry::connect(
+        &scratch.url,
+        &Default::default(),
+        &scratch.prefix,
+        Caching::Off,
+    )
+    .await
+    .unwrap();
     (cached, uncached)
 }
 

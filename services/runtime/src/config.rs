@@ -72,6 +72,10 @@ pub struct ListenConfig {
     pub grpc: String,
     /// The address other nodes use to reach `grpc` (defaults to it).
     pub grpc_advertise: String,
+    /// Every connection to `c2s`, `c2s_tls`, `websocket` and `websocket_tls`
+    /// starts with a PROXY protocol v2 header, whose source address is the
+    /// client's; connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -138,7 +142,8 @@ pub struct AuthConfig {
     pub max_failure_delay_ms: u64,
     /// In-band registrations allowed per client IP per hour (0 = unlimited).
     pub registrations_per_ip_per_hour: u32,
-    /// PBKDF2 iterations for newly stored SCRAM keys.
+    /// PBKDF2 iterations for newly stored SCRAM keys; keys with fewer are
+    /// replaced at the account's next PLAIN login.
     pub scram_iterations: u32,
 }
 
@@ -151,8 +156,12 @@ pub struct LimitsConfig {
     pub max_depth: usize,
     /// Most attributes accepted on one element.
     pub max_attributes: usize,
-    /// Concurrent client connections from one IP address (0 = unlimited).
+    /// Concurrent client connections from one IPv4 address or IPv6 /64
+    /// (0 = unlimited).
     pub connections_per_ip: u32,
+    /// Concurrent client connections to one connection-manager, all
+    /// transports together (0 = unlimited).
+    pub max_connections: u32,
     /// Sustained stanzas per second per connection (0 = unlimited).
     pub stanzas_per_second: u32,
     /// Burst of stanzas allowed above the sustained rate.
@@ -165,6 +174,14 @@ pub struct LimitsConfig {
     pub negotiation_timeout_secs: u64,
     /// Messages kept in offline storage per account.
     pub max_offline_messages: u32,
+    /// Largest presence stanza accepted from a client, in bytes: presence is
+    /// stored per resource and copied to every contact.
+    pub max_presence_bytes: usize,
+    /// Resources one account may have bound at once (0 = unlimited).
+    pub max_resources_per_account: u32,
+    /// Entities (outside the roster's presence subscribers) one resource may
+    /// send directed presence to (0 = unlimited).
+    pub max_directed_presences: u32,
 }
 
 /// XEP-0198 stream management on client streams.
@@ -216,8 +233,18 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// `redis://host:port`; empty keeps the registry in memory (all-in-one only).
+    /// `redis://host:port`, or `rediss://host:port` for TLS; a user and password
+    /// as `rediss://user:password@host:port`. Empty keeps the registry in memory
+    /// (all-in-one only).
     pub url: String,
+    /// The CA that signed Redis's certificate (PEM), for `rediss://`; unset: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), for a Redis that asks clients for one
+    /// (`tls-auth-clients`); set with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
     /// Prefix of every Redis key, so several clusters can share one Redis.
     pub key_prefix: String,
     /// Bare JIDs whose resources a router keeps in its look-up cache (while
@@ -273,6 +300,9 @@ pub struct ObservabilityConfig {
     pub log: String,
     /// How each log line is written.
     pub log_format: LogFormat,
+    /// The bearer token `/sessions` asks for (all-in-one); empty: a random
+    /// one written to `<data_dir>/sessions.token` at start.
+    pub sessions_token: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -353,6 +383,7 @@ impl Default for ListenConfig {
             websocket_tls: String::new(),
             grpc: "127.0.0.1:7000".into(),
             grpc_advertise: String::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -369,7 +400,8 @@ impl Default for AuthConfig {
             failure_delay_ms: 500,
             max_failure_delay_ms: 8000,
             registrations_per_ip_per_hour: 10,
-            scram_iterations: 4096,
+            // xmppd_sasl::DEFAULT_ITERATIONS, which decoy keys use too.
+            scram_iterations: 10_000,
         }
     }
 }
@@ -378,9 +410,14 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_stanza_bytes: 256 * 1024,
+            // RFC 6120 §13.12: no stanza limit below 10000 bytes.
+            max_presence_bytes: 10_000,
+            max_resources_per_account: 20,
+            max_directed_presences: 100,
             max_depth: 32,
             max_attributes: 64,
             connections_per_ip: 100,
+            max_connections: 100_000,
             stanzas_per_second: 50,
             stanza_burst: 200,
             ping_after_secs: 120,
@@ -407,6 +444,9 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             key_prefix: "xmppd:".into(),
             cache_entries: 100_000,
             cache_ttl_ms: 1000,
@@ -471,6 +511,7 @@ impl Default for ObservabilityConfig {
             http: "127.0.0.1:9090".into(),
             log: "info".into(),
             log_format: LogFormat::Text,
+            sessions_token: String::new(),
         }
     }
 }

@@ -4,8 +4,9 @@
 use bytes::Bytes;
 use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded};
 use xmppd_protocol::JidRef;
+use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::ns;
-use xmppd_protocol::stanza::Stanza;
+use xmppd_protocol::stanza::{Stanza, error_stanza};
 use xmppd_protocol::xml::Element;
 use xmppd_registry::Unbound;
 use xmppd_storage::{RosterItem, Subscription};
@@ -441,6 +442,20 @@ fn status_of(payload: &Bytes) -> String {
         .unwrap_or_default()
 }
 
+/// Answers the sender of `envelope` with a presence error.
+fn refuse(envelope: &Envelope, condition: StanzaErrorCondition, out: &mut Outbox) {
+    let stanza = Stanza::from_bytes(envelope.payload.clone(), ns::CLIENT).ok();
+    let id = stanza.as_ref().and_then(Stanza::id);
+    let error = error_stanza(
+        "presence",
+        id,
+        &envelope.to,
+        &envelope.from,
+        &StanzaError::new(condition),
+    );
+    out.deliver(&envelope.from, &envelope.to, Kind::Presence, "error", error);
+}
+
 /// §4.6: presence sent to one entity rather than broadcast.
 async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
     let full = envelope.from.as_str();
@@ -455,7 +470,13 @@ async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result 
     // Contacts that get broadcasts need no tracking.
     if !item.as_ref().is_some_and(receives_presence) {
         if envelope.r#type.is_empty() {
-            core.registry.add_directed(full, to).await?;
+            let max = core.settings.max_directed_presences;
+            if !core.registry.add_directed(full, to, max).await? {
+                // Each one tracked costs an unavailable presence when the
+                // session ends: past the limit, refused rather than untracked.
+                refuse(envelope, StanzaErrorCondition::PolicyViolation, out);
+                return Ok(());
+            }
         } else {
             core.registry.remove_directed(full, to).await?;
         }

@@ -13,7 +13,8 @@ use xmppd_grpc::session_server::Session;
 use xmppd_grpc::{
     AccountPolicy, BindReply, BindRequest, BoundResource, CredentialsReply, CredentialsRequest,
     Kick, LoginAnswer, LoginCall, LoginRefusal, RegisterOutcome, RegisterReply, RegisterRequest,
-    SessionDown, SessionUp, bind_reply, login_answer, login_call, session_down,
+    SessionDown, SessionUp, SetCredentialsReply, SetCredentialsRequest, bind_reply, login_answer,
+    login_call, session_down,
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{SharedRegistry, Unbound};
@@ -38,8 +39,11 @@ pub struct Settings {
     pub node_id: String,
     /// XEP-0077 in-band registration allowed.
     pub registration: bool,
-    pub scram_iterations: u32,
     pub max_offline_messages: u32,
+    /// Resources an account may have bound at once (0 = unlimited).
+    pub max_resources_per_account: u32,
+    /// Entities one resource may send directed presence to (0 = unlimited).
+    pub max_directed_presences: u32,
 }
 
 /// State shared by a replica's workers.
@@ -283,6 +287,24 @@ impl SessionService {
         self.shards.dispatch(job).await;
     }
 
+    /// RFC 6120 §7.6.2.1: whether `bare` has as many resources bound as it
+    /// may, none of them `full` (which a new bind would replace). Two binds
+    /// at once may both pass: the limit bounds an account's resources, it
+    /// does not count them exactly.
+    async fn too_many_resources(&self, bare: &Jid, full: &str) -> Result<bool, Status> {
+        let max = self.core.settings.max_resources_per_account;
+        if max == 0 {
+            return Ok(false);
+        }
+        let bound = self
+            .core
+            .registry
+            .resources(bare.as_str())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(bound.len() >= max as usize && !bound.iter().any(|r| r.full_jid == full))
+    }
+
     /// The bare JID of a local account, or the reason it is not one.
     fn local_account(&self, jid: &str) -> Result<Jid, Status> {
         let jid = Jid::parse(jid).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -333,7 +355,35 @@ impl SessionService {
             login_call::Call::Bind(request) => {
                 login_answer::Answer::Bind(self.bind(request).await?)
             }
+            login_call::Call::SetCredentials(request) => {
+                login_answer::Answer::SetCredentials(self.set_credentials(request).await?)
+            }
         })
+    }
+
+    /// Keys the edge derived from a new password (XEP-0077) or from the
+    /// password a login proved, stronger than the stored ones.
+    async fn set_credentials(
+        &self,
+        request: SetCredentialsRequest,
+    ) -> Result<SetCredentialsReply, Status> {
+        let jid = self.local_account(&request.jid)?;
+        let replaces = Some(request.replaces_stored_key.as_slice()).filter(|key| !key.is_empty());
+        let changed = match self
+            .core
+            .store
+            .set_credentials(jid.as_str(), &request.credentials, replaces)
+            .instrument(traced_span!("store.set_credentials"))
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::NotFound) => false,
+            Err(error) => return Err(storage_status(error)),
+        };
+        if changed {
+            tracing::info!(%jid, upgrade = replaces.is_some(), "credentials replaced");
+        }
+        Ok(SetCredentialsReply { changed })
     }
 
     async fn credentials(&self, request: CredentialsRequest) -> Result<CredentialsReply, Status> {
@@ -390,6 +440,13 @@ impl SessionService {
                 outcome: Some(bind_reply::Outcome::ErrorCondition("bad-request".into())),
             });
         };
+        if self.too_many_resources(&bare, full.as_str()).await? {
+            return Ok(BindReply {
+                outcome: Some(bind_reply::Outcome::ErrorCondition(
+                    "resource-constraint".into(),
+                )),
+            });
+        }
         let session = BoundResource {
             full_jid: full.to_string(),
             node_id: request.node_id.clone(),
@@ -447,8 +504,9 @@ mod tests {
             domain: "example.org".into(),
             node_id: "s1".into(),
             registration: true,
-            scram_iterations: 4096,
             max_offline_messages: 100,
+            max_resources_per_account: 0,
+            max_directed_presences: 0,
         }
     }
 

@@ -102,16 +102,33 @@ impl Store {
             .await
     }
 
-    /// Replaces all credentials (a password change); [`StoreError::NotFound`] if there is no
-    /// such account.
+    /// Replaces all credentials (a password change, or stronger keys for the same password);
+    /// [`StoreError::NotFound`] if there is no such account or, with `replaces`, the account
+    /// no longer has a credential with that stored key: the keys a login checked were changed
+    /// meanwhile, and the newer ones stay.
     pub async fn set_credentials(
         &self,
         jid: &str,
         credentials: &[Credential],
+        replaces: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         self.calls
             .call(SqlOperation::SetCredentials, async {
                 let mut tx = self.pool.begin().await?;
+                // The replaced key goes first, in a statement of its own: it waits for a
+                // concurrent change of the same rows and then finds nothing to delete.
+                if let Some(stored_key) = replaces {
+                    let deleted =
+                        sqlx::query("DELETE FROM credentials WHERE jid = $1 AND stored_key = $2")
+                            .bind(jid)
+                            .bind(stored_key)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    if deleted == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                }
                 sqlx::query("DELETE FROM credentials WHERE jid = $1")
                     .bind(jid)
                     .execute(&mut *tx)

@@ -179,8 +179,10 @@ impl Target {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         else {
+            // Not the URL itself: it may hold a password.
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
             return Err(StoreError::InvalidUrl(format!(
-                "{url:?}: expected postgres://, sqlite://FILE or sqlite::memory:"
+                "scheme {scheme:?}: expected postgres://, sqlite://FILE or sqlite::memory:"
             )));
         };
         let (database, params) = rest.split_once('?').unwrap_or((rest, ""));

@@ -41,6 +41,7 @@ on_both_backends![
     delete_account_removes_everything,
     set_credentials_replaces_all,
     accounts_page_by_domain_search_and_cursor,
+    credentials_upgrade_only_the_keys_it_checked,
     roster_put_remove_and_versions,
     roster_groups_round_trip,
     offline_quota_order_and_take,
@@ -214,6 +215,30 @@ async fn delete_account_removes_everything(url: String) {
     assert!(store.credentials(jid).await.unwrap().is_empty());
 }
 
+/// An upgrade names the key its login checked: it replaces the keys while that key is
+/// there, and leaves alone keys that a password change wrote meanwhile.
+async fn credentials_upgrade_only_the_keys_it_checked(url: String) {
+    let store = Store::connect(&url, POOL).await.unwrap();
+    let jid = "patient@example.com";
+    let old = [credential("SCRAM-SHA-1", 1), credential("SCRAM-SHA-256", 3)];
+    store.create_account(jid, &old).await.unwrap();
+    let checked = old[1].stored_key.clone();
+
+    let upgraded = [credential("SCRAM-SHA-1", 5), credential("SCRAM-SHA-256", 7)];
+    store
+        .set_credentials(jid, &upgraded, Some(&checked))
+        .await
+        .unwrap();
+    assert_eq!(store.credentials(jid).await.unwrap(), upgraded);
+
+    // The same upgrade again finds the key it checked gone: nothing changes.
+    let stale = store
+        .set_credentials(jid, &[credential("SCRAM-SHA-1", 9)], Some(&checked))
+        .await;
+    assert!(matches!(stale, Err(StoreError::NotFound)), "{stale:?}");
+    assert_eq!(store.credentials(jid).await.unwrap(), upgraded);
+}
+
 async fn set_credentials_replaces_all(url: String) {
     let store = Store::connect(&url, POOL).await.unwrap();
     let jid = "nurse@example.com";
@@ -226,10 +251,12 @@ async fn set_credentials_replaces_all(url: String) {
         .unwrap();
 
     let new = vec![credential("SCRAM-SHA-256", 9)];
-    store.set_credentials(jid, &new).await.unwrap();
+    store.set_credentials(jid, &new, None).await.unwrap();
     assert_eq!(store.credentials(jid).await.unwrap(), new);
 
-    let missing = store.set_credentials("nobody@example.com", &new).await;
+    let missing = store
+        .set_credentials("nobody@example.com", &new, None)
+        .await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
     assert!(
         store
@@ -640,7 +667,7 @@ async fn cached_account(url: &str, jid: &str) -> (Store, Store) {
 /// `writer` changes the password; `store` must read the new keys within the poll's bound.
 async fn changed_by(writer: &Store, store: &Store, jid: &str) {
     let new = [credential("SCRAM-SHA-1", 2)];
-    writer.set_credentials(jid, &new).await.unwrap();
+    writer.set_credentials(jid, &new, None).await.unwrap();
     assert_eq!(credentials_once(store, jid, |c, _| c == new).await, new);
 }
 
@@ -657,7 +684,7 @@ async fn cached_credentials_follow_every_change() {
 
         // The store's own change is seen at once, before its notification.
         store
-            .set_credentials(jid, &[credential("SCRAM-SHA-256", 3)])
+            .set_credentials(jid, &[credential("SCRAM-SHA-256", 3)], None)
             .await
             .unwrap();
         assert_eq!(

@@ -90,7 +90,10 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { jid } => {
             let jid = account(config, &jid)?;
             let credentials = credentials(config)?;
-            match store.set_credentials(jid.as_str(), &credentials).await {
+            match store
+                .set_credentials(jid.as_str(), &credentials, None)
+                .await
+            {
                 Ok(()) => println!("password of {jid} changed"),
                 Err(StoreError::NotFound) => bail!("{jid} does not exist"),
                 Err(error) => return Err(error.into()),
@@ -217,13 +220,27 @@ async fn resource_lines(registry: &SharedRegistry) -> anyhow::Result<String> {
     }
 }
 
-/// `GET /sessions` on the all-in-one server's HTTP endpoint.
-pub fn sessions_route(registry: SharedRegistry) -> axum::Router {
+/// `GET /sessions` on the all-in-one server's HTTP endpoint, for a caller
+/// that shows `token` as `Authorization: Bearer <token>`: the list names
+/// every connected user, so the metrics port alone does not give it away.
+pub fn sessions_route(registry: SharedRegistry, token: String) -> axum::Router {
     axum::Router::new().route(
         "/sessions",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
+            let allowed = bearer(&headers).is_some_and(|given| {
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    given.as_bytes(),
+                    token.as_bytes(),
+                ))
+            });
             async move {
+                if !allowed {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "a bearer token is required (see observability.sessions_token)\n".into(),
+                    );
+                }
                 match resource_lines(&registry).await {
                     Ok(lines) => (axum::http::StatusCode::OK, lines),
                     Err(error) => (
@@ -234,6 +251,47 @@ pub fn sessions_route(registry: SharedRegistry) -> axum::Router {
             }
         }),
     )
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// The token of `/sessions`: `observability.sessions_token`, or else the one
+/// in `<data_dir>/sessions.token`, which the server (`create`) writes at
+/// start, readable by its user only, and the admin CLI reads.
+pub fn sessions_token(config: &Config, create: bool) -> anyhow::Result<String> {
+    if !config.observability.sessions_token.is_empty() {
+        return Ok(config.observability.sessions_token.clone());
+    }
+    let path = config.server.data_dir.join("sessions.token");
+    if !create {
+        return std::fs::read_to_string(&path)
+            .map(|token| token.trim().to_string())
+            .with_context(|| format!("cannot read the server's token {}", path.display()));
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+/// Writes `text` to a file that only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 async fn ask_running_server(config: &Config) -> anyhow::Result<String> {
@@ -247,7 +305,10 @@ async fn ask_running_server(config: &Config) -> anyhow::Result<String> {
     let mut socket = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| format!("is the server running? cannot reach {address}"))?;
-    let request = format!("GET /sessions HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let token = sessions_token(config, false)?;
+    let request = format!(
+        "GET /sessions HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
     socket.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     socket.read_to_string(&mut response).await?;

@@ -16,7 +16,7 @@ use xmppd_connection_manager::websocket::{self, Scheme, WebSocketSettings};
 use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
 use xmppd_grpc::{Node, Role};
 use xmppd_protocol::jid::Jid;
-use xmppd_registry::{Caching, SharedRegistry, membership};
+use xmppd_registry::{Caching, RedisTls, SharedRegistry, membership};
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{Readiness, serve_http};
@@ -95,9 +95,36 @@ pub async fn registry(
              (or XMPPD_REGISTRY__URL), e.g. redis://127.0.0.1:6379"
         );
     }
-    xmppd_registry::connect(url, &config.registry.key_prefix, caching)
+    let tls = redis_tls(config)?;
+    xmppd_registry::connect(url, &tls, &config.registry.key_prefix, caching)
         .await
-        .with_context(|| format!("cannot open the registry {}", url.unwrap_or("in memory")))
+        .with_context(|| {
+            format!(
+                "cannot open the registry {}",
+                url.map_or("in memory".into(), redact)
+            )
+        })
+}
+
+/// The certificates `registry.ca_file`, `cert_file` and `key_file` name.
+fn redis_tls(config: &Config) -> anyhow::Result<RedisTls> {
+    let read = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        path.as_ref()
+            .map(|path| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            })
+            .transpose()
+    };
+    let registry = &config.registry;
+    let client = match (read(&registry.cert_file)?, read(&registry.key_file)?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => anyhow::bail!("registry.cert_file and registry.key_file go together"),
+    };
+    Ok(RedisTls {
+        ca: read(&registry.ca_file)?,
+        client,
+    })
 }
 
 /// The look-up cache of a cluster router's own registry (`registry.cache_*`;
@@ -146,17 +173,54 @@ pub async fn store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store {}", redact(&url)))
 }
 
-/// A URL without its password, for messages.
+/// A URL without its secrets, for messages: the password of its user, and
+/// the value of every query parameter whose name says it is a password or a
+/// secret (`?password=`, `sslpassword=`, ...).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let (url, fragment) = match url.split_once('#') {
+        Some((url, fragment)) => (url, format!("#{fragment}")),
+        None => (url, String::new()),
+    };
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_user_password(base);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out + &fragment
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token"]
+        .iter()
+        .any(|secret| name.contains(secret))
+}
+
+/// `scheme://user:password@host...` with `***` for the password.
+fn redact_user_password(url: &str) -> String {
+    let Some(scheme) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme + 3..]
+        .find('/')
+        .map_or(url.len(), |end| scheme + 3 + end);
+    let Some(at) = url[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match url[scheme + 3..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -176,8 +240,9 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
         domain: config.server.domain.clone(),
         node_id: node_id.to_string(),
         registration: config.auth.registration,
-        scram_iterations: config.auth.scram_iterations,
         max_offline_messages: config.limits.max_offline_messages,
+        max_resources_per_account: config.limits.max_resources_per_account,
+        max_directed_presences: config.limits.max_directed_presences,
     }
 }
 
@@ -421,5 +486,23 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+        assert_eq!(
+            redact("rediss://router:s3cret@10.0.0.1:6379/0#insecure"),
+            "rediss://router:***@10.0.0.1:6379/0#insecure"
+        );
+        // A password with an `@` in it, and one in the query string.
+        assert_eq!(
+            redact("postgres://u:p@ss@h/db?sslmode=verify-full&password=hunter2&sslpassword=k"),
+            "postgres://u:***@h/db?sslmode=verify-full&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://h/db?user=u&Password=x"),
+            "postgres://h/db?user=u&Password=***"
+        );
+        // An `@` after the host is not a user's.
+        assert_eq!(
+            redact("postgres://h/db?options=a@b"),
+            "postgres://h/db?options=a@b"
+        );
     }
 }

@@ -113,7 +113,7 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     assemble::track_readiness(readiness.clone(), move || {
         cluster.is_ready() && router.is_ready()
     });
-    let extra = admin::sessions_route(registry);
+    let extra = admin::sessions_route(registry, admin::sessions_token(&config, true)?);
     let http = assemble::http(&config, metrics, readiness, extra, &shutdown).await?;
     print_banner(&config, &listening, http, admin);
     wait_for_stop(trigger).await;

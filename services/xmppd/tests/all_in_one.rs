@@ -30,9 +30,22 @@ async fn two_clients_chat_and_sessions_are_listed() {
     );
     assert!(received.contains("<body>hi bob</body>"), "{received}");
 
+    // The list names every connected user: not without the server's token.
     let (status, sessions) = http_get(server.http, "/sessions").await.unwrap();
+    assert_eq!(status, 401, "{sessions}");
+    assert!(!sessions.contains("alice@localhost"), "{sessions}");
+    let token = std::fs::read_to_string(dir.path().join("sessions.token")).unwrap();
+    let (status, _) = sessions_with(server.http, "not-the-token").await;
+    assert_eq!(status, 401);
+    let (status, sessions) = sessions_with(server.http, token.trim()).await;
     assert_eq!(status, 200);
     assert!(sessions.contains("alice@localhost/phone"), "{sessions}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("sessions.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the token file is its owner's alone");
     let output = xmppd()
         .arg("--config")
         .arg(&server.config)
@@ -42,6 +55,25 @@ async fn two_clients_chat_and_sessions_are_listed() {
     let listed = String::from_utf8_lossy(&output.stdout);
     assert!(listed.contains("bob@localhost/laptop"), "{listed}");
     assert_metrics_documented(&server).await;
+}
+
+/// `GET /sessions` with a bearer token: (status, body).
+async fn sessions_with(address: std::net::SocketAddr, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /sessions HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_string())
 }
 
 #[tokio::test]

@@ -349,6 +349,7 @@ async fn impostors(nodes: Nodes) {
     cm.ready().await;
     let registry = xmppd_registry::connect(
         Some(&nodes.backing.redis_url),
+        &Default::default(),
         &nodes.backing.key_prefix,
         Caching::Off,
     )

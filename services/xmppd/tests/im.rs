@@ -880,6 +880,77 @@ async fn password_change_then_only_the_new_password_works() {
     assert_result(&changed);
     assert!(plain_login_succeeds(&server, "alice", "new-pw").await);
     assert!(!plain_login_succeeds(&server, "alice", "old-pw").await);
+    // The edge derived the new keys with the configured count.
+    assert_eq!(stored_iterations(&server, "alice").await, 10_000);
+
+    let empty = alice
+        .iq(
+            "set",
+            None,
+            "<query xmlns='jabber:iq:register'><username>alice</username><password/></query>",
+        )
+        .await;
+    assert_eq!(error_condition(&empty), "bad-request");
+    // A password that is no RFC 8265 OpaqueString (a control character).
+    let control = alice
+        .iq(
+            "set",
+            None,
+            "<query xmlns='jabber:iq:register'><username>alice</username><password>a&#x85;b</password></query>",
+        )
+        .await;
+    assert_eq!(error_condition(&control), "not-acceptable");
+    assert!(plain_login_succeeds(&server, "alice", "new-pw").await);
+}
+
+/// Keys stored with fewer iterations than configured (by an older release)
+/// are replaced by the first PLAIN login, the only kind that shows the
+/// server the password (a SCRAM login proves it without sending it).
+#[tokio::test]
+async fn plain_login_upgrades_keys_stored_with_fewer_iterations() {
+    let (_dir, server) = start("").await;
+    let added = support::xmppd()
+        .arg("--config")
+        .arg(&server.config)
+        .args(["user", "add", "old@localhost", "--password", "old-pw"])
+        .env("XMPPD_AUTH__SCRAM_ITERATIONS", "4096")
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    assert_eq!(stored_iterations(&server, "old").await, 4096);
+    assert!(!plain_login_succeeds(&server, "old", "wrong").await);
+    assert_eq!(stored_iterations(&server, "old").await, 4096);
+    assert!(plain_login_succeeds(&server, "old", "old-pw").await);
+    assert_eq!(stored_iterations(&server, "old").await, 10_000);
+    // The upgraded keys are for the same password.
+    Client::login(&server, "old", "old-pw", "again").await;
+    assert!(!plain_login_succeeds(&server, "old", "wrong").await);
+}
+
+/// The iteration count the server's SCRAM-SHA-256 challenge names for
+/// `user`: that of its stored keys.
+async fn stored_iterations(server: &Server, user: &str) -> u32 {
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    let client_first = format!("n,,n={user},r=cdefghijklmnopqrstuv");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    client
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            b64.encode(client_first)
+        ))
+        .await;
+    let challenge = client.expect("</challenge>").await;
+    let encoded = challenge
+        .rsplit_once("'>")
+        .and_then(|(_, rest)| rest.strip_suffix("</challenge>"))
+        .unwrap_or_else(|| panic!("no challenge: {challenge}"));
+    let server_first = String::from_utf8(b64.decode(encoded).unwrap()).unwrap();
+    server_first
+        .split(',')
+        .find_map(|part| part.strip_prefix("i="))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no iteration count: {server_first}"))
 }
 
 #[tokio::test]

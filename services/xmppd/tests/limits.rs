@@ -427,3 +427,211 @@ async fn registrations_per_ip_are_limited_with_resource_constraint() {
     RawClient::login(server.c2s, "new1", "new1-secret", "fresh").await;
     others.still_chat().await;
 }
+
+/// A name already taken counts against the allowance as a new account does:
+/// probing which names exist is throttled like creating accounts.
+#[tokio::test]
+async fn failed_registrations_count_against_the_allowance() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[auth]\nregistrations_per_ip_per_hour = 2\n").await;
+    let mut client = RawClient::connect(server.c2s).await;
+    client.open_stream().await;
+    for id in ["t1", "t2"] {
+        register(&mut client, "alice", id).await;
+        client
+            .expect_stanza_error(Some(id), "cancel", "conflict")
+            .await;
+    }
+    register(&mut client, "fresh", "t3").await;
+    client
+        .expect_stanza_error(Some("t3"), "wait", "resource-constraint")
+        .await;
+    others.still_chat().await;
+}
+
+/// Past `max_connections`, from any address, a connection gets
+/// `<resource-constraint/>`; a closed one gives its place back.
+#[tokio::test]
+async fn max_connections_refuses_the_next_one_with_resource_constraint() {
+    // Alice and Bob hold two of the three.
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_connections = 3\nconnections_per_ip = 0\n").await;
+    let mut third = RawClient::connect(server.c2s).await;
+    third.open_stream().await;
+    let mut fourth = RawClient::connect_from(other_ip(), server.c2s).await;
+    fourth.expect_stream_error("resource-constraint").await;
+    drop(third);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = RawClient::connect_from(other_ip(), server.c2s).await;
+        if accepted(&mut again).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    others.still_chat().await;
+}
+
+/// A client that asks for STARTTLS and then never completes the handshake
+/// is cut off at the negotiation deadline, like one that never speaks.
+#[tokio::test]
+async fn a_stalled_starttls_handshake_ends_at_the_negotiation_deadline() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nnegotiation_timeout_secs = 2\n").await;
+    let started = Instant::now();
+    let mut client = RawClient::connect(server.c2s).await;
+    let features = client.open_stream().await;
+    assert!(features.contains("<starttls"), "{features}");
+    client
+        .send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    client.expect("<proceed").await;
+    // No ClientHello follows.
+    assert!(client.closed().await, "still open: {}", client.pending());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    others.still_chat().await;
+}
+
+/// RFC 6120 §7.6.2.1: past `max_resources_per_account`, binding another
+/// resource is refused with `<resource-constraint/>`; binding one the
+/// account already has (which replaces it) is not.
+#[tokio::test]
+async fn resources_per_account_are_limited_with_resource_constraint() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_resources_per_account = 2\n").await;
+    // Alice has her phone; a laptop makes two.
+    let _laptop = RawClient::login(server.c2s, "alice", "alice-secret", "laptop").await;
+    let (mut tablet, _) = RawClient::authenticate(server.c2s, "alice", "alice-secret").await;
+    tablet
+        .send(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>tablet</resource></bind></iq>",
+        )
+        .await;
+    tablet
+        .expect_stanza_error(Some("bind"), "wait", "resource-constraint")
+        .await;
+    // Bob is not Alice: his second resource is his own allowance.
+    let _bob_laptop = RawClient::login(server.c2s, "bob", "bob-secret", "laptop").await;
+    others.still_chat().await;
+}
+
+/// A presence larger than `max_presence_bytes` (stored per resource and
+/// copied to every contact) is refused with `<policy-violation/>` and goes
+/// to no one.
+#[tokio::test]
+async fn oversized_presence_is_refused_with_policy_violation() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_presence_bytes = 10000\n").await;
+    let mut mallory = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "big").await;
+    let status = "x".repeat(10_000);
+    mallory
+        .send(&format!(
+            "<presence id='p1'><status>{status}</status></presence>"
+        ))
+        .await;
+    let refused = mallory
+        .expect_stanza_error(Some("p1"), "modify", "policy-violation")
+        .await;
+    assert!(refused.starts_with("<presence"), "{refused}");
+    assert!(
+        refused.len() < 2000,
+        "the error does not echo the payload back"
+    );
+    // A presence within the limit still goes out.
+    mallory
+        .send("<presence id='p2'><status>small</status></presence>")
+        .await;
+    mallory.expect("small").await;
+    let seen = others.still_chat().await;
+    assert!(!seen.contains(&status[..100]), "the big presence went out");
+}
+
+/// A version 2 PROXY header for TCP over IPv4 from `source`.
+fn proxy_header(source: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend([0x21, 0x11, 0, 12]);
+    header.extend(source.ip().octets());
+    header.extend([127, 0, 0, 1]);
+    header.extend(source.port().to_be_bytes());
+    header.extend(5222u16.to_be_bytes());
+    header
+}
+
+/// With `listen.proxy_protocol`, the address in each connection's PROXY
+/// header is the client's, for the per-address limits too; a connection
+/// without a header is closed before any XMPP.
+#[tokio::test]
+async fn behind_a_proxy_the_client_address_comes_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::all_in_one(
+        dir.path(),
+        "[listen]\nproxy_protocol = true\n[limits]\nconnections_per_ip = 1\n",
+    );
+    server.ready().await;
+    let c2s = server.c2s;
+    let proxied = move |source: &str| {
+        let header = proxy_header(source.parse().unwrap());
+        async move {
+            let mut client = RawClient::connect(c2s).await;
+            client.send_bytes(&header).await.unwrap();
+            client
+        }
+    };
+    let mut first = proxied("192.0.2.7:40000").await;
+    assert!(accepted(&mut first).await, "{}", first.pending());
+    // The same client address again: over the limit of one, although every
+    // connection comes from 127.0.0.1.
+    let mut again = proxied("192.0.2.7:40001").await;
+    again.expect_stream_error("policy-violation").await;
+    let mut other = proxied("192.0.2.8:40000").await;
+    assert!(accepted(&mut other).await, "{}", other.pending());
+    // No header: closed, not a word of XMPP.
+    let mut direct = RawClient::connect(server.c2s).await;
+    direct
+        .send(
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams'>",
+        )
+        .await;
+    assert!(direct.closed().await);
+    assert!(!direct.pending().contains("stream"), "{}", direct.pending());
+}
+
+/// Directed presence (RFC 6121 §4.6) is remembered per recipient, to be
+/// followed by unavailable presence: past `max_directed_presences` the next
+/// recipient gets nothing and the sender `<policy-violation/>`.
+#[tokio::test]
+async fn directed_presence_is_limited_with_policy_violation() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_directed_presences = 1\n").await;
+    let mut mallory = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "dp").await;
+    mallory
+        .send("<presence to='alice@localhost/phone' id='d1'/>")
+        .await;
+    others.alice.expect("from='mallory@localhost/dp'").await;
+    mallory
+        .send("<presence to='bob@localhost/desk' id='d2'/>")
+        .await;
+    mallory
+        .expect_stanza_error(Some("d2"), "modify", "policy-violation")
+        .await;
+    // Alice, already remembered, still gets a new one.
+    mallory
+        .send("<presence to='alice@localhost/phone' id='d3'><show>away</show></presence>")
+        .await;
+    others.alice.expect("<show>away</show>").await;
+    let seen = others.still_chat().await;
+    assert!(
+        !others.bob.pending().contains("mallory") && !seen.contains("id='d2'"),
+        "{seen}"
+    );
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xmppd_grpc::{
-    BindRequest, Credential, Origin, CredentialsRequest, RegisterOutcome, RegisterRequest, Role,
-    bind_reply, login_answer, login_call,
+    BindRequest, Credential, CredentialsRequest, Origin, RegisterOutcome, RegisterRequest, Role,
+    SetCredentialsRequest, bind_reply, login_answer, login_call,
 };
 use xmppd_registry::membership;
 
@@ -56,6 +56,29 @@ impl Cluster {
             return Err(ClusterError::WrongAnswer);
         };
         Ok(reply.outcome())
+    }
+
+    /// Replaces an account's keys with keys derived at the edge; with
+    /// `replaces`, only while it still has the credential with that stored
+    /// key. False when nothing was replaced.
+    pub async fn set_credentials(
+        &self,
+        bare_jid: &str,
+        credentials: Vec<Credential>,
+        replaces: Option<Vec<u8>>,
+    ) -> Result<bool, ClusterError> {
+        let request = SetCredentialsRequest {
+            jid: bare_jid.to_string(),
+            credentials,
+            replaces_stored_key: replaces.unwrap_or_default(),
+        };
+        let call = login_call::Call::SetCredentials(request);
+        let login_answer::Answer::SetCredentials(reply) =
+            self.inner.replicas.call(bare_jid, call).await?
+        else {
+            return Err(ClusterError::WrongAnswer);
+        };
+        Ok(reply.changed)
     }
 
     /// Binds a resource (RFC 6120 §7) and opens the stream's mailbox.

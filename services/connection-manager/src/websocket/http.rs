@@ -17,7 +17,7 @@ use xmppd_runtime::config::Config;
 
 use super::WebSocketClientStream;
 use crate::edge::Edge;
-use crate::limits::ConnectionSlot;
+use crate::limits::{ConnectionSlot, Refused};
 use crate::listener;
 use crate::tcp::Transport;
 
@@ -87,7 +87,7 @@ pub async fn serve(
         scheme,
         tls,
     });
-    listener::accept_loop(&edge, socket, |edge, tcp, peer| {
+    listener::accept_loop(&edge, socket, move |edge, tcp, peer| {
         connection(edge, shared.clone(), tcp, peer)
     })
     .await;
@@ -157,10 +157,16 @@ async fn upgrade(
     };
     // Counted against the per-IP limit before the upgrade, so that a refusal
     // is an HTTP answer a browser understands.
-    let Some(slot) = listener::admit(edge, peer) else {
-        let status = http::StatusCode::TOO_MANY_REQUESTS;
-        respond(&mut transport, status, "text/plain", "too many connections").await;
-        return None;
+    let slot = match listener::admit(edge, peer) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let status = match refused {
+                Refused::PerAddress => http::StatusCode::TOO_MANY_REQUESTS,
+                Refused::Total => http::StatusCode::SERVICE_UNAVAILABLE,
+            };
+            respond(&mut transport, status, "text/plain", "too many connections").await;
+            return None;
+        }
     };
     let mut head = String::from("HTTP/1.1 101 Switching Protocols\r\n");
     for (name, value) in response.headers() {

@@ -1,13 +1,14 @@
-//! XEP-0077 In-Band Registration for a logged-in account: its registration,
-//! a password change, or removal of the account. (Creating an account
-//! happens before authentication, at the connection-manager.)
+//! XEP-0077 In-Band Registration for a logged-in account: its registration
+//! and the removal of the account. Creating an account (before
+//! authentication) and changing a password happen at the connection-manager,
+//! which turns the password into SCRAM keys there, so that no password
+//! crosses the cluster.
 
 use xmppd_grpc::Kick;
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::StanzaErrorCondition;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
-use xmppd_storage::Credential;
 
 use crate::module::{AccountModule, Addressee, Disco, GET_OR_SET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
@@ -52,25 +53,8 @@ impl AccountModule for InBandRegistration {
         if query.get_child("remove", ns::REGISTER).is_some() {
             return remove_account(core, user, out).await;
         }
-        let given_username = query
-            .get_child("username", ns::REGISTER)
-            .map(Element::text_content);
-        let password = query
-            .get_child("password", ns::REGISTER)
-            .map(Element::text_content);
-        match (given_username, password) {
-            (Some(given), Some(password)) if given == username && !password.is_empty() => {
-                let credentials =
-                    derive_credentials(&password, core.settings.scram_iterations).await?;
-                core.store.set_credentials(user, &credentials).await?;
-                tracing::info!(account = user, "password changed");
-                Ok(IqReply::Result(None))
-            }
-            (Some(given), Some(_)) if given != username => {
-                Ok(IqReply::error(StanzaErrorCondition::NotAuthorized))
-            }
-            _ => Ok(IqReply::error(StanzaErrorCondition::BadRequest)),
-        }
+        // A password change with a password in it never gets here: the edge answers it.
+        Ok(IqReply::error(StanzaErrorCondition::BadRequest))
     }
 }
 
@@ -88,17 +72,4 @@ async fn remove_account(core: &Core, user: &str, out: &mut Outbox) -> anyhow::Re
         });
     }
     Ok(IqReply::Result(None))
-}
-
-/// SCRAM keys for every stored hash; PBKDF2 is slow on purpose, so it runs
-/// off the async workers.
-pub async fn derive_credentials(
-    password: &str,
-    iterations: u32,
-) -> anyhow::Result<Vec<Credential>> {
-    let password = password.to_string();
-    let keys =
-        tokio::task::spawn_blocking(move || xmppd_sasl::new_credentials(&password, iterations))
-            .await??;
-    Ok(keys.into_iter().map(Credential::from).collect())
 }

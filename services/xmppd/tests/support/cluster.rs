@@ -66,18 +66,34 @@ impl Backing {
                 .as_millis(),
             RUNS.fetch_add(1, Ordering::Relaxed)
         );
-        let backing = Backing {
+        let backing = Backing::new(
             redis_url,
-            key_prefix: format!("xmppd-test-cluster-{unique}:"),
+            format!("xmppd-test-cluster-{unique}:"),
             admin_url,
-            database: format!("xmppd_test_cluster_{unique}"),
-        };
+            format!("xmppd_test_cluster_{unique}"),
+        );
         let mut admin = backing.admin().await;
         sqlx::query(&format!("CREATE DATABASE \"{}\"", backing.database))
             .execute(&mut admin)
             .await
             .expect("create the test database");
         backing
+    }
+
+    /// A backing whose database `database` exists on the Postgres that
+    /// `admin_url` names, or will be made by the caller.
+    pub fn new(
+        redis_url: String,
+        key_prefix: String,
+        admin_url: String,
+        database: String,
+    ) -> Backing {
+        Backing {
+            redis_url,
+            key_prefix,
+            admin_url,
+            database,
+        }
     }
 
     async fn admin(&self) -> sqlx::PgConnection {
@@ -131,6 +147,8 @@ pub struct Nodes {
     pub dir: PathBuf,
     /// Configuration every node gets.
     pub common: String,
+    /// Environment variables of every node of a role, by role.
+    pub env: Vec<(&'static str, String, String)>,
 }
 
 impl Nodes {
@@ -149,6 +167,7 @@ impl Nodes {
             backing,
             dir,
             common: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -172,7 +191,12 @@ impl Nodes {
             role,
             data_dir,
             extra: &extra,
-            env: Vec::new(),
+            env: self
+                .env
+                .iter()
+                .filter(|(of, _, _)| *of == role)
+                .map(|(_, name, value)| (name.clone(), value.clone()))
+                .collect(),
         };
         match ports {
             Some(ports) => Server::start_at(options, ports),
