@@ -83,7 +83,11 @@ const COMMANDS: &[Command] = &[
     Command {
         node: "delete-user",
         name: "Delete users",
-        fields: &[field("accountjids", "jid-multi", "The JIDs of the accounts to delete")],
+        fields: &[field(
+            "accountjids",
+            "jid-multi",
+            "The JIDs of the accounts to delete",
+        )],
     },
     Command {
         node: "change-user-password",
@@ -231,10 +235,7 @@ fn ask(command: &Command, reply: Element) -> Element {
         }
         form.push_child(element);
     }
-    reply
-        .attr("status", "executing")
-        .child(actions)
-        .child(form)
+    reply.attr("status", "executing").child(actions).child(form)
 }
 
 fn form_type() -> Element {
@@ -330,7 +331,11 @@ async fn execute(
         "change-user-password" => {
             let jid = local_account(core, &one("accountjid"))?;
             let credentials = accounts::credentials(core, one("password")).await?;
-            match core.store.set_credentials(jid.as_str(), &credentials, None).await {
+            match core
+                .store
+                .set_credentials(jid.as_str(), &credentials, None)
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::NotFound) => return Err(accounts::unknown_account(jid.as_str())),
                 Err(error) => return Err(error.into()),
@@ -343,8 +348,14 @@ async fn execute(
             for jid in values(form, "accountjids") {
                 let resources = bound(core, &jid).await?;
                 let done = sessions::end(core, &resources, KICK_CONDITION, KICK_TEXT).await?;
-                auth::audit(core, admin, "session.end", &jid, json!({"ended": done.ended}))
-                    .await?;
+                auth::audit(
+                    core,
+                    admin,
+                    "session.end",
+                    &jid,
+                    json!({"ended": done.ended}),
+                )
+                .await?;
                 ended.extend(done.ended);
             }
             Ok((format!("{} session(s) ended", ended.len()), None))
@@ -405,10 +416,7 @@ fn accounts_of(core: &Core, jids: &[String]) -> Result<Vec<Jid>, ApiError> {
 }
 
 fn joined(jids: &[Jid]) -> String {
-    jids.iter()
-        .map(Jid::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    jids.iter().map(Jid::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// The sessions a JID names: the one of a full JID, all of a bare one's.

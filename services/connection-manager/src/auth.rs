@@ -22,7 +22,7 @@ use xmppd_protocol::jid::Jid;
 use xmppd_protocol::ns;
 use xmppd_protocol::stanza::Stanza;
 use xmppd_protocol::stream::StreamEvent;
-use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramServer};
+use xmppd_sasl::{ChannelBinding, Mechanism, SaslError, ScramHash, ScramKeys, ScramServer};
 
 use crate::edge::{Edge, EdgeSettings};
 use crate::limits::failure_delay;
@@ -372,9 +372,9 @@ async fn plain(edge: &Edge, ip: IpAddr, message: Vec<u8>) -> Attempt {
 fn needs_upgrade(credentials: &[Credential], iterations: u32) -> bool {
     let hashes = [ScramHash::Sha1, ScramHash::Sha256];
     credentials.len() != hashes.len()
-        || hashes
-            .into_iter()
-            .any(|hash| keys_for(hash, credentials).is_none_or(|keys| keys.iterations < iterations))
+        || hashes.into_iter().any(|hash| {
+            Credential::keys_for(hash, credentials).is_none_or(|keys| keys.iterations < iterations)
+        })
 }
 
 /// Stores `stronger` keys for the password a login just proved, unless the

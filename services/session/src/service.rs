@@ -39,6 +39,10 @@ pub struct Settings {
     pub node_id: String,
     /// XEP-0077 in-band registration allowed.
     pub registration: bool,
+    /// PBKDF2 iterations of the SCRAM keys made here, for the passwords
+    /// an administrator sets (admin API, ad-hoc commands); a client's own
+    /// password is turned into keys at the edge.
+    pub scram_iterations: u32,
     pub max_offline_messages: u32,
     /// Resources an account may have bound at once (0 = unlimited).
     pub max_resources_per_account: u32,
@@ -504,6 +508,7 @@ mod tests {
             domain: "example.org".into(),
             node_id: "s1".into(),
             registration: true,
+            scram_iterations: 4096,
             max_offline_messages: 100,
             max_resources_per_account: 0,
             max_directed_presences: 0,

@@ -240,6 +240,7 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
         domain: config.server.domain.clone(),
         node_id: node_id.to_string(),
         registration: config.auth.registration,
+        scram_iterations: config.auth.scram_iterations,
         max_offline_messages: config.limits.max_offline_messages,
         max_resources_per_account: config.limits.max_resources_per_account,
         max_directed_presences: config.limits.max_directed_presences,

@@ -198,6 +198,7 @@ mod tests {
             domain: "example.org".into(),
             node_id: "s1".into(),
             registration: false,
+            scram_iterations: 4096,
             max_offline_messages: 10,
             max_resources_per_account: 0,
             max_directed_presences: 0,
