@@ -24,7 +24,10 @@ impl From<xmppd_sasl::ScramKeys> for Credential {
 impl Credential {
     /// The SCRAM keys for `hash` among an account's credentials, if it has
     /// them.
-    pub fn keys_for(hash: xmppd_sasl::ScramHash, credentials: &[Credential]) -> Option<xmppd_sasl::ScramKeys> {
+    pub fn keys_for(
+        hash: xmppd_sasl::ScramHash,
+        credentials: &[Credential],
+    ) -> Option<xmppd_sasl::ScramKeys> {
         credentials
             .iter()
             .find(|credential| credential.mechanism == hash.mechanism_name())

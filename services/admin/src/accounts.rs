@@ -57,9 +57,11 @@ pub async fn list(
         .accounts_page(Some(&api.core().domain), &search, &query.after, limit + 1)
         .await?;
     let items = rows.into_iter().map(AccountInfo::from).collect();
-    Ok(Json(Page::from_rows(items, limit, |account: &AccountInfo| {
-        account.jid.clone()
-    })))
+    Ok(Json(Page::from_rows(
+        items,
+        limit,
+        |account: &AccountInfo| account.jid.clone(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -77,7 +79,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let jid = api.local_account(&request.jid)?;
     let credentials = credentials(api.core(), request.password).await?;
-    match api.core().store.create_account(jid.as_str(), &credentials).await {
+    match api
+        .core()
+        .store
+        .create_account(jid.as_str(), &credentials)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::AlreadyExists) => {
             return Err(ApiError::new(
@@ -153,7 +160,12 @@ pub async fn set_password(
 ) -> Result<StatusCode, ApiError> {
     let jid = api.local_account(&jid)?;
     let credentials = credentials(api.core(), request.password).await?;
-    match api.core().store.set_credentials(jid.as_str(), &credentials).await {
+    match api
+        .core()
+        .store
+        .set_credentials(jid.as_str(), &credentials)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::NotFound) => return Err(unknown_account(jid.as_str())),
         Err(error) => return Err(error.into()),
@@ -179,16 +191,15 @@ pub fn unknown_account(jid: &str) -> ApiError {
 /// SCRAM keys for `password` (PBKDF2, off the async threads).
 pub async fn credentials(core: &Core, password: String) -> Result<Vec<Credential>, ApiError> {
     let iterations = core.settings.scram_iterations;
-    let keys = tokio::task::spawn_blocking(move || {
-        xmppd_sasl::new_credentials(&password, iterations)
-    })
-    .await
-    .map_err(ApiError::unavailable)?
-    .map_err(|_| {
-        ApiError::bad_request(
-            "bad_password",
-            "a password must be a non-empty RFC 8265 OpaqueString",
-        )
-    })?;
+    let keys =
+        tokio::task::spawn_blocking(move || xmppd_sasl::new_credentials(&password, iterations))
+            .await
+            .map_err(ApiError::unavailable)?
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "bad_password",
+                    "a password must be a non-empty RFC 8265 OpaqueString",
+                )
+            })?;
     Ok(keys.into_iter().map(Credential::from).collect())
 }

@@ -82,10 +82,16 @@ impl AdminApi {
             return Err(invalid());
         }
         if row.revoked_at.is_some() {
-            return Err(ApiError::unauthorized("token_revoked", "this token was revoked"));
+            return Err(ApiError::unauthorized(
+                "token_revoked",
+                "this token was revoked",
+            ));
         }
         if row.expires_at.is_some_and(|expires| expires <= now_ms()) {
-            return Err(ApiError::unauthorized("token_expired", "this token expired"));
+            return Err(ApiError::unauthorized(
+                "token_expired",
+                "this token expired",
+            ));
         }
         if !self.is_admin(&row.jid).await? {
             return Err(not_admin(&row.jid));
@@ -160,7 +166,15 @@ pub async fn audit(
     target: &str,
     detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    store::record(&core.store, now_ms(), actor, action, target, &detail.to_string()).await?;
+    store::record(
+        &core.store,
+        now_ms(),
+        actor,
+        action,
+        target,
+        &detail.to_string(),
+    )
+    .await?;
     tracing::info!(actor, action, target, "admin change");
     Ok(())
 }
@@ -233,11 +247,11 @@ pub async fn login(
     let keys = Credential::keys_for(ScramHash::Sha256, &credentials)
         .or_else(|| Credential::keys_for(ScramHash::Sha1, &credentials));
     let verified = match keys {
-        Some(keys) => tokio::task::spawn_blocking(move || {
-            xmppd_sasl::verify_password(&keys, &login.password)
-        })
-        .await
-        .unwrap_or(false),
+        Some(keys) => {
+            tokio::task::spawn_blocking(move || xmppd_sasl::verify_password(&keys, &login.password))
+                .await
+                .unwrap_or(false)
+        }
         None => false,
     };
     if !verified {
@@ -259,10 +273,7 @@ pub async fn login(
 }
 
 /// `POST /auth/logout`: revokes the token the request carries.
-pub async fn logout(
-    State(api): State<AdminApi>,
-    caller: Caller,
-) -> Result<StatusCode, ApiError> {
+pub async fn logout(State(api): State<AdminApi>, caller: Caller) -> Result<StatusCode, ApiError> {
     store::revoke_token(&api.core().store, &caller.token_id, now_ms()).await?;
     api.audit(&caller.jid, "auth.logout", &caller.token_id, json!({}))
         .await?;

@@ -83,7 +83,11 @@ const COMMANDS: &[Command] = &[
     Command {
         node: "delete-user",
         name: "Delete users",
-        fields: &[field("accountjids", "jid-multi", "The JIDs of the accounts to delete")],
+        fields: &[field(
+            "accountjids",
+            "jid-multi",
+            "The JIDs of the accounts to delete",
+        )],
     },
     Command {
         node: "change-user-password",
@@ -231,10 +235,7 @@ fn ask(command: &Command, reply: Element) -> Element {
         }
         form.push_child(element);
     }
-    reply
-        .attr("status", "executing")
-        .child(actions)
-        .child(form)
+    reply.attr("status", "executing").child(actions).child(form)
 }
 
 fn form_type() -> Element {
@@ -343,8 +344,14 @@ async fn execute(
             for jid in values(form, "accountjids") {
                 let resources = bound(core, &jid).await?;
                 let done = sessions::end(core, &resources, KICK_CONDITION, KICK_TEXT).await?;
-                auth::audit(core, admin, "session.end", &jid, json!({"ended": done.ended}))
-                    .await?;
+                auth::audit(
+                    core,
+                    admin,
+                    "session.end",
+                    &jid,
+                    json!({"ended": done.ended}),
+                )
+                .await?;
                 ended.extend(done.ended);
             }
             Ok((format!("{} session(s) ended", ended.len()), None))
@@ -405,10 +412,7 @@ fn accounts_of(core: &Core, jids: &[String]) -> Result<Vec<Jid>, ApiError> {
 }
 
 fn joined(jids: &[Jid]) -> String {
-    jids.iter()
-        .map(Jid::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    jids.iter().map(Jid::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// The sessions a JID names: the one of a full JID, all of a bare one's.

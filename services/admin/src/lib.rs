@@ -102,10 +102,7 @@ impl AdminApi {
             .route("/tokens", get(auth::list_tokens).post(auth::create_token))
             .route("/tokens/{id}", delete(auth::revoke_token))
             .route("/audit", get(auth::audit_log))
-            .route(
-                "/accounts",
-                get(accounts::list).post(accounts::create),
-            )
+            .route("/accounts", get(accounts::list).post(accounts::create))
             .route(
                 "/accounts/{jid}",
                 get(accounts::show).delete(accounts::delete),

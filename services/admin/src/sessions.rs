@@ -82,7 +82,9 @@ pub async fn list(
             (registry.resources(account.as_str()).await?, None)
         }
         None => {
-            let page = registry.resources_page(&query.cursor, limit as usize).await?;
+            let page = registry
+                .resources_page(&query.cursor, limit as usize)
+                .await?;
             (page.resources, page.next)
         }
     };

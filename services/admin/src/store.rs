@@ -62,8 +62,7 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
-const TOKEN_COLUMNS: &str =
-    "id, secret_hash, jid, kind, name, created_at, expires_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, secret_hash, jid, kind, name, created_at, expires_at, revoked_at";
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
@@ -126,14 +125,13 @@ pub async fn api_tokens_page(
 /// Marks a token revoked; false if there is no such token or it was revoked
 /// already.
 pub async fn revoke_token(store: &Store, id: &str, at_ms: i64) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .bind(at_ms)
-    .execute(store.pool())
-    .await?
-    .rows_affected();
+    let updated =
+        sqlx::query("UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at_ms)
+            .execute(store.pool())
+            .await?
+            .rows_affected();
     Ok(updated > 0)
 }
 

@@ -44,7 +44,9 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = handshaken.send((tls, peer)).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "admin TLS handshake failed"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "admin TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
                     }
                 });

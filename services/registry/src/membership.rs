@@ -64,9 +64,8 @@ pub struct Changes<'a> {
 /// its login streams): `held` against `live`.
 pub fn changes<'a, 'h>(held: impl IntoIterator<Item = &'h Node>, live: &'a [Node]) -> Changes<'a> {
     let held: Vec<&Node> = held.into_iter().collect();
-    let same = |a: &Node, b: &Node| {
-        a.id == b.id && a.role == b.role && a.grpc_address == b.grpc_address
-    };
+    let same =
+        |a: &Node, b: &Node| a.id == b.id && a.role == b.role && a.grpc_address == b.grpc_address;
     Changes {
         left: held
             .iter()
@@ -216,7 +215,10 @@ mod tests {
         let mut live = nodes(&["a"]);
         live[0].stanzas_per_second = 1234.5;
         let changes = changes(&held, &live);
-        assert!(changes.left.is_empty() && changes.joined.is_empty(), "{changes:?}");
+        assert!(
+            changes.left.is_empty() && changes.joined.is_empty(),
+            "{changes:?}"
+        );
     }
 
     #[test]

@@ -248,15 +248,17 @@ impl Registry for MemoryRegistry {
             }
         }
         let page = smallest.into_sorted_vec();
-        let more = page.last().is_some_and(|last| {
-            sessions.by_bare.keys().any(|bare| bare.as_str() > *last)
-        });
+        let more = page
+            .last()
+            .is_some_and(|last| sessions.by_bare.keys().any(|bare| bare.as_str() > *last));
         Ok(ResourcePage {
             resources: page
                 .iter()
                 .flat_map(|bare| sessions.by_bare[*bare].resources.iter().cloned())
                 .collect(),
-            next: more.then(|| page.last().map(|last| last.to_string())).flatten(),
+            next: more
+                .then(|| page.last().map(|last| last.to_string()))
+                .flatten(),
         })
     }
 

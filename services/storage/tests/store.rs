@@ -260,7 +260,10 @@ async fn accounts_page_by_domain_search_and_cursor(url: String) {
                 .accounts_page(domain, search, after, limit)
                 .await
                 .unwrap();
-            entries.into_iter().map(|entry| entry.jid).collect::<Vec<_>>()
+            entries
+                .into_iter()
+                .map(|entry| entry.jid)
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(
@@ -283,15 +286,16 @@ async fn accounts_page_by_domain_search_and_cursor(url: String) {
         page(Some("example.com"), "", "a%b@example.com", 2).await,
         ["a@example.com", "a_b@example.com"]
     );
-    assert!(page(Some("example.com"), "", "b@example.com", 2).await.is_empty());
+    assert!(
+        page(Some("example.com"), "", "b@example.com", 2)
+            .await
+            .is_empty()
+    );
     assert!(page(Some("nowhere.test"), "", "", 10).await.is_empty());
     // LIKE's wildcards in a search are taken literally.
     assert_eq!(page(None, "_", "", 10).await, ["a_b@example.com"]);
     assert_eq!(page(None, "%", "", 10).await, ["a%b@example.com"]);
-    assert_eq!(
-        page(None, "sub.", "", 10).await,
-        ["c@sub.example.com"]
-    );
+    assert_eq!(page(None, "sub.", "", 10).await, ["c@sub.example.com"]);
 }
 
 async fn roster_put_remove_and_versions(url: String) {

@@ -196,9 +196,7 @@ async fn resource_lines(registry: &SharedRegistry) -> anyhow::Result<String> {
     );
     let mut cursor = String::new();
     loop {
-        let page = registry
-            .resources_page(&cursor, LIST_PAGE as usize)
-            .await?;
+        let page = registry.resources_page(&cursor, LIST_PAGE as usize).await?;
         for resource in &page.resources {
             let presence = if resource.available {
                 "available"

@@ -25,9 +25,7 @@ use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
 
 use crate::admin;
-use crate::assemble::{
-    self, drain, heartbeat_interval, keep_registered, node, nothing_delivered,
-};
+use crate::assemble::{self, drain, heartbeat_interval, keep_registered, node, nothing_delivered};
 use crate::local::LocalConnector;
 
 /// How long connections get to close when the server stops.

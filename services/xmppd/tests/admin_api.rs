@@ -73,17 +73,25 @@ async fn logins_tokens_roles_and_the_audit_log() {
     // Who may log in.
     let login = |jid: &str, password: &str| json!({"jid": jid, "password": password});
     let path = "/api/v1/auth/login";
-    let answer = anonymous.post(path, login("alice@localhost", "alicepass")).await;
+    let answer = anonymous
+        .post(path, login("alice@localhost", "alicepass"))
+        .await;
     answer.assert_error(403, "not_admin");
-    let answer = anonymous.post(path, login("alice@localhost", "wrong")).await;
+    let answer = anonymous
+        .post(path, login("alice@localhost", "wrong"))
+        .await;
     answer.assert_error(401, "bad_credentials");
     let answer = anonymous.post(path, login("nobody@localhost", "x")).await;
     answer.assert_error(401, "bad_credentials");
     let answer = anonymous.post(path, login("not a jid@", "x")).await;
     answer.assert_error(400, "malformed_jid");
-    let answer = anonymous.post(path, login("alice@elsewhere.example", "x")).await;
+    let answer = anonymous
+        .post(path, login("alice@elsewhere.example", "x"))
+        .await;
     answer.assert_error(400, "not_local");
-    let answer = anonymous.post(path, json!({"jid": "alice@localhost"})).await;
+    let answer = anonymous
+        .post(path, json!({"jid": "alice@localhost"}))
+        .await;
     answer.assert_error(422, "bad_request");
 
     // Tokens that do not pass.
@@ -160,7 +168,13 @@ async fn logins_tokens_roles_and_the_audit_log() {
 
     // Logging out revokes the login token.
     let root_again = anonymous.login("root", "rootpass").await;
-    assert_eq!(root_again.post("/api/v1/auth/logout", json!({})).await.status, 204);
+    assert_eq!(
+        root_again
+            .post("/api/v1/auth/logout", json!({}))
+            .await
+            .status,
+        204
+    );
     root_again
         .get(accounts)
         .await
@@ -182,12 +196,17 @@ async fn logins_tokens_roles_and_the_audit_log() {
         ("root@localhost", "token.revoke"),
         ("root@localhost", "auth.logout"),
     ] {
-        assert!(actions.contains(&expected), "{expected:?} not in {actions:?}");
+        assert!(
+            actions.contains(&expected),
+            "{expected:?} not in {actions:?}"
+        );
     }
     assert_eq!(actions[0], ("root@localhost", "auth.logout"));
     let first = root.get("/api/v1/audit?limit=1").await;
     let next = first.body["next"].as_str().unwrap();
-    let second = root.get(&format!("/api/v1/audit?limit=1&before={next}")).await;
+    let second = root
+        .get(&format!("/api/v1/audit?limit=1&before={next}"))
+        .await;
     assert_eq!(second.body["items"][0]["id"], entries[1]["id"]);
     root.get("/api/v1/audit?before=-1")
         .await
@@ -201,7 +220,10 @@ async fn accounts_are_created_listed_searched_changed_and_deleted() {
     let accounts = "/api/v1/accounts";
     for user in ["carol", "dave", "erin", "frank"] {
         let made = root
-            .post(accounts, json!({"jid": format!("{user}@localhost"), "password": "pw"}))
+            .post(
+                accounts,
+                json!({"jid": format!("{user}@localhost"), "password": "pw"}),
+            )
             .await;
         assert_eq!(made.status, 201, "{:?}", made.body);
     }
@@ -309,7 +331,11 @@ async fn sessions_are_listed_ended_and_announced_to() {
     listed.sort();
     assert_eq!(
         listed,
-        ["bob@localhost/laptop", "bob@localhost/phone", "dave@localhost/desk"]
+        [
+            "bob@localhost/laptop",
+            "bob@localhost/phone",
+            "dave@localhost/desk"
+        ]
     );
     let laptop = all.body["items"]
         .as_array()
@@ -331,7 +357,10 @@ async fn sessions_are_listed_ended_and_announced_to() {
     let mut next = first.body["next"].clone();
     while let Some(cursor) = next.as_str() {
         let page = root
-            .get(&format!("/api/v1/sessions?limit=1&cursor={}", segment(cursor)))
+            .get(&format!(
+                "/api/v1/sessions?limit=1&cursor={}",
+                segment(cursor)
+            ))
             .await;
         walked.extend(jids(&page.body));
         next = page.body["next"].clone();
@@ -350,17 +379,26 @@ async fn sessions_are_listed_ended_and_announced_to() {
     // Announcements: to the online, to one account, to everyone.
     let announce = "/api/v1/announcements";
     let sent = root
-        .post(announce, json!({"to": "online", "subject": "Maintenance", "body": "back at five"}))
+        .post(
+            announce,
+            json!({"to": "online", "subject": "Maintenance", "body": "back at five"}),
+        )
         .await;
     assert_eq!(sent.status, 200, "{:?}", sent.body);
     assert_eq!(sent.body["recipients"], 3);
     for client in [&mut bob, &mut bob_phone, &mut dave] {
         let message = client.expect("back at five</body></message>").await;
         assert!(message.contains(&format!("from='{DOMAIN}'")), "{message}");
-        assert!(message.contains("<subject>Maintenance</subject>"), "{message}");
+        assert!(
+            message.contains("<subject>Maintenance</subject>"),
+            "{message}"
+        );
     }
     let sent = root
-        .post(announce, json!({"to": "dave@localhost", "body": "just you"}))
+        .post(
+            announce,
+            json!({"to": "dave@localhost", "body": "just you"}),
+        )
         .await;
     assert_eq!(sent.body["recipients"], 1);
     dave.expect("just you</body>").await;
@@ -375,9 +413,12 @@ async fn sessions_are_listed_ended_and_announced_to() {
     root.post(announce, json!({"to": "online", "body": ""}))
         .await
         .assert_error(400, "bad_body");
-    root.post(announce, json!({"to": "online", "body": "x".repeat(16 * 1024 + 1)}))
-        .await
-        .assert_error(400, "too_long");
+    root.post(
+        announce,
+        json!({"to": "online", "body": "x".repeat(16 * 1024 + 1)}),
+    )
+    .await
+    .assert_error(400, "too_long");
     root.post(announce, json!({"to": "nobody@localhost", "body": "x"}))
         .await
         .assert_error(404, "unknown_account");
@@ -392,7 +433,12 @@ async fn sessions_are_listed_ended_and_announced_to() {
             .await;
         let status = root.get("/api/v1/cluster").await;
         if status.body["stanzas_per_second"].as_f64().unwrap() > 0.0 {
-            assert!(status.body["routers"][0]["stanzas_per_second"].as_f64().unwrap() > 0.0);
+            assert!(
+                status.body["routers"][0]["stanzas_per_second"]
+                    .as_f64()
+                    .unwrap()
+                    > 0.0
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{:?}", status.body);
@@ -411,7 +457,9 @@ async fn sessions_are_listed_ended_and_announced_to() {
     root.delete(&session("bob@localhost"))
         .await
         .assert_error(400, "malformed_jid");
-    let ended = root.delete("/api/v1/accounts/bob%40localhost/sessions").await;
+    let ended = root
+        .delete("/api/v1/accounts/bob%40localhost/sessions")
+        .await;
     assert_eq!(ended.body["ended"], json!(["bob@localhost/phone"]));
     bob_phone.expect_stream_error("policy-violation").await;
     root.delete("/api/v1/accounts/nobody%40localhost/sessions")
@@ -427,7 +475,12 @@ async fn sessions_are_listed_ended_and_announced_to() {
     let status = root.get("/api/v1/cluster").await;
     assert_eq!(status.status, 200);
     for role in ["connection_managers", "routers", "session_replicas"] {
-        assert_eq!(status.body[role].as_array().unwrap().len(), 1, "{role}: {:?}", status.body);
+        assert_eq!(
+            status.body[role].as_array().unwrap().len(),
+            1,
+            "{role}: {:?}",
+            status.body
+        );
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -473,7 +526,12 @@ async fn kick_across_the_cluster(nodes: Nodes) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["jid"].as_str().unwrap().into(), s["node"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["jid"].as_str().unwrap().into(),
+                s["node"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         nodes_of,
@@ -499,7 +557,9 @@ async fn kick_across_the_cluster(nodes: Nodes) {
     assert_eq!(ids("session_replicas"), ["session-1", "session-2"]);
 
     // The kick leaves by a router to the connection-manager holding the stream.
-    let ended = root.delete("/api/v1/sessions/bob%40localhost%2Fthere").await;
+    let ended = root
+        .delete("/api/v1/sessions/bob%40localhost%2Fthere")
+        .await;
     assert_eq!(ended.status, 200, "{:?}", ended.body);
     bob_there.expect_stream_error("policy-violation").await;
     // The other session stays, and hears that this one left.
@@ -553,71 +613,174 @@ async fn administrators_run_the_service_administration_commands_and_others_are_f
     // The list of commands, for administrators only.
     let items = "<query xmlns='http://jabber.org/protocol/disco#items' \
                  node='http://jabber.org/protocol/commands'/>";
-    let listed = iq(&mut root, "d1", &format!("<iq type='get' id='d1' to='{DOMAIN}'>{items}</iq>")).await;
-    for node in ["add-user", "delete-user", "change-user-password", "end-user-session", "get-online-users-num", "get-online-users-list", "announce"] {
-        assert!(listed.contains(&format!("admin#{node}'")), "{node} not in {listed}");
+    let listed = iq(
+        &mut root,
+        "d1",
+        &format!("<iq type='get' id='d1' to='{DOMAIN}'>{items}</iq>"),
+    )
+    .await;
+    for node in [
+        "add-user",
+        "delete-user",
+        "change-user-password",
+        "end-user-session",
+        "get-online-users-num",
+        "get-online-users-list",
+        "announce",
+    ] {
+        assert!(
+            listed.contains(&format!("admin#{node}'")),
+            "{node} not in {listed}"
+        );
     }
-    let hidden = iq(&mut eve, "d2", &format!("<iq type='get' id='d2' to='{DOMAIN}'>{items}</iq>")).await;
+    let hidden = iq(
+        &mut eve,
+        "d2",
+        &format!("<iq type='get' id='d2' to='{DOMAIN}'>{items}</iq>"),
+    )
+    .await;
     assert!(!hidden.contains("<item"), "{hidden}");
     let info = iq(&mut eve, "d3", &format!("<iq type='get' id='d3' to='{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
-    assert!(info.contains("var='http://jabber.org/protocol/commands'"), "{info}");
+    assert!(
+        info.contains("var='http://jabber.org/protocol/commands'"),
+        "{info}"
+    );
 
     // Others are refused.
     let refused = iq(&mut eve, "e1", &command("e1", "add-user", &[])).await;
-    assert!(refused.contains("type='error'") && refused.contains("<forbidden"), "{refused}");
+    assert!(
+        refused.contains("type='error'") && refused.contains("<forbidden"),
+        "{refused}"
+    );
 
     // Add a user: the form, then the submitted form.
     let form = iq(&mut root, "a1", &command("a1", "add-user", &[])).await;
     assert!(form.contains("status='executing'"), "{form}");
-    assert!(form.contains("var='accountjid'") && form.contains("type='text-private'"), "{form}");
-    let fields = [("accountjid", "frank@localhost"), ("password", "frankpass"), ("password-verify", "frankpass")];
+    assert!(
+        form.contains("var='accountjid'") && form.contains("type='text-private'"),
+        "{form}"
+    );
+    let fields = [
+        ("accountjid", "frank@localhost"),
+        ("password", "frankpass"),
+        ("password-verify", "frankpass"),
+    ];
     let done = iq(&mut root, "a2", &command("a2", "add-user", &fields)).await;
     assert!(done.contains("status='completed'"), "{done}");
     RawClient::login(server.c2s, "frank", "frankpass", "x").await;
     let again = iq(&mut root, "a3", &command("a3", "add-user", &fields)).await;
     assert!(again.contains("<conflict"), "{again}");
-    let missing = iq(&mut root, "a4", &command("a4", "add-user", &[("accountjid", "gina@localhost")])).await;
+    let missing = iq(
+        &mut root,
+        "a4",
+        &command("a4", "add-user", &[("accountjid", "gina@localhost")]),
+    )
+    .await;
     assert!(missing.contains("<bad-request"), "{missing}");
-    let differ = [("accountjid", "gina@localhost"), ("password", "a"), ("password-verify", "b")];
+    let differ = [
+        ("accountjid", "gina@localhost"),
+        ("password", "a"),
+        ("password-verify", "b"),
+    ];
     let differ = iq(&mut root, "a5", &command("a5", "add-user", &differ)).await;
     assert!(differ.contains("<bad-request"), "{differ}");
-    let malformed = iq(&mut root, "a6", &command("a6", "add-user", &[("accountjid", "@@"), ("password", "x")])).await;
+    let malformed = iq(
+        &mut root,
+        "a6",
+        &command("a6", "add-user", &[("accountjid", "@@"), ("password", "x")]),
+    )
+    .await;
     assert!(malformed.contains("<bad-request"), "{malformed}");
     let unknown = iq(&mut root, "a7", &command("a7", "no-such-command", &[])).await;
     assert!(unknown.contains("<item-not-found"), "{unknown}");
 
     // Change a password.
     let fields = [("accountjid", "frank@localhost"), ("password", "newpass")];
-    let done = iq(&mut root, "p1", &command("p1", "change-user-password", &fields)).await;
+    let done = iq(
+        &mut root,
+        "p1",
+        &command("p1", "change-user-password", &fields),
+    )
+    .await;
     assert!(done.contains("status='completed'"), "{done}");
     RawClient::login(server.c2s, "frank", "newpass", "y").await;
     let fields = [("accountjid", "nobody@localhost"), ("password", "x")];
-    let unknown = iq(&mut root, "p2", &command("p2", "change-user-password", &fields)).await;
+    let unknown = iq(
+        &mut root,
+        "p2",
+        &command("p2", "change-user-password", &fields),
+    )
+    .await;
     assert!(unknown.contains("<item-not-found"), "{unknown}");
 
     // Who is online.
     let count = iq(&mut root, "o1", &command("o1", "get-online-users-num", &[])).await;
     assert!(count.contains("var='onlineusersnum'"), "{count}");
-    let list = iq(&mut root, "o2", &command("o2", "get-online-users-list", &[("max_items", "100")])).await;
-    assert!(list.contains("<value>eve@localhost</value>") && list.contains("<value>root@localhost</value>"), "{list}");
-    let bad = iq(&mut root, "o3", &command("o3", "get-online-users-list", &[("max_items", "0")])).await;
+    let list = iq(
+        &mut root,
+        "o2",
+        &command("o2", "get-online-users-list", &[("max_items", "100")]),
+    )
+    .await;
+    assert!(
+        list.contains("<value>eve@localhost</value>")
+            && list.contains("<value>root@localhost</value>"),
+        "{list}"
+    );
+    let bad = iq(
+        &mut root,
+        "o3",
+        &command("o3", "get-online-users-list", &[("max_items", "0")]),
+    )
+    .await;
     assert!(bad.contains("<bad-request"), "{bad}");
 
     // An announcement reaches the online users.
-    let fields = [("subject", "Notice"), ("announcement", "server restarts soon")];
+    let fields = [
+        ("subject", "Notice"),
+        ("announcement", "server restarts soon"),
+    ];
     let done = iq(&mut root, "n1", &command("n1", "announce", &fields)).await;
     assert!(done.contains("status='completed'"), "{done}");
     eve.expect("server restarts soon</body>").await;
 
     // End a session; delete a user.
-    let done = iq(&mut root, "s1", &command("s1", "end-user-session", &[("accountjids", "eve@localhost/phone")])).await;
+    let done = iq(
+        &mut root,
+        "s1",
+        &command(
+            "s1",
+            "end-user-session",
+            &[("accountjids", "eve@localhost/phone")],
+        ),
+    )
+    .await;
     assert!(done.contains("status='completed'"), "{done}");
     eve.expect_stream_error("policy-violation").await;
-    let gone = iq(&mut root, "s2", &command("s2", "end-user-session", &[("accountjids", "eve@localhost/phone")])).await;
+    let gone = iq(
+        &mut root,
+        "s2",
+        &command(
+            "s2",
+            "end-user-session",
+            &[("accountjids", "eve@localhost/phone")],
+        ),
+    )
+    .await;
     assert!(gone.contains("<item-not-found"), "{gone}");
-    let done = iq(&mut root, "r1", &command("r1", "delete-user", &[("accountjids", "frank@localhost")])).await;
+    let done = iq(
+        &mut root,
+        "r1",
+        &command("r1", "delete-user", &[("accountjids", "frank@localhost")]),
+    )
+    .await;
     assert!(done.contains("status='completed'"), "{done}");
-    let again = iq(&mut root, "r2", &command("r2", "delete-user", &[("accountjids", "frank@localhost")])).await;
+    let again = iq(
+        &mut root,
+        "r2",
+        &command("r2", "delete-user", &[("accountjids", "frank@localhost")]),
+    )
+    .await;
     assert!(again.contains("<item-not-found"), "{again}");
 
     // Canceling answers canceled.
@@ -626,5 +789,8 @@ async fn administrators_run_the_service_administration_commands_and_others_are_f
          node='http://jabber.org/protocol/admin#add-user' sessionid='abc' action='cancel'/></iq>"
     );
     let canceled = iq(&mut root, "c1", &cancel).await;
-    assert!(canceled.contains("status='canceled'") && canceled.contains("sessionid='abc'"), "{canceled}");
+    assert!(
+        canceled.contains("status='canceled'") && canceled.contains("sessionid='abc'"),
+        "{canceled}"
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xmppd_grpc::{
-    BindRequest, Credential, Origin, CredentialsRequest, RegisterOutcome, RegisterRequest, Role,
+    BindRequest, Credential, CredentialsRequest, Origin, RegisterOutcome, RegisterRequest, Role,
     bind_reply, login_answer, login_call,
 };
 use xmppd_registry::membership;

@@ -96,9 +96,7 @@ impl AdminApi {
         panic!("admin API at {} never came up", self.address);
     }
 
-    async fn connect(
-        &self,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    async fn connect(&self) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut config = (*xmppd_tls::insecure_client_config()).clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
