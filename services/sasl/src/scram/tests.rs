@@ -168,7 +168,7 @@ fn unknown_user_gets_a_stable_plausible_challenge_and_fails_at_the_end() {
             .unwrap();
         let server_first = String::from_utf8(server.server_first(None)).unwrap();
         let salt = server_first.split(',').nth(1).unwrap().to_owned();
-        assert!(server_first.ends_with(",i=4096"));
+        assert!(server_first.ends_with(&format!(",i={DEFAULT_ITERATIONS}")));
         assert_eq!(
             BASE64
                 .decode(salt.strip_prefix("s=").unwrap())
