@@ -40,6 +40,8 @@ pub struct Settings {
     pub registration: bool,
     pub scram_iterations: u32,
     pub max_offline_messages: u32,
+    /// The chat service (XEP-0045) the replica runs for the rooms it owns.
+    pub muc: crate::muc::MucSettings,
 }
 
 /// State shared by a replica's workers.
@@ -443,6 +445,7 @@ mod tests {
             registration: true,
             scram_iterations: 4096,
             max_offline_messages: 100,
+            muc: Default::default(),
         }
     }
 

@@ -165,6 +165,10 @@ pub async fn modules(config: &Config, store: &Store) -> anyhow::Result<Modules> 
         .migrate(store)
         .await
         .context("cannot migrate the modules' tables")?;
+    store
+        .migrate(&xmppd_session::muc::SCHEMA)
+        .await
+        .context("cannot migrate the chat service's tables")?;
     Ok(modules)
 }
 
@@ -175,6 +179,10 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
         registration: config.auth.registration,
         scram_iterations: config.auth.scram_iterations,
         max_offline_messages: config.limits.max_offline_messages,
+        muc: xmppd_session::muc::MucSettings {
+            domains: config.muc.service_domains(&config.server.domain),
+            config: config.muc.clone(),
+        },
     }
 }
 

@@ -200,6 +200,7 @@ mod tests {
             registration: false,
             scram_iterations: 4096,
             max_offline_messages: 10,
+            muc: Default::default(),
         };
         let service = SessionService::new(
             settings,

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 pub mod client;
 pub mod cluster;
 pub mod features;
+pub mod muc;
 pub mod otlp;
 pub mod prometheus;
 
