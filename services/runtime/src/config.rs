@@ -920,6 +920,19 @@ mod tests {
     }
 
     #[test]
+    fn the_chat_service_is_at_conference_unless_configured() {
+        let mut muc = MucConfig::default();
+        assert_eq!(muc.service_domains("example.org"), ["conference.example.org"]);
+        muc.domains = vec!["Rooms.example.org".into(), "chat.example.org".into()];
+        assert_eq!(
+            muc.service_domains("example.org"),
+            ["rooms.example.org", "chat.example.org"]
+        );
+        muc.enabled = false;
+        assert!(muc.service_domains("example.org").is_empty());
+    }
+
+    #[test]
     fn production_template_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/xmppd.production.toml");
         let config = Config::load_with_env(Some(&path), env(&[])).unwrap();

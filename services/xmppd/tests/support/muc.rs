@@ -172,12 +172,15 @@ pub async fn chat(alice_at: SocketAddr, bob_at: SocketAddr) {
     let own = join(&mut bob, &room, "Bob", Some("")).await;
     assert_eq!(codes(&own), vec![110]);
     assert_eq!(item(&own).get_attr("role"), Some("participant"));
-    // A semi-anonymous room shows real JIDs to moderators only.
-    assert_eq!(item(&own).get_attr("jid"), None);
-    assert!(
-        bob.received(|s| is_from(s, "presence", &format!("{room}/Alice"))),
-        "the occupants' presence comes before the newcomer's own"
-    );
+    // The occupants' presence came before the newcomer's own; a
+    // semi-anonymous room shows real JIDs to moderators only.
+    let alice_seen = bob
+        .wait("Alice's presence", |s| {
+            is_from(s, "presence", &format!("{room}/Alice"))
+        })
+        .await;
+    assert_eq!(item(&alice_seen).get_attr("jid"), None);
+    assert_eq!(item(&alice_seen).get_attr("affiliation"), Some("owner"));
     let seen = alice
         .wait("Bob's presence", |s| {
             is_from(s, "presence", &format!("{room}/Bob"))
