@@ -84,9 +84,10 @@ async def run(host, port, room, jid1, password1, jid2, password2):
     if status_codes(own) != [110, 201]:
         raise Failure(f"a new room's self-presence has codes {status_codes(own)}")
     form = await muc.get_room_config(slixmpp.JID(room), timeout=TIMEOUT)
-    if "muc#roomconfig_roomname" not in form["fields"]:
-        raise Failure(f"no room name in the configuration form: {list(form['fields'])}")
-    form["fields"]["muc#roomconfig_roomname"]["value"] = "Interop"
+    fields = form.get_fields()
+    if "muc#roomconfig_roomname" not in fields:
+        raise Failure(f"no room name in the configuration form: {list(fields)}")
+    fields["muc#roomconfig_roomname"]["value"] = "Interop"
     await muc.set_room_config(slixmpp.JID(room), form, timeout=TIMEOUT)
 
     await bob.join("Bob")
