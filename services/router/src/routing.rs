@@ -249,8 +249,16 @@ mod tests {
         );
         // The occupant's own replica sees its presence to the room first.
         let e = envelope(Kind::Presence, "", to_room, Stage::FromClient);
-        assert_eq!(chat_service_owner(&e, &services), Some("juliet@example.org"));
-        let e = envelope(Kind::Message, "chat", "romeo@example.org", Stage::FromClient);
+        assert_eq!(
+            chat_service_owner(&e, &services),
+            Some("juliet@example.org")
+        );
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
         assert_eq!(chat_service_owner(&e, &services), None);
     }
 

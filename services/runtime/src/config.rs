@@ -922,7 +922,10 @@ mod tests {
     #[test]
     fn the_chat_service_is_at_conference_unless_configured() {
         let mut muc = MucConfig::default();
-        assert_eq!(muc.service_domains("example.org"), ["conference.example.org"]);
+        assert_eq!(
+            muc.service_domains("example.org"),
+            ["conference.example.org"]
+        );
         muc.domains = vec!["Rooms.example.org".into(), "chat.example.org".into()];
         assert_eq!(
             muc.service_domains("example.org"),

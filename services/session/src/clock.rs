@@ -41,7 +41,11 @@ pub fn parse_utc(text: &str) -> Option<i64> {
     };
     let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut parts = clock.splitn(3, ':').map(str::parse::<i64>);
-    let (hour, minute, second) = (parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?);
+    let (hour, minute, second) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
     let valid = (1..=12).contains(&month)
         && (1..=31).contains(&day)
         && hour < 24
@@ -99,9 +103,18 @@ mod tests {
         for ms in [0, 951_782_400_000, 1_795_314_613_123] {
             assert_eq!(parse_utc(&format_utc(ms)), Some(ms));
         }
-        assert_eq!(parse_utc("2026-11-22T04:30:13+02:00"), Some(1_795_314_613_000));
+        assert_eq!(
+            parse_utc("2026-11-22T04:30:13+02:00"),
+            Some(1_795_314_613_000)
+        );
         assert_eq!(parse_utc("2026-11-22T02:30:13Z"), Some(1_795_314_613_000));
-        for bad in ["", "2026-11-22", "2026-13-01T00:00:00Z", "2026-11-22T25:00:00Z", "x-y-zTa:b:cZ"] {
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T25:00:00Z",
+            "x-y-zTa:b:cZ",
+        ] {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
     }

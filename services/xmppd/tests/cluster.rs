@@ -155,7 +155,11 @@ async fn group_chat(nodes: Nodes) {
             let stanza_id = copy
                 .get_child("stanza-id", xmppd_protocol::ns::STANZA_ID)
                 .and_then(|s| s.get_attr("id"));
-            assert_eq!(stanza_id, stanza_ids.get(id).map(String::as_str), "{copy:?}");
+            assert_eq!(
+                stanza_id,
+                stanza_ids.get(id).map(String::as_str),
+                "{copy:?}"
+            );
         }
     }
     // Both are still occupants: the room, now on the other replica, goes on.

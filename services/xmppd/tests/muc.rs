@@ -39,7 +39,11 @@ async fn discovery() {
     let (_dir, server) = with_users("", &["alice"]).await;
     let mut alice = login(server.c2s, "alice").await;
     let items = alice
-        .iq("get", Some("localhost"), "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+        .iq(
+            "get",
+            Some("localhost"),
+            "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        )
         .await;
     let listed: Vec<&str> = items
         .get_child("query", ns::DISCO_ITEMS)
@@ -49,17 +53,37 @@ async fn discovery() {
         .collect();
     assert_eq!(listed, vec![service().as_str()]);
     let info = alice
-        .iq("get", Some(&service()), "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        .iq(
+            "get",
+            Some(&service()),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
         .await;
     let query = info.get_child("query", ns::DISCO_INFO).unwrap();
     let identity = query.get_child("identity", ns::DISCO_INFO).unwrap();
     assert_eq!(identity.get_attr("category"), Some("conference"));
     assert!(query.children().any(|f| f.get_attr("var") == Some(ns::MUC)));
 
-    create(&mut alice, &room("public"), "Alice", &[("muc#roomconfig_roomname", "Public")]).await;
-    create(&mut alice, &room("hidden"), "Alice", &[("muc#roomconfig_publicroom", "0")]).await;
+    create(
+        &mut alice,
+        &room("public"),
+        "Alice",
+        &[("muc#roomconfig_roomname", "Public")],
+    )
+    .await;
+    create(
+        &mut alice,
+        &room("hidden"),
+        "Alice",
+        &[("muc#roomconfig_publicroom", "0")],
+    )
+    .await;
     let items = alice
-        .iq("get", Some(&service()), "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+        .iq(
+            "get",
+            Some(&service()),
+            "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        )
         .await;
     let rooms: Vec<(&str, Option<&str>)> = items
         .get_child("query", ns::DISCO_ITEMS)
@@ -71,14 +95,21 @@ async fn discovery() {
     assert_eq!(rooms, vec![(public.as_str(), Some("Public"))]);
 
     let info = alice
-        .iq("get", Some(&room("hidden")), "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        .iq(
+            "get",
+            Some(&room("hidden")),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
         .await;
     let query = info.get_child("query", ns::DISCO_INFO).unwrap();
-    let features: Vec<&str> = query
-        .children()
-        .filter_map(|f| f.get_attr("var"))
-        .collect();
-    for feature in [ns::MUC, "muc_hidden", "muc_temporary", "muc_open", "muc_semianonymous"] {
+    let features: Vec<&str> = query.children().filter_map(|f| f.get_attr("var")).collect();
+    for feature in [
+        ns::MUC,
+        "muc_hidden",
+        "muc_temporary",
+        "muc_open",
+        "muc_semianonymous",
+    ] {
         assert!(features.contains(&feature), "{feature} in {features:?}");
     }
     let form = query.get_child("x", ns::DATA_FORMS).unwrap();
@@ -88,7 +119,11 @@ async fn discovery() {
         .unwrap();
     assert_eq!(occupants.children().next().unwrap().text_content(), "1");
     let missing = alice
-        .iq("get", Some(&room("nowhere")), "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        .iq(
+            "get",
+            Some(&room("nowhere")),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
         .await;
     assert_eq!(error_condition(&missing), "item-not-found");
 }
@@ -112,10 +147,15 @@ async fn refused_joins() {
         .await;
     assert_eq!(error_condition(&refused), "jid-malformed");
     // A nick taken by someone else.
-    assert_eq!(join_refused(&mut bob, &room, "Alice", Some("")).await, "conflict");
+    assert_eq!(
+        join_refused(&mut bob, &room, "Alice", Some("")).await,
+        "conflict"
+    );
     // A message from someone not in the room.
-    bob.send(&format!("<message to='{room}' type='groupchat' id='x'><body>hi</body></message>"))
-        .await;
+    bob.send(&format!(
+        "<message to='{room}' type='groupchat' id='x'><body>hi</body></message>"
+    ))
+    .await;
     let refused = bob
         .wait("the refused message", |s| is_from(s, "message", &room))
         .await;
@@ -130,7 +170,10 @@ async fn refused_joins() {
         ],
     )
     .await;
-    assert_eq!(join_refused(&mut bob, &room, "Bob", Some("")).await, "not-authorized");
+    assert_eq!(
+        join_refused(&mut bob, &room, "Bob", Some("")).await,
+        "not-authorized"
+    );
     assert_eq!(
         join_refused(&mut bob, &room, "Bob", Some("<password>wrong</password>")).await,
         "not-authorized"
@@ -140,31 +183,54 @@ async fn refused_joins() {
     configure(&mut alice, &room, &[("muc#roomconfig_membersonly", "1")]).await;
     // Bob, no member, is removed as the room becomes members-only.
     let removed = bob
-        .wait("its removal", |s| unavailable_from(s, &format!("{room}/Bob")))
+        .wait("its removal", |s| {
+            unavailable_from(s, &format!("{room}/Bob"))
+        })
         .await;
     assert_eq!(codes(&removed), vec![322, 110]);
     let mut carol = login(server.c2s, "carol").await;
     assert_eq!(
-        join_refused(&mut carol, &room, "Carol", Some("<password>sesame</password>")).await,
+        join_refused(
+            &mut carol,
+            &room,
+            "Carol",
+            Some("<password>sesame</password>")
+        )
+        .await,
         "registration-required"
     );
 
     // A malformed configuration form changes nothing.
     let answer = alice
-        .iq("set", Some(&room), &config_form(&[("muc#roomconfig_membersonly", "maybe")]))
+        .iq(
+            "set",
+            Some(&room),
+            &config_form(&[("muc#roomconfig_membersonly", "maybe")]),
+        )
         .await;
     assert_eq!(error_condition(&answer), "not-acceptable");
     let answer = alice
-        .iq("set", Some(&room), "<query xmlns='http://jabber.org/protocol/muc#owner'/>")
+        .iq(
+            "set",
+            Some(&room),
+            "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        )
         .await;
     assert_eq!(error_condition(&answer), "bad-request");
     // Only owners configure.
     let answer = carol
-        .iq("get", Some(&room), "<query xmlns='http://jabber.org/protocol/muc#owner'/>")
+        .iq(
+            "get",
+            Some(&room),
+            "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        )
         .await;
     assert_eq!(error_condition(&answer), "forbidden");
     // Alice never noticed any of it but Bob's coming and going.
-    alice.send(&format!("<message to='{room}' type='groupchat' id='still'><body>alone</body></message>"))
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='still'><body>alone</body></message>"
+        ))
         .await;
     heard(&mut alice, &format!("{room}/Alice"), "still", "alone").await;
 }
@@ -190,7 +256,9 @@ async fn nick_change() {
     bob.send(&format!("<presence to='{room}/Robert'/>")).await;
     for (client, own) in [(&mut alice, false), (&mut bob, true)] {
         let gone = client
-            .wait("the old nick leaving", |s| unavailable_from(s, &format!("{room}/Bob")))
+            .wait("the old nick leaving", |s| {
+                unavailable_from(s, &format!("{room}/Bob"))
+            })
             .await;
         let expected = if own { vec![303, 110] } else { vec![303] };
         assert_eq!(codes(&gone), expected);
@@ -214,7 +282,13 @@ async fn moderation() {
     let mut bob = login(server.c2s, "bob").await;
     let mut carol = login(server.c2s, "carol").await;
     let room = room("court");
-    create(&mut alice, &room, "Alice", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    create(
+        &mut alice,
+        &room,
+        "Alice",
+        &[("muc#roomconfig_moderatedroom", "1")],
+    )
+    .await;
     let own = join(&mut bob, &room, "Bob", Some("")).await;
     assert_eq!(item(&own).get_attr("role"), Some("visitor"));
     say(&mut bob, &room, "v1", "may I?").await;
@@ -225,19 +299,36 @@ async fn moderation() {
         .await;
     assert_eq!(error_condition(&refused), "forbidden");
 
-    let admin = |items: &str| format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>");
+    let admin = |items: &str| {
+        format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query>")
+    };
     // Voice.
-    assert_result(&alice.iq("set", Some(&room), &admin("<item nick='Bob' role='participant'/>")).await);
+    assert_result(
+        &alice
+            .iq(
+                "set",
+                Some(&room),
+                &admin("<item nick='Bob' role='participant'/>"),
+            )
+            .await,
+    );
     let voiced = bob
         .wait("its voice", |s| {
-            is_from(s, "presence", &format!("{room}/Bob")) && item(s).get_attr("role") == Some("participant")
+            is_from(s, "presence", &format!("{room}/Bob"))
+                && item(s).get_attr("role") == Some("participant")
         })
         .await;
     assert_eq!(codes(&voiced), vec![110]);
     say(&mut bob, &room, "v2", "thank you").await;
     heard(&mut alice, &format!("{room}/Bob"), "v2", "thank you").await;
     // A participant may not kick, and nobody kicks an owner.
-    let answer = bob.iq("set", Some(&room), &admin("<item nick='Alice' role='none'/>")).await;
+    let answer = bob
+        .iq(
+            "set",
+            Some(&room),
+            &admin("<item nick='Alice' role='none'/>"),
+        )
+        .await;
     assert_eq!(error_condition(&answer), "forbidden");
     let answer = bob
         .iq("get", Some(&room), &admin("<item affiliation='member'/>"))
@@ -245,13 +336,19 @@ async fn moderation() {
     assert_eq!(error_condition(&answer), "forbidden");
 
     // Kick.
-    assert_result(&alice.iq("set", Some(&room), &admin("<item nick='Bob' role='none'/>")).await);
+    assert_result(
+        &alice
+            .iq("set", Some(&room), &admin("<item nick='Bob' role='none'/>"))
+            .await,
+    );
     let kicked = bob
         .wait("its kick", |s| unavailable_from(s, &format!("{room}/Bob")))
         .await;
     assert_eq!(codes(&kicked), vec![307, 110]);
     let seen = alice
-        .wait("Bob kicked", |s| unavailable_from(s, &format!("{room}/Bob")))
+        .wait("Bob kicked", |s| {
+            unavailable_from(s, &format!("{room}/Bob"))
+        })
         .await;
     assert_eq!(codes(&seen), vec![307]);
 
@@ -263,7 +360,10 @@ async fn moderation() {
         .wait("its ban", |s| unavailable_from(s, &format!("{room}/Carol")))
         .await;
     assert_eq!(codes(&banned), vec![301, 110]);
-    assert_eq!(join_refused(&mut carol, &room, "Carol", Some("")).await, "forbidden");
+    assert_eq!(
+        join_refused(&mut carol, &room, "Carol", Some("")).await,
+        "forbidden"
+    );
     let outcasts = alice
         .iq("get", Some(&room), &admin("<item affiliation='outcast'/>"))
         .await;
@@ -291,10 +391,18 @@ async fn history_subject_and_self_ping() {
     create(&mut alice, &room, "Alice", &[]).await;
     for n in 1..=3 {
         say(&mut alice, &room, &format!("h{n}"), &format!("line {n}")).await;
-        heard(&mut alice, &format!("{room}/Alice"), &format!("h{n}"), &format!("line {n}")).await;
+        heard(
+            &mut alice,
+            &format!("{room}/Alice"),
+            &format!("h{n}"),
+            &format!("line {n}"),
+        )
+        .await;
     }
     alice
-        .send(&format!("<message to='{room}' type='groupchat' id='s1'><subject>Plans</subject></message>"))
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='s1'><subject>Plans</subject></message>"
+        ))
         .await;
     alice
         .wait("the new subject", |s| {
@@ -310,23 +418,41 @@ async fn history_subject_and_self_ping() {
             continue;
         }
         if let Some(subject) = stanza.get_child("subject", ns::CLIENT) {
-            break (subject.text_content(), stanza.get_attr("from").map(str::to_string));
+            break (
+                subject.text_content(),
+                stanza.get_attr("from").map(str::to_string),
+            );
         }
         let delay = stanza.get_child("delay", ns::DELAY).expect("a delay stamp");
         assert_eq!(delay.get_attr("from"), Some(room.as_str()));
         bodies.push(stanza.get_child("body", ns::CLIENT).unwrap().text_content());
     };
     assert_eq!(bodies, vec!["line 2", "line 3"]);
-    assert_eq!(subject, ("Plans".to_string(), Some(format!("{room}/Alice"))));
+    assert_eq!(
+        subject,
+        ("Plans".to_string(), Some(format!("{room}/Alice")))
+    );
 
     let ping = bob
-        .iq("get", Some(&format!("{room}/Bob")), "<ping xmlns='urn:xmpp:ping'/>")
+        .iq(
+            "get",
+            Some(&format!("{room}/Bob")),
+            "<ping xmlns='urn:xmpp:ping'/>",
+        )
         .await;
     assert_result(&ping);
-    bob.send(&format!("<presence to='{room}/Bob' type='unavailable'/>")).await;
-    bob.wait("its leaving", |s| unavailable_from(s, &format!("{room}/Bob"))).await;
+    bob.send(&format!("<presence to='{room}/Bob' type='unavailable'/>"))
+        .await;
+    bob.wait("its leaving", |s| {
+        unavailable_from(s, &format!("{room}/Bob"))
+    })
+    .await;
     let ping = bob
-        .iq("get", Some(&format!("{room}/Bob")), "<ping xmlns='urn:xmpp:ping'/>")
+        .iq(
+            "get",
+            Some(&format!("{room}/Bob")),
+            "<ping xmlns='urn:xmpp:ping'/>",
+        )
         .await;
     assert_eq!(error_condition(&ping), "not-acceptable");
 }
@@ -353,7 +479,10 @@ async fn destruction_and_invitations() {
     let invitation = carol
         .wait("the invitation", |s| is_from(s, "message", &room))
         .await;
-    let invite = user_x(&invitation).unwrap().get_child("invite", ns::MUC_USER).unwrap();
+    let invite = user_x(&invitation)
+        .unwrap()
+        .get_child("invite", ns::MUC_USER)
+        .unwrap();
     assert_eq!(invite.get_attr("from"), Some(bob.jid.as_str()));
     // XEP-0249: a direct invitation is a message between accounts.
     bob.send(&format!(
@@ -365,7 +494,10 @@ async fn destruction_and_invitations() {
         .wait("the direct invitation", |s| s.get_attr("id") == Some("d1"))
         .await;
     assert_eq!(
-        direct.get_child("x", ns::CONFERENCE).unwrap().get_attr("jid"),
+        direct
+            .get_child("x", ns::CONFERENCE)
+            .unwrap()
+            .get_attr("jid"),
         Some(room.as_str())
     );
 
@@ -382,16 +514,31 @@ async fn destruction_and_invitations() {
         .await;
     assert_result(&answer);
     let gone = bob
-        .wait("the destruction", |s| unavailable_from(s, &format!("{room}/Bob")))
+        .wait("the destruction", |s| {
+            unavailable_from(s, &format!("{room}/Bob"))
+        })
         .await;
-    let destroy = user_x(&gone).unwrap().get_child("destroy", ns::MUC_USER).unwrap();
-    assert_eq!(destroy.get_attr("jid"), Some(support::muc::room("elsewhere").as_str()));
+    let destroy = user_x(&gone)
+        .unwrap()
+        .get_child("destroy", ns::MUC_USER)
+        .unwrap();
     assert_eq!(
-        destroy.get_child("reason", ns::MUC_USER).unwrap().text_content(),
+        destroy.get_attr("jid"),
+        Some(support::muc::room("elsewhere").as_str())
+    );
+    assert_eq!(
+        destroy
+            .get_child("reason", ns::MUC_USER)
+            .unwrap()
+            .text_content(),
         "moved"
     );
     let info = bob
-        .iq("get", Some(&room), "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        .iq(
+            "get",
+            Some(&room),
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
         .await;
     assert_eq!(error_condition(&info), "item-not-found");
 }
@@ -407,7 +554,10 @@ async fn limits() {
     let mut bob = login(server.c2s, "bob").await;
     let mut carol = login(server.c2s, "carol").await;
     let room = room("small");
-    assert_eq!(join_refused(&mut bob, &room, "Bob", Some("")).await, "not-allowed");
+    assert_eq!(
+        join_refused(&mut bob, &room, "Bob", Some("")).await,
+        "not-allowed"
+    );
     create(&mut alice, &room, "Alice", &[]).await;
     assert_eq!(
         join_refused(&mut alice, &support::muc::room("second"), "Alice", Some("")).await,
@@ -425,7 +575,9 @@ async fn limits() {
     assert_eq!(error.get_attr("type"), Some("wait"));
 
     alice
-        .send(&format!("<message to='{room}' type='groupchat' id='s'><subject>too long</subject></message>"))
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='s'><subject>too long</subject></message>"
+        ))
         .await;
     let refused = alice
         .wait("the refused subject", |s| {
@@ -436,19 +588,32 @@ async fn limits() {
 
     for n in 1..=2 {
         say(&mut alice, &room, &format!("k{n}"), &format!("kept {n}")).await;
-        heard(&mut bob, &format!("{room}/Alice"), &format!("k{n}"), &format!("kept {n}")).await;
+        heard(
+            &mut bob,
+            &format!("{room}/Alice"),
+            &format!("k{n}"),
+            &format!("kept {n}"),
+        )
+        .await;
     }
-    bob.send(&format!("<presence to='{room}/Bob' type='unavailable'/>")).await;
-    bob.wait("its leaving", |s| unavailable_from(s, &format!("{room}/Bob"))).await;
+    bob.send(&format!("<presence to='{room}/Bob' type='unavailable'/>"))
+        .await;
+    bob.wait("its leaving", |s| {
+        unavailable_from(s, &format!("{room}/Bob"))
+    })
+    .await;
     send_join(&mut bob, &room, "Bob", Some("")).await;
     let first = bob
         .wait("the history", |s| {
-            is_from(s, "message", &format!("{room}/Alice")) && s.get_child("delay", ns::DELAY).is_some()
+            is_from(s, "message", &format!("{room}/Alice"))
+                && s.get_child("delay", ns::DELAY).is_some()
         })
         .await;
     assert_eq!(first.get_attr("id"), Some("k2"));
-    bob.wait("the subject", |s| s.get_child("subject", ns::CLIENT).is_some())
-        .await;
+    bob.wait("the subject", |s| {
+        s.get_child("subject", ns::CLIENT).is_some()
+    })
+    .await;
     assert!(
         !bob.received(|s| s.get_attr("id") == Some("k1")),
         "only max_history messages are kept"
@@ -467,10 +632,14 @@ async fn an_occupant_whose_stream_ends_leaves() {
     let mut bob = Client::login_at(server.c2s, "bob", &password("bob"), "desk").await;
     join(&mut bob, &room, "Bob", None).await;
     alice
-        .wait("Bob's arrival", |s| is_from(s, "presence", &format!("{room}/Bob")))
+        .wait("Bob's arrival", |s| {
+            is_from(s, "presence", &format!("{room}/Bob"))
+        })
         .await;
     drop(bob);
     alice
-        .wait("Bob leaving", |s| unavailable_from(s, &format!("{room}/Bob")))
+        .wait("Bob leaving", |s| {
+            unavailable_from(s, &format!("{room}/Bob"))
+        })
         .await;
 }

@@ -100,7 +100,12 @@ pub async fn iq(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
         return Ok(());
     };
     let Some(mut room) = store::load(&core.store, to.bare().as_str()).await? else {
-        answer(core, envelope, error(StanzaErrorCondition::ItemNotFound), out);
+        answer(
+            core,
+            envelope,
+            error(StanzaErrorCondition::ItemNotFound),
+            out,
+        );
         return Ok(());
     };
     let set = envelope.iq_type() == Some(IqType::Set);
@@ -138,7 +143,8 @@ fn info(room: &Room) -> IqReply {
         "" => JidRef::new(&room.jid).node().unwrap_or_default(),
         name => name,
     };
-    let mut query = Element::new("query", ns::DISCO_INFO).child(identity("conference", "text", name));
+    let mut query =
+        Element::new("query", ns::DISCO_INFO).child(identity("conference", "text", name));
     for var in room.features() {
         query.push_child(feature(var));
     }
@@ -225,7 +231,9 @@ async fn destroy_room(
         }
         for child in destroy.children() {
             if child.is("reason", ns::MUC_OWNER) || child.is("password", ns::MUC_OWNER) {
-                told.push_child(Element::new(child.name(), ns::MUC_USER).text(child.text_content()));
+                told.push_child(
+                    Element::new(child.name(), ns::MUC_USER).text(child.text_content()),
+                );
             }
         }
     }
@@ -300,8 +308,14 @@ fn list(envelope: &Envelope, room: &Room, payload: &Element) -> IqReply {
 
 /// One change a `muc#admin` set asks for.
 enum Change {
-    Role { nick: String, role: Role },
-    Affiliation { jid: String, affiliation: Affiliation },
+    Role {
+        nick: String,
+        role: Role,
+    },
+    Affiliation {
+        jid: String,
+        affiliation: Affiliation,
+    },
 }
 
 /// §8 and §9: role changes (kick, voice, moderator) and affiliation changes
@@ -354,10 +368,17 @@ fn check(
         .map_or(Role::None, |o| o.role);
     let affiliation = item.get_attr("affiliation").map(Affiliation::parse);
     let role = item.get_attr("role").map(Role::parse);
-    match (item.get_attr("nick"), role, item.get_attr("jid"), affiliation) {
+    match (
+        item.get_attr("nick"),
+        role,
+        item.get_attr("jid"),
+        affiliation,
+    ) {
         (Some(nick), Some(role), None, None) => {
             let role = role.ok_or(StanzaErrorCondition::BadRequest)?;
-            let target = room.occupant(nick).ok_or(StanzaErrorCondition::ItemNotFound)?;
+            let target = room
+                .occupant(nick)
+                .ok_or(StanzaErrorCondition::ItemNotFound)?;
             let target_affiliation = room.affiliation(target.bare());
             if requester_role != Role::Moderator {
                 return Err(StanzaErrorCondition::Forbidden);
@@ -395,7 +416,10 @@ fn check(
                 });
             }
             // §10.9: a room keeps at least one owner.
-            if current == Affiliation::Owner && affiliation != Affiliation::Owner && room.owners() <= 1 {
+            if current == Affiliation::Owner
+                && affiliation != Affiliation::Owner
+                && room.owners() <= 1
+            {
                 return Err(StanzaErrorCondition::Conflict);
             }
             Ok(Change::Affiliation { jid, affiliation })
@@ -404,7 +428,13 @@ fn check(
     }
 }
 
-async fn set_role(core: &Core, room: &mut Room, nick: &str, role: Role, out: &mut Outbox) -> Result {
+async fn set_role(
+    core: &Core,
+    room: &mut Room,
+    nick: &str,
+    role: Role,
+    out: &mut Outbox,
+) -> Result {
     if role == Role::None {
         return remove(core, room, nick, &[KICKED], None, out).await;
     }

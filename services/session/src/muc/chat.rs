@@ -225,10 +225,15 @@ async fn invitations(
             store::set_affiliation(&core.store, &room.jid, bare, Affiliation::Member, "").await?;
         }
         let invitation = Element::new("invite", ns::MUC_USER).attr("from", &*envelope.from);
-        let password = (!room.config.password.is_empty()).then(|| {
-            Element::new("password", ns::MUC_USER).text(room.config.password.as_str())
-        });
-        send_from_room(room, invitee, with_reason(invitation, invite), password, out);
+        let password = (!room.config.password.is_empty())
+            .then(|| Element::new("password", ns::MUC_USER).text(room.config.password.as_str()));
+        send_from_room(
+            room,
+            invitee,
+            with_reason(invitation, invite),
+            password,
+            out,
+        );
     }
     Ok(())
 }
@@ -272,9 +277,8 @@ pub async fn history(
     let attr = |name: &str| limits.and_then(|history| history.get_attr(name));
     let number = |name: &str| attr(name).and_then(|value| value.parse::<u64>().ok());
     let service_limit = core.settings.muc.config.max_history;
-    let max_stanzas = number("maxstanzas").map_or(service_limit, |n| {
-        n.min(u64::from(service_limit)) as u32
-    });
+    let max_stanzas =
+        number("maxstanzas").map_or(service_limit, |n| n.min(u64::from(service_limit)) as u32);
     let max_chars = number("maxchars").unwrap_or(u64::MAX);
     let now = now_ms();
     // The later of `seconds` and `since`.

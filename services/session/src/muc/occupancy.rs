@@ -94,8 +94,7 @@ fn refusal(
         Some(StanzaErrorCondition::Forbidden)
     } else if room.config.members_only && affiliation < Affiliation::Member {
         Some(StanzaErrorCondition::RegistrationRequired)
-    } else if !room.config.password.is_empty() && password != Some(room.config.password.as_str())
-    {
+    } else if !room.config.password.is_empty() && password != Some(room.config.password.as_str()) {
         Some(StanzaErrorCondition::NotAuthorized)
     } else if nick_taken {
         Some(StanzaErrorCondition::Conflict)
@@ -177,7 +176,13 @@ async fn join(
 }
 
 /// §7.7: the occupant's new presence, seen by everyone.
-async fn update(core: &Core, mut room: Room, nick: &str, element: &Element, out: &mut Outbox) -> Result {
+async fn update(
+    core: &Core,
+    mut room: Room,
+    nick: &str,
+    element: &Element,
+    out: &mut Outbox,
+) -> Result {
     let occupant = room.occupant_mut(nick).expect("an occupant");
     occupant.presence = own_presence(element);
     let occupant = occupant.clone();

@@ -171,7 +171,8 @@ impl Room {
     }
 
     pub fn set_affiliation(&mut self, jid: &str, affiliation: Affiliation) {
-        self.affiliations.retain(|(affiliated, _)| affiliated != jid);
+        self.affiliations
+            .retain(|(affiliated, _)| affiliated != jid);
         if affiliation != Affiliation::None {
             self.affiliations.push((jid.to_string(), affiliation));
         }
@@ -252,11 +253,7 @@ impl Room {
                 "muc_unsecured",
                 "muc_passwordprotected",
             ),
-            pick(
-                config.whois_anyone,
-                "muc_nonanonymous",
-                "muc_semianonymous",
-            ),
+            pick(config.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
         ]
     }
 
@@ -286,7 +283,11 @@ impl Room {
         };
         let max_users = config.max_users.to_string();
         form("form", "http://jabber.org/protocol/muc#roomconfig")
-            .child(typed_field("muc#roomconfig_roomname", "text-single", &config.name))
+            .child(typed_field(
+                "muc#roomconfig_roomname",
+                "text-single",
+                &config.name,
+            ))
             .child(typed_field(
                 "muc#roomconfig_roomdesc",
                 "text-single",
@@ -445,8 +446,7 @@ fn typed_field(var: &str, field_type: &str, value: &str) -> Element {
 }
 
 fn option(value: &str) -> Element {
-    Element::new("option", ns::DATA_FORMS)
-        .child(Element::new("value", ns::DATA_FORMS).text(value))
+    Element::new("option", ns::DATA_FORMS).child(Element::new("value", ns::DATA_FORMS).text(value))
 }
 
 #[cfg(test)]

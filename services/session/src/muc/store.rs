@@ -201,10 +201,11 @@ pub async fn remove_occupant(store: &Store, room: &str, nick: &str) -> Result<()
 /// Every room of the service `domain`, with its configuration, for the
 /// service's disco#items and the admin CLI.
 pub async fn rooms(store: &Store, domain: &str) -> Result<Vec<(String, RoomConfig, bool)>> {
-    let rows = sqlx::query("SELECT jid, config, locked FROM muc_rooms WHERE jid LIKE $1 ORDER BY jid")
-        .bind(format!("%@{domain}"))
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT jid, config, locked FROM muc_rooms WHERE jid LIKE $1 ORDER BY jid")
+            .bind(format!("%@{domain}"))
+            .fetch_all(store.pool())
+            .await?;
     let mut rooms = Vec::with_capacity(rows.len());
     for row in rows {
         let config: String = row.try_get("config")?;

@@ -140,7 +140,10 @@ pub async fn heard(reader: &mut Client, from: &str, id: &str, body: &str) -> Ele
         })
         .await;
     assert_eq!(message.get_attr("type"), Some("groupchat"));
-    let text = message.get_child("body", ns::CLIENT).unwrap().text_content();
+    let text = message
+        .get_child("body", ns::CLIENT)
+        .unwrap()
+        .text_content();
     assert_eq!(text, body);
     let room = from.split_once('/').unwrap().0;
     let stanza_id = message.get_child("stanza-id", ns::STANZA_ID).unwrap();
@@ -216,14 +219,16 @@ pub async fn chat(alice_at: SocketAddr, bob_at: SocketAddr) {
         .await;
     let own = bob
         .wait("its own unavailable presence", |s| {
-            is_from(s, "presence", &format!("{room}/Bob")) && s.get_attr("type") == Some("unavailable")
+            is_from(s, "presence", &format!("{room}/Bob"))
+                && s.get_attr("type") == Some("unavailable")
         })
         .await;
     assert_eq!(codes(&own), vec![110]);
     assert_eq!(item(&own).get_attr("role"), Some("none"));
     alice
         .wait("Bob leaving", |s| {
-            is_from(s, "presence", &format!("{room}/Bob")) && s.get_attr("type") == Some("unavailable")
+            is_from(s, "presence", &format!("{room}/Bob"))
+                && s.get_attr("type") == Some("unavailable")
         })
         .await;
 }
