@@ -90,3 +90,19 @@ pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
 /// XEP-0333 Chat Markers.
 pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0045 Multi-User Chat: a join.
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045: what a room says of its occupants.
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045: roles and affiliations.
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0045: room configuration and destruction.
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0004 Data Forms.
+pub const DATA_FORMS: &str = "jabber:x:data";
+/// XEP-0359 Unique and Stable Stanza IDs.
+pub const STANZA_ID: &str = "urn:xmpp:sid:0";
+/// XEP-0421 Anonymous unique occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0249 Direct MUC Invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";

@@ -158,6 +158,14 @@ impl Element {
         })
     }
 
+    /// Keeps the child elements for which `keep` holds (and every text node).
+    pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
+        self.nodes.retain(|node| match node {
+            Node::Element(child) => keep(child),
+            Node::Text(_) => true,
+        });
+    }
+
     pub fn children(&self) -> impl Iterator<Item = &Element> {
         self.nodes.iter().filter_map(|node| match node {
             Node::Element(child) => Some(child),

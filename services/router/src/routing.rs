@@ -71,6 +71,25 @@ fn from_client<'a>(kind: Kind, sender: JidRef<'a>, to: JidRef<'a>) -> Target<'a>
     }
 }
 
+/// The session replica that owns a stanza to a chat service (XEP-0045) of
+/// `muc_domains`, or `None` if it is not addressed to one. A room, like an
+/// account, is owned by the replica its bare JID hashes to; the service's
+/// own address by the replica its domain hashes to. Presence a client sends
+/// to a room goes through the sender's replica first, which keeps it as
+/// directed presence (RFC 6121 §4.6), so that the room hears when the
+/// occupant goes.
+pub fn chat_service_owner<'a>(envelope: &'a Envelope, muc_domains: &[String]) -> Option<&'a str> {
+    let to = envelope.to_jid()?;
+    if !muc_domains.iter().any(|domain| domain == to.domain()) {
+        return None;
+    }
+    let stage = Stage::try_from(envelope.stage).unwrap_or(Stage::FromClient);
+    if envelope.kind() == Kind::Presence && stage == Stage::FromClient {
+        return Some(envelope.from_jid().bare().as_str());
+    }
+    Some(to.bare().as_str())
+}
+
 /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID) over the resources the
 /// registry holds for the recipient.
 pub fn select<'r>(
@@ -207,6 +226,40 @@ mod tests {
         assert_eq!(parts("a@b/c/d"), (Some("a"), "b", Some("c/d")));
         assert_eq!(parts("b"), (None, "b", None));
         assert_eq!(parts("b/r"), (None, "b", Some("r")));
+    }
+
+    #[test]
+    fn stanzas_to_a_chat_service_go_to_the_rooms_replica() {
+        let services = vec!["conference.example.org".to_string()];
+        let to_room = "room@conference.example.org/nick";
+        let e = envelope(Kind::Message, "groupchat", to_room, Stage::FromClient);
+        assert_eq!(
+            chat_service_owner(&e, &services),
+            Some("room@conference.example.org")
+        );
+        let e = envelope(Kind::Presence, "", to_room, Stage::Deliver);
+        assert_eq!(
+            chat_service_owner(&e, &services),
+            Some("room@conference.example.org")
+        );
+        let e = envelope(Kind::Iq, "get", "conference.example.org", Stage::FromClient);
+        assert_eq!(
+            chat_service_owner(&e, &services),
+            Some("conference.example.org")
+        );
+        // The occupant's own replica sees its presence to the room first.
+        let e = envelope(Kind::Presence, "", to_room, Stage::FromClient);
+        assert_eq!(
+            chat_service_owner(&e, &services),
+            Some("juliet@example.org")
+        );
+        let e = envelope(
+            Kind::Message,
+            "chat",
+            "romeo@example.org",
+            Stage::FromClient,
+        );
+        assert_eq!(chat_service_owner(&e, &services), None);
     }
 
     #[test]

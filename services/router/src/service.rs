@@ -37,6 +37,9 @@ pub struct RouterService {
 
 struct Core {
     domain: String,
+    /// The chat services' domains, whose rooms are owned by session
+    /// replicas as accounts are.
+    muc_domains: Vec<String>,
     registry: SharedRegistry,
     edges: Edges,
     replicas: Arc<Replicas>,
@@ -46,6 +49,7 @@ struct Core {
 impl RouterService {
     pub fn new(
         domain: String,
+        muc_domains: Vec<String>,
         registry: SharedRegistry,
         connector: Arc<dyn Connector>,
         metrics: RouterMetrics,
@@ -53,6 +57,7 @@ impl RouterService {
         RouterService {
             core: Arc::new(Core {
                 domain,
+                muc_domains,
                 registry,
                 edges: Edges::default(),
                 replicas: Arc::new(Replicas::new(connector)),
@@ -209,6 +214,10 @@ impl Core {
     /// Where a stanza goes once the sender's policy let it through; the
     /// router's own error answers start here, past any policy.
     async fn forward(&self, envelope: Envelope) {
+        if let Some(owner) = routing::chat_service_owner(&envelope, &self.muc_domains) {
+            let owner = owner.to_string();
+            return self.to_session(owner, envelope).await;
+        }
         match routing::target(&envelope, &self.domain) {
             Target::Session(owner) => {
                 let owner = owner.to_string();

@@ -36,6 +36,7 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     pub admin: AdminConfig,
     pub tracing: TracingConfig,
+    pub muc: MucConfig,
     /// `[modules.<name>]`: the section of each account module (session
     /// replicas and the all-in-one), read by the module itself; every module
     /// takes `enabled`. The modules and their keys are in
@@ -53,6 +54,66 @@ pub struct ServerConfig {
     /// Threads that run the server's tasks; 0 = one per CPU this process
     /// may use (its cgroup quota included, as in a Kubernetes pod).
     pub worker_threads: usize,
+}
+
+/// `[muc]`: the multi-user chat service (XEP-0045), run by the session
+/// replicas; the routers read `domains` to route rooms' stanzas.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucConfig {
+    pub enabled: bool,
+    /// The chat services' domains; empty: `conference.<server.domain>`.
+    pub domains: Vec<String>,
+    /// Who may create rooms: `anyone` (any local account) or `admins`.
+    pub create: RoomCreators,
+    /// The accounts (bare JIDs) that own every room of the service.
+    pub admins: Vec<String>,
+    /// Occupants of one room at most; a join beyond is refused
+    /// `<service-unavailable/>`.
+    pub max_occupants: u32,
+    /// Rooms one account may have created and still own.
+    pub max_rooms_per_user: u32,
+    /// Messages of a room's history kept and sent on join at most.
+    pub max_history: u32,
+    /// Characters a room subject may have; longer ones are refused
+    /// `<not-acceptable/>`.
+    pub max_subject_chars: u32,
+}
+
+/// [`MucConfig::create`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomCreators {
+    #[default]
+    Anyone,
+    Admins,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            domains: Vec::new(),
+            create: RoomCreators::Anyone,
+            admins: Vec::new(),
+            max_occupants: 1000,
+            max_rooms_per_user: 100,
+            max_history: 50,
+            max_subject_chars: 1024,
+        }
+    }
+}
+
+impl MucConfig {
+    /// The services' domains, the default one if none is configured, or
+    /// none when the service is off.
+    pub fn service_domains(&self, server_domain: &str) -> Vec<String> {
+        match (self.enabled, self.domains.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![format!("conference.{server_domain}")],
+            (true, false) => self.domains.iter().map(|d| d.to_lowercase()).collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -970,6 +1031,22 @@ mod tests {
                 "{key} is missing from docs/configuration.md"
             );
         }
+    }
+
+    #[test]
+    fn the_chat_service_is_at_conference_unless_configured() {
+        let mut muc = MucConfig::default();
+        assert_eq!(
+            muc.service_domains("example.org"),
+            ["conference.example.org"]
+        );
+        muc.domains = vec!["Rooms.example.org".into(), "chat.example.org".into()];
+        assert_eq!(
+            muc.service_domains("example.org"),
+            ["rooms.example.org", "chat.example.org"]
+        );
+        muc.enabled = false;
+        assert!(muc.service_domains("example.org").is_empty());
     }
 
     #[test]

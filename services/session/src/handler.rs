@@ -9,7 +9,7 @@ use crate::module::Flow;
 use crate::outbox::Outbox;
 use crate::service::Core;
 use crate::shards::Work;
-use crate::{iq, presence};
+use crate::{iq, muc, presence};
 
 /// Runs `work` for the account `owner`. A storage or registry failure
 /// answers the stanza with `internal-server-error` rather than losing it
@@ -67,6 +67,9 @@ async fn handle_in_span(
 async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {
     if envelope.kind() == Kind::Presence && envelope.stage() == Stage::FromClient {
         return presence::outbound(core, envelope, out).await;
+    }
+    if muc::is_for_service(core, envelope) {
+        return muc::handle(core, envelope, out).await;
     }
     if to_account(envelope) {
         for module in core.modules.iter() {

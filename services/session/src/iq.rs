@@ -29,7 +29,7 @@ pub async fn handle(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyho
 }
 
 /// The one child element a get or set must carry (RFC 6120 §8.2.3).
-fn payload_of(envelope: &Envelope) -> Option<Element> {
+pub(crate) fn payload_of(envelope: &Envelope) -> Option<Element> {
     let iq = Stanza::from_bytes(envelope.payload.clone(), ns::CLIENT)
         .ok()?
         .element()
@@ -80,7 +80,7 @@ async fn dispatch(
     module.iq(core, &iq, out).await
 }
 
-fn answer(core: &Core, envelope: &Envelope, reply: IqReply, out: &mut Outbox) {
+pub(crate) fn answer(core: &Core, envelope: &Envelope, reply: IqReply, out: &mut Outbox) {
     match reply {
         IqReply::Result(child) => {
             let from = if envelope.to.is_empty() {

@@ -17,6 +17,8 @@
 //! - [`iq`]: hands a get or set to the module that answers it.
 //! - [`reaper`]: cleans up after connection-managers that died.
 //! - [`outbox`]: the frames a handler emits.
+//! - [`muc`]: the multi-user chat service (XEP-0045), for the rooms the
+//!   replica owns.
 
 pub mod clock;
 pub mod handler;
@@ -24,6 +26,7 @@ pub mod iq;
 pub mod metrics;
 pub mod module;
 pub mod modules;
+pub mod muc;
 pub mod outbox;
 pub mod presence;
 pub mod reaper;

@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_resources_per_account: u32,
     /// Entities one resource may send directed presence to (0 = unlimited).
     pub max_directed_presences: u32,
+    /// The chat service (XEP-0045) the replica runs for the rooms it owns.
+    pub muc: crate::muc::MucSettings,
 }
 
 /// State shared by a replica's workers.
@@ -512,6 +514,7 @@ mod tests {
             max_offline_messages: 100,
             max_resources_per_account: 0,
             max_directed_presences: 0,
+            muc: Default::default(),
         }
     }
 

@@ -232,6 +232,10 @@ pub async fn modules(config: &Config, store: &Store) -> anyhow::Result<Modules> 
         .migrate(store)
         .await
         .context("cannot migrate the modules' tables")?;
+    store
+        .migrate(&xmppd_session::muc::SCHEMA)
+        .await
+        .context("cannot migrate the chat service's tables")?;
     Ok(modules)
 }
 
@@ -244,6 +248,10 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
         max_offline_messages: config.limits.max_offline_messages,
         max_resources_per_account: config.limits.max_resources_per_account,
         max_directed_presences: config.limits.max_directed_presences,
+        muc: xmppd_session::muc::MucSettings {
+            domains: config.muc.service_domains(&config.server.domain),
+            config: config.muc.clone(),
+        },
     }
 }
 

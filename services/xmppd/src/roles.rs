@@ -129,6 +129,7 @@ fn start_router(
     router_metrics.register(metrics);
     let router = RouterService::new(
         config.server.domain.clone(),
+        config.muc.service_domains(&config.server.domain),
         registry,
         connector,
         router_metrics,

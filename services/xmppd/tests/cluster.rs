@@ -5,6 +5,9 @@
 //! restart of the router and the SIGKILL of a session replica. A real
 //! Prometheus scrapes a cluster and `promtool` checks the alert rules.
 //!
+//! Group chat runs across both connection-managers and through the SIGKILL
+//! of the replica that owns a room.
+//!
 //! A third scenario exports the cluster's traces to an OTLP receiver in the
 //! test and follows one message, and one IQ to the server, through them.
 //!
@@ -83,6 +86,85 @@ fn the_alert_rules_pass_promtool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stanza_is_one_trace_across_the_processes_it_crosses() {
     with_cluster(TEST_LIMIT, traces).await;
+}
+
+/// Group chat with occupants on different connection-managers, then the
+/// SIGKILL of the replica that owns a room while messages flow: the room
+/// moves to the other replica, its occupants stay joined, and every message
+/// reaches every occupant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_chat_survives_the_sigkill_of_the_rooms_replica() {
+    with_cluster(TEST_LIMIT, group_chat).await;
+}
+
+async fn group_chat(nodes: Nodes) {
+    use support::muc;
+    let mut sessions = [nodes.session(1), nodes.session(2)];
+    for session in &sessions {
+        session.ready().await;
+    }
+    for user in ["alice", "bob"] {
+        sessions[0].add_user(user, &muc::password(user));
+    }
+    let router = nodes.router(None);
+    router.ready().await;
+    wait_metric(&router, "xmppd_router_session_replicas", 2).await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
+    muc::chat(cm1.c2s, cm2.c2s).await;
+
+    let mut alice = muc::login(cm1.c2s, "alice").await;
+    let mut bob = muc::login(cm2.c2s, "bob").await;
+    let room = muc::room("busy");
+    muc::create(&mut alice, &room, "Alice", &[]).await;
+    muc::join(&mut bob, &room, "Bob", Some("")).await;
+    const SENT: usize = 60;
+    let owner = owner_index(&room, &sessions);
+    for n in 0..SENT {
+        if n == SENT / 3 {
+            sessions[owner].kill();
+        }
+        muc::say(&mut alice, &room, &format!("b{n}"), &format!("busy {n}")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from = format!("{room}/Alice");
+    for reader in [&mut alice, &mut bob] {
+        let mut stanza_ids = std::collections::HashMap::new();
+        for n in 0..SENT {
+            let id = format!("b{n}");
+            let message = muc::heard(reader, &from, &id, &format!("busy {n}")).await;
+            let stanza_id = message
+                .get_child("stanza-id", xmppd_protocol::ns::STANZA_ID)
+                .and_then(|s| s.get_attr("id"))
+                .unwrap()
+                .to_string();
+            stanza_ids.insert(id, stanza_id);
+        }
+        // A message the dead replica reflected but had not acknowledged is
+        // reflected again by the new owner, under the stanza id it kept.
+        let copies: Vec<_> = reader
+            .backlog
+            .iter()
+            .filter(|s| muc::is_from(s, "message", &from))
+            .collect();
+        for copy in copies {
+            let id = copy.get_attr("id").unwrap_or_default();
+            let stanza_id = copy
+                .get_child("stanza-id", xmppd_protocol::ns::STANZA_ID)
+                .and_then(|s| s.get_attr("id"));
+            assert_eq!(
+                stanza_id,
+                stanza_ids.get(id).map(String::as_str),
+                "{copy:?}"
+            );
+        }
+    }
+    // Both are still occupants: the room, now on the other replica, goes on.
+    muc::say(&mut bob, &room, "after", "still here").await;
+    muc::heard(&mut alice, &format!("{room}/Bob"), "after", "still here").await;
 }
 
 async fn features(nodes: Nodes) {

@@ -2,7 +2,8 @@
 //! python3-slixmpp) against the all-in-one server with its default security
 //! (STARTTLS required, a generated self-signed certificate), driven by
 //! `tests/interop/chat.py`, and its XEP-0198 plugin resuming a session,
-//! `tests/interop/resume.py`.
+//! `tests/interop/resume.py`, and its XEP-0045 plugin in a room,
+//! `tests/interop/muc.py`.
 
 mod support;
 
@@ -154,4 +155,43 @@ async fn slixmpp_binding_to_tls_unique_is_told_the_type_is_unsupported_then_logs
         .count();
     assert_eq!(wrong_password, 0, "{stdout}");
     assert!(stdout.contains("success SCRAM-SHA-256\n"), "{stdout}");
+}
+
+/// Group chat with slixmpp's XEP-0045 plugin: a reserved room configured
+/// through its form, groupchat both ways in order, the subject, history on
+/// a second join, the room listed by the service (`tests/interop/muc.py`).
+#[tokio::test]
+async fn slixmpp_creates_a_room_and_chats_in_it() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions {
+        role: "run",
+        data_dir: dir.path(),
+        extra: "",
+        env: Vec::new(),
+    });
+    server.ready().await;
+    server.add_user("alice", "alice-interop-pw");
+    server.add_user("bob", "bob-interop-pw");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/muc.py");
+    let mut muc = Command::new(PYTHON);
+    muc.arg(&script)
+        .arg("127.0.0.1")
+        .arg(server.c2s.port().to_string())
+        .arg(format!("lounge@conference.{DOMAIN}"))
+        .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
+        .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
+    // The script bounds every wait itself, so it always ends.
+    let output = tokio::task::spawn_blocking(move || muc.output())
+        .await
+        .unwrap()
+        .expect("run muc.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("interop ok: muc"),
+        "muc.py failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log()
+    );
 }

@@ -52,7 +52,7 @@ impl AccountModule for ServiceDiscovery {
             return node_items(core, iq, node).await;
         }
         if iq.payload.is("query", ns::DISCO_ITEMS) {
-            return Ok(IqReply::with(Element::new("query", ns::DISCO_ITEMS)));
+            return Ok(IqReply::with(items(core, iq.to)));
         }
         Ok(IqReply::with(info(core, iq.to)))
     }
@@ -75,6 +75,18 @@ async fn node_items(core: &Core, iq: &Iq<'_>, node: &str) -> anyhow::Result<IqRe
         }
     }
     Ok(IqReply::error(StanzaErrorCondition::ItemNotFound))
+}
+
+/// disco#items: the server lists its chat services (XEP-0045 §6.1);
+/// accounts have no items.
+fn items(core: &Core, to: Addressee) -> Element {
+    let mut items = Element::new("query", ns::DISCO_ITEMS);
+    if to == Addressee::Server {
+        for domain in &core.settings.muc.domains {
+            items.push_child(Element::new("item", ns::DISCO_ITEMS).attr("jid", domain.as_str()));
+        }
+    }
+    items
 }
 
 /// disco#info of the server or of an account: its identity and the

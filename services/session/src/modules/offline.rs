@@ -202,6 +202,7 @@ mod tests {
             max_offline_messages: 10,
             max_resources_per_account: 0,
             max_directed_presences: 0,
+            muc: Default::default(),
         };
         let service = SessionService::new(
             settings,

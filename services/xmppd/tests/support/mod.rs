@@ -17,6 +17,7 @@ pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod features;
+pub mod muc;
 pub mod otlp;
 pub mod prometheus;
 
