@@ -86,7 +86,7 @@ async fn negotiate<S: ClientStream>(
         let Some(account) = &user else {
             match authenticate(edge, &mut stream, peer, deadline, &mut failed_attempts).await? {
                 Step::StartTls => {
-                    stream = stream.start_tls(&edge.tls.acceptor()).await?;
+                    stream = stream.start_tls(&edge.tls).await?;
                 }
                 Step::Authenticated(jid) => {
                     stream.restart();
@@ -179,8 +179,8 @@ async fn authenticate<S: ClientStream>(
     let start_tls = stream.can_start_tls();
     let may_authenticate = secure || !edge.settings.require_tls;
     let bindings = stream
-        .tls_connection()
-        .map(|connection| edge.tls.channel_bindings(connection))
+        .tls_stream()
+        .map(|tls| edge.tls.channel_bindings(tls))
         .unwrap_or_default();
     let mechanisms = auth::offered(&edge.settings, secure, !bindings.is_empty());
     let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);
