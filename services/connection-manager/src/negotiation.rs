@@ -92,8 +92,7 @@ async fn negotiate<S: ClientStream>(
                     // deadline too. Past it, the connection just closes: no
                     // stream error can be sent in the middle of a handshake
                     // (RFC 6120 §5.4.3.2).
-                    let acceptor = edge.tls.acceptor();
-                    let handshake = stream.start_tls(&acceptor);
+                    let handshake = stream.start_tls(&edge.tls);
                     stream = tokio::time::timeout_at(deadline, handshake)
                         .await
                         .map_err(|_| StreamEnd::Closed)??;
@@ -189,8 +188,8 @@ async fn authenticate<S: ClientStream>(
     let start_tls = stream.can_start_tls();
     let may_authenticate = secure || !edge.settings.require_tls;
     let bindings = stream
-        .tls_connection()
-        .map(|connection| edge.tls.channel_bindings(connection))
+        .tls_stream()
+        .map(|tls| edge.tls.channel_bindings(tls))
         .unwrap_or_default();
     let mechanisms = auth::offered(&edge.settings, secure, !bindings.is_empty());
     let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);
