@@ -98,8 +98,6 @@ pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 /// XEP-0045: room configuration and destruction.
 pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
-/// XEP-0004 Data Forms.
-pub const DATA_FORMS: &str = "jabber:x:data";
 /// XEP-0359 Unique and Stable Stanza IDs.
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 /// XEP-0421 Anonymous unique occupant identifiers.
