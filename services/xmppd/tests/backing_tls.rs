@@ -101,7 +101,10 @@ async fn cluster_runs_over_tls_to_redis_and_postgres_with_a_user_per_role() {
         .query_async(&mut router_user)
         .await
         .unwrap();
-    assert!(read.iter().any(|(field, _)| field == "desk"), "bob's resource");
+    assert!(
+        read.iter().any(|(field, _)| field == "desk"),
+        "bob's resource"
+    );
     let write: redis::RedisResult<()> = redis::cmd("HDEL")
         .arg(&account_key)
         .arg("desk")
