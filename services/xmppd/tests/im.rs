@@ -597,14 +597,14 @@ async fn disco_info_lists_exactly_the_implemented_features() {
         )
         .await;
     assert_result(&items);
-    assert_eq!(
-        items
-            .get_child("query", ns::DISCO_ITEMS)
-            .unwrap()
-            .children()
-            .count(),
-        0
-    );
+    // The server's one item is its chat service (XEP-0045 §6.1).
+    let listed: Vec<_> = items
+        .get_child("query", ns::DISCO_ITEMS)
+        .unwrap()
+        .children()
+        .filter_map(|item| item.get_attr("jid"))
+        .collect();
+    assert_eq!(listed, [format!("conference.{DOMAIN}")]);
     // A node the server does not serve is not found (XEP-0030 §3.1, §4.1).
     for namespace in [ns::DISCO_INFO, ns::DISCO_ITEMS] {
         let node = alice

@@ -366,10 +366,8 @@ pub fn apply_form(config: &RoomConfig, form: &Element) -> Result<RoomConfig, Inv
         let value = values.first().map(String::as_str).unwrap_or_default();
         let boolean = || parse_bool(value).ok_or_else(|| invalid(var, value));
         match var {
-            "FORM_TYPE" => {
-                if value != "http://jabber.org/protocol/muc#roomconfig" {
-                    return Err(invalid(var, value));
-                }
+            "FORM_TYPE" if value != "http://jabber.org/protocol/muc#roomconfig" => {
+                return Err(invalid(var, value));
             }
             "muc#roomconfig_roomname" => config.name = value.to_string(),
             "muc#roomconfig_roomdesc" => config.description = value.to_string(),
