@@ -49,7 +49,7 @@ where
 pub fn admit(edge: &Edge, peer: SocketAddr) -> Option<ConnectionSlot> {
     let slot = edge
         .connections
-        .acquire(peer.ip(), edge.settings.connections_per_ip);
+        .acquire(peer.ip(), edge.settings().connections_per_ip);
     if slot.is_none() {
         tracing::info!(%peer, "too many connections from this address");
         edge.metrics.stream_error("policy-violation");

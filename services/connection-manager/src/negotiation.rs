@@ -34,7 +34,7 @@ pub async fn serve<S: ClientStream>(
     peer: SocketAddr,
 ) -> Option<(S, Bound)> {
     let started = Instant::now();
-    let deadline = started + edge.settings.negotiation_timeout;
+    let deadline = started + edge.settings().negotiation_timeout;
     // Boxed, so that its large state (SASL, registration, binding) does not
     // size the connection's task. One trace per login: its calls to the
     // session replicas are children of this span.
@@ -118,7 +118,7 @@ async fn open_stream<S: ClientStream>(
         .to
         .as_deref()
         .and_then(|to| Jid::parse(to).ok())
-        .is_some_and(|to| to.as_str() == edge.settings.domain);
+        .is_some_and(|to| to.as_str() == edge.domain);
     if !to_us {
         return Err(stream
             .fail_with(StreamErrorCondition::HostUnknown, "")
@@ -140,7 +140,7 @@ async fn open_stream<S: ClientStream>(
             .fail_with(StreamErrorCondition::InvalidNamespace, "")
             .await);
     }
-    stream.open(&edge.settings.domain, &header);
+    stream.open(&edge.domain, &header);
     Ok(header)
 }
 
@@ -177,12 +177,12 @@ async fn authenticate<S: ClientStream>(
 ) -> Result<Step, StreamEnd> {
     let secure = stream.is_secure();
     let start_tls = stream.can_start_tls();
-    let may_authenticate = secure || !edge.settings.require_tls;
+    let may_authenticate = secure || !edge.settings().require_tls;
     let bindings = stream
         .tls_connection()
         .map(|connection| edge.tls.channel_bindings(connection))
         .unwrap_or_default();
-    let mechanisms = auth::offered(&edge.settings, secure, !bindings.is_empty());
+    let mechanisms = auth::offered(&edge.settings(), secure, !bindings.is_empty());
     let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);
     stream.write(features.as_bytes()).await?;
     loop {
@@ -230,7 +230,7 @@ async fn authenticate<S: ClientStream>(
             (ns::CLIENT, "iq") if may_authenticate && registration::is_registration(&stanza) => {
                 registration::handle(edge, stream, &stanza, peer.ip()).await?;
             }
-            _ if !secure && edge.settings.require_tls => {
+            _ if !secure && edge.settings().require_tls => {
                 let text = if start_tls {
                     "STARTTLS is required first"
                 } else {
@@ -259,7 +259,7 @@ fn features_before_auth(
     let mut features = String::from("<stream:features>");
     if start_tls {
         features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
-        if edge.settings.require_tls {
+        if edge.settings().require_tls {
             features.push_str("<required/>");
         }
         features.push_str("</starttls>");
@@ -281,7 +281,7 @@ fn features_before_auth(
             }
             features.push_str("</sasl-channel-binding>");
         }
-        if edge.settings.registration {
+        if edge.settings().registration {
             features.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
         }
     }
@@ -297,7 +297,7 @@ async fn bind<S: ClientStream>(
     account: &Jid,
     deadline: Instant,
 ) -> Result<Bound, StreamEnd> {
-    let sm_enabled = edge.settings.stream_management.enabled;
+    let sm_enabled = edge.settings().stream_management.enabled;
     let features = format!(
         "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
          <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
@@ -355,7 +355,7 @@ async fn bind<S: ClientStream>(
                 .write(&error_reply(
                     &stanza,
                     &StanzaError::new(StanzaErrorCondition::BadRequest),
-                    &edge.settings.domain,
+                    &edge.domain,
                 ))
                 .await?;
             continue;
@@ -395,7 +395,7 @@ async fn bind<S: ClientStream>(
                     .write(&error_reply(
                         &stanza,
                         &StanzaError::new(condition),
-                        &edge.settings.domain,
+                        &edge.domain,
                     ))
                     .await?;
             }
@@ -403,7 +403,7 @@ async fn bind<S: ClientStream>(
                 tracing::warn!(%error, "bind failed");
                 let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
                 stream
-                    .write(&error_reply(&stanza, &error, &edge.settings.domain))
+                    .write(&error_reply(&stanza, &error, &edge.domain))
                     .await?;
             }
         }

@@ -41,7 +41,8 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener, security: Security) {
 
 async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security: Security) {
     let Some(slot) = listener::admit(&edge, peer) else {
-        let mut stream = TcpClientStream::new(Transport::Plain(tcp), edge.settings.limits.clone());
+        let mut stream =
+            TcpClientStream::new(Transport::Plain(tcp), edge.settings().limits.clone());
         stream
             .fail_with(
                 StreamErrorCondition::PolicyViolation,
@@ -55,7 +56,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
         Security::DirectTls => {
             // Boxed: the handshake state must not size the connection's task.
             let handshake = Box::pin(edge.tls.acceptor().accept(tcp));
-            match tokio::time::timeout(edge.settings.negotiation_timeout, handshake).await {
+            match tokio::time::timeout(edge.settings().negotiation_timeout, handshake).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -65,7 +66,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
             }
         }
     };
-    let stream = TcpClientStream::new(transport, edge.settings.limits.clone());
+    let stream = TcpClientStream::new(transport, edge.settings().limits.clone());
     listener::serve_stream(edge, peer, slot, stream).await;
 }
 

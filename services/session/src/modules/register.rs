@@ -61,7 +61,7 @@ impl AccountModule for InBandRegistration {
         match (given_username, password) {
             (Some(given), Some(password)) if given == username && !password.is_empty() => {
                 let credentials =
-                    derive_credentials(&password, core.settings.scram_iterations).await?;
+                    derive_credentials(&password, core.settings().scram_iterations).await?;
                 core.store.set_credentials(user, &credentials).await?;
                 tracing::info!(account = user, "password changed");
                 Ok(IqReply::Result(None))
