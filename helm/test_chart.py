@@ -26,6 +26,7 @@ kubernetes-validate (the Kubernetes API's schemas), which .ci/test installs.
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -167,10 +168,12 @@ class Manifests(unittest.TestCase):
 
     def test_monitoring_objects_are_optional_and_carry_the_chart_files(self):
         self.assertEqual(of_kind(render(URLS), "PrometheusRule"), [])
+        self.assertEqual(of_kind(render(URLS), "ServiceMonitor"), [])
         self.assertEqual(dashboards(render(URLS)), [])
         values = {**URLS, "metrics": {
             "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
-            "grafanaDashboard": {"enabled": True}}}
+            "grafanaDashboard": {"enabled": True},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "15s"}}}
         result = helm.lint(str(CHART), values)
         self.assertEqual(result["errors"], [])
         objects = render(values)
@@ -178,6 +181,18 @@ class Manifests(unittest.TestCase):
         self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus")
         # The very rules promtool checks (services/xmppd/tests/cluster.rs).
         self.assertEqual(rule["spec"], yaml.safe_load((CHART / "files" / "alerts.yaml").read_text()))
+        [monitor] = of_kind(objects, "ServiceMonitor")
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
+        self.assertEqual(monitor["spec"]["endpoints"], [{"port": "http", "path": "/metrics", "interval": "15s"}])
+        metrics = objects[("Service", "demo-xmppd-metrics")]
+        self.assertEqual(monitor["spec"]["selector"]["matchLabels"],
+                         {k: v for k, v in metrics["metadata"]["labels"].items()
+                          if k.startswith("app.kubernetes.io/") and k not in ("app.kubernetes.io/version", "app.kubernetes.io/managed-by")})
+        # Its Service finds every role's pods, on the port their metrics are served on.
+        for component in ("connection-manager", "router", "session"):
+            labels = deployment(objects, component)["spec"]["template"]["metadata"]["labels"]
+            self.assertLessEqual(metrics["spec"]["selector"].items(), labels.items())
+        self.assertEqual(metrics["spec"]["ports"], [{"name": "http", "port": 9090, "targetPort": "http"}])
         [dashboard] = dashboards(objects)
         self.assertEqual(dashboard["metadata"]["labels"]["grafana_dashboard"], "1")
         self.assertEqual(json.loads(dashboard["data"]["xmppd.json"]),
@@ -292,14 +307,155 @@ class Manifests(unittest.TestCase):
     def test_websocket_values_that_cannot_work_are_named(self):
         with self.assertRaisesRegex(Exception, r"websocket\.ingress\.enabled needs websocket\.enabled"):
             render({**URLS, "websocket": {"ingress": {"enabled": True}}})
-        with self.assertRaisesRegex(Exception, r"websocket\.port must be a port number"):
+        # The schema names a port out of range.
+        with self.assertRaisesRegex(Exception, r"at '/websocket/port': maximum: got 70,000, want 65,535"):
             render({**URLS, "websocket": {"enabled": True, "port": 70000}})
-        with self.assertRaisesRegex(Exception, r"websocket\.tls\.port must be a port number"):
+        with self.assertRaisesRegex(Exception, r"at '/websocket/tls/port': minimum: got 0, want 1"):
             render({**URLS, "websocket": {"tls": {"enabled": True, "port": 0}}})
+
+    def test_wrong_values_fail_with_the_schemas_message(self):
+        cases = [
+            ({"router": {"replicas": "two"}}, r"/router/replicas.*got string, want integer"),
+            ({"domian": "chat.example.com"}, r"additional properties 'domian' not allowed"),
+            ({"storage": {"url": "mysql://db/xmppd"}}, r"/storage/url"),
+            ({"websocket": {"path": "xmpp"}}, r"/websocket/path"),
+            ({"loadtest": {"tls": "ssl"}}, r"/loadtest/tls"),
+            ({"session": {"autoscaling": {"maxReplicas": 0}}}, r"/session/autoscaling/maxReplicas"),
+            ({"connectionManager": {"resources": {"limits": {"cpu": "two"}}}},
+             r"/connectionManager/resources/limits/cpu"),
+        ]
+        for values, message in cases:
+            with self.subTest(values=values):
+                with self.assertRaisesRegex(Exception, message):
+                    render({**URLS, **values})
+                # helm lint reports the same, as install would refuse it.
+                self.assertTrue(helm.lint(str(CHART), {**URLS, **values})["messages"])
+        # The chart's own values and every value set of these tests pass it.
+        with helm.Chart.load(str(CHART)) as chart:
+            for values in VALUE_SETS.values():
+                chart.validate_schema(values)
+
+    def test_each_role_scales_with_its_own_autoscaler_when_asked(self):
+        self.assertEqual(of_kind(render(URLS), "HorizontalPodAutoscaler"), [])
+        pods_metric = {"type": "Pods", "pods": {"metric": {"name": "xmppd_edge_connections"},
+                                                "target": {"type": "AverageValue", "averageValue": "20k"}}}
+        objects = render({**URLS,
+                          "connectionManager": {"autoscaling": {"enabled": True, "maxReplicas": 30,
+                                                                "metrics": [pods_metric]}},
+                          "session": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 60}}})
+        hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in of_kind(objects, "HorizontalPodAutoscaler")}
+        self.assertEqual(set(hpas), {"demo-xmppd-connection-manager", "demo-xmppd-session"})
+        edge = hpas["demo-xmppd-connection-manager"]
+        self.assertEqual((edge["minReplicas"], edge["maxReplicas"]), (2, 30))
+        self.assertEqual(edge["metrics"][0]["resource"]["target"]["averageUtilization"], 70)
+        self.assertEqual(edge["metrics"][1], pods_metric)
+        self.assertEqual(hpas["demo-xmppd-session"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60)
+        # The autoscaler owns the count of the Deployments it scales.
+        self.assertNotIn("replicas", deployment(objects, "connection-manager")["spec"])
+        self.assertEqual(deployment(objects, "router")["spec"]["replicas"], 2)
+        for obj in of_kind(objects, "HorizontalPodAutoscaler"):
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+    def test_migrations_run_in_a_hook_job_before_the_pods_with_a_url_of_their_own(self):
+        objects = render({**URLS, "migrations": {"url": "postgres://owner:secret@postgres:5432/xmppd"}})
+        [secret] = hooks(objects, "pre-install", "Secret")
+        [job] = hooks(objects, "pre-upgrade", "Job")
+        self.assertEqual(hooks(objects, "pre-upgrade", "Secret"), [secret])
+        self.assertLess(int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]),
+                        int(job["metadata"]["annotations"]["helm.sh/hook-weight"]))
+        self.assertEqual(secret["stringData"]["migrations-url"], "postgres://owner:secret@postgres:5432/xmppd")
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(container["args"], ["migrate"])
+        env = {var["name"]: var for var in container["env"]}
+        self.assertEqual(env["XMPPD_STORAGE__URL"]["valueFrom"]["secretKeyRef"],
+                         {"name": secret["metadata"]["name"], "key": "migrations-url"})
+        # The replicas check the schema and never change it; the other roles have no store.
+        for component in ("connection-manager", "router", "session"):
+            env = {var["name"]: var.get("value")
+                   for var in deployment(objects, component)["spec"]["template"]["spec"]["containers"][0]["env"]}
+            self.assertEqual(env.get("XMPPD_STORAGE__MIGRATE"), "false" if component == "session" else None)
+        # The storage URL serves when no other is given, and a Secret of one's own holds both.
+        self.assertEqual(hooks(render(URLS), "pre-install", "Secret")[0]["stringData"]["migrations-url"],
+                         URLS["storage"]["url"])
+        own = render({"existingSecret": "xmppd-urls"})
+        self.assertEqual(hooks(own, "pre-install", "Secret"), [])
+        [job] = hooks(own, "pre-install", "Job")
+        ref = job["spec"]["template"]["spec"]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]
+        self.assertEqual(ref, {"name": "xmppd-urls", "key": "migrations-url"})
+        # Off: no Job, and the replicas migrate at start.
+        off = render({**URLS, "migrations": {"job": False}})
+        self.assertEqual(hooks(off, "pre-install", "Job"), [])
+        env = {var["name"] for var in deployment(off, "session")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertNotIn("XMPPD_STORAGE__MIGRATE", env)
+
+    def test_pods_spread_over_zones_and_nodes_unless_told_otherwise(self):
+        objects = render(URLS)
+        for component in ("connection-manager", "router", "session"):
+            spec = deployment(objects, component)["spec"]["template"]["spec"]
+            selector = deployment(objects, component)["spec"]["selector"]["matchLabels"]
+            constraints = spec["topologySpreadConstraints"]
+            self.assertEqual([c["topologyKey"] for c in constraints],
+                             ["topology.kubernetes.io/zone", "kubernetes.io/hostname"])
+            for constraint in constraints:
+                self.assertEqual(constraint["whenUnsatisfiable"], "ScheduleAnyway")
+                self.assertEqual(constraint["labelSelector"]["matchLabels"], selector)
+            [preferred] = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            self.assertEqual(preferred["podAffinityTerm"]["labelSelector"]["matchLabels"], selector)
+        own_affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["chat"]}]}]}}}
+        objects = render({**URLS, "router": {"affinity": own_affinity}, "spread": {"enabled": False}})
+        self.assertEqual(deployment(objects, "router")["spec"]["template"]["spec"]["affinity"], own_affinity)
+        spec = deployment(objects, "session")["spec"]["template"]["spec"]
+        self.assertNotIn("affinity", spec)
+        self.assertNotIn("topologySpreadConstraints", spec)
+
+    def test_probes_prestop_and_grace_period_match_each_roles_drain(self):
+        objects = render(URLS)
+        for component, pre_stop, grace in [("connection-manager", 5, 20), ("router", 2, 15), ("session", 2, 15)]:
+            spec = deployment(objects, component)["spec"]["template"]["spec"]
+            container = spec["containers"][0]
+            self.assertEqual(container["lifecycle"]["preStop"], {"sleep": {"seconds": pre_stop}})
+            self.assertEqual(spec["terminationGracePeriodSeconds"], grace)
+            startup = container["startupProbe"]
+            self.assertEqual(startup["httpGet"], {"path": "/healthz", "port": "http"})
+            self.assertGreaterEqual(startup["periodSeconds"] * startup["failureThreshold"], 60)
+        with self.assertRaisesRegex(Exception, r"connectionManager\.terminationGracePeriodSeconds \(12\) must be "
+                                               r"at least connectionManager\.preStopSeconds \+ 10 s of drain = 15"):
+            render({**URLS, "connectionManager": {"terminationGracePeriodSeconds": 12}})
+        with self.assertRaisesRegex(Exception, r"session\.terminationGracePeriodSeconds \(15\) must be at least"):
+            render({**URLS, "session": {"preStopSeconds": 20}})
+
+    def test_worker_threads_follow_the_cpu_limit(self):
+        objects = render({**URLS, "router": {"resources": {"limits": {"cpu": "1500m"}}},
+                          "session": {"resources": {"requests": {"cpu": "250m"}, "limits": None}}})
+        router = deployment(objects, "router")["spec"]["template"]["spec"]["containers"][0]
+        [threads] = [var for var in router["env"] if var["name"] == "XMPPD_SERVER__WORKER_THREADS"]
+        self.assertEqual(threads["valueFrom"]["resourceFieldRef"],
+                         {"containerName": "router", "resource": "limits.cpu", "divisor": "1"})
+        # Without a limit, the process's own default: one thread per CPU it may use.
+        session = deployment(objects, "session")["spec"]["template"]["spec"]["containers"][0]
+        self.assertNotIn("XMPPD_SERVER__WORKER_THREADS", {var["name"] for var in session["env"]})
+
+    def test_helm_test_pod_makes_two_accounts_and_checks_a_message(self):
+        objects = render(URLS)
+        [pod] = hooks(objects, "test", "Pod")
+        [secret] = hooks(objects, "test", "Secret")
+        self.assertEqual(len(secret["stringData"]["password"]), 24)
+        spec = pod["spec"]
+        self.assertEqual([c["args"][:2] for c in spec["initContainers"]],
+                         [["user", "remove"], ["user", "add"]] * 2)
+        self.assertEqual([c["args"][-1] for c in spec["initContainers"]],
+                         ["helm-test-0@localhost"] * 2 + ["helm-test-1@localhost"] * 2)
+        [check] = spec["containers"]
+        self.assertEqual(check["command"], ["xmppd-loadtest"])
+        self.assertEqual(check["args"][0], "check")
+        self.assertEqual(check["args"][check["args"].index("--target") + 1], "demo-xmppd-connection-manager:5222")
+        self.assertNotIn("Pod", {kind for kind, _ in render({**URLS, "tests": {"enabled": False}})})
 
     def test_load_test_job_splits_one_population(self):
         objects = render(VALUE_SETS["load test"])
-        job = of_kind(objects, "Job")[0]
+        job = objects[("Job", "demo-xmppd-loadtest")]
         self.assertEqual(job["spec"]["completionMode"], "Indexed")
         self.assertEqual(job["spec"]["completions"], 4)
         self.assertEqual(job["spec"]["parallelism"], 4)
@@ -311,10 +467,21 @@ class Manifests(unittest.TestCase):
             self.assertEqual(args[args.index("--workers") + 1], "4")
             self.assertEqual(args[args.index("--users") + 1], "1000000")
             self.assertIn("JOB_COMPLETION_INDEX", {var["name"] for var in container["env"]})
-        self.assertNotIn("Job", {kind for kind, _ in render(URLS)})
+        self.assertNotIn(("Job", "demo-xmppd-loadtest"), render(URLS))
         direct = render({**URLS, "loadtest": {"enabled": True, "tls": "direct"}})
-        args = of_kind(direct, "Job")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        args = direct[("Job", "demo-xmppd-loadtest")]["spec"]["template"]["spec"]["containers"][0]["args"]
         self.assertEqual(args[args.index("--target") + 1], f"{service}:5223")
+
+
+def hooks(objects, hook, kind):
+    """The objects of `kind` that run as Helm's `hook`, in the order of their weights."""
+    found = [obj for obj in of_kind(objects, kind)
+             if hook in obj["metadata"].get("annotations", {}).get("helm.sh/hook", "").split(",")]
+    return sorted(found, key=lambda obj: int(obj["metadata"]["annotations"].get("helm.sh/hook-weight", "0")))
+
+
+def deployment(objects, component):
+    return objects[("Deployment", f"demo-xmppd-{component}")]
 
 
 def dashboards(objects):
@@ -384,6 +551,12 @@ class Docs(unittest.TestCase):
         for rule in alerts:
             self.assertIn(f"`{rule['alert']}`", docs, "an alert without its runbook line")
 
+    def test_every_alert_has_its_runbook_entry(self):
+        alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"][0]["rules"]
+        operations = (ROOT / "docs" / "operations.md").read_text()
+        entries = re.findall(r"^### `(Xmppd\w+)`$", operations, re.M)
+        self.assertEqual(sorted(entries), sorted(rule["alert"] for rule in alerts))
+
 
 def values_at(values, path):
     for part in path.split("."):
@@ -396,6 +569,9 @@ class Pod:
 
     def __init__(self, name, spec, container, ip, sources, workdir, job_index=None):
         self.name, self.container, self.ip = name, container, ip
+        # What SIGTERM leaves the process: the grace period less the preStop sleep before it.
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        self.grace = spec.get("terminationGracePeriodSeconds", 30) - pre_stop
         self.mounts = {}
         volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
         for mount in container.get("volumeMounts", []):
@@ -427,6 +603,11 @@ class Pod:
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             return sources["secrets"][ref["name"]][ref["key"]]
+        if "resourceFieldRef" in source:
+            # The downward API rounds a CPU quantity up to the divisor (1: whole CPUs).
+            ref = source["resourceFieldRef"]
+            assert (ref["resource"], ref["divisor"]) == ("limits.cpu", "1"), ref
+            return str(math.ceil(cpu_quantity(self.container["resources"]["limits"]["cpu"])))
         field = source["fieldRef"]["fieldPath"]
         return {"status.podIP": self.ip,
                 "metadata.annotations['batch.kubernetes.io/job-completion-index']": str(job_index)}[field]
@@ -448,8 +629,10 @@ class Pod:
                                             stderr=subprocess.STDOUT)
         return self
 
-    def stop(self, grace=30):
-        """SIGTERM, as Kubernetes stops a pod; it must exit within the grace period."""
+    def stop(self):
+        """SIGTERM, as Kubernetes stops a pod after its preStop hook; it must exit within
+        what is left of the grace period."""
+        grace = self.grace
         self.process.terminate()
         try:
             self.process.wait(timeout=grace)
@@ -484,6 +667,12 @@ class Pod:
             self.process.wait()
             raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.log.read_text()}")
         return code, self.log.read_text()
+
+
+def cpu_quantity(quantity):
+    """A Kubernetes CPU quantity in CPUs: 2, "2", "1.5", "500m"."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def plain_to(ip, port):
@@ -622,6 +811,13 @@ class PodsAsProcesses(unittest.TestCase):
         }
         sources["secrets"].update(self.cluster_secrets())
         addresses = iter(f"127.0.42.{i}" for i in range(10, 250))
+        # Helm's pre-install hooks, Jobs, run to the end before anything else starts.
+        for job in hooks(objects, "pre-install", "Job"):
+            spec = job["spec"]["template"]["spec"]
+            for container in containers(spec):
+                code, log = Pod(f"hook-{container['name']}", spec, container, next(addresses),
+                                sources, self.workdir).run()
+                self.assertEqual(code, 0, log)
         by_component = {}
         # Replicas first, then the routers that find them, then the edges that attach to those.
         for component in ["session", "router", "connection-manager"]:
@@ -642,6 +838,23 @@ class PodsAsProcesses(unittest.TestCase):
         return {f"demo-xmppd-{role}-tls": {name: (certs / role / name).read_text()
                                            for name in ("ca.crt", "tls.crt", "tls.key")}
                 for role in ("connection-manager", "router", "session")}
+
+    def run_to_end(self, name, spec, address, sources, service_to_pod, job_index=None):
+        """A pod that runs to its end (a Job's, a test's): its init containers, then its
+        containers, one after another, as a pod runs them; each step's exit code and log. A
+        step that hangs ends the pod with its log. `service_to_pod` is a Service's name and
+        the pod address its name would lead to."""
+        service, pod_address = service_to_pod
+        outcome = []
+        for step in containers(spec):
+            step = {**step, "args": [arg.replace(f"{service}:", f"{pod_address}:") for arg in step["args"]]}
+            pod = Pod(f"{name}-{step['name']}", spec, step, address, sources, self.workdir, job_index)
+            try:
+                outcome.append(pod.run())
+            except AssertionError as hung:
+                outcome.append((None, str(hung)))
+                break
+        return outcome
 
     def test_the_connection_manager_serves_xmpp_over_websocket_and_host_meta(self):
         storage = POSTGRES.rsplit("/", 1)[0] + "/" + self.database
@@ -736,26 +949,15 @@ key_prefix = "{self.prefix}"
         })
         by_component, sources, addresses = self.start_cluster(objects)
 
-        job = of_kind(objects, "Job")[0]
+        job = objects[("Job", "demo-xmppd-loadtest")]
         service = of_kind(objects, "Service")[0]["metadata"]["name"]
         edge = by_component["connection-manager"].ip
         results = {}
 
         def worker(index, address):
             spec = job["spec"]["template"]["spec"]
-            # The init container, then the main one, as a pod runs them; a step that hangs
-            # ends the worker with its log, which the assertions below report.
-            results[index] = outcome = []
-            for step in containers(spec):
-                # The Service's name would resolve to its address, which leads to this pod.
-                step = {**step, "args": [arg.replace(f"{service}:", f"{edge}:") for arg in step["args"]]}
-                pod = Pod(f"loadtest-{index}-{step['name']}", spec, step, address, sources,
-                          self.workdir, index)
-                try:
-                    outcome.append(pod.run())
-                except AssertionError as hung:
-                    outcome.append((None, str(hung)))
-                    return
+            results[index] = self.run_to_end(f"loadtest-{index}", spec, address, sources,
+                                             (service, edge), index)
 
         threads = [threading.Thread(target=worker, args=(i, next(addresses))) for i in range(workers)]
         for thread in threads:
@@ -781,6 +983,19 @@ key_prefix = "{self.prefix}"
         self.assertEqual(counters["logins"], 20)
         self.assertGreater(counters["messages_sent"], 0)
         self.assertEqual(counters["messages_delivered"], counters["messages_sent"])
+
+        # `helm test`, twice (its accounts are made afresh each time): the test hook's Pod
+        # makes its accounts and its check logs them in and chats, through the same pod.
+        [test] = hooks(objects, "test", "Pod")
+        for run in range(2):
+            outcome = self.run_to_end(f"helm-test-{run}", test["spec"], next(addresses), sources, (service, edge))
+            self.assertEqual([code for code, _ in outcome], [0] * 5, outcome)
+            self.assertIn("ok: helm-test-0@chart.test/", outcome[-1][1])
+        # It fails when the message cannot be delivered: no connection-manager to log in at.
+        by_component["connection-manager"].stop()
+        self.pods.remove(by_component["connection-manager"])
+        outcome = self.run_to_end("helm-test-down", test["spec"], next(addresses), sources, (service, edge))
+        self.assertNotEqual(outcome[-1][0], 0, outcome)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
     },
+    /// Smoke test of a deployment: users 0 and 1 log in and one sends the other a message,
+    /// which must arrive; exits with an error naming the step that failed.
+    Check {
+        #[command(flatten)]
+        common: Common,
+        /// How long the message may take.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Connect storm: log in and out, at a rate (open loop) or a concurrency (closed loop).
     Login {
         #[command(flatten)]
@@ -237,6 +246,7 @@ impl Command {
     pub fn common(&self) -> Option<&Common> {
         match self {
             Self::Provision { common, .. }
+            | Self::Check { common, .. }
             | Self::Login { common, .. }
             | Self::Idle { common, .. }
             | Self::Chat { common, .. }
@@ -250,6 +260,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Provision { .. } => "provision",
+            Self::Check { .. } => "check",
             Self::Login { .. } => "login",
             Self::Idle { .. } => "idle",
             Self::Chat { .. } => "chat",

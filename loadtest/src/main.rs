@@ -107,6 +107,9 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let mut env = env(common, target, metrics.clone())?;
+    if let Command::Check { timeout, .. } = command {
+        return scenario::check::run(&env, *timeout).await;
+    }
     let server = match (&common.server_pid[..], &common.server_process) {
         ([], None) => None,
         ([], Some(name)) => Some(ServerSelector::Name(name.clone())),
@@ -211,6 +214,7 @@ async fn scenario(command: &Command, common: &Common) -> anyhow::Result<()> {
             serde_json::json!({ "scenario_file": path, "plan": format!("{plan:?}") })
         }
         Command::Merge { .. } | Command::Compare { .. } => unreachable!("handled in main"),
+        Command::Check { .. } => unreachable!("handled above"),
     };
     let params = with_features(params, common);
     let report = recorder.finish(Report {

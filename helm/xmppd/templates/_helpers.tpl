@@ -78,7 +78,9 @@ or session. */}}
 {{- end -}}
 
 {{- define "xmppd.podAnnotations" -}}
+{{- if .Values.restartOnConfigChange }}
 checksum/config: {{ .Values.config | sha256sum }}
+{{- end }}
 checksum/urls: {{ printf "%s %s %s" .Values.storage.url .Values.registry.url .Values.existingSecret | sha256sum }}
 {{- if .Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
@@ -103,8 +105,14 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* Liveness and readiness, from the observability endpoint. */}}
+{{/* Start-up, liveness and readiness, from the observability endpoint: it answers once the
+process has opened its store and registry (a replica's schema check included), for which
+the start-up probe gives it two minutes before liveness counts. */}}
 {{- define "xmppd.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 60
 livenessProbe:
   httpGet: {path: /healthz, port: http}
   periodSeconds: 10
@@ -142,21 +150,18 @@ arguments may use it as $(JOB_COMPLETION_INDEX). */}}
 {{- end -}}
 
 {{/* WebSocket (RFC 7395) on the connection-managers. Ports go through int64: Helm reads
-values as floats, which would print as 5280.0 or 1e+06 and break `%d`. */}}
+values as floats, which would print as 5280.0 or 1e+06 and break `%d`; values.schema.json
+keeps them between 1 and 65535. */}}
 {{- define "xmppd.port" -}}
-{{- $port := int64 .port }}
-{{- if or (lt $port 1) (gt $port 65535) }}
-{{- fail (printf "%s must be a port number (1 to 65535), not %v" .name .port) }}
-{{- end }}
-{{- $port }}
+{{- int64 .port }}
 {{- end -}}
 
 {{- define "xmppd.websocket.port" -}}
-{{- include "xmppd.port" (dict "name" "websocket.port" "port" .Values.websocket.port) -}}
+{{- include "xmppd.port" (dict "port" .Values.websocket.port) -}}
 {{- end -}}
 
 {{- define "xmppd.websocket.tlsPort" -}}
-{{- include "xmppd.port" (dict "name" "websocket.tls.port" "port" .Values.websocket.tls.port) -}}
+{{- include "xmppd.port" (dict "port" .Values.websocket.tls.port) -}}
 {{- end -}}
 
 {{/* Whether either WebSocket listener is on ("true" or empty). */}}
@@ -193,4 +198,76 @@ and TLS ends there; empty leaves it to the server (the listener's scheme and the
 - name: XMPPD_WEBSOCKET__PUBLIC_URL
   value: {{ include "xmppd.websocket.publicUrl" . | quote }}
 {{- end }}
+{{- end -}}
+
+
+{{/* One worker thread per CPU of the role's limit (the downward API rounds up), when it has
+one: `component` names the container, `role` its values. */}}
+{{- define "xmppd.workerThreadsEnv" -}}
+{{- if dig "limits" "cpu" "" .role.resources }}
+- name: XMPPD_SERVER__WORKER_THREADS
+  valueFrom:
+    resourceFieldRef:
+      containerName: {{ .component }}
+      resource: limits.cpu
+      divisor: "1"
+{{- end }}
+{{- end -}}
+
+{{/* A role's placement: its own affinity and spread when given, else the chart's (`spread`):
+soft spread over zones and nodes, and a preference for nodes without another pod of the
+role. `component` names the role. */}}
+{{- define "xmppd.placement" -}}
+{{- $key := get (dict "connection-manager" "connectionManager" "router" "router" "session" "session") .component }}
+{{- $role := get .root.Values $key }}
+{{- $spread := .root.Values.spread }}
+{{- if $role.affinity }}
+affinity:
+  {{- toYaml $role.affinity | nindent 2 }}
+{{- else if $spread.enabled }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: {{ $spread.nodeKey }}
+          labelSelector:
+            matchLabels:
+              {{- include "xmppd.selectorLabels" . | nindent 14 }}
+{{- end }}
+{{- if $role.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $role.topologySpreadConstraints | nindent 2 }}
+{{- else if $spread.enabled }}
+topologySpreadConstraints:
+  {{- range list $spread.zoneKey $spread.nodeKey }}
+  - maxSkew: {{ int64 $spread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "xmppd.selectorLabels" $ | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The `helm test` Pod's containers: the store (checked, never migrated) for the accounts,
+and the password from the test's Secret `name`. */}}
+{{- define "xmppd.testEnv" -}}
+- name: XMPPD_SERVER__DOMAIN
+  value: {{ .root.Values.domain | quote }}
+- name: XMPPD_SERVER__DATA_DIR
+  value: /var/lib/xmppd
+- name: XMPPD_STORAGE__MIGRATE
+  value: "false"
+- name: XMPPD_STORAGE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "xmppd.secretName" .root }}
+      key: storage-url
+- name: XMPPD_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name }}
+      key: password
 {{- end -}}

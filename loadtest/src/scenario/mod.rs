@@ -11,6 +11,7 @@
 //! - [`account`]: features each user turns on after its login (`--carbons`, `--blocklist`).
 
 pub mod account;
+pub mod check;
 pub mod login;
 pub mod muc;
 pub mod plan;

@@ -89,7 +89,7 @@ pub async fn authenticate(
         Err((_, account)) => account.clone(),
     };
     if let Some(account) = &account {
-        let settings = &edge.settings;
+        let settings = edge.settings();
         let excess = edge.auth_failures_by_account.excess(account);
         let delay = failure_delay(excess, settings.failure_delay, settings.max_failure_delay);
         if !delay.is_zero() {
@@ -201,7 +201,7 @@ fn account(
     username: &str,
     authzid: Option<&str>,
 ) -> Result<Jid, (Refusal, Option<String>)> {
-    let jid = Jid::new(Some(username), &edge.settings.domain, None)
+    let jid = Jid::new(Some(username), &edge.domain, None)
         .map_err(|_| (Refusal::Sasl(SaslError::NotAuthorized), None))?;
     if let Some(authzid) = authzid.filter(|authzid| !authzid.is_empty())
         && Jid::parse(authzid).ok().as_ref() != Some(&jid)

@@ -145,12 +145,15 @@ async fn serve<S: ClientStream>(
     if let Some(sm) = bound.sm.as_deref_mut().filter(|sm| sm.resumed) {
         resend(stream, sm).await?;
     }
-    let mut bucket = TokenBucket::new(edge.settings.stanzas_per_second, edge.settings.stanza_burst);
+    // The settings in force when the stream was bound stay its own (a reload applies to
+    // the streams bound after it).
+    let settings = edge.settings();
+    let mut bucket = TokenBucket::new(settings.stanzas_per_second, settings.stanza_burst);
     let mut pinged_at: Option<Instant> = None;
     // One timer for the bound stream's life, moved as the client speaks: moving
     // a deadline later leaves the timer where it is until it fires, while a
     // new one per wait would be registered and removed for every stanza.
-    let silence = tokio::time::sleep(edge.settings.ping_after);
+    let silence = tokio::time::sleep(settings.ping_after);
     tokio::pin!(silence);
     loop {
         // Everything already read is handled before the next wait.
@@ -173,17 +176,13 @@ async fn serve<S: ClientStream>(
             pinged_at = None;
         }
         let wake = match pinged_at {
-            Some(pinged) => {
-                pinged
-                    + edge
-                        .settings
-                        .idle_timeout
-                        .saturating_sub(edge.settings.ping_after)
-            }
-            None => heard + edge.settings.ping_after,
+            Some(pinged) => pinged + settings.idle_timeout.saturating_sub(settings.ping_after),
+            None => heard + settings.ping_after,
         };
-        let settings = &edge.settings.stream_management;
-        let ack_due = bound.sm.as_deref().and_then(|sm| sm.request_due(settings));
+        let ack_due = bound
+            .sm
+            .as_deref()
+            .and_then(|sm| sm.request_due(&settings.stream_management));
         silence
             .as_mut()
             .reset(ack_due.map_or(wake, |due| due.min(wake)));
@@ -233,7 +232,7 @@ async fn serve<S: ClientStream>(
             Wake::Silence => {
                 if let Some(sm) = bound.sm.as_deref_mut()
                     && sm
-                        .request_due(settings)
+                        .request_due(&settings.stream_management)
                         .is_some_and(|due| due <= Instant::now())
                 {
                     sm.requested();
@@ -258,7 +257,7 @@ async fn serve<S: ClientStream>(
                         sm.requested();
                         stream.write(REQUEST).await?;
                     }
-                    None => stream.keepalive(&edge.settings.domain, &bound.full).await?,
+                    None => stream.keepalive(&edge.domain, &bound.full).await?,
                 }
                 pinged_at = Some(Instant::now());
             }
@@ -301,7 +300,7 @@ async fn write_stanza<S: ClientStream>(
     let Some(sm) = sm else {
         return stream.write(&payload).await;
     };
-    let ask = sm.sent(payload.clone(), stage, &edge.settings.stream_management);
+    let ask = sm.sent(payload.clone(), stage, &edge.settings().stream_management);
     stream.write(&payload).await?;
     if sm.over_limit() {
         return Err(stream
@@ -367,7 +366,7 @@ async fn handle_event<S: ClientStream>(
 ) -> Result<ControlFlow<()>, StreamEnd> {
     let stanza = match event {
         StreamEvent::Stanza(stanza)
-            if stanza.namespace() == ns::SM && edge.settings.stream_management.enabled =>
+            if stanza.namespace() == ns::SM && edge.settings().stream_management.enabled =>
         {
             stream_management(edge, stream, bound, &stanza).await?;
             return Ok(ControlFlow::Continue(()));
@@ -462,7 +461,7 @@ async fn enable<S: ClientStream>(
     bound: &mut Bound,
     element: &Stanza,
 ) -> Result<(), StreamEnd> {
-    let settings = &edge.settings.stream_management;
+    let settings = &edge.settings().stream_management;
     let request = element.element().ok();
     let resume = request
         .as_ref()
@@ -548,7 +547,7 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
         Some(Ok(to)) => to.into_string(),
         Some(Err(_)) => return answer(edge, stanza, StanzaErrorCondition::JidMalformed),
     };
-    if is_legacy_session(stanza, &to, &edge.settings.domain) {
+    if is_legacy_session(stanza, &to, &edge.domain) {
         return Inbound::Answer(iq_result(stanza, None).into());
     }
     if stanza.name() == "iq" && stanza.id().is_none_or(str::is_empty) {
@@ -596,6 +595,6 @@ fn answer(edge: &Edge, stanza: &Stanza, condition: StanzaErrorCondition) -> Inbo
     Inbound::Answer(error_reply(
         stanza,
         &StanzaError::new(condition),
-        &edge.settings.domain,
+        &edge.domain,
     ))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_protocol::stream::Limits;
 use xmppd_runtime::Config;
+use xmppd_runtime::reload::Live;
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_tls::ServerTls;
 
@@ -16,7 +17,8 @@ use crate::limits::{ConnectionsPerIp, WindowCounter};
 use crate::metrics::EdgeMetrics;
 use crate::stream_management;
 
-/// The configuration the edge acts on, read once from [`Config`].
+/// The configuration the edge acts on, read from [`Config`] at start and at
+/// each reload.
 #[derive(Clone, Debug)]
 pub struct EdgeSettings {
     pub domain: String,
@@ -90,7 +92,10 @@ impl EdgeSettings {
 }
 
 pub struct Edge {
-    pub settings: EdgeSettings,
+    /// The domain served: no reload changes it.
+    pub domain: String,
+    /// Read through [`Edge::settings`]; a reload replaces it.
+    settings: Live<EdgeSettings>,
     pub cluster: Cluster,
     pub tls: ServerTls,
     pub metrics: EdgeMetrics,
@@ -126,12 +131,34 @@ impl Edge {
                 60 * minute,
             ),
             connections: Arc::default(),
-            settings,
+            domain: settings.domain.clone(),
+            settings: Live::new(settings),
             cluster,
             tls,
             metrics,
             shutdown,
         })
+    }
+
+    /// The settings in force now; a stream takes them when it opens and
+    /// keeps them.
+    pub fn settings(&self) -> Arc<EdgeSettings> {
+        self.settings.get()
+    }
+
+    /// Applies a reloaded configuration to what starts from now on, and to
+    /// the throttles' limits (their counts are kept).
+    pub fn reload(&self, config: &Config) {
+        let settings = EdgeSettings::from_config(config);
+        self.auth_failures_by_ip
+            .set_max(settings.failures_per_ip_per_minute);
+        self.auth_failures_by_account_ip
+            .set_max(settings.failures_per_account_per_ip_per_minute);
+        self.auth_failures_by_account
+            .set_max(settings.failures_per_account_per_minute);
+        self.registrations_by_ip
+            .set_max(settings.registrations_per_ip_per_hour);
+        self.settings.set(settings);
     }
 
     /// Once shutdown has begun: tells every bound client to reconnect

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,8 @@ impl Drop for ConnectionSlot {
 
 /// Events per key in fixed windows: "at most `max` per `window`".
 pub struct WindowCounter<K> {
-    max: u32,
+    /// Replaced by a configuration reload; counts so far are kept.
+    max: AtomicU32,
     window: Duration,
     counts: Mutex<HashMap<K, (Instant, u32)>>,
 }
@@ -101,39 +103,50 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
     /// `max` 0 means unlimited.
     pub fn new(max: u32, window: Duration) -> Self {
         WindowCounter {
-            max,
+            max: AtomicU32::new(max),
             window,
             counts: Mutex::default(),
         }
     }
 
+    /// From now on, at most `max` per window (0: unlimited).
+    pub fn set_max(&self, max: u32) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+
     /// Whether `key` has used up its window.
     pub fn exhausted(&self, key: &K) -> bool {
-        if self.max == 0 {
+        let max = self.max();
+        if max == 0 {
             return false;
         }
         let counts = self.counts.lock().expect("window lock");
         counts
             .get(key)
-            .is_some_and(|(start, count)| start.elapsed() < self.window && *count >= self.max)
+            .is_some_and(|(start, count)| start.elapsed() < self.window && *count >= max)
     }
 
     /// How far past `max` the next event of `key` would be in the current
     /// window: 0 while it is within `max`, 1 for the first one beyond.
     pub fn excess(&self, key: &K) -> u32 {
-        if self.max == 0 {
+        let max = self.max();
+        if max == 0 {
             return 0;
         }
         let counts = self.counts.lock().expect("window lock");
         counts
             .get(key)
             .filter(|(start, _)| start.elapsed() < self.window)
-            .map_or(0, |(_, count)| (count + 1).saturating_sub(self.max))
+            .map_or(0, |(_, count)| (count + 1).saturating_sub(max))
     }
 
     /// Counts one event for `key`.
     pub fn record(&self, key: K) {
-        if self.max == 0 {
+        if self.max() == 0 {
             return;
         }
         let mut counts = self.counts.lock().expect("window lock");

@@ -63,7 +63,7 @@ async fn behind_proxy(
     mut tcp: TcpStream,
     peer: SocketAddr,
 ) -> Option<(TcpStream, SocketAddr)> {
-    let timeout = edge.settings.negotiation_timeout;
+    let timeout = edge.settings().negotiation_timeout;
     match proxy_protocol::read_header(&mut tcp, timeout).await {
         Ok(client) => Some((tcp, client.unwrap_or(peer))),
         Err(error) => {
@@ -76,7 +76,7 @@ async fn behind_proxy(
 /// A slot under the connection limits, or why there is none: the caller
 /// refuses the connection in its protocol.
 pub fn admit(edge: &Edge, peer: SocketAddr) -> Result<ConnectionSlot, Refused> {
-    let settings = &edge.settings;
+    let settings = edge.settings();
     let slot = edge.connections.acquire(
         peer.ip(),
         settings.connections_per_ip,

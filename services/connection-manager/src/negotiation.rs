@@ -36,7 +36,7 @@ pub async fn serve<S: ClientStream>(
     peer: SocketAddr,
 ) -> Option<(S, Bound)> {
     let started = Instant::now();
-    let deadline = started + edge.settings.negotiation_timeout;
+    let deadline = started + edge.settings().negotiation_timeout;
     // Boxed, so that its large state (SASL, registration, binding) does not
     // size the connection's task. One trace per login: its calls to the
     // session replicas are children of this span.
@@ -127,7 +127,7 @@ async fn open_stream<S: ClientStream>(
         .to
         .as_deref()
         .and_then(|to| Jid::parse(to).ok())
-        .is_some_and(|to| to.as_str() == edge.settings.domain);
+        .is_some_and(|to| to.as_str() == edge.domain);
     if !to_us {
         return Err(stream
             .fail_with(StreamErrorCondition::HostUnknown, "")
@@ -149,7 +149,7 @@ async fn open_stream<S: ClientStream>(
             .fail_with(StreamErrorCondition::InvalidNamespace, "")
             .await);
     }
-    stream.open(&edge.settings.domain, &header);
+    stream.open(&edge.domain, &header);
     Ok(header)
 }
 
@@ -186,12 +186,12 @@ async fn authenticate<S: ClientStream>(
 ) -> Result<Step, StreamEnd> {
     let secure = stream.is_secure();
     let start_tls = stream.can_start_tls();
-    let may_authenticate = secure || !edge.settings.require_tls;
+    let may_authenticate = secure || !edge.settings().require_tls;
     let bindings = stream
         .tls_stream()
         .map(|tls| edge.tls.channel_bindings(tls))
         .unwrap_or_default();
-    let mechanisms = auth::offered(&edge.settings, secure, !bindings.is_empty());
+    let mechanisms = auth::offered(&edge.settings(), secure, !bindings.is_empty());
     let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);
     stream.write(features.as_bytes()).await?;
     loop {
@@ -239,7 +239,7 @@ async fn authenticate<S: ClientStream>(
             (ns::CLIENT, "iq") if may_authenticate && registration::is_registration(&stanza) => {
                 registration::handle(edge, stream, &stanza, client_network(peer.ip())).await?;
             }
-            _ if !secure && edge.settings.require_tls => {
+            _ if !secure && edge.settings().require_tls => {
                 let text = if start_tls {
                     "STARTTLS is required first"
                 } else {
@@ -268,7 +268,7 @@ fn features_before_auth(
     let mut features = String::from("<stream:features>");
     if start_tls {
         features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
-        if edge.settings.require_tls {
+        if edge.settings().require_tls {
             features.push_str("<required/>");
         }
         features.push_str("</starttls>");
@@ -290,7 +290,7 @@ fn features_before_auth(
             }
             features.push_str("</sasl-channel-binding>");
         }
-        if edge.settings.registration {
+        if edge.settings().registration {
             features.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
         }
     }
@@ -307,7 +307,7 @@ async fn bind<S: ClientStream>(
     peer: SocketAddr,
     deadline: Instant,
 ) -> Result<Bound, StreamEnd> {
-    let sm_enabled = edge.settings.stream_management.enabled;
+    let sm_enabled = edge.settings().stream_management.enabled;
     let features = format!(
         "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
          <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
@@ -365,7 +365,7 @@ async fn bind<S: ClientStream>(
                 .write(&error_reply(
                     &stanza,
                     &StanzaError::new(StanzaErrorCondition::BadRequest),
-                    &edge.settings.domain,
+                    &edge.domain,
                 ))
                 .await?;
             continue;
@@ -405,7 +405,7 @@ async fn bind<S: ClientStream>(
                     .write(&error_reply(
                         &stanza,
                         &StanzaError::new(condition),
-                        &edge.settings.domain,
+                        &edge.domain,
                     ))
                     .await?;
             }
@@ -413,7 +413,7 @@ async fn bind<S: ClientStream>(
                 tracing::warn!(%error, "bind failed");
                 let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
                 stream
-                    .write(&error_reply(&stanza, &error, &edge.settings.domain))
+                    .write(&error_reply(&stanza, &error, &edge.domain))
                     .await?;
             }
         }

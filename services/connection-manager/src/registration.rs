@@ -37,16 +37,14 @@ pub async fn handle(
 ) -> Result<(), StreamEnd> {
     let answer = match stanza.stanza_type() {
         // Switched off by configuration: refused, and the stream goes on.
-        _ if !edge.settings.registration => Err(StanzaErrorCondition::NotAllowed),
+        _ if !edge.settings().registration => Err(StanzaErrorCondition::NotAllowed),
         Some("get") => Ok(Some(FORM)),
         Some("set") => register(edge, stanza, ip).await.map(|()| None),
         _ => Err(StanzaErrorCondition::BadRequest),
     };
     let reply = match answer {
         Ok(payload) => iq_result(stanza, payload),
-        Err(condition) => {
-            error_reply(stanza, &StanzaError::new(condition), &edge.settings.domain).to_vec()
-        }
+        Err(condition) => error_reply(stanza, &StanzaError::new(condition), &edge.domain).to_vec(),
     };
     stream.write(&reply).await
 }
@@ -69,7 +67,7 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
     if password.is_empty() {
         return Err(StanzaErrorCondition::NotAcceptable);
     }
-    let jid = Jid::new(Some(&username), &edge.settings.domain, None)
+    let jid = Jid::new(Some(&username), &edge.domain, None)
         .map_err(|_| StanzaErrorCondition::JidMalformed)?;
     if edge.registrations_by_ip.exhausted(&ip) {
         return Err(StanzaErrorCondition::ResourceConstraint);
@@ -78,7 +76,7 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
     // names exist (conflict) or making the edge derive keys costs the same
     // allowance as creating accounts.
     edge.registrations_by_ip.record(ip);
-    let credentials = derive(password, edge.settings.scram_iterations).await?;
+    let credentials = derive(password, edge.settings().scram_iterations).await?;
     let outcome = edge
         .cluster
         .register(jid.as_str(), credentials)

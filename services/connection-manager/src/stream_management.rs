@@ -311,7 +311,7 @@ pub async fn keep_for_resumption(edge: &Edge, mut bound: Bound) {
                 return;
             }
             Detached::Delivery(Some(Delivery::Stanza { payload, stage, .. })) => {
-                sm.sent(payload, stage, &edge.settings.stream_management);
+                sm.sent(payload, stage, &edge.settings().stream_management);
                 if sm.over_limit() {
                     tracing::info!(full_jid = %bound.full, "too much held for a detached session, ending it");
                     return;

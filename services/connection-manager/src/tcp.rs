@@ -54,7 +54,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
                 ),
             };
             let transport = Transport::Plain(tcp);
-            let mut stream = TcpClientStream::new(transport, edge.settings.limits.clone());
+            let mut stream = TcpClientStream::new(transport, edge.settings().limits.clone());
             stream.fail_with(condition, text).await;
             return;
         }
@@ -64,7 +64,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
         Security::DirectTls => {
             // Boxed: the handshake state must not size the connection's task.
             let handshake = Box::pin(edge.tls.accept(tcp));
-            match tokio::time::timeout(edge.settings.negotiation_timeout, handshake).await {
+            match tokio::time::timeout(edge.settings().negotiation_timeout, handshake).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -74,7 +74,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
             }
         }
     };
-    let stream = TcpClientStream::new(transport, edge.settings.limits.clone());
+    let stream = TcpClientStream::new(transport, edge.settings().limits.clone());
     listener::serve_stream(edge, peer, slot, stream).await;
 }
 

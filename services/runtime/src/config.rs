@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// Threads that run the server's tasks; 0 = one per CPU this process
     /// may use (its cgroup quota included, as in a Kubernetes pod).
     pub worker_threads: usize,
+    /// Milliseconds between reads of the configuration file to see whether
+    /// it changed, which reloads it as SIGHUP does; 0: only SIGHUP reloads.
+    pub config_check_ms: u64,
 }
 
 /// `[muc]`: the multi-user chat service (XEP-0045), run by the session
@@ -277,6 +280,9 @@ pub struct StorageConfig {
     pub credential_cache_entries: u64,
     /// Seconds a cached credential may be used at most, even with no notification.
     pub credential_cache_ttl_secs: u64,
+    /// Apply pending migrations when the store is opened; off, only check that
+    /// `xmppd migrate` applied them all.
+    pub migrate: bool,
 }
 
 impl Default for StorageConfig {
@@ -287,6 +293,7 @@ impl Default for StorageConfig {
             min_connections: 0,
             credential_cache_entries: 100_000,
             credential_cache_ttl_secs: 600,
+            migrate: true,
         }
     }
 }
@@ -431,6 +438,7 @@ impl Default for ServerConfig {
             domain: "localhost".into(),
             data_dir: "data".into(),
             worker_threads: 0,
+            config_check_ms: 5000,
         }
     }
 }

@@ -10,10 +10,13 @@
 //!   `/healthz` and `/readyz`.
 //! - [`traces`]: the OTLP exporter, and the trace context that envelopes
 //!   carry from one service to the next.
+//! - [`reload`]: the configuration read again on SIGHUP or when its file
+//!   changes, and the settings that follow it.
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a signal every task can watch.
 
 pub mod config;
 pub mod observability;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traces;

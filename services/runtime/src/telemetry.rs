@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets};
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, reload};
 
 use crate::config::{Config, LogFormat, ObservabilityConfig};
 use crate::traces;
@@ -29,9 +29,36 @@ const OWN_TARGETS: &str = "xmppd";
 #[must_use = "flush the traces with Telemetry::shutdown before exiting"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    log_filter: LogFilter,
+}
+
+/// The log lines' filter, which a configuration reload may replace
+/// (`observability.log`); fixed while `RUST_LOG` sets it.
+#[derive(Clone, Default)]
+pub struct LogFilter {
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+}
+
+impl LogFilter {
+    /// Filters the log lines by `directives` (`RUST_LOG` syntax) from now on.
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        let Some(handle) = &self.handle else {
+            return Ok(());
+        };
+        let filter = EnvFilter::try_new(directives).map_err(|error| error.to_string())?;
+        // The subscriber is gone only when another one was installed first (tests that
+        // compose several services in one process): that one's filter stays.
+        let _ = handle.reload(filter);
+        Ok(())
+    }
 }
 
 impl Telemetry {
+    /// The log lines' filter, for reloads.
+    pub fn log_filter(&self) -> LogFilter {
+        self.log_filter.clone()
+    }
+
     /// Exports the spans still buffered and stops the exporter.
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
@@ -63,7 +90,7 @@ pub fn init(
         None
     };
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let dispatch = subscriber(
+    let (dispatch, log_filter) = subscriber(
         &config.observability,
         provider.as_ref(),
         std::io::stderr,
@@ -73,17 +100,21 @@ pub fn init(
     if tracing::dispatcher::set_global_default(dispatch).is_ok() && provider.is_some() {
         traces::set_enabled();
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        log_filter,
+    })
 }
 
 /// Log lines written to `writer`, ANSI-coloured when `colour` (text only),
-/// and the spans of xmppd's crates exported through `provider`, if any.
+/// and the spans of xmppd's crates exported through `provider`, if any; and
+/// the lines' filter.
 fn subscriber<W>(
     observability: &ObservabilityConfig,
     provider: Option<&SdkTracerProvider>,
     writer: W,
     colour: bool,
-) -> Dispatch
+) -> (Dispatch, LogFilter)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -95,8 +126,14 @@ where
             .with_target(false)
             .with_filter(Targets::new().with_target(OWN_TARGETS, Level::INFO))
     });
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&observability.log));
+    let (filter, reloadable) = match EnvFilter::try_from_default_env() {
+        Ok(fixed) => (fixed, false),
+        Err(_) => (EnvFilter::new(&observability.log), true),
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let log_filter = LogFilter {
+        handle: reloadable.then_some(handle),
+    };
     let installed = Arc::new(OnceLock::new());
     let lines = match observability.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -117,7 +154,7 @@ where
             .with(spans),
     );
     let _ = installed.set(dispatch.downgrade());
-    dispatch
+    (dispatch, log_filter)
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, `message`,
@@ -265,7 +302,8 @@ mod tests {
         let provider = SdkTracerProvider::builder().build();
         let captured = Captured::default();
         let writer = captured.clone();
-        let dispatch = subscriber(&json_logs(), Some(&provider), move || writer.clone(), false);
+        let (dispatch, _) =
+            subscriber(&json_logs(), Some(&provider), move || writer.clone(), false);
         let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let span = tracing::info_span!("route");
@@ -294,7 +332,7 @@ mod tests {
     fn a_json_line_without_traces_has_no_ids() {
         let captured = Captured::default();
         let writer = captured.clone();
-        let dispatch = subscriber(&json_logs(), None, move || writer.clone(), false);
+        let (dispatch, _) = subscriber(&json_logs(), None, move || writer.clone(), false);
         tracing::dispatcher::with_default(&dispatch, || {
             let _entered = tracing::info_span!("route").entered();
             tracing::warn!("router stream lost, reconnecting");
@@ -305,5 +343,28 @@ mod tests {
         assert_eq!(lines[0]["span"], "route");
         assert!(lines[0].get("trace_id").is_none(), "{lines:?}");
         assert!(lines[0].get("fields").is_none(), "{lines:?}");
+    }
+
+    #[test]
+    fn a_new_log_filter_applies_to_the_next_lines() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let observability = ObservabilityConfig {
+            log: "warn".into(),
+            ..json_logs()
+        };
+        let (dispatch, filter) = subscriber(&observability, None, move || writer.clone(), false);
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("before");
+            filter.set("info").unwrap();
+            tracing::info!("after");
+        });
+        let messages: Vec<_> = captured
+            .lines()
+            .iter()
+            .map(|l| l["message"].clone())
+            .collect();
+        assert_eq!(messages, ["after"]);
+        assert!(filter.set("info,[=").is_err());
     }
 }

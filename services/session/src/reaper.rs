@@ -41,7 +41,7 @@ async fn sweep(
         for session in sessions {
             let owner = session.jid().bare().to_string();
             let mine = membership::owner(&owner, &members.borrow())
-                .is_some_and(|node| node.id == core.settings.node_id);
+                .is_some_and(|node| node.id == core.settings().node_id);
             if !mine {
                 continue;
             }

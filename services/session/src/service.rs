@@ -18,6 +18,7 @@ use xmppd_grpc::{
 };
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{SharedRegistry, Unbound};
+use xmppd_runtime::reload::Live;
 use xmppd_runtime::{traced_span, traces};
 use xmppd_storage::{Store, StoreError};
 
@@ -32,7 +33,9 @@ const STREAM_BUFFER: usize = 4096;
 /// further calls wait on its stream.
 const LOGIN_CALLS_IN_FLIGHT: usize = 1024;
 
-/// What a replica needs from the configuration.
+/// What a replica needs from the configuration. A reload may replace
+/// `registration`, `scram_iterations` and `max_offline_messages`
+/// ([`SessionService::reload`]); the rest stays as started.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub domain: String,
@@ -55,7 +58,8 @@ pub struct Settings {
 /// State shared by a replica's workers.
 pub struct Core {
     pub domain: String,
-    pub settings: Settings,
+    /// Read through [`Core::settings`]; a reload replaces it.
+    settings: Live<Settings>,
     pub store: Store,
     pub registry: SharedRegistry,
     pub metrics: SessionMetrics,
@@ -67,6 +71,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.get()
+    }
+
     /// The account's routing policy from its modules, written into the
     /// registry (while the account has a resource; after a bind otherwise).
     /// Modules call it after changing what they contribute.
@@ -138,7 +147,7 @@ impl SessionService {
     ) -> Self {
         let core = Arc::new(Core {
             domain: settings.domain.clone(),
-            settings,
+            settings: Live::new(settings),
             store,
             registry,
             metrics,
@@ -148,6 +157,17 @@ impl SessionService {
         });
         let shards = Arc::new(Shards::start(core.clone()));
         SessionService { core, shards }
+    }
+
+    /// Applies reloaded settings to the next registration, password stored
+    /// and offline message; the domain and node id stay as started.
+    pub fn reload(&self, settings: Settings) {
+        let running = self.core.settings();
+        self.core.settings.set(Settings {
+            domain: running.domain.clone(),
+            node_id: running.node_id.clone(),
+            ..settings
+        });
     }
 
     pub fn core(&self) -> &Arc<Core> {
@@ -413,7 +433,7 @@ impl SessionService {
                 outcome: outcome as i32,
             })
         };
-        if !self.core.settings.registration {
+        if !self.core.settings().registration {
             return reply(RegisterOutcome::NotAllowed);
         }
         let jid = self.local_account(&request.jid)?;

@@ -39,7 +39,7 @@ pub use credential_cache::CredentialCaching;
 pub use migrations::{Embedded as Migration, Schema};
 pub use offline::{LastActivity, OfflineMessage};
 pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};
-pub use store::{Backend, PoolSize, Store};
+pub use store::{Backend, Migrations, PoolSize, Store};
 pub use xmppd_cache::CacheStatistics;
 
 /// Everything a [`Store`] method can fail with.
@@ -55,6 +55,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
+    #[error("database schema behind this version: {0}")]
+    SchemaBehind(String),
 }
 
 /// Reports a value read from the database that the schema should have prevented.

@@ -56,6 +56,36 @@ pub(crate) const CORE: Schema = Schema {
     ],
 };
 
+/// What a migration must not do: old servers run on the new schema during a
+/// rolling upgrade and after a rollback, so a migration only adds (tables,
+/// nullable or defaulted columns, indexes, triggers); removing or changing
+/// what an old server reads waits for a release that no longer reads it.
+const NOT_EXPAND_ONLY: &[&str] = &[
+    "DROP TABLE",
+    "DROP COLUMN",
+    "RENAME",
+    "ALTER COLUMN",
+    "SET NOT NULL",
+    "TRUNCATE",
+    "DELETE FROM",
+];
+
+impl Schema {
+    /// The first statement in any of its migrations that an older server
+    /// running beside the newer one could not live with (see
+    /// [`NOT_EXPAND_ONLY`]), as `(stem, statement)`.
+    pub fn first_contraction(&self) -> Option<(&'static str, &'static str)> {
+        self.migrations.iter().find_map(|migration| {
+            let sql = format!("{}\n{}", migration.postgres, migration.sqlite).to_uppercase();
+            let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            NOT_EXPAND_ONLY
+                .iter()
+                .find(|statement| sql.contains(*statement))
+                .map(|statement| (migration.stem, *statement))
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Source(Backend, &'static Schema);
 
@@ -114,6 +144,28 @@ mod tests {
             .collect();
         stems.sort();
         stems
+    }
+
+    #[test]
+    fn the_core_migrations_only_add() {
+        assert_eq!(CORE.first_contraction(), None);
+    }
+
+    #[test]
+    fn a_dropped_column_is_a_contraction() {
+        const DROPS: Schema = Schema {
+            name: "drops",
+            migrations: &[Embedded {
+                version: 9,
+                stem: "0009_drop",
+                postgres: "ALTER TABLE users\n  DROP   COLUMN x;",
+                sqlite: "ALTER TABLE users DROP COLUMN x;",
+            }],
+        };
+        assert_eq!(
+            DROPS.first_contraction(),
+            Some(("0009_drop", "DROP COLUMN"))
+        );
     }
 
     /// A file dropped into a folder but not listed in `MIGRATIONS` would silently never run.

@@ -41,6 +41,18 @@ pub struct Store {
     pub(crate) credential_cache: Option<Arc<CredentialCache>>,
     /// Every method's queries, timed by operation.
     pub(crate) calls: Calls<SqlOperation>,
+    /// What [`Store::migrate`] does for each schema.
+    migrations: Migrations,
+}
+
+/// What opening a store does with its schemas' migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrations {
+    /// Applies those not applied yet.
+    Apply,
+    /// Applies none, and fails unless every one has been (by `xmppd migrate`, run with
+    /// a database role allowed to change the schema, before the servers start).
+    Check,
 }
 
 /// Applied to every SQLite connection: the Any driver only passes the URL through, so these
@@ -93,6 +105,16 @@ impl Store {
 
     /// As [`Store::connect`], with `pool.min` connections kept open from the start.
     pub async fn connect_pool(url: &str, pool: PoolSize) -> Result<Store, StoreError> {
+        Store::open(url, pool, Migrations::Apply).await
+    }
+
+    /// As [`Store::connect_pool`], with the core tables' migrations applied or checked as
+    /// `migrations` says, and so are those of [`Store::migrate`] later.
+    pub async fn open(
+        url: &str,
+        pool: PoolSize,
+        migrations: Migrations,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let target = Target::parse(url)?;
         let (backend, url) = match &target {
@@ -105,14 +127,15 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = pool_options(&target, pool).connect_with(options).await?;
-        migrate(backend, &pool, &migrations::CORE).await?;
-        tracing::debug!(?backend, "store connected, migrations applied");
+        migrate(backend, &pool, &migrations::CORE, migrations).await?;
+        tracing::debug!(?backend, ?migrations, "store connected");
         Ok(Store {
             pool,
             backend,
             url: url.into(),
             credential_cache: None,
             calls: Calls::new(),
+            migrations,
         })
     }
 
@@ -150,10 +173,11 @@ impl Store {
     }
 
     /// Creates or migrates the tables of a part of the server that keeps its own (an
-    /// account module): idempotent, and safe while other processes do the same.
+    /// account module): idempotent, and safe while other processes do the same. A store
+    /// opened with [`Migrations::Check`] only checks that they are.
     pub async fn migrate(&self, schema: &'static Schema) -> Result<(), StoreError> {
-        migrate(self.backend, &self.pool, schema).await?;
-        tracing::debug!(schema = schema.name, "migrations applied");
+        migrate(self.backend, &self.pool, schema, self.migrations).await?;
+        tracing::debug!(schema = schema.name, migrations = ?self.migrations, "schema ready");
         Ok(())
     }
 
@@ -280,8 +304,12 @@ async fn migrate(
     backend: Backend,
     pool: &AnyPool,
     schema: &'static Schema,
+    migrations: Migrations,
 ) -> Result<(), StoreError> {
     let migrator = migrations::migrator(backend, schema).await?;
+    if migrations == Migrations::Check {
+        return check_applied(pool, schema, &migrator).await;
+    }
     let mut attempts = 0;
     loop {
         match migrator.run(pool).await {
@@ -293,6 +321,33 @@ async fn migrate(
             }
             Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// Fails, naming the first, unless every migration of `schema` has been applied. Newer
+/// ones than the binary knows are fine: migrations only add (docs/operations.md), so an
+/// older server runs on a newer schema during a rolling upgrade or after a rollback.
+async fn check_applied(
+    pool: &AnyPool,
+    schema: &'static Schema,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    use sqlx::migrate::Migrate;
+    let mut connection = pool.acquire().await?;
+    // No history table yet: nothing was applied.
+    let applied = connection
+        .list_applied_migrations()
+        .await
+        .unwrap_or_default();
+    let missing = migrator
+        .iter()
+        .find(|migration| !applied.iter().any(|done| done.version == migration.version));
+    match missing {
+        None => Ok(()),
+        Some(migration) => Err(StoreError::SchemaBehind(format!(
+            "{} migration {} ({}) is not applied: run `xmppd migrate` first",
+            schema.name, migration.version, migration.description
+        ))),
     }
 }
 

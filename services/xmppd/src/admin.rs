@@ -12,7 +12,7 @@ use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::SharedRegistry;
 use xmppd_runtime::Config;
-use xmppd_storage::{Credential, StoreError};
+use xmppd_storage::{Credential, Migrations, StoreError};
 
 use crate::assemble;
 
@@ -27,7 +27,12 @@ pub enum UserCommand {
     /// line, where other users of the machine could read it.
     Add { jid: String },
     /// Delete an account and everything stored for it.
-    Remove { jid: String },
+    Remove {
+        jid: String,
+        /// Succeed when there is no such account (a script that starts afresh).
+        #[arg(long)]
+        if_exists: bool,
+    },
     /// Set a new password, read as `user add` reads it.
     Passwd { jid: String },
     /// List the accounts of the configured domain (or all with --all).
@@ -68,6 +73,20 @@ pub async fn role(config: &Config, command: RoleCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `xmppd migrate`: applies the pending migrations of the core tables and of
+/// every account module, whatever `storage.migrate` says, and exits. Applied
+/// before the servers of a new version start (the Helm chart's pre-install and
+/// pre-upgrade Job), with a database role that may change the schema.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = assemble::open_store(config, Migrations::Apply).await?;
+    assemble::modules(config, &store).await?;
+    println!(
+        "{}: migrations applied",
+        assemble::redact(&config.storage.url_or_embedded(&config.server.data_dir))
+    );
+    Ok(())
+}
+
 pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     let store = assemble::store(config).await?;
     match command {
@@ -80,12 +99,15 @@ pub async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
                 Err(error) => return Err(error.into()),
             }
         }
-        UserCommand::Remove { jid } => {
+        UserCommand::Remove { jid, if_exists } => {
             let jid = account(config, &jid)?;
-            if !store.delete_account(jid.as_str()).await? {
+            if store.delete_account(jid.as_str()).await? {
+                println!("removed {jid}");
+            } else if if_exists {
+                println!("{jid} does not exist");
+            } else {
                 bail!("{jid} does not exist");
             }
-            println!("removed {jid}");
         }
         UserCommand::Passwd { jid } => {
             let jid = account(config, &jid)?;

@@ -23,8 +23,21 @@ use xmppd_runtime::observability::{Readiness, serve_http};
 use xmppd_runtime::shutdown::Shutdown;
 use xmppd_session::Settings;
 use xmppd_session::module::Modules;
-use xmppd_storage::{CredentialCaching, PoolSize, Store};
+use xmppd_storage::{CredentialCaching, Migrations, PoolSize, Store};
 use xmppd_tls::ServerTls;
+
+/// Each configuration to run, as reloads produce them ([`xmppd_runtime::reload`]).
+pub type Reloads = tokio::sync::watch::Receiver<Arc<Config>>;
+
+/// Applies each reloaded configuration with `apply`, until the process stops.
+pub fn on_reload(mut reloads: Reloads, apply: impl Fn(&Config) + Send + 'static) {
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            let config = reloads.borrow_and_update().clone();
+            apply(&config);
+        }
+    });
+}
 
 pub fn heartbeat_interval(config: &Config) -> Duration {
     Duration::from_millis(config.cluster.heartbeat_ms)
@@ -155,8 +168,19 @@ pub fn credential_caching(config: &Config) -> Option<CredentialCaching> {
     (!ttl.is_zero()).then_some(CredentialCaching { entries, ttl })
 }
 
-/// The store; the embedded SQLite database lives under `data_dir`.
+/// The store; the embedded SQLite database lives under `data_dir`. Its
+/// migrations are applied, or with `storage.migrate` off only checked.
 pub async fn store(config: &Config) -> anyhow::Result<Store> {
+    let migrations = if config.storage.migrate {
+        Migrations::Apply
+    } else {
+        Migrations::Check
+    };
+    open_store(config, migrations).await
+}
+
+/// The store, its migrations applied or checked as `migrations` says.
+pub async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!(
             "cannot create data_dir {}",
@@ -168,7 +192,7 @@ pub async fn store(config: &Config) -> anyhow::Result<Store> {
         max: config.storage.max_connections,
         min: config.storage.min_connections,
     };
-    Store::connect_pool(&url, pool)
+    Store::open(&url, pool, migrations)
         .await
         .with_context(|| format!("cannot open the store {}", redact(&url)))
 }

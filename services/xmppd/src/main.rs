@@ -5,6 +5,7 @@
 //! xmppd connection-manager    cluster role: the edge
 //! xmppd router                cluster role: the stanza switch
 //! xmppd session               cluster role: accounts, rosters, presence
+//! xmppd migrate              apply the database migrations
 //! xmppd user add|remove|list|passwd, xmppd resources   administration
 //! xmppd admin grant|revoke    the admin role (the admin API)
 //! xmppd certs init            the cluster's certificates for local runs
@@ -42,6 +43,9 @@ enum Command {
     Router,
     /// Run a session replica (cluster role).
     Session,
+    /// Apply the database migrations and exit (before servers that do not,
+    /// `storage.migrate = false`, start).
+    Migrate,
     /// Manage accounts.
     #[command(subcommand)]
     User(admin::UserCommand),
@@ -82,21 +86,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let path = cli.config;
     let result = runtime.block_on(async move {
+        use roles::with_telemetry as serve;
         match cli.command.unwrap_or(Command::Run) {
-            Command::Run => {
-                roles::with_telemetry(config, "xmppd", "xmppd", roles::all_in_one).await
-            }
+            Command::Run => serve(config, path, "xmppd", "xmppd", roles::all_in_one).await,
             Command::ConnectionManager => {
                 let role = roles::connection_manager;
-                roles::with_telemetry(config, "xmppd-connection-manager", "cm", role).await
+                serve(config, path, "xmppd-connection-manager", "cm", role).await
             }
-            Command::Router => {
-                roles::with_telemetry(config, "xmppd-router", "router", roles::router).await
-            }
+            Command::Router => serve(config, path, "xmppd-router", "router", roles::router).await,
             Command::Session => {
-                roles::with_telemetry(config, "xmppd-session", "session", roles::session).await
+                serve(config, path, "xmppd-session", "session", roles::session).await
             }
+            Command::Migrate => admin::migrate(&config).await,
             Command::User(command) => admin::user(&config, command).await,
             Command::Admin(command) => admin::role(&config, command).await,
             Command::Resources => admin::resources(&config).await,

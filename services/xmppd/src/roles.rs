@@ -1,5 +1,6 @@
 //! Each deployment shape, assembled from [`crate::assemble`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,27 +20,32 @@ use xmppd_router::metrics::RouterMetrics;
 use xmppd_runtime::Config;
 use xmppd_runtime::config::parse_address;
 use xmppd_runtime::observability::{CacheMetrics, Readiness};
+use xmppd_runtime::reload;
 use xmppd_runtime::shutdown::{Shutdown, ShutdownTrigger};
 use xmppd_runtime::telemetry;
 use xmppd_session::SessionService;
 use xmppd_session::metrics::SessionMetrics;
 
 use crate::admin;
-use crate::assemble::{self, drain, heartbeat_interval, keep_registered, node, nothing_delivered};
+use crate::assemble::{
+    self, Reloads, drain, heartbeat_interval, keep_registered, node, nothing_delivered, on_reload,
+};
 use crate::local::LocalConnector;
 
 /// How long connections get to close when the server stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs `role` (one of the functions below) with logs and traces installed
-/// for `service` (the traces' `service.name`), and flushes the traces when
-/// it ends, however it ends. `node_role` names the node in its generated id,
-/// which is the traces' `service.instance.id`.
+/// for `service` (the traces' `service.name`) and reloads of the
+/// configuration at `path` followed, and flushes the traces when it ends,
+/// however it ends. `node_role` names the node in its generated id, which is
+/// the traces' `service.instance.id`.
 pub async fn with_telemetry<F>(
     config: Config,
+    path: Option<PathBuf>,
     service: &str,
     node_role: &str,
-    role: impl FnOnce(Config) -> F,
+    role: impl FnOnce(Config, Reloads) -> F,
 ) -> anyhow::Result<()>
 where
     F: Future<Output = anyhow::Result<()>>,
@@ -51,14 +57,16 @@ where
             config.tracing.endpoint_or_default()
         )
     })?;
-    let result = role(config).await;
+    let reloads = reload::follow(path, config.clone(), telemetry.log_filter())
+        .context("cannot handle SIGHUP")?;
+    let result = role(config, reloads).await;
     telemetry.shutdown().await;
     result
 }
 
 /// Every service in one process, wired together without sockets
 /// ([`LocalConnector`]).
-pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
+pub async fn all_in_one(config: Config, reloads: Reloads) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let registry = assemble::registry(&config, "all-in-one", Caching::Off).await?;
@@ -80,10 +88,10 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     );
     SessionMetrics::register_scraped(&mut metrics, session.shards());
     let admin = assemble::admin_api(&config, session.core().clone(), &shutdown).await?;
-    connector.add_session(&session_id, session);
+    connector.add_session(&session_id, session.clone());
     keep_registered(
         &registry,
-        node(session_id, Role::Session, String::new()),
+        node(session_id.clone(), Role::Session, String::new()),
         &config,
         &shutdown,
         nothing_delivered,
@@ -105,6 +113,11 @@ pub async fn all_in_one(config: Config) -> anyhow::Result<()> {
     let cluster = start_cluster(&config, cm_id, registry.clone(), connector, &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
+    let reloaded = edge.clone();
+    on_reload(reloads, move |config| {
+        reloaded.reload(config);
+        session.reload(assemble::session_settings(config, &session_id));
+    });
     let readiness = Readiness::new();
     // Ready once a client can log in and send: the edge has its router and
     // replica, and the router has seen the replica join.
@@ -168,7 +181,7 @@ fn start_cluster(
 }
 
 /// Cluster role: the edge.
-pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
+pub async fn connection_manager(config: Config, reloads: Reloads) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let id = config.cluster.node_id_or_generated("cm");
@@ -178,6 +191,8 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     let cluster = start_cluster(&config, id, registry, connector(tls), &shutdown);
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
+    let reloaded = edge.clone();
+    on_reload(reloads, move |config| reloaded.reload(config));
     let readiness = Readiness::new();
     assemble::track_readiness(readiness.clone(), move || cluster.is_ready());
     assemble::http(&config, metrics, readiness, axum::Router::new(), &shutdown).await?;
@@ -187,8 +202,9 @@ pub async fn connection_manager(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cluster role: the stanza switch.
-pub async fn router(config: Config) -> anyhow::Result<()> {
+/// Cluster role: the stanza switch. Of what a reload changes, only the log
+/// filter concerns it, which [`with_telemetry`] applies.
+pub async fn router(config: Config, _reloads: Reloads) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let id = config.cluster.node_id_or_generated("router");
@@ -228,7 +244,7 @@ pub async fn router(config: Config) -> anyhow::Result<()> {
 }
 
 /// Cluster role: a session replica.
-pub async fn session(config: Config) -> anyhow::Result<()> {
+pub async fn session(config: Config, reloads: Reloads) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let mut metrics = assemble::metrics();
     let id = config.cluster.node_id_or_generated("session");
@@ -256,6 +272,10 @@ pub async fn session(config: Config) -> anyhow::Result<()> {
     );
     SessionMetrics::register_scraped(&mut metrics, session.shards());
     let admin = assemble::admin_api(&config, session.core().clone(), &shutdown).await?;
+    let (reloaded, node_id) = (session.clone(), id.clone());
+    on_reload(reloads, move |config| {
+        reloaded.reload(assemble::session_settings(config, &node_id));
+    });
     let members = xmppd_registry::membership::watch_members(
         registry.clone(),
         Role::Session,

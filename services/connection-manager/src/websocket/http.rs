@@ -94,7 +94,7 @@ pub async fn serve(
 }
 
 async fn connection(edge: Arc<Edge>, shared: Arc<Listener>, tcp: TcpStream, peer: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + edge.settings.negotiation_timeout;
+    let deadline = tokio::time::Instant::now() + edge.settings().negotiation_timeout;
     // Boxed: the handshake's buffers and TLS state must not size the task
     // that goes on to negotiate the stream.
     let upgrade = Box::pin(upgrade(&edge, &shared, tcp, peer));
@@ -102,7 +102,7 @@ async fn connection(edge: Arc<Edge>, shared: Arc<Listener>, tcp: TcpStream, peer
         return;
     };
     let secure = shared.scheme == Scheme::Wss || shared.settings.consider_secure;
-    let stream = WebSocketClientStream::new(socket, edge.settings.limits.clone(), secure);
+    let stream = WebSocketClientStream::new(socket, edge.settings().limits.clone(), secure);
     listener::serve_stream(edge, peer, slot, stream).await;
 }
 
@@ -179,7 +179,7 @@ async fn upgrade(
     if transport.write_all(head.as_bytes()).await.is_err() || transport.flush().await.is_err() {
         return None;
     }
-    let max = edge.settings.limits.max_stanza_bytes;
+    let max = edge.settings().limits.max_stanza_bytes;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max))

@@ -41,3 +41,18 @@ pub fn all(
 ) -> anyhow::Result<Modules> {
     Modules::build(REGISTERED, configured, built)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::module::AccountModule;
+
+    /// Old replicas run on the new schema during a rolling upgrade and after a
+    /// rollback: no module's migration may take away what they read.
+    #[test]
+    fn every_module_migration_only_adds() {
+        let modules = super::all(&Default::default()).unwrap();
+        for schema in modules.iter().filter_map(AccountModule::schema) {
+            assert_eq!(schema.first_contraction(), None, "{}", schema.name);
+        }
+    }
+}

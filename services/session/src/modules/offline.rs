@@ -107,7 +107,7 @@ async fn message(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::
     }
     let now = now_ms();
     let stamped = with_delay(&envelope.payload, &core.domain, now);
-    let max = core.settings.max_offline_messages;
+    let max = core.settings().max_offline_messages;
     if core
         .store
         .store_offline(recipient, &stamped, now, max)
