@@ -190,7 +190,7 @@ pub fn unknown_account(jid: &str) -> ApiError {
 
 /// SCRAM keys for `password` (PBKDF2, off the async threads).
 pub async fn credentials(core: &Core, password: String) -> Result<Vec<Credential>, ApiError> {
-    let iterations = core.settings.scram_iterations;
+    let iterations = core.settings().scram_iterations;
     let keys =
         tokio::task::spawn_blocking(move || xmppd_sasl::new_credentials(&password, iterations))
             .await

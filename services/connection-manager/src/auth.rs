@@ -347,7 +347,7 @@ async fn plain(edge: &Edge, ip: IpAddr, message: Vec<u8>) -> Attempt {
     // PBKDF2 is slow on purpose: keep it off the async workers.
     let password = plain.password;
     let checked = keys.stored_key.clone();
-    let iterations = edge.settings.scram_iterations;
+    let iterations = edge.settings().scram_iterations;
     let verified = tokio::task::spawn_blocking(move || {
         xmppd_sasl::verify_password(&keys, &password).then(|| {
             needs_upgrade(&credentials, iterations)

@@ -553,10 +553,10 @@ fn from_client(edge: &Edge, full: &Jid, stanza: &Stanza) -> Inbound {
     if stanza.name() == "iq" && stanza.id().is_none_or(str::is_empty) {
         return answer(edge, stanza, StanzaErrorCondition::BadRequest);
     }
-    if stanza.name() == "presence" && stanza.raw().len() > edge.settings.max_presence_bytes {
+    if stanza.name() == "presence" && stanza.raw().len() > edge.settings().max_presence_bytes {
         return answer(edge, stanza, StanzaErrorCondition::PolicyViolation);
     }
-    if registration::is_password_change(stanza, &to, full, &edge.settings.domain) {
+    if registration::is_password_change(stanza, &to, full, &edge.settings().domain) {
         return Inbound::ChangePassword;
     }
     let hints = hints::read(stanza);

@@ -43,7 +43,7 @@ where
             _ = shutdown.wait() => return,
         };
         let _ = tcp.set_nodelay(true);
-        if !edge.settings.proxy_protocol {
+        if !edge.settings().proxy_protocol {
             tokio::spawn(connection(edge.clone(), tcp, peer));
             continue;
         }

@@ -118,7 +118,11 @@ pub fn is_password_change(stanza: &Stanza, to: &str, account: &Jid, domain: &str
 pub async fn change_password(edge: &Edge, account: &Jid, stanza: &Stanza) -> Bytes {
     match set_password(edge, account, stanza).await {
         Ok(()) => iq_result(stanza, None).into(),
-        Err(condition) => error_reply(stanza, &StanzaError::new(condition), &edge.settings.domain),
+        Err(condition) => error_reply(
+            stanza,
+            &StanzaError::new(condition),
+            &edge.settings().domain,
+        ),
     }
 }
 
@@ -127,7 +131,7 @@ async fn set_password(
     account: &Jid,
     stanza: &Stanza,
 ) -> Result<(), StanzaErrorCondition> {
-    if !edge.settings.password_change {
+    if !edge.settings().password_change {
         // As for any IQ no module serves.
         return Err(StanzaErrorCondition::ServiceUnavailable);
     }
@@ -146,13 +150,13 @@ async fn set_password(
         return Err(StanzaErrorCondition::BadRequest);
     };
     let bare = account.bare();
-    if Jid::new(Some(&username), &edge.settings.domain, None).ok() != Some(bare.clone()) {
+    if Jid::new(Some(&username), &edge.settings().domain, None).ok() != Some(bare.clone()) {
         return Err(StanzaErrorCondition::NotAuthorized);
     }
     if password.is_empty() {
         return Err(StanzaErrorCondition::BadRequest);
     }
-    let credentials = derive(password, edge.settings.scram_iterations).await?;
+    let credentials = derive(password, edge.settings().scram_iterations).await?;
     let changed = edge
         .cluster
         .set_credentials(bare.as_str(), credentials, None)

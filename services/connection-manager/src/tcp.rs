@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use xmppd_tls::{ServerTls, ServerTlsStream};
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
+use xmppd_tls::{ServerTls, ServerTlsStream};
 
 use crate::edge::Edge;
 use crate::limits::Refused;

@@ -470,7 +470,7 @@ async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result 
     // Contacts that get broadcasts need no tracking.
     if !item.as_ref().is_some_and(receives_presence) {
         if envelope.r#type.is_empty() {
-            let max = core.settings.max_directed_presences;
+            let max = core.settings().max_directed_presences;
             if !core.registry.add_directed(full, to, max).await? {
                 // Each one tracked costs an unavailable presence when the
                 // session ends: past the limit, refused rather than untracked.

@@ -318,7 +318,7 @@ impl SessionService {
     /// at once may both pass: the limit bounds an account's resources, it
     /// does not count them exactly.
     async fn too_many_resources(&self, bare: &Jid, full: &str) -> Result<bool, Status> {
-        let max = self.core.settings.max_resources_per_account;
+        let max = self.core.settings().max_resources_per_account;
         if max == 0 {
             return Ok(false);
         }

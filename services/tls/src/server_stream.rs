@@ -474,7 +474,9 @@ mod tests {
     use crate::insecure::insecure_client_config_for;
 
     /// A loopback TLS connection: our server stream and a rustls client, with `versions`.
-    async fn connected(versions: &[&'static rustls::SupportedProtocolVersion]) -> (ServerTlsStream, TlsStream<TcpStream>) {
+    async fn connected(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (ServerTlsStream, TlsStream<TcpStream>) {
         let dir = tempfile::tempdir().unwrap();
         let tls = ServerTls::load("localhost", None, None, dir.path()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -584,7 +586,10 @@ mod tests {
         client.get_mut().1.refresh_traffic_keys().unwrap();
         client.write_all(b"after the update").await.unwrap();
         client.flush().await.unwrap();
-        assert_eq!(read_exactly(&mut server, 16, 512).await, b"after the update");
+        assert_eq!(
+            read_exactly(&mut server, 16, 512).await,
+            b"after the update"
+        );
         // Our answer carries our own KeyUpdate before data under the new key: the client
         // decrypts it only if both came in that order.
         server.write_all(b"answered").await.unwrap();
@@ -622,7 +627,9 @@ mod tests {
     async fn garbage_instead_of_a_record_is_an_error() {
         let (mut server, client) = connected(&[&rustls::version::TLS13]).await;
         let (mut tcp, _) = client.into_inner();
-        tcp.write_all(b"<stream:stream xmlns='jabber:client'>").await.unwrap();
+        tcp.write_all(b"<stream:stream xmlns='jabber:client'>")
+            .await
+            .unwrap();
         let error = server.read(&mut [0; 64]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }

@@ -82,7 +82,7 @@ async fn node_items(core: &Core, iq: &Iq<'_>, node: &str) -> anyhow::Result<IqRe
 fn items(core: &Core, to: Addressee) -> Element {
     let mut items = Element::new("query", ns::DISCO_ITEMS);
     if to == Addressee::Server {
-        for domain in &core.settings.muc.domains {
+        for domain in &core.settings().muc.domains {
             items.push_child(Element::new("item", ns::DISCO_ITEMS).attr("jid", domain.as_str()));
         }
     }

@@ -50,7 +50,7 @@ mod tests {
     /// rollback: no module's migration may take away what they read.
     #[test]
     fn every_module_migration_only_adds() {
-        let modules = super::all(&Default::default()).unwrap();
+        let modules = super::all(&Default::default(), Vec::new()).unwrap();
         for schema in modules.iter().filter_map(AccountModule::schema) {
             assert_eq!(schema.first_contraction(), None, "{}", schema.name);
         }

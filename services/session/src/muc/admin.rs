@@ -163,7 +163,7 @@ async fn owner(
     out: &mut Outbox,
 ) -> anyhow::Result<IqReply> {
     let user = envelope.from_jid().bare().as_str();
-    if room.affiliation(user) != Affiliation::Owner && !core.settings.muc.is_admin(user) {
+    if room.affiliation(user) != Affiliation::Owner && !core.settings().muc.is_admin(user) {
         return Ok(error(StanzaErrorCondition::Forbidden));
     }
     if !set {
@@ -358,7 +358,7 @@ fn check(
     item: &Element,
 ) -> std::result::Result<Change, StanzaErrorCondition> {
     let user = envelope.from_jid().bare().as_str();
-    let requester = if core.settings.muc.is_admin(user) {
+    let requester = if core.settings().muc.is_admin(user) {
         Affiliation::Owner
     } else {
         room.affiliation(user)

@@ -84,7 +84,7 @@ async fn groupchat_message(
             reject(core, envelope, StanzaErrorCondition::Forbidden, out);
             return Ok(());
         }
-        if subject.chars().count() > core.settings.muc.config.max_subject_chars as usize {
+        if subject.chars().count() > core.settings().muc.config.max_subject_chars as usize {
             reject(core, envelope, StanzaErrorCondition::NotAcceptable, out);
             return Ok(());
         }
@@ -125,7 +125,7 @@ async fn groupchat_message(
             stamp: now_ms(),
             stanza: payload.clone(),
         };
-        let keep = core.settings.muc.config.max_history;
+        let keep = core.settings().muc.config.max_history;
         // Handed to the room again (its replica died before acknowledging
         // it): the occupants get what was kept, under the same stanza id.
         if let Some(kept) = store::archive(&core.store, &room.jid, &message, keep).await? {
@@ -276,7 +276,7 @@ pub async fn history(
     let limits = muc.and_then(|x| x.get_child("history", ns::MUC));
     let attr = |name: &str| limits.and_then(|history| history.get_attr(name));
     let number = |name: &str| attr(name).and_then(|value| value.parse::<u64>().ok());
-    let service_limit = core.settings.muc.config.max_history;
+    let service_limit = core.settings().muc.config.max_history;
     let max_stanzas =
         number("maxstanzas").map_or(service_limit, |n| n.min(u64::from(service_limit)) as u32);
     let max_chars = number("maxchars").unwrap_or(u64::MAX);

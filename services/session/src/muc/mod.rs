@@ -73,7 +73,7 @@ impl MucSettings {
 pub fn is_for_service(core: &Core, envelope: &Envelope) -> bool {
     envelope
         .to_jid()
-        .is_some_and(|to| core.settings.muc.serves(to.domain()))
+        .is_some_and(|to| core.settings().muc.serves(to.domain()))
 }
 
 /// A stanza to the chat service.

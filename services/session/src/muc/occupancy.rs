@@ -115,7 +115,7 @@ async fn join(
     element: &Element,
     out: &mut Outbox,
 ) -> Result {
-    let settings = &core.settings.muc;
+    let settings = &core.settings().muc;
     let user = envelope.from_jid().bare().as_str();
     let muc = element.get_child("x", ns::MUC);
     let (mut room, created) = match room {
