@@ -39,7 +39,6 @@ MUC_OCCUPANTS="${MUC_OCCUPANTS:-10}"
 MUC_RATE="${MUC_RATE:-100}"       # group messages/s before fan-out
 DURATION="${DURATION:-20s}"
 LOGIN_RATE="${LOGIN_RATE:-100}"  # users/s joining in idle, chat, muc and presence
-# starttls, plain, or direct (XEP-0368: an xmppd listener's `c2s_tls` port; the peers have none).
 TLS="${TLS:-starttls}"
 # Threads of the one-process servers (ejabberd's schedulers, the all-in-one's workers); empty
 # keeps each server's default (one per core). Prosody has one thread whatever this says.
@@ -338,20 +337,8 @@ stop_pids() {
 
 # The tool's --target (and --tls, for TCP) for TRANSPORT and TLS, into TARGET_ARGS; `port`
 # is the TCP listener to use (the cluster has several).
-# The direct TLS port of the xmppd listener whose STARTTLS port is `$1`: its config's `c2s_tls`.
-direct_tls_port() {
-    local config
-    config=$(grep -l "^c2s = \"127.0.0.1:$1\"" "${XMPPD_CONFIGS:-$COMPARE_DIR}"/xmppd-allinone.toml \
-        "${XMPPD_CONFIGS:-$COMPARE_DIR}"/xmppd-cluster/connection-manager-*.toml | head -1) || true
-    [[ -z "$config" ]] || sed -n 's/^c2s_tls = "127.0.0.1:\([0-9]*\)"/\1/p' "$config"
-}
-
 target_args() {
     local port="$1"
-    if [[ "$TRANSPORT" == tcp && "$TLS" == direct ]]; then
-        port="$(direct_tls_port "$port")"
-        [[ -n "$port" ]] || { log "no direct TLS listener beside port $1 (TLS=direct)"; return 1; }
-    fi
     if [[ "$TRANSPORT" == tcp ]]; then
         TARGET_ARGS=(--target "127.0.0.1:$port" --tls "$TLS")
         return

@@ -92,7 +92,8 @@ async fn negotiate<S: ClientStream>(
                     // deadline too. Past it, the connection just closes: no
                     // stream error can be sent in the middle of a handshake
                     // (RFC 6120 §5.4.3.2).
-                    let handshake = stream.start_tls(&edge.tls);
+                    let acceptor = edge.tls.acceptor();
+                    let handshake = stream.start_tls(&acceptor);
                     stream = tokio::time::timeout_at(deadline, handshake)
                         .await
                         .map_err(|_| StreamEnd::Closed)??;
@@ -188,8 +189,8 @@ async fn authenticate<S: ClientStream>(
     let start_tls = stream.can_start_tls();
     let may_authenticate = secure || !edge.settings().require_tls;
     let bindings = stream
-        .tls_stream()
-        .map(|tls| edge.tls.channel_bindings(tls))
+        .tls_connection()
+        .map(|connection| edge.tls.channel_bindings(connection))
         .unwrap_or_default();
     let mechanisms = auth::offered(&edge.settings(), secure, !bindings.is_empty());
     let features = features_before_auth(edge, start_tls, may_authenticate, &mechanisms, &bindings);

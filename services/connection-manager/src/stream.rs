@@ -14,10 +14,10 @@ use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tokio_rustls::TlsAcceptor;
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_protocol::jid::Jid;
 use xmppd_protocol::stream::{StreamEvent, StreamHeader};
-use xmppd_tls::{ServerTls, ServerTlsStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamEnd {
@@ -47,7 +47,7 @@ pub trait ClientStream: Send + Sized + 'static {
     fn is_secure(&self) -> bool;
 
     /// The TLS session ending here, if any: channel bindings come from it.
-    fn tls_stream(&self) -> Option<&ServerTlsStream>;
+    fn tls_connection(&self) -> Option<&rustls::ServerConnection>;
 
     /// Whether STARTTLS can be offered on this stream now.
     fn can_start_tls(&self) -> bool {
@@ -56,7 +56,10 @@ pub trait ClientStream: Send + Sized + 'static {
 
     /// Upgrades the stream to TLS after `<proceed/>` was sent (RFC 6120
     /// §5.4.3.3). Only called when [`can_start_tls`](Self::can_start_tls).
-    fn start_tls(self, _tls: &ServerTls) -> impl Future<Output = Result<Self, StreamEnd>> + Send {
+    fn start_tls(
+        self,
+        _acceptor: &TlsAcceptor,
+    ) -> impl Future<Output = Result<Self, StreamEnd>> + Send {
         async { Err(StreamEnd::Closed) }
     }
 

@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
-use xmppd_tls::{ServerTls, ServerTlsStream};
 
 use crate::edge::Edge;
 use crate::limits::Refused;
@@ -21,7 +22,7 @@ use crate::listener;
 use crate::stream::{ClientStream, StreamEnd};
 
 /// A TCP connection before or after its TLS handshake.
-pub type Transport = xmppd_tls::MaybeTls<ServerTlsStream>;
+pub type Transport = xmppd_tls::MaybeTls<TlsStream<TcpStream>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
@@ -63,7 +64,7 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
         Security::StartTls => Transport::Plain(tcp),
         Security::DirectTls => {
             // Boxed: the handshake state must not size the connection's task.
-            let handshake = Box::pin(edge.tls.accept(tcp));
+            let handshake = Box::pin(edge.tls.acceptor().accept(tcp));
             match tokio::time::timeout(edge.settings().negotiation_timeout, handshake).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(error)) => {
@@ -133,8 +134,8 @@ impl ClientStream for TcpClientStream {
         self.transport.is_tls()
     }
 
-    fn tls_stream(&self) -> Option<&ServerTlsStream> {
-        self.transport.server_stream()
+    fn tls_connection(&self) -> Option<&rustls::ServerConnection> {
+        self.transport.server_connection()
     }
 
     fn can_start_tls(&self) -> bool {
@@ -143,11 +144,11 @@ impl ClientStream for TcpClientStream {
 
     /// Bytes the client sent before the handshake are discarded with the
     /// old parser, as the RFC requires.
-    async fn start_tls(self, tls: &ServerTls) -> Result<TcpClientStream, StreamEnd> {
+    async fn start_tls(self, acceptor: &TlsAcceptor) -> Result<TcpClientStream, StreamEnd> {
         let Transport::Plain(tcp) = self.transport else {
             return Err(StreamEnd::Closed);
         };
-        let tls = tls.accept(tcp).await?;
+        let tls = acceptor.accept(tcp).await?;
         Ok(TcpClientStream::new(
             Transport::Tls(Box::new(tls)),
             self.parser.limits().clone(),

@@ -210,8 +210,8 @@ impl ClientStream for WebSocketClientStream {
         self.secure
     }
 
-    fn tls_stream(&self) -> Option<&xmppd_tls::ServerTlsStream> {
-        self.socket.get_ref().server_stream()
+    fn tls_connection(&self) -> Option<&rustls::ServerConnection> {
+        self.socket.get_ref().server_connection()
     }
 
     fn buffered_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {

@@ -1,27 +1,30 @@
 //! Channel bindings (RFC 5929, RFC 9266) of an established server-side TLS connection, for
 //! SCRAM -PLUS.
 
+use rustls::{ProtocolVersion, ServerConnection};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use xmppd_sasl::{ChannelBinding, ChannelBindingType};
 
-use crate::ServerTlsStream;
+/// RFC 9266 §2: the exporter label; the context is absent.
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+const EXPORTER_LEN: usize = 32;
 
-/// The bindings `stream` supports: tls-exporter once a TLS 1.3 handshake is complete (RFC
-/// 9266 §3 ties it to TLS 1.3 or to 1.2 with extended master secret, which rustls does not
-/// report), and tls-server-end-point always.
+/// The bindings `conn` supports: tls-exporter once a TLS 1.3 handshake is complete (RFC 9266
+/// §3 ties it to TLS 1.3 or to 1.2 with extended master secret, which rustls does not report),
+/// and tls-server-end-point always.
 ///
-/// `leaf_cert_der` is our own end-entity certificate, the one `stream` presented.
-pub fn channel_bindings(stream: &ServerTlsStream, leaf_cert_der: &[u8]) -> Vec<ChannelBinding> {
-    with_end_point(stream.tls_exporter(), server_end_point(leaf_cert_der))
+/// `leaf_cert_der` is our own end-entity certificate, the one `conn` presented.
+pub fn channel_bindings(conn: &ServerConnection, leaf_cert_der: &[u8]) -> Vec<ChannelBinding> {
+    with_end_point(conn, server_end_point(leaf_cert_der))
 }
 
-/// [`channel_bindings`] with tls-exporter and the tls-server-end-point data already computed.
-pub(crate) fn with_end_point(exporter: Option<&[u8]>, end_point: Vec<u8>) -> Vec<ChannelBinding> {
+/// [`channel_bindings`] with the tls-server-end-point data already computed.
+pub(crate) fn with_end_point(conn: &ServerConnection, end_point: Vec<u8>) -> Vec<ChannelBinding> {
     let mut bindings = Vec::with_capacity(2);
-    if let Some(data) = exporter {
+    if let Some(data) = exporter(conn) {
         bindings.push(ChannelBinding {
             kind: ChannelBindingType::TlsExporter,
-            data: data.to_vec(),
+            data,
         });
     }
     bindings.push(ChannelBinding {
@@ -29,6 +32,14 @@ pub(crate) fn with_end_point(exporter: Option<&[u8]>, end_point: Vec<u8>) -> Vec
         data: end_point,
     });
     bindings
+}
+
+fn exporter(conn: &ServerConnection) -> Option<Vec<u8>> {
+    if conn.is_handshaking() || conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(vec![0; EXPORTER_LEN], EXPORTER_LABEL, None)
+        .ok()
 }
 
 /// RFC 5929 §4.1: the certificate hashed with its signature's hash function, except that MD5

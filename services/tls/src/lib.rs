@@ -4,38 +4,31 @@
 //! # Layout
 //!
 //! - [`ServerTls`]: the entry point. [`ServerTls::load`] reads (or generates) the certificate
-//!   once; [`ServerTls::accept`] secures connections; [`ServerTls::channel_bindings`] gives
+//!   once; [`ServerTls::acceptor`] wraps connections; [`ServerTls::channel_bindings`] gives
 //!   the bindings of an established connection to `xmppd_sasl::ScramServer`.
-//! - [`ServerTlsStream`]: a client's connection once secured, over rustls' unbuffered API so
-//!   that a quiet connection holds no buffer (see `server_stream.rs`).
 //! - [`certs`]: PEM loading and the persisted self-signed certificate.
-//! - [`binding`]: tls-exporter (RFC 9266) and tls-server-end-point (RFC 5929); `exporter.rs`
-//!   derives tls-exporter, which the unbuffered API does not export.
+//! - [`binding`]: tls-exporter (RFC 9266) and tls-server-end-point (RFC 5929).
 //! - [`insecure`]: a client configuration that trusts anything, for tests on loopback.
 //!
-//! Everything here is synchronous except the stream, whose handshake and I/O run on tokio.
+//! Everything here is synchronous except the handshake itself, which tokio-rustls drives.
 
 pub mod binding;
 pub mod certs;
 mod error;
-mod exporter;
 pub mod insecure;
-mod server_stream;
 mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use tokio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
 use xmppd_sasl::ChannelBinding;
 
 pub use binding::channel_bindings;
 pub use certs::{CertifiedKeyFiles, load_or_generate};
 pub use error::TlsError;
 pub use insecure::insecure_client_config;
-pub use server_stream::ServerTlsStream;
 pub use stream::MaybeTls;
 
 /// The ALPN protocol of XEP-0368 direct TLS for client streams.
@@ -98,28 +91,25 @@ impl ServerTls {
         // connection-manager shares.
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        // Where tls-exporter comes from: see `exporter.rs`.
-        config.key_log = Arc::new(exporter::ExporterSecret);
         Ok(Self {
             config: Arc::new(config),
             end_point_binding,
         })
     }
 
-    /// The rustls configuration, for callers that need another variant of it (another
-    /// ALPN protocol) for [`ServerTlsStream::accept`].
+    /// The rustls configuration, for callers that drive TLS themselves.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.clone()
     }
 
-    /// The server side of the handshake, for STARTTLS upgrades and direct-TLS listeners.
-    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<ServerTlsStream> {
-        ServerTlsStream::accept(self.config.clone(), tcp).await
+    /// An acceptor for STARTTLS upgrades and direct-TLS listeners.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
     }
 
     /// The channel bindings of an established connection accepted with this configuration.
-    pub fn channel_bindings(&self, stream: &ServerTlsStream) -> Vec<ChannelBinding> {
-        binding::with_end_point(stream.tls_exporter(), self.end_point_binding.clone())
+    pub fn channel_bindings(&self, conn: &ServerConnection) -> Vec<ChannelBinding> {
+        binding::with_end_point(conn, self.end_point_binding.clone())
     }
 }
 

@@ -8,10 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::ServerTlsStream;
-
-/// `T` is the TLS stream: [`ServerTlsStream`] on the server, tokio-rustls'
-/// client stream in clients.
+/// `T` is the TLS stream: `tokio_rustls::server::TlsStream<TcpStream>` on
+/// the server, the client one in clients.
 pub enum MaybeTls<T> {
     Plain(TcpStream),
     // Boxed: the TLS state is large, and plain connections should stay small.
@@ -24,22 +22,22 @@ impl<T> MaybeTls<T> {
     }
 }
 
-impl MaybeTls<ServerTlsStream> {
+impl MaybeTls<tokio_rustls::server::TlsStream<TcpStream>> {
     /// The server side of the TLS session, for channel bindings.
-    pub fn server_stream(&self) -> Option<&ServerTlsStream> {
+    pub fn server_connection(&self) -> Option<&rustls::ServerConnection> {
         match self {
-            MaybeTls::Tls(stream) => Some(stream),
+            MaybeTls::Tls(stream) => Some(stream.get_ref().1),
             MaybeTls::Plain(_) => None,
         }
     }
 
-    /// Polls until a read would find something, without reading: bytes on
-    /// the socket, or (under TLS) plaintext or a whole record already held.
-    /// A TLS stream gives back its empty buffers before it waits.
-    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Polls the socket until it has bytes to read, without reading them.
+    /// Under TLS this says nothing of plaintext that rustls already holds:
+    /// the caller reads until a read comes back short before it waits here.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             MaybeTls::Plain(stream) => stream.poll_read_ready(cx),
-            MaybeTls::Tls(stream) => stream.poll_read_ready(cx),
+            MaybeTls::Tls(stream) => stream.get_ref().0.poll_read_ready(cx),
         }
     }
 }

@@ -26,16 +26,16 @@ struct Handshake {
 async fn handshake(tls: &ServerTls, client: ClientConfig, server_name: &str) -> Handshake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server_tls = tls.clone();
+    let (acceptor, server_tls) = (tls.acceptor(), tls.clone());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut stream = server_tls.accept(tcp).await.unwrap();
+        let mut stream = acceptor.accept(tcp).await.unwrap();
         stream.write_all(b"x").await.unwrap();
         stream.flush().await.unwrap();
-        let conn = stream.connection();
+        let (_, conn) = stream.get_ref();
         (
             conn.alpn_protocol().map(<[u8]>::to_vec),
-            server_tls.channel_bindings(&stream),
+            server_tls.channel_bindings(conn),
             conn.handshake_kind(),
             conn.negotiated_cipher_suite().unwrap().suite(),
         )

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::create_response;
 use tokio_tungstenite::tungstenite::http;
@@ -67,7 +67,7 @@ struct Listener {
     /// The server's TLS configuration with HTTP's ALPN instead of XMPP's:
     /// browsers offer `http/1.1`, which the client streams' configuration
     /// would refuse.
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<TlsAcceptor>,
 }
 
 /// Accepts WebSocket and discovery requests until shutdown.
@@ -80,7 +80,7 @@ pub async fn serve(
     let tls = (scheme == Scheme::Wss).then(|| {
         let mut config = (*edge.tls.config()).clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
+        TlsAcceptor::from(Arc::new(config))
     });
     let shared = Arc::new(Listener {
         settings,
@@ -115,7 +115,7 @@ async fn upgrade(
 ) -> Option<(WebSocketStream<Transport>, ConnectionSlot)> {
     let mut transport = match &shared.tls {
         None => Transport::Plain(tcp),
-        Some(config) => match xmppd_tls::ServerTlsStream::accept(config.clone(), tcp).await {
+        Some(acceptor) => match acceptor.accept(tcp).await {
             Ok(tls) => Transport::Tls(Box::new(tls)),
             Err(error) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed");
