@@ -9,10 +9,10 @@ use super::room::{Affiliation, Occupant, Role, Room, RoomConfig};
 pub const SCHEMA: Schema = Schema {
     name: "muc",
     migrations: &[Migration {
-        version: 2026120801,
-        stem: "2026120801_muc",
-        postgres: include_str!("migrations/postgres/2026120801_muc.sql"),
-        sqlite: include_str!("migrations/sqlite/2026120801_muc.sql"),
+        version: 2026120802,
+        stem: "2026120802_muc",
+        postgres: include_str!("migrations/postgres/2026120802_muc.sql"),
+        sqlite: include_str!("migrations/sqlite/2026120802_muc.sql"),
     }],
 };
 
