@@ -230,6 +230,7 @@ async fn stderr_of_a_run(env: &[(&str, &str)]) -> String {
         .env("XMPPD_LISTEN__C2S_TLS", ports.c2s_tls.to_string())
         .env("XMPPD_LISTEN__WEBSOCKET", ports.websocket.to_string())
         .env("XMPPD_OBSERVABILITY__HTTP", ports.http.to_string())
+        .env("XMPPD_ADMIN__LISTEN", ports.admin.to_string())
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -313,9 +314,9 @@ async fn a_message_is_one_trace_exported_over_otlp_http() {
         })
         .await;
     assert_eq!(message.service, "xmppd");
-    // The generated node id: xmppd-<host>-<pid>.
+    // The generated node id: xmppd-<host>-<pid>-<start>.
     assert!(
-        message.instance.starts_with("xmppd-") && message.instance.ends_with(&format!("-{pid}")),
+        message.instance.starts_with("xmppd-") && message.instance.contains(&format!("-{pid}-")),
         "{message:?}"
     );
     let route = collector.next_hop(&message, "route").await;
