@@ -157,13 +157,14 @@ class Manifests(unittest.TestCase):
         config = of_kind(render(URLS), "ConfigMap")[0]["data"]["xmppd.toml"]
         self.assertEqual(tomllib.loads(config)["observability"]["log_format"], "json")
 
-    def test_certificate_secret_reaches_the_connection_managers_only(self):
+    def test_certificate_secret_reaches_the_client_and_admin_listeners_only(self):
         objects = render(VALUE_SETS["own secret, certificate, load balancer"])
         for deployment in of_kind(objects, "Deployment"):
             container = deployment["spec"]["template"]["spec"]["containers"][0]
             names = {var["name"] for var in container["env"]}
             has_cert = "XMPPD_TLS__CERT_FILE" in names
-            self.assertEqual(has_cert, container["name"] == "connection-manager")
+            # The session replicas serve the admin API over TLS.
+            self.assertEqual(has_cert, container["name"] in ("connection-manager", "session"))
         self.assertNotIn(("Secret", "demo-xmppd-urls"), objects)
 
     def test_monitoring_objects_are_optional_and_carry_the_chart_files(self):
@@ -252,7 +253,7 @@ class Manifests(unittest.TestCase):
         self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET"], "")
         self.assertEqual(env["XMPPD_LISTEN__WEBSOCKET_TLS"], "")
         self.assertFalse({"ws", "wss"} & {p["name"] for p in container["ports"]})
-        self.assertFalse({"ws", "wss"} & {p["name"] for p in of_kind(objects, "Service")[0]["spec"]["ports"]})
+        self.assertFalse({"ws", "wss"} & {p["name"] for p in objects[("Service", "demo-xmppd-connection-manager")]["spec"]["ports"]})
         self.assertEqual(of_kind(objects, "Ingress"), [])
 
     def test_websocket_ports_line_up_from_listener_to_ingress(self):
@@ -274,7 +275,7 @@ class Manifests(unittest.TestCase):
         for probe in ("livenessProbe", "readinessProbe"):
             self.assertEqual(container[probe]["httpGet"]["port"], "http")
 
-        service = of_kind(objects, "Service")[0]
+        service = objects[("Service", "demo-xmppd-connection-manager")]
         service_ports = {p["name"]: p for p in service["spec"]["ports"]}
         self.assertEqual((service_ports["ws"]["port"], service_ports["wss"]["port"]), (8080, 8443))
         for port in service_ports.values():
@@ -459,7 +460,7 @@ class Manifests(unittest.TestCase):
         self.assertEqual(job["spec"]["completionMode"], "Indexed")
         self.assertEqual(job["spec"]["completions"], 4)
         self.assertEqual(job["spec"]["parallelism"], 4)
-        service = of_kind(objects, "Service")[0]["metadata"]["name"]
+        service = objects[("Service", "demo-xmppd-connection-manager")]["metadata"]["name"]
         for container in containers(job["spec"]["template"]["spec"]):
             args = container["args"]
             self.assertEqual(args[args.index("--target") + 1], f"{service}:5222")
@@ -950,7 +951,7 @@ key_prefix = "{self.prefix}"
         by_component, sources, addresses = self.start_cluster(objects)
 
         job = objects[("Job", "demo-xmppd-loadtest")]
-        service = of_kind(objects, "Service")[0]["metadata"]["name"]
+        service = objects[("Service", "demo-xmppd-connection-manager")]["metadata"]["name"]
         edge = by_component["connection-manager"].ip
         results = {}
 
