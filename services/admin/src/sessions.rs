@@ -177,5 +177,5 @@ pub async fn end(
 }
 
 pub fn no_router() -> ApiError {
-    ApiError::unavailable("no router is attached to this session replica")
+    ApiError::unavailable("no router is attached to this replica")
 }

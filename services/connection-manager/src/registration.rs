@@ -49,7 +49,11 @@ pub async fn handle(
     stream.write(&reply).await
 }
 
-async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), StanzaErrorCondition> {
+/// The `<username/>` and `<password/>` of a XEP-0077 query, each if given;
+/// `<bad-request/>` when the stanza holds no such query.
+fn username_and_password(
+    stanza: &Stanza,
+) -> Result<(Option<String>, Option<String>), StanzaErrorCondition> {
     let iq = stanza
         .element()
         .map_err(|_| StanzaErrorCondition::BadRequest)?;
@@ -61,7 +65,11 @@ async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), Stanza
             .get_child(name, ns::REGISTER)
             .map(Element::text_content)
     };
-    let (Some(username), Some(password)) = (field("username"), field("password")) else {
+    Ok((field("username"), field("password")))
+}
+
+async fn register(edge: &Edge, stanza: &Stanza, ip: IpAddr) -> Result<(), StanzaErrorCondition> {
+    let (Some(username), Some(password)) = username_and_password(stanza)? else {
         return Err(StanzaErrorCondition::NotAcceptable);
     };
     if password.is_empty() {
@@ -135,18 +143,7 @@ async fn set_password(
         // As for any IQ no module serves.
         return Err(StanzaErrorCondition::ServiceUnavailable);
     }
-    let iq = stanza
-        .element()
-        .map_err(|_| StanzaErrorCondition::BadRequest)?;
-    let query = iq
-        .get_child("query", ns::REGISTER)
-        .ok_or(StanzaErrorCondition::BadRequest)?;
-    let field = |name: &str| {
-        query
-            .get_child(name, ns::REGISTER)
-            .map(Element::text_content)
-    };
-    let (Some(username), Some(password)) = (field("username"), field("password")) else {
+    let (Some(username), Some(password)) = username_and_password(stanza)? else {
         return Err(StanzaErrorCondition::BadRequest);
     };
     let bare = account.bare();

@@ -158,12 +158,12 @@ fn channel(address: SocketAddr, tls: Option<Option<&RoleCertificate>>) -> Channe
     }))
 }
 
-fn certified(issued: &RoleCertificate) -> CertifiedKey {
+fn certified(certificate: &RoleCertificate) -> CertifiedKey {
     let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        CertificateDer::pem_slice_iter(certificate.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes()).unwrap();
     CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).unwrap()
 }
 
