@@ -73,6 +73,14 @@ impl Envelope {
         self.iq_type().is_some_and(IqType::is_request)
     }
 
+    /// Whether a router routes this stanza again if the resource it went
+    /// to turns out to be gone: a message that reaches the account anyway,
+    /// or a request that is answered with an error. Anything else (presence,
+    /// errors, headlines) is dropped then, so nothing keeps a copy of it.
+    pub fn worth_returning(&self) -> bool {
+        self.reaches_account_when_resource_gone() || self.is_request()
+    }
+
     /// Whether refusing the stanza means answering it with an error: a
     /// message that is not an error, or a request. Presence is dropped.
     pub fn expects_answer(&self) -> bool {

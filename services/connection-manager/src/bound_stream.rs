@@ -24,7 +24,7 @@ use xmppd_protocol::stream::StreamEvent;
 use xmppd_protocol::xml::{Element, escape_attr};
 use xmppd_runtime::{stanza_span, traces};
 
-use crate::cluster::{Delivery, PinnedRoute};
+use crate::cluster::{Delivery, PinnedRoute, Receipt};
 use crate::edge::Edge;
 use crate::hints;
 use crate::limits::TokenBucket;
@@ -195,11 +195,11 @@ async fn serve<S: ClientStream>(
         match waited.await {
             Wake::Delivery(Some(Delivery::Stanza {
                 payload,
-                stage,
+                receipt,
                 queued_at,
             })) => {
                 edge.metrics.stanzas_out.inc();
-                write_stanza(edge, stream, bound.sm.as_deref_mut(), payload, stage).await?;
+                write_stanza(edge, stream, bound.sm.as_deref_mut(), payload, receipt).await?;
                 edge.metrics
                     .outbound
                     .observe(queued_at.elapsed().as_secs_f64());
@@ -287,20 +287,24 @@ async fn resend<S: ClientStream>(
     stream.write(REQUEST).await
 }
 
-/// Writes a stanza to the client, kept until acknowledged if the stream
-/// has stream management: kept before it is written, so that a write that
-/// fails loses nothing.
+/// Writes a stanza to the client. Without stream management its delivery
+/// is settled once written (a write that fails drops the receipt, which
+/// returns it); with it, the stanza and its receipt are kept until the client
+/// acknowledges them: kept before it is written, so that a write that fails
+/// loses nothing.
 async fn write_stanza<S: ClientStream>(
     edge: &Edge,
     stream: &mut S,
     sm: Option<&mut StreamManagement>,
     payload: Bytes,
-    stage: Stage,
+    receipt: Receipt,
 ) -> Result<(), StreamEnd> {
     let Some(sm) = sm else {
-        return stream.write(&payload).await;
+        stream.write(&payload).await?;
+        receipt.delivered();
+        return Ok(());
     };
-    let ask = sm.sent(payload.clone(), stage, &edge.settings().stream_management);
+    let ask = sm.sent(payload.clone(), receipt, &edge.settings().stream_management);
     stream.write(&payload).await?;
     if sm.over_limit() {
         return Err(stream
@@ -406,11 +410,11 @@ async fn handle_event<S: ClientStream>(
             }
         }
         Inbound::Answer(reply) => {
-            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Stage::Deliver).await?
+            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Receipt::NONE).await?
         }
         Inbound::ChangePassword => {
             let reply = registration::change_password(edge, &bound.full, &stanza).await;
-            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Stage::Deliver).await?
+            write_stanza(edge, stream, bound.sm.as_deref_mut(), reply, Receipt::NONE).await?
         }
         Inbound::Ignore => {}
         Inbound::Refuse(condition) => return Err(stream.fail_with(condition, "").await),

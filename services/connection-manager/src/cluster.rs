@@ -1,9 +1,11 @@
-//! The connection-manager's side of the cluster, in three parts:
+//! The connection-manager's side of the cluster, in four parts:
 //!
 //! - `router_links`: one stream to every live router, and the route each
 //!   bound stream is pinned to ([`PinnedRoute`]);
 //! - `directory`: the bound streams of this node by full JID, each with its
 //!   mailbox, which deliveries from the routers are dispatched to;
+//! - `settlements`: what tells a router that its client has a delivery, or
+//!   never will;
 //! - `logins`: the calls a login makes to the session replicas (over
 //!   [`crate::replicas`]), binding last, which opens the stream's mailbox.
 
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::Status;
-use xmppd_grpc::{Connector, Node, Role, Stage, StreamEnded};
+use xmppd_grpc::{Connector, Node, Role, StreamEnded};
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::SharedRegistry;
 
@@ -24,8 +26,10 @@ use crate::stream_management::Resumptions;
 mod directory;
 mod logins;
 mod router_links;
+mod settlements;
 
 pub use router_links::PinnedRoute;
+pub use settlements::Receipt;
 
 /// How long a login step waits for a session replica that keeps its stream
 /// open but does not answer (hung, or its store stalled): the client gets
@@ -35,13 +39,13 @@ const LOGIN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the cluster hands a bound client stream.
 #[derive(Debug)]
 pub enum Delivery {
-    /// A stanza to write to the client as is; the stage it was routed at,
-    /// which it keeps if it has to be routed again (handed back, as for a
-    /// resource that is gone); and when it was queued, which times its wait
-    /// in the mailbox and its write (`xmppd_edge_stanza_outbound_seconds`).
+    /// A stanza to write to the client as is; the router's claim on it,
+    /// settled once the client has it (dropped, the router routes its copy
+    /// again); and when it was queued, which times its wait in the mailbox
+    /// and its write (`xmppd_edge_stanza_outbound_seconds`).
     Stanza {
         payload: Bytes,
-        stage: Stage,
+        receipt: Receipt,
         queued_at: Instant,
     },
     /// Close the stream with this RFC 6120 §4.9.3 condition. The text is

@@ -39,6 +39,7 @@ pub struct EdgeSettings {
     pub ping_after: Duration,
     pub idle_timeout: Duration,
     pub negotiation_timeout: Duration,
+    pub write_timeout: Duration,
     pub failures_per_ip_per_minute: u32,
     pub failures_per_account_per_ip_per_minute: u32,
     pub failures_per_account_per_minute: u32,
@@ -78,6 +79,7 @@ impl EdgeSettings {
             ping_after: Duration::from_secs(config.limits.ping_after_secs),
             idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs),
             negotiation_timeout: Duration::from_secs(config.limits.negotiation_timeout_secs),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             failures_per_ip_per_minute: config.auth.failures_per_ip_per_minute,
             failures_per_account_per_ip_per_minute: config
                 .auth

@@ -233,8 +233,8 @@ impl Drop for Mailbox {
 mod tests {
     use std::time::Duration;
 
+    use crate::cluster::Receipt;
     use bytes::Bytes;
-    use xmppd_grpc::Stage;
 
     use super::*;
 
@@ -245,7 +245,7 @@ mod tests {
     fn delivery(payload: Bytes) -> Delivery {
         Delivery::Stanza {
             payload,
-            stage: Stage::Deliver,
+            receipt: Receipt::NONE,
             queued_at: std::time::Instant::now(),
         }
     }

@@ -29,6 +29,16 @@ pub enum StreamEnd {
     Error(StreamError),
 }
 
+/// A write the client did not make room for within `limits.write_timeout_secs`:
+/// a client that stopped reading holds the server's buffers and its
+/// deliveries until its connection is closed.
+pub fn write_timed_out() -> StreamEnd {
+    StreamEnd::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the client did not read what was written to it in time",
+    ))
+}
+
 /// One client's XML stream over some transport.
 ///
 /// Reading is split in two, as the bound session's wait needs it: events

@@ -9,8 +9,8 @@
 //! [`Bound`]: mailbox, pinned route and this state) for the resumption
 //! timeout ([`keep_for_resumption`]); a new stream of the same account that
 //! resumes it takes it over through [`Resumptions`]. A session that ends
-//! instead hands what its client never acknowledged back to the router
-//! (`PinnedRoute::end`).
+//! instead returns what its client never acknowledged to the routers that
+//! delivered it (their receipts drop with it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -20,12 +20,11 @@ use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use xmppd_grpc::Stage;
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
 use xmppd_runtime::config::StreamManagementConfig;
 
 use crate::bound_stream::Bound;
-use crate::cluster::Delivery;
+use crate::cluster::{Delivery, Receipt};
 use crate::edge::Edge;
 use crate::mailbox::CLIENT_QUEUE_LIMITS;
 
@@ -76,9 +75,10 @@ pub struct StreamManagement {
     /// The client's last `h`: our stanzas it acknowledged.
     acknowledged: u32,
     /// Stanzas written (or, detached, queued) and not acknowledged, oldest
-    /// first, with the stage they were routed at: the `Bytes` written, not
-    /// copies.
-    unacked: VecDeque<(Bytes, Stage)>,
+    /// first, with their routers' receipts, settled as the client
+    /// acknowledges them (dropped with this state, they return what the
+    /// client never acknowledged): the `Bytes` written, not copies.
+    unacked: VecDeque<(Bytes, Receipt)>,
     unacked_bytes: usize,
     /// Stanzas written since we last asked for an ack, and when the first
     /// of them was.
@@ -140,9 +140,9 @@ impl StreamManagement {
 
     /// A stanza is being written to the client; whether to ask for an ack
     /// after it.
-    pub fn sent(&mut self, payload: Bytes, stage: Stage, settings: &Settings) -> bool {
+    pub fn sent(&mut self, payload: Bytes, receipt: Receipt, settings: &Settings) -> bool {
         self.unacked_bytes += payload.len();
-        self.unacked.push_back((payload, stage));
+        self.unacked.push_back((payload, receipt));
         self.unrequested += 1;
         self.unrequested_since.get_or_insert_with(Instant::now);
         self.unrequested >= settings.ack_request_after_stanzas
@@ -174,8 +174,9 @@ impl StreamManagement {
                 send_count: self.send_count(),
             });
         }
-        for (payload, _) in self.unacked.drain(..newly) {
+        for (payload, receipt) in self.unacked.drain(..newly) {
             self.unacked_bytes -= payload.len();
+            receipt.delivered();
         }
         if self.unacked.is_empty() {
             self.unacked = VecDeque::new();
@@ -194,11 +195,6 @@ impl StreamManagement {
     /// The stanzas not acknowledged, oldest first, to write again.
     pub fn unacked(&self) -> impl Iterator<Item = &Bytes> {
         self.unacked.iter().map(|(payload, _)| payload)
-    }
-
-    /// The stanzas not acknowledged, given up.
-    pub fn into_unacked(self) -> impl Iterator<Item = (Bytes, Stage)> {
-        self.unacked.into_iter()
     }
 }
 
@@ -310,8 +306,10 @@ pub async fn keep_for_resumption(edge: &Edge, mut bound: Bound) {
                 let _ = reply.send(bound);
                 return;
             }
-            Detached::Delivery(Some(Delivery::Stanza { payload, stage, .. })) => {
-                sm.sent(payload, stage, &edge.settings().stream_management);
+            Detached::Delivery(Some(Delivery::Stanza {
+                payload, receipt, ..
+            })) => {
+                sm.sent(payload, receipt, &edge.settings().stream_management);
                 if sm.over_limit() {
                     tracing::info!(full_jid = %bound.full, "too much held for a detached session, ending it");
                     return;
@@ -348,7 +346,7 @@ mod tests {
     fn acks_let_go_of_what_they_acknowledge() {
         let mut sm = StreamManagement::new(None, Duration::ZERO);
         for n in 0..3 {
-            sm.sent(stanza(n), Stage::Deliver, &settings());
+            sm.sent(stanza(n), Receipt::NONE, &settings());
         }
         sm.acknowledge(2).unwrap();
         assert_eq!(ids(&sm), ["<message id='2'/>"]);
@@ -361,7 +359,7 @@ mod tests {
     #[test]
     fn an_ack_of_more_than_was_sent_is_refused() {
         let mut sm = StreamManagement::new(None, Duration::ZERO);
-        sm.sent(stanza(0), Stage::Deliver, &settings());
+        sm.sent(stanza(0), Receipt::NONE, &settings());
         let error = sm.acknowledge(2).unwrap_err();
         assert_eq!(
             error,
@@ -386,7 +384,7 @@ mod tests {
         sm.handled_one();
         assert_eq!(sm.handled(), 0);
         for n in 0..4 {
-            sm.sent(stanza(n), Stage::Deliver, &settings());
+            sm.sent(stanza(n), Receipt::NONE, &settings());
         }
         // Sent: MAX-1 acknowledged, then 4 more: MAX, 0, 1, 2.
         assert_eq!(sm.send_count(), 2);
@@ -409,7 +407,7 @@ mod tests {
         let mut sm = StreamManagement::new(None, Duration::ZERO);
         assert_eq!(sm.request_due(&settings), None);
         let asks: Vec<bool> = (0..settings.ack_request_after_stanzas)
-            .map(|n| sm.sent(stanza(n as usize), Stage::Deliver, &settings))
+            .map(|n| sm.sent(stanza(n as usize), Receipt::NONE, &settings))
             .collect();
         assert_eq!(asks.iter().filter(|ask| **ask).count(), 1);
         assert!(asks.last().unwrap());
@@ -422,19 +420,19 @@ mod tests {
     fn the_unacked_queue_is_bounded_in_stanzas_and_bytes() {
         let mut sm = StreamManagement::new(None, Duration::ZERO);
         for n in 0..CLIENT_QUEUE_LIMITS.stanzas {
-            sm.sent(stanza(n), Stage::Deliver, &settings());
+            sm.sent(stanza(n), Receipt::NONE, &settings());
         }
         assert!(!sm.over_limit());
-        sm.sent(stanza(0), Stage::Deliver, &settings());
+        sm.sent(stanza(0), Receipt::NONE, &settings());
         assert!(sm.over_limit());
         sm.acknowledge(CLIENT_QUEUE_LIMITS.stanzas as u32 + 1)
             .unwrap();
         assert!(!sm.over_limit());
         let big = Bytes::from(vec![b'x'; CLIENT_QUEUE_LIMITS.bytes / 2]);
-        sm.sent(big.clone(), Stage::Deliver, &settings());
-        sm.sent(big, Stage::Deliver, &settings());
+        sm.sent(big.clone(), Receipt::NONE, &settings());
+        sm.sent(big, Receipt::NONE, &settings());
         assert!(!sm.over_limit());
-        sm.sent(stanza(0), Stage::Deliver, &settings());
+        sm.sent(stanza(0), Receipt::NONE, &settings());
         assert!(sm.over_limit());
     }
 

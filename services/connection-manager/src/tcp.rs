@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +19,7 @@ use xmppd_protocol::xml::escape_attr;
 use crate::edge::Edge;
 use crate::limits::Refused;
 use crate::listener;
-use crate::stream::{ClientStream, StreamEnd};
+use crate::stream::{ClientStream, StreamEnd, write_timed_out};
 
 /// A TCP connection before or after its TLS handshake.
 pub type Transport = xmppd_tls::MaybeTls<TlsStream<TcpStream>>;
@@ -55,7 +55,9 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
                 ),
             };
             let transport = Transport::Plain(tcp);
-            let mut stream = TcpClientStream::new(transport, edge.settings().limits.clone());
+            let settings = edge.settings();
+            let mut stream =
+                TcpClientStream::new(transport, settings.limits.clone(), settings.write_timeout);
             stream.fail_with(condition, text).await;
             return;
         }
@@ -75,7 +77,8 @@ async fn connection(edge: Arc<Edge>, tcp: TcpStream, peer: SocketAddr, security:
             }
         }
     };
-    let stream = TcpClientStream::new(transport, edge.settings().limits.clone());
+    let settings = edge.settings();
+    let stream = TcpClientStream::new(transport, settings.limits.clone(), settings.write_timeout);
     listener::serve_stream(edge, peer, slot, stream).await;
 }
 
@@ -104,10 +107,12 @@ pub struct TcpClientStream {
     /// the socket to become readable could miss (TLS may hold decrypted
     /// bytes that the socket no longer signals).
     drained: bool,
+    /// How long a write may wait for the client to read.
+    write_timeout: Duration,
 }
 
 impl TcpClientStream {
-    pub fn new(transport: Transport, limits: Limits) -> Self {
+    pub fn new(transport: Transport, limits: Limits, write_timeout: Duration) -> Self {
         // A TLS handshake may have taken the client's first bytes in with it.
         let drained = !transport.is_tls();
         TcpClientStream {
@@ -117,12 +122,18 @@ impl TcpClientStream {
             header: OurHeader::None,
             read_size: READ_MIN,
             drained,
+            write_timeout,
         }
     }
 
     async fn send(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
-        self.transport.write_all(data).await?;
-        self.transport.flush().await?;
+        let write = async {
+            self.transport.write_all(data).await?;
+            self.transport.flush().await
+        };
+        tokio::time::timeout(self.write_timeout, write)
+            .await
+            .map_err(|_| write_timed_out())??;
         Ok(())
     }
 }
@@ -152,6 +163,7 @@ impl ClientStream for TcpClientStream {
         Ok(TcpClientStream::new(
             Transport::Tls(Box::new(tls)),
             self.parser.limits().clone(),
+            self.write_timeout,
         ))
     }
 
@@ -279,7 +291,11 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let stream = TcpClientStream::new(Transport::Plain(server), Limits::default());
+        let stream = TcpClientStream::new(
+            Transport::Plain(server),
+            Limits::default(),
+            Duration::from_secs(1),
+        );
         (stream, client)
     }
 

@@ -12,7 +12,7 @@ pub mod http;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, Stream};
 use tokio_tungstenite::WebSocketStream;
@@ -24,7 +24,7 @@ use xmppd_protocol::stanza::{self, Stanza};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
 
-use crate::stream::{ClientStream, StreamEnd};
+use crate::stream::{ClientStream, StreamEnd, write_timed_out};
 use crate::tcp::Transport;
 
 pub use http::{Scheme, WebSocketSettings, serve};
@@ -55,10 +55,17 @@ pub struct WebSocketClientStream {
     /// TLS ends here, or `websocket.consider_secure` says a proxy ended it.
     secure: bool,
     last_heard: Instant,
+    /// How long a write may wait for the client to read.
+    write_timeout: Duration,
 }
 
 impl WebSocketClientStream {
-    pub fn new(socket: WebSocketStream<Transport>, limits: Limits, secure: bool) -> Self {
+    pub fn new(
+        socket: WebSocketStream<Transport>,
+        limits: Limits,
+        secure: bool,
+        write_timeout: Duration,
+    ) -> Self {
         let mut stream = WebSocketClientStream {
             socket,
             parser: StreamParser::new(limits),
@@ -66,6 +73,7 @@ impl WebSocketClientStream {
             our_open: OurOpen::None,
             secure,
             last_heard: Instant::now(),
+            write_timeout,
         };
         stream.start_parser();
         stream
@@ -101,8 +109,14 @@ impl WebSocketClientStream {
     }
 
     /// Sends one element in a message of its own, after our `<open/>` if it
-    /// is due.
+    /// is due, within the write timeout.
     async fn send(&mut self, element: &[u8]) -> Result<(), StreamEnd> {
+        tokio::time::timeout(self.write_timeout, self.send_message(element))
+            .await
+            .map_err(|_| write_timed_out())?
+    }
+
+    async fn send_message(&mut self, element: &[u8]) -> Result<(), StreamEnd> {
         if let OurOpen::Pending(open) = std::mem::replace(&mut self.our_open, OurOpen::Sent) {
             let open = Utf8Bytes::from(String::from(open));
             self.socket

@@ -90,6 +90,13 @@ impl RouterMetrics {
             "Frames waiting in the buffers towards attached connection-managers",
             move || edges.queued_edge_frames() as i64,
         );
+        let owed = router.clone();
+        ScrapedGauge::register(
+            registry,
+            "xmppd_router_edge_unsettled",
+            "Deliveries to attached connection-managers whose clients do not have them yet (the router keeps a copy of each)",
+            move || owed.unsettled_deliveries() as i64,
+        );
         let unacked = router.clone();
         ScrapedGauge::register(
             registry,

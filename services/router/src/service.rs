@@ -20,7 +20,7 @@ use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_registry::{Account, SharedRegistry, membership};
 use xmppd_runtime::{stanza_span, traces};
 
-use crate::edges::Edges;
+use crate::edges::{Edge, Edges};
 use crate::metrics::RouterMetrics;
 use crate::policy::{self, Carbon, Verdict};
 use crate::replicas::{Downstream, Replicas};
@@ -85,6 +85,11 @@ impl RouterService {
         self.core.edges.queued_frames()
     }
 
+    /// Deliveries to connection-managers not settled yet.
+    pub fn unsettled_deliveries(&self) -> usize {
+        self.core.edges.owed_deliveries()
+    }
+
     /// Frames sent to session replicas and not acknowledged yet.
     pub fn unacked_replica_frames(&self) -> usize {
         self.core.replicas.unacked_frames()
@@ -123,13 +128,13 @@ impl RouterService {
             _ => return Err(Status::invalid_argument("the first frame must be hello")),
         };
         let (tx, rx) = mpsc::channel(EDGE_BUFFER);
-        self.core.edges.attach(&node.id, tx.clone());
+        let edge = self.core.edges.attach(&node.id, tx);
         self.core
             .metrics
             .attached_edges
             .set(self.core.edges.count() as i64);
         tracing::info!(node = %node.id, "connection-manager attached");
-        tokio::spawn(serve_edge(self.core.clone(), node, inbound, tx));
+        tokio::spawn(serve_edge(self.core.clone(), node, inbound, edge));
         Ok(ReceiverStream::new(rx))
     }
 }
@@ -315,8 +320,9 @@ impl Core {
     }
 
     /// Hands `envelope`, addressed to its full JID, to the connection-manager
-    /// holding `session`; gives it back untouched if that one is not attached
-    /// (as `Cluster::dispatch` does a stanza for a stream that is gone).
+    /// holding `session`; gives it back untouched if that one is not attached.
+    /// A stanza that would be routed again if it came back is kept until
+    /// the connection-manager settles its delivery (`crate::edges`).
     async fn deliver(&self, session: &BoundResource, mut envelope: Envelope) -> Option<Envelope> {
         let not_attached = |envelope| {
             self.metrics.count("undeliverable");
@@ -325,22 +331,32 @@ impl Core {
         let Some(edge) = self.edges.get(&session.node_id) else {
             return not_attached(envelope);
         };
-        let Ok(permit) = edge.reserve().await else {
+        let Ok(permit) = edge.tx.reserve().await else {
             return not_attached(envelope);
         };
         session.full_jid.clone_into(&mut envelope.to);
+        let seq = if envelope.worth_returning() {
+            match edge.keep(&envelope) {
+                Some(seq) => seq,
+                None => return not_attached(envelope),
+            }
+        } else {
+            0
+        };
         permit.send(Ok(EdgeDown {
             frame: Some(edge_down::Frame::Stanza(envelope)),
+            seq,
         }));
         self.metrics.count("delivered");
         None
     }
 
     /// A stanza whose resource is gone (its node died, or its stream ended
-    /// while the stanza was on its way): a message still reaches the account,
+    /// before its client had it): a message still reaches the account,
     /// whose replica delivers it to another resource or stores it offline,
     /// and a request is answered as if the resource did not exist (RFC 6121
-    /// §8.5.3.2). Anything else is dropped, as for an unavailable resource.
+    /// §8.5.3.2). Anything else is dropped, as for an unavailable resource
+    /// ([`Envelope::worth_returning`]).
     async fn undeliverable(&self, envelope: Envelope) {
         if envelope.reaches_account_when_resource_gone() {
             let owner = JidRef::new(&envelope.to).bare().to_string();
@@ -362,7 +378,16 @@ impl Core {
         }
     }
 
-    async fn handle_edge_frame(&self, frame: edge_up::Frame) {
+    /// Deliveries a connection-manager gave back, or never settled before its
+    /// stream ended: routed again as for a resource that is gone.
+    async fn returned(&self, envelopes: Vec<Envelope>) {
+        for envelope in envelopes {
+            self.metrics.count("returned");
+            self.undeliverable(envelope).await;
+        }
+    }
+
+    async fn handle_edge_frame(&self, edge: &Edge, frame: edge_up::Frame) {
         match frame {
             edge_up::Frame::Stanza(envelope) => {
                 time(&self.metrics.routing.from_edge, self.route(envelope)).await
@@ -373,10 +398,7 @@ impl Core {
                     .send(owner, session_up::Frame::Ended(ended))
                     .await;
             }
-            edge_up::Frame::Undeliverable(envelope) => {
-                self.metrics.count("returned");
-                self.undeliverable(envelope).await;
-            }
+            edge_up::Frame::Settled(settled) => self.returned(edge.settle(&settled)).await,
             edge_up::Frame::Hello(node) => {
                 tracing::warn!(node = %node.id, "unexpected second hello ignored");
             }
@@ -394,8 +416,9 @@ impl Downstream for Core {
                 if let Some(edge) = self.edges.get(&kick.node_id) {
                     let frame = EdgeDown {
                         frame: Some(edge_down::Frame::Kick(kick)),
+                        seq: 0,
                     };
-                    let _ = edge.send(Ok(frame)).await;
+                    let _ = edge.tx.send(Ok(frame)).await;
                 }
             }
             Some(session_down::Frame::Ack(_)) | None => {}
@@ -418,14 +441,15 @@ impl Router for RouterService {
 }
 
 /// Routes one connection-manager's frames in the order they arrive, which
-/// keeps each client stream's stanzas in order (RFC 6120 §10.1).
-async fn serve_edge<S>(core: Arc<Core>, node: Node, mut inbound: S, tx: crate::edges::EdgeSender)
+/// keeps each client stream's stanzas in order (RFC 6120 §10.1); once the
+/// stream ends, routes again what the node never settled.
+async fn serve_edge<S>(core: Arc<Core>, node: Node, mut inbound: S, edge: Arc<Edge>)
 where
     S: Stream<Item = Result<EdgeUp, Status>> + Unpin,
 {
     loop {
         match inbound.next().await {
-            Some(Ok(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(frame).await,
+            Some(Ok(EdgeUp { frame: Some(frame) })) => core.handle_edge_frame(&edge, frame).await,
             Some(Ok(EdgeUp { frame: None })) => {}
             None => break,
             Some(Err(status)) => {
@@ -434,7 +458,9 @@ where
             }
         }
     }
-    core.edges.detach(&node.id, &tx);
+    core.edges.detach(&node.id, &edge);
     core.metrics.attached_edges.set(core.edges.count() as i64);
-    tracing::info!(node = %node.id, "connection-manager detached");
+    let owed = edge.close();
+    tracing::info!(node = %node.id, unsettled = owed.len(), "connection-manager detached");
+    core.returned(owed).await;
 }

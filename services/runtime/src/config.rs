@@ -236,6 +236,9 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// Seconds allowed from connect to a bound resource.
     pub negotiation_timeout_secs: u64,
+    /// Seconds one write to a client may wait for the client to read before
+    /// its connection is closed.
+    pub write_timeout_secs: u64,
     /// Messages kept in offline storage per account.
     pub max_offline_messages: u32,
     /// Largest presence stanza accepted from a client, in bytes: presence is
@@ -492,6 +495,7 @@ impl Default for LimitsConfig {
             ping_after_secs: 120,
             idle_timeout_secs: 180,
             negotiation_timeout_secs: 60,
+            write_timeout_secs: 30,
             max_offline_messages: 1000,
         }
     }
@@ -718,6 +722,11 @@ impl Config {
                  stream_management.max_resume_timeout_secs ({})",
                 sm.resume_timeout_secs, sm.max_resume_timeout_secs
             )));
+        }
+        if self.limits.write_timeout_secs == 0 {
+            return Err(ConfigError::Inconsistent(
+                "limits.write_timeout_secs must be at least 1".into(),
+            ));
         }
         if sm.ack_request_after_stanzas == 0 || sm.ack_request_after_ms == 0 {
             return Err(ConfigError::Inconsistent(

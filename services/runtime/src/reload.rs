@@ -43,6 +43,7 @@ pub const RELOADABLE: &[&str] = &[
     "limits.stanza_burst",
     "limits.ping_after_secs",
     "limits.idle_timeout_secs",
+    "limits.write_timeout_secs",
     "limits.negotiation_timeout_secs",
     "limits.max_offline_messages",
     "limits.max_connections",

@@ -49,6 +49,16 @@ async fn cluster_survives_the_failure_of_each_kind_of_node() {
     with_cluster(TEST_LIMIT, scenario).await;
 }
 
+/// Messages a client with stream management read but never acknowledged
+/// outlive the SIGKILL of its connection-manager: the router kept a copy of
+/// each until acknowledged and, once that node's stream breaks, routes them
+/// again, here to offline storage, where the client finds them, in order,
+/// at its next login on the other connection-manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_messages_outlive_their_connection_manager() {
+    with_cluster(TEST_LIMIT, unacknowledged).await;
+}
+
 /// Blocking and carbons between users on different connection-managers:
 /// the router enforces and copies from the policy the replicas wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +212,51 @@ async fn smallest_cluster(nodes: &Nodes) -> [Server; 4] {
     cm2.ready().await;
     wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
     [session, router, cm1, cm2]
+}
+
+async fn unacknowledged(nodes: Nodes) {
+    const UNACKED: usize = 20;
+    let [session, router, mut cm1, cm2] = smallest_cluster(&nodes).await;
+    let mut bob = login(&cm1, "bob", "bob-pw", "b").await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    expect_stanza(&mut bob, "stream management enabled", |s| {
+        s.starts_with("<enabled")
+    })
+    .await;
+    available(&mut bob, "bob@localhost/b").await;
+    let mut alice = login(&cm2, "alice", "alice-pw", "a").await;
+    let body = |n| format!("<body>unacknowledged {n}</body>");
+    for n in 0..UNACKED {
+        alice
+            .send(&format!(
+                "<message to='bob@{DOMAIN}/b' type='chat'>{}</message>",
+                body(n)
+            ))
+            .await;
+    }
+    // Bob reads every one, and acknowledges none.
+    for n in 0..UNACKED {
+        expect_stanza(&mut bob, "a message", |s| s.contains(&body(n))).await;
+    }
+    wait_metric(&router, "xmppd_router_edge_unsettled", UNACKED as u64).await;
+
+    cm1.kill();
+    drop(bob);
+    wait_metric(&router, "xmppd_router_edge_unsettled", 0).await;
+    wait_metric(
+        &session,
+        "xmppd_session_events_total{event=\"offline_stored\"}",
+        UNACKED as u64,
+    )
+    .await;
+    let mut bob = login(&cm2, "bob", "bob-pw", "b2").await;
+    bob.send("<presence/>").await;
+    for n in 0..UNACKED {
+        expect_stanza(&mut bob, "a stored message", |s| {
+            s.starts_with("<message") && s.contains(&body(n))
+        })
+        .await;
+    }
 }
 
 async fn scraped(nodes: Nodes, tools: prometheus::Tools) {

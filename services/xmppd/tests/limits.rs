@@ -635,3 +635,55 @@ async fn directed_presence_is_limited_with_policy_violation() {
         "{seen}"
     );
 }
+
+/// A client that stops reading: the write that waits for it gives up after
+/// `write_timeout_secs` and its connection is closed; nothing it was sent is
+/// lost. With stream management it acknowledged none of it, so every message
+/// (written, or still waiting in its mailbox, or that did not fit there) goes
+/// to offline storage, and its next session gets them all, in order.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_what_it_was_sent_is_stored() {
+    const MESSAGES: usize = 300;
+    let (_dir, server) =
+        support::client::start("[limits]\nwrite_timeout_secs = 1\nstanzas_per_second = 0\n").await;
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "b").await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    bob.expect("<enabled").await;
+    let mut alice = RawClient::login(server.c2s, "alice", "alice-secret", "a").await;
+    // 16 KiB each: together more than the mailbox's 4 MiB and the sockets'
+    // buffers.
+    let filler = "x".repeat(16 * 1024);
+    for n in 0..MESSAGES {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost/b' id='m{n}' type='chat'><body>{filler}</body></message>"
+            ))
+            .await;
+    }
+    // Bob never reads: his connection is closed by the server.
+    let started = Instant::now();
+    support::cluster::wait_metric(
+        &server,
+        "xmppd_session_events_total{event=\"offline_stored\"}",
+        MESSAGES as u64,
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    drop(bob);
+
+    let mut bob = RawClient::login(server.c2s, "bob", "bob-secret", "b2").await;
+    bob.send("<presence/>").await;
+    let mut ids = Vec::new();
+    while ids.len() < MESSAGES {
+        let Some(stanza) = bob.next_stanza(Duration::from_secs(10)).await else {
+            panic!("{} of {MESSAGES} stored messages arrived", ids.len());
+        };
+        if stanza.starts_with("<message") {
+            ids.push(support::attribute(&stanza, "id").unwrap_or_default());
+        }
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|n| format!("m{n}")).collect();
+    assert_eq!(ids, expected);
+}

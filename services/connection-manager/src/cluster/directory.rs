@@ -5,15 +5,12 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use xmppd_grpc::{EdgeUp, Envelope, Kind, Stage, StreamEnded, edge_down, edge_up};
+use xmppd_grpc::{StreamEnded, edge_down};
 use xmppd_protocol::error::StreamErrorCondition;
-use xmppd_protocol::ns;
-use xmppd_protocol::stanza::Stanza;
 use xmppd_runtime::{stanza_span, traces};
 
-use super::router_links::{PinnedRoute, send_soon};
-use super::{Cluster, Delivery};
-use crate::hints;
+use super::router_links::PinnedRoute;
+use super::{Cluster, Delivery, Receipt};
 use crate::mailbox::{self, CLIENT_QUEUE_LIMITS, Mailbox, MailboxSender};
 use crate::stream_management::StreamManagement;
 
@@ -50,70 +47,65 @@ impl Cluster {
     }
 
     /// A router stream delivered something for a local client stream. A
-    /// stanza for a stream that is gone is handed back, for the router to
-    /// route again: never dropped here.
-    pub(super) fn dispatch(&self, frame: edge_down::Frame) -> Option<Envelope> {
-        // A stanza's last hop ends once it waits in its stream's mailbox,
-        // which holds the bytes alone, to keep each slot small.
-        let span = match &frame {
+    /// stanza that cannot be queued for its client (its stream is gone, or
+    /// the client is too far behind) goes nowhere here: its receipt, dropped,
+    /// returns it to the router, which routes it again.
+    pub(super) fn dispatch(&self, frame: edge_down::Frame, receipt: Receipt) {
+        match frame {
             edge_down::Frame::Stanza(envelope) => {
+                // A stanza's last hop ends once it waits in its stream's
+                // mailbox, which holds the bytes alone, to keep each slot small.
                 let span = stanza_span!("deliver", envelope);
                 traces::follow(&span, &envelope.trace_context);
-                span
+                let _entered = span.enter();
+                self.queue_stanza(&envelope.to, envelope.payload, receipt);
             }
-            edge_down::Frame::Kick(_) => tracing::Span::none(),
-        };
-        let _entered = span.enter();
-        let sessions = self.inner.streams.read().expect("streams lock");
-        let (full_jid, session, delivery) = match frame {
-            edge_down::Frame::Stanza(envelope) => {
-                let Some(session) = sessions.get(&envelope.to) else {
-                    tracing::debug!(full_jid = %envelope.to, "stanza for a stream that is gone");
-                    return Some(envelope);
-                };
-                let delivery = Delivery::Stanza {
-                    stage: envelope.stage(),
-                    payload: envelope.payload,
-                    queued_at: Instant::now(),
-                };
-                (envelope.to, session, delivery)
-            }
-            edge_down::Frame::Kick(kick) => match sessions.get(&kick.full_jid) {
-                Some(session) if session.conn_id == kick.conn_id => {
-                    let delivery = Delivery::Close {
+            edge_down::Frame::Kick(kick) => {
+                let sessions = self.inner.streams.read().expect("streams lock");
+                if let Some(session) = sessions
+                    .get(&kick.full_jid)
+                    .filter(|session| session.conn_id == kick.conn_id)
+                {
+                    let _ = session.mailbox.try_send(Delivery::Close {
                         condition: StreamErrorCondition::from_name(&kick.condition)
                             .unwrap_or(StreamErrorCondition::UndefinedCondition),
                         text: kick.text.into(),
-                    };
-                    (kick.full_jid, session, delivery)
-                }
-                _ => return None,
-            },
-        };
-        // The last slot is kept for the stream error, so that a client too
-        // slow to keep up is told and disconnected; once that is queued,
-        // later stanzas find the mailbox closing and go nowhere.
-        let delivery = match delivery {
-            Delivery::Stanza { ref payload, .. }
-                if !session.mailbox.has_room_for(payload.len()) =>
-            {
-                tracing::warn!(%full_jid, "client too slow, its mailbox is full");
-                Delivery::Close {
-                    condition: StreamErrorCondition::ResourceConstraint,
-                    text: "too many stanzas waiting for this client".into(),
+                    });
                 }
             }
-            delivery => delivery,
-        };
-        let _ = session.mailbox.try_send(delivery);
-        None
+        }
     }
 
-    /// See [`PinnedRoute::end`]. The stanzas handed back go after the
-    /// end on the same router stream, so the account's replica has
-    /// forgotten the resource when they reach it and routes them elsewhere
-    /// (another resource, offline storage, an error to the sender), not back
-    /// here.
+    fn queue_stanza(&self, full_jid: &str, payload: Bytes, receipt: Receipt) {
+        let sessions = self.inner.streams.read().expect("streams lock");
+        let Some(session) = sessions.get(full_jid) else {
+            tracing::debug!(%full_jid, "stanza for a stream that is gone, returned");
+            return;
+        };
+        // The last slot is kept for the stream error, so that a client too
+        // slow to keep up is told and disconnected; what does not fit is
+        // returned, and so is what finds the mailbox closing.
+        if !session.mailbox.has_room_for(payload.len()) {
+            tracing::warn!(%full_jid, "client too slow, its mailbox is full");
+            let _ = session.mailbox.try_send(Delivery::Close {
+                condition: StreamErrorCondition::ResourceConstraint,
+                text: "too many stanzas waiting for this client".into(),
+            });
+            return;
+        }
+        let _ = session.mailbox.try_send(Delivery::Stanza {
+            payload,
+            receipt,
+            queued_at: Instant::now(),
+        });
+    }
+
+    /// See [`PinnedRoute::end`]. What the client never had (held by its
+    /// stream management unacknowledged, or waiting in its mailbox) goes
+    /// back to the routers that delivered it as its receipts drop; the end
+    /// is reported first, so that the account's replica has usually
+    /// forgotten the resource when those stanzas reach it, and routes them
+    /// elsewhere (another resource, offline storage, an error to the sender).
     pub(super) fn end_stream(
         &self,
         route: &PinnedRoute,
@@ -124,7 +116,6 @@ impl Cluster {
         if let Some(id) = sm.as_deref().and_then(|sm| sm.id.as_deref()) {
             self.inner.resumptions.forget(id);
         }
-        let unacked = sm.into_iter().flat_map(|sm| sm.into_unacked());
         {
             let mut sessions = self.inner.streams.write().expect("streams lock");
             if sessions
@@ -134,51 +125,16 @@ impl Cluster {
                 sessions.remove(full_jid);
             }
         }
-        // Its sender is gone with the directory entry: nothing more arrives.
-        let queued =
-            std::iter::from_fn(|| mailbox.try_recv().ok()).filter_map(|delivery| match delivery {
-                Delivery::Stanza { payload, stage, .. } => Some((payload, stage)),
-                Delivery::Close { .. } => None,
-            });
         let ended = StreamEnded {
             full_jid: full_jid.clone(),
             node_id: self.inner.node.id.clone(),
             conn_id: route.conn_id,
         };
-        let link = self.report_end(ended, &route.router);
-        for (payload, stage) in unacked.chain(queued) {
-            let Some(envelope) = handed_back(full_jid, payload, stage) else {
-                continue;
-            };
-            let Some(link) = &link else {
-                tracing::warn!(%full_jid, "no router to hand back a stanza the client never had");
-                continue;
-            };
-            let frame = EdgeUp {
-                frame: Some(edge_up::Frame::Undeliverable(envelope)),
-            };
-            send_soon(&link.up, frame);
-        }
+        self.report_end(ended, &route.router);
+        drop(sm);
+        // Its sender is gone with the directory entry: nothing more arrives.
+        while mailbox.try_recv().is_ok() {}
     }
-}
-
-/// The envelope of a stanza delivered to `full_jid` that its client never
-/// had, rebuilt from the stanza itself for the router to route again. Only
-/// stanzas of client streams come here, which their edge validated.
-fn handed_back(full_jid: &str, payload: Bytes, stage: Stage) -> Option<Envelope> {
-    let stanza = Stanza::from_bytes(payload, ns::CLIENT).ok()?;
-    let kind = Kind::from_element_name(stanza.name())?;
-    Some(Envelope {
-        to: full_jid.to_owned(),
-        from: stanza.from().unwrap_or_default().to_owned(),
-        kind: kind as i32,
-        r#type: stanza.stanza_type().unwrap_or_default().to_owned(),
-        id: stanza.id().unwrap_or_default().to_owned(),
-        stage: stage as i32,
-        trace_context: Default::default(),
-        hints: hints::read(&stanza),
-        payload: stanza.raw().clone(),
-    })
 }
 
 #[cfg(test)]
@@ -186,8 +142,10 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
+    use xmppd_grpc::Envelope;
     use xmppd_registry::SharedRegistry;
 
+    use super::super::settlements;
     use super::*;
 
     fn cluster_with_session(full_jid: &str) -> (Cluster, Mailbox) {
@@ -220,14 +178,27 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_client_whose_mailbox_fills_up_is_told_and_closed() {
+    /// Delivers `count` stanzas numbered from 1 to `full_jid`; the numbers
+    /// of those returned.
+    async fn deliver(cluster: &Cluster, full_jid: &str, count: u64) -> Vec<u64> {
+        let (ledger, mut frames) = settlements::tests::ledger();
+        for seq in 1..=count {
+            cluster.dispatch(stanza_for(full_jid), ledger.receipt(seq));
+        }
+        // Something settled for sure, so that the batch is never empty.
+        ledger.receipt(count + 1).delivered();
+        settlements::tests::next_settled(&mut frames).await.returned
+    }
+
+    #[tokio::test]
+    async fn a_client_whose_mailbox_fills_up_is_told_and_closed_and_the_rest_returned() {
         let jid = "slow@localhost/r";
         let (cluster, mut deliveries) = cluster_with_session(jid);
-        for _ in 0..CLIENT_QUEUE_LIMITS.stanzas + 10 {
-            cluster.dispatch(stanza_for(jid));
-        }
-        for _ in 0..CLIENT_QUEUE_LIMITS.stanzas - 1 {
+        let sent = CLIENT_QUEUE_LIMITS.stanzas as u64 + 10;
+        let returned = deliver(&cluster, jid, sent).await;
+        let fitted = CLIENT_QUEUE_LIMITS.stanzas as u64 - 1;
+        assert_eq!(returned, (fitted + 1..=sent).collect::<Vec<_>>());
+        for _ in 0..fitted {
             assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza { .. })));
         }
         match deliveries.try_recv() {
@@ -239,16 +210,12 @@ mod tests {
         assert!(deliveries.try_recv().is_err());
     }
 
-    #[test]
-    fn a_stanza_for_a_stream_that_is_gone_is_handed_back() {
+    #[tokio::test]
+    async fn a_stanza_for_a_stream_that_is_gone_is_returned() {
         let (cluster, mut deliveries) = cluster_with_session("alice@localhost/r");
-        let returned = cluster.dispatch(stanza_for("alice@localhost/gone"));
-        assert_eq!(
-            returned.map(|e| e.to).as_deref(),
-            Some("alice@localhost/gone")
-        );
+        assert_eq!(deliver(&cluster, "alice@localhost/gone", 1).await, [1]);
         assert!(deliveries.try_recv().is_err());
-        assert!(cluster.dispatch(stanza_for("alice@localhost/r")).is_none());
+        assert!(deliver(&cluster, "alice@localhost/r", 1).await.is_empty());
         assert!(matches!(deliveries.try_recv(), Ok(Delivery::Stanza { .. })));
     }
 
@@ -264,9 +231,9 @@ mod tests {
                 ..Default::default()
             })
         };
-        cluster.dispatch(kick(6));
+        cluster.dispatch(kick(6), Receipt::NONE);
         assert!(deliveries.try_recv().is_err());
-        cluster.dispatch(kick(7));
+        cluster.dispatch(kick(7), Receipt::NONE);
         assert!(matches!(deliveries.try_recv(), Ok(Delivery::Close { .. })));
     }
 }

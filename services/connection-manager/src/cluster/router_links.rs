@@ -18,6 +18,7 @@ use xmppd_grpc::{EdgeDown, EdgeUp, Envelope, FrameStream, Node, Role, StreamEnde
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_registry::membership;
 
+use super::settlements::Ledger;
 use super::{Cluster, ClusterError, Delivery};
 use crate::mailbox::Mailbox;
 use crate::stream_management::StreamManagement;
@@ -63,6 +64,18 @@ impl PinnedRoute {
 pub(super) struct RouterLink {
     pub(super) node: Node,
     pub(super) up: mpsc::Sender<EdgeUp>,
+    /// The settlements of this router's deliveries, sent up by a task that
+    /// holds a sender of `up` until the ledger closes.
+    ledger: Arc<Ledger>,
+}
+
+impl Drop for RouterLink {
+    /// Stops the ledger's task, which ends the stream to the router (with
+    /// `up`, the last sender): the router returns whatever was not settled
+    /// by then.
+    fn drop(&mut self) {
+        self.ledger.close();
+    }
 }
 
 impl Cluster {
@@ -90,7 +103,7 @@ impl Cluster {
                     .expect("unreported ends lock"),
             );
             for ended in unreported {
-                let _ = self.report_end(ended, &Weak::new());
+                self.report_end(ended, &Weak::new());
             }
         }
     }
@@ -120,9 +133,12 @@ impl Cluster {
         };
         up.send(hello).await.map_err(|_| ClusterError::NoRouter)?;
         let downstream = self.inner.connector.attach(&node, rx).await?;
+        let ledger = Arc::new(Ledger::default());
+        tokio::spawn(ledger.clone().forward(up.clone()));
         let link = Arc::new(RouterLink {
             node: node.clone(),
             up,
+            ledger: ledger.clone(),
         });
         self.inner
             .routers
@@ -130,19 +146,23 @@ impl Cluster {
             .expect("routers lock")
             .insert(node.id.clone(), link);
         self.refresh_router_nodes();
-        tokio::spawn(self.clone().read_router(node.id, downstream));
+        tokio::spawn(self.clone().read_router(node.id, downstream, ledger));
         Ok(())
     }
 
-    async fn read_router(self, router_id: String, mut downstream: FrameStream<EdgeDown>) {
+    async fn read_router(
+        self,
+        router_id: String,
+        mut downstream: FrameStream<EdgeDown>,
+        ledger: Arc<Ledger>,
+    ) {
         loop {
             match downstream.next().await {
-                Some(Ok(EdgeDown { frame: Some(frame) })) => {
-                    if let Some(envelope) = self.dispatch(frame) {
-                        self.return_undeliverable(&router_id, envelope);
-                    }
-                }
-                Some(Ok(EdgeDown { frame: None })) => {}
+                Some(Ok(EdgeDown {
+                    frame: Some(frame),
+                    seq,
+                })) => self.dispatch(frame, ledger.receipt(seq)),
+                Some(Ok(EdgeDown { frame: None, .. })) => {}
                 None => break,
                 Some(Err(status)) => {
                     tracing::warn!(router = %router_id, %status, "router stream failed");
@@ -196,28 +216,6 @@ impl Cluster {
         *self.inner.router_nodes.write().expect("router nodes lock") = nodes;
     }
 
-    /// Sends a stanza whose stream is gone back up the router stream it came
-    /// down.
-    fn return_undeliverable(&self, router_id: &str, envelope: Envelope) {
-        let Some(link) = self
-            .inner
-            .routers
-            .read()
-            .expect("routers lock")
-            .get(router_id)
-            .cloned()
-        else {
-            // Retired while this stanza was on its way: lost with whatever
-            // else that router had in flight (docs/failures.md).
-            tracing::warn!(router = router_id, to = %envelope.to, "stanza for a stream that is gone, and its router too");
-            return;
-        };
-        let frame = EdgeUp {
-            frame: Some(edge_up::Frame::Undeliverable(envelope)),
-        };
-        send_soon(&link.up, frame);
-    }
-
     pub(super) fn router_for(&self, key: &str) -> Result<Arc<RouterLink>, ClusterError> {
         let nodes = self.inner.router_nodes.read().expect("router nodes lock");
         let node = membership::owner(key, &nodes).ok_or(ClusterError::NoRouter)?;
@@ -234,12 +232,7 @@ impl Cluster {
     /// keeps the order; if it is gone, any other will do, and if none is,
     /// the end waits for the next attached router (the reaper does not help:
     /// this node is alive).
-    /// Returns the router stream it went on.
-    pub(super) fn report_end(
-        &self,
-        ended: StreamEnded,
-        pinned: &Weak<RouterLink>,
-    ) -> Option<Arc<RouterLink>> {
+    pub(super) fn report_end(&self, ended: StreamEnded, pinned: &Weak<RouterLink>) {
         // A closed stream belongs to a router about to be retired.
         let open = |link: &Arc<RouterLink>| !link.up.is_closed();
         let Some(link) = pinned
@@ -253,19 +246,18 @@ impl Cluster {
                 .lock()
                 .expect("unreported ends lock")
                 .push(ended);
-            return None;
+            return;
         };
         let frame = EdgeUp {
             frame: Some(edge_up::Frame::Ended(ended)),
         };
         send_soon(&link.up, frame);
-        Some(link)
     }
 }
 
 /// Queues `frame` on a router stream from code that cannot wait: at once if
 /// there is room, else from a task that waits for it.
-pub(super) fn send_soon(up: &mpsc::Sender<EdgeUp>, frame: EdgeUp) {
+fn send_soon(up: &mpsc::Sender<EdgeUp>, frame: EdgeUp) {
     if let Err(mpsc::error::TrySendError::Full(frame)) = up.try_send(frame) {
         let up = up.clone();
         tokio::spawn(async move {

@@ -102,7 +102,13 @@ async fn connection(edge: Arc<Edge>, shared: Arc<Listener>, tcp: TcpStream, peer
         return;
     };
     let secure = shared.scheme == Scheme::Wss || shared.settings.consider_secure;
-    let stream = WebSocketClientStream::new(socket, edge.settings().limits.clone(), secure);
+    let settings = edge.settings();
+    let stream = WebSocketClientStream::new(
+        socket,
+        settings.limits.clone(),
+        secure,
+        settings.write_timeout,
+    );
     listener::serve_stream(edge, peer, slot, stream).await;
 }
 
