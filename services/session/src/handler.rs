@@ -11,10 +11,20 @@ use crate::service::Core;
 use crate::shards::Work;
 use crate::{iq, muc, presence};
 
+/// What a job produced: frames to send, and, if a session's end could not
+/// be cleaned up (the registry or the store failed), the work to try again
+/// later (`shards.rs`), so that a failure neither leaves a dead resource
+/// bound nor its contacts believing it available.
+#[derive(Default)]
+pub struct Handled {
+    pub frames: Vec<session_down::Frame>,
+    pub retry: Option<Work>,
+}
+
 /// Runs `work` for the account `owner`. A storage or registry failure
 /// answers the stanza with `internal-server-error` rather than losing it
 /// silently; the router's acknowledgement bookkeeping then moves on.
-pub async fn handle(core: &Core, owner: &str, mut work: Work) -> Vec<session_down::Frame> {
+pub async fn handle(core: &Core, owner: &str, mut work: Work) -> Handled {
     let mut out = Outbox::default();
     let span = match &mut work {
         Work::Frame(session_up::Frame::Stanza(envelope)) => {
@@ -31,37 +41,52 @@ pub async fn handle(core: &Core, owner: &str, mut work: Work) -> Vec<session_dow
         .await
 }
 
-/// [`handle`] inside the stanza's span.
-async fn handle_in_span(
-    core: &Core,
-    owner: &str,
-    work: Work,
-    mut out: Outbox,
-) -> Vec<session_down::Frame> {
-    let result = match &work {
+/// [`handle`] inside the stanza's span. Whatever a failed job had produced
+/// is dropped: a stanza's sender gets an error instead, and a clean-up
+/// tried again makes it anew.
+async fn handle_in_span(core: &Core, owner: &str, work: Work, mut out: Outbox) -> Handled {
+    let mut retry = None;
+    match &work {
         Work::Frame(session_up::Frame::Ended(ended)) => {
-            presence::session_ended(core, ended, &mut out).await
+            if let Err((error, again)) = presence::session_ended(core, ended, &mut out).await {
+                retry = Some(clean_up_failed(error, owner, again, &mut out));
+            }
         }
-        Work::Frame(session_up::Frame::Stanza(envelope)) => stanza(core, envelope, &mut out).await,
-        Work::Replaced(old) => presence::gone(core, old, &mut out).await,
-        Work::Bound => core.load_policy(owner).await,
-    };
-    match (result, work) {
-        (Ok(()), _) => out.frames,
-        (Err(error), Work::Frame(session_up::Frame::Stanza(envelope))) => {
-            tracing::error!(%error, owner, "stanza handling failed");
-            let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
-            envelope
-                .error_reply(&error, &core.domain)
-                .map(session_down::Frame::Stanza)
-                .into_iter()
-                .collect()
+        Work::Replaced(old) => {
+            if let Err(error) = presence::gone(core, old, &mut out).await {
+                let again = Work::Replaced(old.clone());
+                retry = Some(clean_up_failed(error, owner, again, &mut out));
+            }
         }
-        (Err(error), _) => {
-            tracing::error!(%error, owner, "session clean-up failed");
-            Vec::new()
+        Work::Frame(session_up::Frame::Stanza(envelope)) => {
+            if let Err(error) = stanza(core, envelope, &mut out).await {
+                tracing::error!(%error, owner, "stanza handling failed");
+                let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
+                out.frames = envelope
+                    .error_reply(&error, &core.domain)
+                    .map(session_down::Frame::Stanza)
+                    .into_iter()
+                    .collect();
+            }
+        }
+        Work::Bound => {
+            // The account's next bind loads it again.
+            if let Err(error) = core.load_policy(owner).await {
+                tracing::error!(%error, owner, "loading the account's policy failed");
+                out.frames.clear();
+            }
         }
     }
+    Handled {
+        frames: out.frames,
+        retry,
+    }
+}
+
+fn clean_up_failed(error: anyhow::Error, owner: &str, again: Work, out: &mut Outbox) -> Work {
+    tracing::warn!(%error, owner, "session clean-up failed, to be tried again");
+    out.frames.clear();
+    again
 }
 
 async fn stanza(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! subscription requests of §3 with their roster updates.
 
 use bytes::Bytes;
-use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded};
+use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded, session_up};
 use xmppd_protocol::JidRef;
 use xmppd_protocol::error::{StanzaError, StanzaErrorCondition};
 use xmppd_protocol::ns;
@@ -15,6 +15,7 @@ use crate::clock::now_ms;
 use crate::modules::roster;
 use crate::outbox::Outbox;
 use crate::service::Core;
+use crate::shards::Work;
 use crate::subscription::{self, Request, Transition};
 
 type Result = anyhow::Result<()>;
@@ -343,17 +344,32 @@ async fn unavailable(core: &Core, full: &str, payload: Bytes, out: &mut Outbox) 
 }
 
 /// The client stream closed, or its connection-manager died.
-pub async fn session_ended(core: &Core, ended: &StreamEnded, out: &mut Outbox) -> Result {
+/// A session ended: its resource is unbound, and [`gone`] tells who saw it.
+/// A failure says which step to do again: the whole end if the unbind
+/// failed, only the telling if that did (the resource is unbound already,
+/// so its end would find nothing to do).
+pub async fn session_ended(
+    core: &Core,
+    ended: &StreamEnded,
+    out: &mut Outbox,
+) -> std::result::Result<(), (anyhow::Error, Work)> {
     let removed = core
         .registry
         .unbind(&ended.full_jid, &ended.node_id, ended.conn_id)
-        .await?;
+        .await
+        .map_err(|error| {
+            let again = Work::Frame(session_up::Frame::Ended(ended.clone()));
+            (error.into(), again)
+        })?;
     // A replaced session's late end must not touch its replacement.
     let Some(unbound) = removed else {
         return Ok(());
     };
     core.metrics.count("unbound");
-    gone(core, &unbound, out).await
+    match gone(core, &unbound, out).await {
+        Ok(()) => Ok(()),
+        Err(error) => Err((error, Work::Replaced(unbound))),
+    }
 }
 
 /// A session over, by its end or by a new one of its full JID taking its

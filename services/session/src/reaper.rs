@@ -56,6 +56,7 @@ async fn sweep(
                     owner,
                     work: Some(Work::Frame(session_up::Frame::Ended(ended))),
                     sink: Sink::AnyRouter,
+                    tries: 0,
                 })
                 .await;
         }

@@ -209,6 +209,7 @@ impl SessionService {
                                 owner: up.owner,
                                 work: up.frame.map(Work::Frame),
                                 sink,
+                                tries: 0,
                             })
                             .await;
                     }
@@ -309,6 +310,7 @@ impl SessionService {
             owner: owner.to_string(),
             work: Some(Work::Replaced(old)),
             sink: Sink::AnyRouter,
+            tries: 0,
         };
         self.shards.dispatch(job).await;
     }
@@ -501,6 +503,7 @@ impl SessionService {
             owner: bare.to_string(),
             work: Some(Work::Bound),
             sink: Sink::AnyRouter,
+            tries: 0,
         };
         self.shards.dispatch(job).await;
         Ok(BindReply {

@@ -4,18 +4,20 @@
 //! they touch: one account's frames run one at a time and in arrival order
 //! (whichever router stream they came on), different accounts in parallel.
 //! A frame is acknowledged to its router once its output is queued on that
-//! router's stream.
+//! router's stream. A session's clean-up that failed is queued again on its
+//! worker, later, by the worker itself.
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, WeakSender};
 use tonic::Status;
 use xmppd_grpc::{SessionDown, session_down, session_up};
 use xmppd_registry::Unbound;
 
-use crate::handler;
+use crate::handler::{self, Handled};
 use crate::service::Core;
 
 /// Workers per replica: enough to overlap storage round trips.
@@ -41,6 +43,9 @@ pub struct Job {
     /// `None` for a frame with nothing in it, acknowledged all the same.
     pub work: Option<Work>,
     pub sink: Sink,
+    /// Earlier tries of this work that failed: a session clean-up is tried
+    /// again, later each time ([`retry_later`]).
+    pub tries: u32,
 }
 
 /// What a job does to its account.
@@ -65,7 +70,7 @@ impl Shards {
         let workers = (0..WORKERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-                tokio::spawn(work(core.clone(), rx));
+                tokio::spawn(work(core.clone(), rx, tx.downgrade()));
                 tx
             })
             .collect();
@@ -94,12 +99,21 @@ impl Shards {
     }
 }
 
-async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
+async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>, itself: WeakSender<Job>) {
     while let Some(job) = jobs.recv().await {
-        let frames = match job.work {
+        let Handled { frames, retry } = match job.work {
             Some(work) => handler::handle(&core, &job.owner, work).await,
-            None => Vec::new(),
+            None => Handled::default(),
         };
+        if let Some(work) = retry {
+            let again = Job {
+                owner: job.owner,
+                work: Some(work),
+                sink: Sink::AnyRouter,
+                tries: job.tries + 1,
+            };
+            retry_later(again, itself.clone());
+        }
         match job.sink {
             Sink::Stream { out, acks, seq } => {
                 for frame in frames {
@@ -114,6 +128,39 @@ async fn work(core: Arc<Core>, mut jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Session clean-ups tried at most this many times: about five minutes of
+/// a registry or store that keeps failing.
+const CLEAN_UP_TRIES: u32 = 10;
+/// The wait before the first retry, doubled for each one after, up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// How long a job that failed `tries` times waits before its next try;
+/// `None` once it has had them all.
+fn retry_delay(tries: u32) -> Option<Duration> {
+    (tries < CLEAN_UP_TRIES).then(|| {
+        FIRST_RETRY_DELAY
+            .saturating_mul(1 << tries.saturating_sub(1).min(16))
+            .min(MAX_RETRY_DELAY)
+    })
+}
+
+/// Queues `job` on its worker again after a delay that grows with its
+/// tries, unless it has had them all.
+fn retry_later(job: Job, worker: WeakSender<Job>) {
+    let Some(delay) = retry_delay(job.tries) else {
+        tracing::error!(owner = %job.owner, tries = job.tries, "session clean-up failed, given up");
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Some(worker) = worker.upgrade() {
+            let _ = worker.send(job).await;
+        }
+    });
 }
 
 pub fn down(frame: session_down::Frame) -> SessionDown {
@@ -153,6 +200,15 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_ups_are_tried_again_later_each_time_then_given_up() {
+        let delays: Vec<u64> = (1..)
+            .map_while(retry_delay)
+            .map(|delay| delay.as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
 
     #[test]
     fn acknowledges_only_contiguous_prefixes() {

@@ -230,7 +230,9 @@ mod tests {
 
     async fn handle(service: &SessionService, envelope: Envelope) {
         let work = Work::Frame(session_up::Frame::Stanza(envelope));
-        let frames = handler::handle(service.core(), "alice@example.org", work).await;
+        let frames = handler::handle(service.core(), "alice@example.org", work)
+            .await
+            .frames;
         assert!(frames.is_empty(), "{frames:?}");
     }
 
