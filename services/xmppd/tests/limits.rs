@@ -697,7 +697,8 @@ async fn roster_size_is_limited_with_not_allowed() {
         .bob
         .send("<presence to='mallory@localhost' type='subscribe'/>")
         .await;
-    mallory.expect("from='bob@localhost'").await;
+    let request = mallory.expect("type='subscribe'/>").await;
+    assert!(request.contains("from='bob@localhost'"), "{request}");
     mallory
         .send("<presence to='bob@localhost' type='subscribed' id='s2'/>")
         .await;
