@@ -116,6 +116,14 @@ VALUE_SETS = {
     "cluster certificates from cert-manager": {**URLS, "clusterTls": {
         "secretNames": {"router": "routers-tls"},
         "certManager": {"enabled": True, "issuerRef": {"name": "xmppd-ca", "kind": "ClusterIssuer"}}}},
+    "network policies narrowed": {**URLS, "websocket": {"enabled": True}, "networkPolicy": {
+        "clientsFrom": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "observability"}},
+                         "podSelector": {"matchLabels": {"app": "prometheus"}}}],
+        "adminFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}],
+        "redis": {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [6380]},
+        "postgres": {"to": [{"podSelector": {"matchLabels": {"app": "postgres"}}}]},
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 4317}]}]}},
     "load test": {**URLS, "loadtest": {
         "enabled": True, "users": 1000000, "workers": 4, "provision": True, "reportsClaim": "reports",
         "args": ["--duration", "5m", "--rate", "2000"]}},
@@ -454,6 +462,114 @@ class Manifests(unittest.TestCase):
         self.assertEqual(check["args"][check["args"].index("--target") + 1], "demo-xmppd-connection-manager:5222")
         self.assertNotIn("Pod", {kind for kind, _ in render({**URLS, "tests": {"enabled": False}})})
 
+    def test_network_policies_open_each_role_only_to_its_peers(self):
+        objects = render(URLS)
+        policies = {p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p["spec"]
+                    for p in of_kind(objects, "NetworkPolicy")}
+        self.assertEqual(set(policies), {"connection-manager", "router", "session"})
+
+        def peers(rule):
+            """The components a rule names, or the peers as written when they are not ours."""
+            return sorted(peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                          or json.dumps(peer, sort_keys=True) for peer in rule.get("from", rule.get("to", [])))
+
+        def ports(rule):
+            return sorted(str(p["port"]) for p in rule["ports"])
+
+        for component, spec in policies.items():
+            self.assertEqual(spec["policyTypes"], ["Ingress", "Egress"])
+            container = deployment(objects, component)["spec"]["template"]["spec"]["containers"][0]
+            # Every port a rule opens is one the pod serves, by name.
+            served = {p["name"] for p in container["ports"]}
+            for rule in spec["ingress"]:
+                self.assertLessEqual(set(ports(rule)), served, component)
+            ingress = {tuple(ports(rule)): peers(rule) for rule in spec["ingress"]}
+            self.assertEqual(ingress[("http",)], ['{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}'])
+            egress = {tuple(ports(rule)): peers(rule) for rule in spec["egress"]}
+            self.assertEqual(egress[("53", "53")], ['{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}'])
+            self.assertEqual(egress[("6379",)], [])
+            # Only the replicas open the store.
+            self.assertEqual(("5432",) in egress, component == "session")
+            with self.subTest(component=component):
+                expected_in = {"connection-manager": None, "router": ["connection-manager"],
+                               "session": ["connection-manager", "router"]}[component]
+                self.assertEqual(ingress.get(("grpc",)), expected_in)
+                expected_out = {"connection-manager": ["router", "session"], "router": ["session"],
+                                "session": None}[component]
+                self.assertEqual(egress.get(("7000",)), expected_out)
+        # Clients reach the connection-managers' client ports from anywhere, and nothing else.
+        self.assertEqual(ingress_of(policies["connection-manager"], "c2s"), {"ports": [
+            {"port": "c2s", "protocol": "TCP"}, {"port": "c2s-tls", "protocol": "TCP"}]})
+        self.assertEqual(ingress_of(policies["session"], "admin")["from"], [{"podSelector": {}}])
+        for component in ("router", "session"):
+            self.assertIsNone(ingress_of(policies[component], "c2s"))
+
+        narrowed = render(VALUE_SETS["network policies narrowed"])
+        policies = {p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p["spec"]
+                    for p in of_kind(narrowed, "NetworkPolicy")}
+        clients = ingress_of(policies["connection-manager"], "c2s")
+        self.assertEqual([p["port"] for p in clients["ports"]], ["c2s", "c2s-tls", "ws"])
+        self.assertEqual(clients["from"], [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}])
+        self.assertEqual(ingress_of(policies["session"], "admin")["from"],
+                         [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}])
+        for component, spec in policies.items():
+            self.assertEqual(ingress_of(spec, "http")["from"][0]["podSelector"], {"matchLabels": {"app": "prometheus"}})
+            self.assertIn({"ports": [{"port": 6380, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]},
+                          spec["egress"])
+            self.assertEqual(spec["egress"][-1], {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 4317}]})
+        self.assertIn({"ports": [{"port": 5432, "protocol": "TCP"}], "to": [{"podSelector": {"matchLabels": {"app": "postgres"}}}]},
+                      policies["session"]["egress"])
+        self.assertEqual(of_kind(render({**URLS, "networkPolicy": {"enabled": False}}), "NetworkPolicy"), [])
+
+    def test_no_pod_mounts_a_service_account_token(self):
+        objects = render(VALUE_SETS["load test"])
+        specs = pod_specs(objects) + [pod["spec"] for pod in of_kind(objects, "Pod")]
+        self.assertEqual(len(specs), 6)
+        for spec in specs:
+            self.assertIs(spec.get("automountServiceAccountToken"), False)
+
+    def test_every_container_has_requests_and_limits(self):
+        objects = render(VALUE_SETS["load test"])
+        for spec in pod_specs(objects) + [pod["spec"] for pod in of_kind(objects, "Pod")]:
+            for container in containers(spec):
+                with self.subTest(container=container["name"]):
+                    resources = container["resources"]
+                    self.assertEqual(set(resources), {"requests", "limits"})
+                    self.assertEqual(set(resources["limits"]), {"cpu", "memory"})
+                    self.assertEqual(set(resources["requests"]), {"cpu", "memory"})
+
+    def test_the_client_service_keeps_source_addresses_where_its_type_allows(self):
+        def policy(service):
+            objects = render({**URLS, "connectionManager": {"service": service}})
+            return objects[("Service", "demo-xmppd-connection-manager")]["spec"].get("externalTrafficPolicy")
+        # A ClusterIP Service has none (the API refuses one).
+        self.assertIsNone(policy({}))
+        self.assertEqual(policy({"type": "LoadBalancer"}), "Local")
+        self.assertEqual(policy({"type": "NodePort"}), "Local")
+        self.assertEqual(policy({"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"}), "Cluster")
+
+    def test_every_connection_manager_reads_one_decoy_secret(self):
+        objects = render(URLS)
+        secret = objects[("Secret", "demo-xmppd-decoy")]["stringData"]["decoy-secret"]
+        self.assertGreaterEqual(len(secret), 32)
+        self.assertNotEqual(secret, render(URLS)[("Secret", "demo-xmppd-decoy")]["stringData"]["decoy-secret"],
+                            "made at random, not written in the chart")
+        for component in ("connection-manager", "router", "session"):
+            spec = deployment(objects, component)["spec"]["template"]["spec"]
+            env = {var["name"]: var.get("value") for var in spec["containers"][0]["env"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            if component != "connection-manager":
+                self.assertNotIn("XMPPD_AUTH__DECOY_SECRET_FILE", env)
+                self.assertNotIn("decoy-secret", volumes)
+                continue
+            [mount] = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "decoy-secret"]
+            self.assertEqual(env["XMPPD_AUTH__DECOY_SECRET_FILE"], f"{mount['mountPath']}/decoy-secret")
+            self.assertEqual(volumes["decoy-secret"]["secret"]["secretName"], "demo-xmppd-decoy")
+        own = render({**URLS, "decoySecret": {"existingSecret": "our-decoy"}})
+        self.assertNotIn(("Secret", "demo-xmppd-decoy"), own)
+        spec = deployment(own, "connection-manager")["spec"]["template"]["spec"]
+        self.assertEqual({v["name"]: v for v in spec["volumes"]}["decoy-secret"]["secret"]["secretName"], "our-decoy")
+
     def test_load_test_job_splits_one_population(self):
         objects = render(VALUE_SETS["load test"])
         job = objects[("Job", "demo-xmppd-loadtest")]
@@ -479,6 +595,12 @@ def hooks(objects, hook, kind):
     found = [obj for obj in of_kind(objects, kind)
              if hook in obj["metadata"].get("annotations", {}).get("helm.sh/hook", "").split(",")]
     return sorted(found, key=lambda obj: int(obj["metadata"]["annotations"].get("helm.sh/hook-weight", "0")))
+
+
+def ingress_of(policy, port):
+    """The ingress rule of a NetworkPolicy's spec that opens the named `port`, if any."""
+    rules = [rule for rule in policy["ingress"] if port in [p["port"] for p in rule["ports"]]]
+    return rules[0] if rules else None
 
 
 def deployment(objects, component):

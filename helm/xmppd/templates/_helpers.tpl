@@ -28,6 +28,11 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- .Values.existingSecret | default (printf "%s-urls" (include "xmppd.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret whose key `decoy-secret` every connection-manager derives decoy salts from. */}}
+{{- define "xmppd.decoySecretName" -}}
+{{- .Values.decoySecret.existingSecret | default (printf "%s-decoy" (include "xmppd.fullname" .)) -}}
+{{- end -}}
+
 {{/* What every xmppd container runs with: the shared configuration, the domain, Redis, and the
 observability endpoint on the pod's address. */}}
 {{- define "xmppd.env" -}}

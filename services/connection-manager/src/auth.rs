@@ -270,7 +270,7 @@ async fn scram(
         Ok(credentials) => Credential::keys_for(hash, &credentials),
         Err(refusal) => return Ok(Err(refusal)),
     };
-    let server_first = server.server_first(keys);
+    let server_first = server.server_first(keys, edge.decoys(&edge.settings()));
     let challenge = format!(
         "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
         BASE64.encode(server_first)

@@ -1,14 +1,18 @@
 //! What all connections of one connection-manager share.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use xmppd_protocol::error::StreamErrorCondition;
 use xmppd_protocol::stream::Limits;
 use xmppd_runtime::Config;
 use xmppd_runtime::reload::Live;
 use xmppd_runtime::shutdown::Shutdown;
+use xmppd_sasl::{DecoySecret, Decoys};
 use xmppd_tls::ServerTls;
 
 use crate::bound_stream::SHUTDOWN_TEXT;
@@ -100,6 +104,9 @@ pub struct Edge {
     settings: Live<EdgeSettings>,
     pub cluster: Cluster,
     pub tls: ServerTls,
+    /// What unknown accounts' decoy salts are derived from: the same on every
+    /// connection-manager of a deployment, fixed until a restart.
+    decoy_secret: DecoySecret,
     pub metrics: EdgeMetrics,
     pub shutdown: Shutdown,
     pub connections: Arc<ConnectionsPerIp>,
@@ -114,6 +121,7 @@ impl Edge {
         settings: EdgeSettings,
         cluster: Cluster,
         tls: ServerTls,
+        decoy_secret: DecoySecret,
         metrics: EdgeMetrics,
         shutdown: Shutdown,
     ) -> Arc<Self> {
@@ -137,9 +145,18 @@ impl Edge {
             settings: Live::new(settings),
             cluster,
             tls,
+            decoy_secret,
             metrics,
             shutdown,
         })
+    }
+
+    /// How an unknown account is answered under the settings in force.
+    pub fn decoys(&self, settings: &EdgeSettings) -> Decoys<'_> {
+        Decoys {
+            secret: &self.decoy_secret,
+            iterations: settings.scram_iterations,
+        }
     }
 
     /// The settings in force now; a stream takes them when it opens and
@@ -168,5 +185,78 @@ impl Edge {
     pub fn close_bound_streams(&self) {
         self.cluster
             .close_all(StreamErrorCondition::SystemShutdown, SHUTDOWN_TEXT);
+    }
+}
+
+/// The decoy secret of `auth.decoy_secret_file`: the file's bytes without a
+/// trailing line break (`echo` and editors add one). No file configured: a
+/// random secret of this process.
+pub fn load_decoy_secret(file: Option<&Path>) -> anyhow::Result<DecoySecret> {
+    let Some(file) = file else {
+        return Ok(DecoySecret::random());
+    };
+    let mut secret = std::fs::read(file)
+        .with_context(|| format!("cannot read auth.decoy_secret_file {}", file.display()))?;
+    while secret
+        .last()
+        .is_some_and(|byte| matches!(byte, b'\n' | b'\r'))
+    {
+        secret.pop();
+    }
+    DecoySecret::new(secret).with_context(|| format!("auth.decoy_secret_file {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use xmppd_sasl::ScramHash;
+
+    use super::*;
+
+    fn salt(secret: &DecoySecret) -> Vec<u8> {
+        let decoys = Decoys {
+            secret,
+            iterations: 10_000,
+        };
+        decoys.keys(ScramHash::Sha256, "nobody").salt
+    }
+
+    #[test]
+    fn a_secret_file_reads_the_same_with_or_without_its_line_break() {
+        let mut bare = tempfile::NamedTempFile::new().unwrap();
+        bare.write_all(b"0123456789abcdef0123").unwrap();
+        let mut echoed = tempfile::NamedTempFile::new().unwrap();
+        echoed.write_all(b"0123456789abcdef0123\r\n").unwrap();
+        let bare = load_decoy_secret(Some(bare.path())).unwrap();
+        let echoed = load_decoy_secret(Some(echoed.path())).unwrap();
+        assert_eq!(salt(&bare), salt(&echoed));
+    }
+
+    #[test]
+    fn a_missing_or_short_secret_file_is_an_error_naming_it() {
+        let missing = Path::new("/nonexistent/decoy-secret");
+        let error = load_decoy_secret(Some(missing)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("/nonexistent/decoy-secret"),
+            "{error:#}"
+        );
+        let mut short = tempfile::NamedTempFile::new().unwrap();
+        short.write_all(b"short\n").unwrap();
+        let error = load_decoy_secret(Some(short.path())).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("decoy_secret_file") && message.contains("at least 16 bytes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn without_a_file_each_process_has_its_own_secret() {
+        let (a, b) = (
+            load_decoy_secret(None).unwrap(),
+            load_decoy_secret(None).unwrap(),
+        );
+        assert_ne!(salt(&a), salt(&b));
     }
 }

@@ -47,4 +47,4 @@ pub mod tcp;
 pub mod websocket;
 
 pub use cluster::Cluster;
-pub use edge::{Edge, EdgeSettings};
+pub use edge::{Edge, EdgeSettings, load_decoy_secret};

@@ -207,8 +207,12 @@ pub struct AuthConfig {
     /// In-band registrations allowed per client IP per hour (0 = unlimited).
     pub registrations_per_ip_per_hour: u32,
     /// PBKDF2 iterations for newly stored SCRAM keys; keys with fewer are
-    /// replaced at the account's next PLAIN login.
+    /// replaced at the account's next PLAIN login. Unknown accounts' decoy
+    /// keys name it too.
     pub scram_iterations: u32,
+    /// The secret unknown accounts' decoy salts are derived from, shared by
+    /// every connection-manager; unset: a random one per process.
+    pub decoy_secret_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -249,6 +253,11 @@ pub struct LimitsConfig {
     /// Entities (outside the roster's presence subscribers) one resource may
     /// send directed presence to (0 = unlimited).
     pub max_directed_presences: u32,
+    /// Contacts one roster may hold (0 = unlimited).
+    pub max_roster_items: u32,
+    /// Subscription requests one account may have waiting for its answer
+    /// (0 = unlimited).
+    pub max_pending_subscriptions: u32,
 }
 
 /// XEP-0198 stream management on client streams.
@@ -472,8 +481,9 @@ impl Default for AuthConfig {
             failure_delay_ms: 500,
             max_failure_delay_ms: 8000,
             registrations_per_ip_per_hour: 10,
-            // xmppd_sasl::DEFAULT_ITERATIONS, which decoy keys use too.
+            // xmppd_sasl::DEFAULT_ITERATIONS.
             scram_iterations: 10_000,
+            decoy_secret_file: None,
         }
     }
 }
@@ -486,6 +496,8 @@ impl Default for LimitsConfig {
             max_presence_bytes: 10_000,
             max_resources_per_account: 20,
             max_directed_presences: 100,
+            max_roster_items: 1000,
+            max_pending_subscriptions: 100,
             max_depth: 32,
             max_attributes: 64,
             connections_per_ip: 100,

@@ -50,6 +50,8 @@ pub const RELOADABLE: &[&str] = &[
     "limits.max_presence_bytes",
     "limits.max_resources_per_account",
     "limits.max_directed_presences",
+    "limits.max_roster_items",
+    "limits.max_pending_subscriptions",
     "stream_management.enabled",
     "stream_management.resume_timeout_secs",
     "stream_management.max_resume_timeout_secs",

@@ -16,7 +16,8 @@ use crate::SaslError;
 /// client one PBKDF2 run of this many).
 pub const DEFAULT_ITERATIONS: u32 = 10_000;
 
-const SALT_LEN: usize = 16;
+/// Bytes of a salt, stored or decoy.
+pub(crate) const SALT_LEN: usize = 16;
 
 /// The hash function of a SCRAM mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

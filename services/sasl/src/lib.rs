@@ -12,6 +12,8 @@
 //!   prepared as OpaqueString (RFC 8265).
 //! - [`mechanism`]: the mechanism names we offer and the channel bindings a TLS layer hands in.
 //! - [`scram`]: [`ScramServer`], one SCRAM exchange as a small state machine.
+//! - [`decoy`]: [`Decoys`], the keys an unknown account is answered with, from a [`DecoySecret`]
+//!   the connection-managers share.
 //! - [`plain`]: [`parse_plain`] for PLAIN (RFC 4616), which is only offered inside TLS.
 //! - [`error`]: [`SaslError`], one variant per RFC 6120 §6.5 failure condition.
 //!
@@ -22,12 +24,14 @@
 //! - An unknown user walks the same path as a known one and fails only at the last step, with
 //!   the same error as a wrong password, so accounts cannot be enumerated.
 
+pub mod decoy;
 pub mod error;
 pub mod keys;
 pub mod mechanism;
 pub mod plain;
 pub mod scram;
 
+pub use decoy::{DecoySecret, DecoySecretTooShort, Decoys};
 pub use error::SaslError;
 pub use keys::{
     DEFAULT_ITERATIONS, ScramHash, ScramKeys, derive_keys, new_credentials, new_keys,

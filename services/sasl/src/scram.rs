@@ -5,21 +5,19 @@
 //! consumes the state of the previous one, so a failure or a call out of order leaves the
 //! exchange finished: it can never be resumed half-checked.
 
-use std::sync::OnceLock;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rand::RngCore;
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::SaslError;
-use crate::keys::{DEFAULT_ITERATIONS, ScramHash, ScramKeys};
+use crate::decoy::Decoys;
+use crate::keys::{ScramHash, ScramKeys};
 use crate::mechanism::{ChannelBinding, Mechanism};
 use crate::plain::prepare_username;
 
 /// Random bytes in a server nonce; 18 bytes encode to 24 base64 characters without padding.
 const SERVER_NONCE_BYTES: usize = 18;
-const DECOY_SALT_LEN: usize = 16;
 
 /// What the client-first message carries, once checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,10 +140,11 @@ impl ScramServer {
     /// Builds server-first from the user's stored keys.
     ///
     /// `keys` is `None` for an unknown user (or keys for another hash, which this mechanism
-    /// cannot use): a plausible salt is then derived from the username and a per-process secret,
-    /// so repeated attempts see the same salt, and the exchange fails only at client-final.
+    /// cannot use): `decoys` then make keys whose salt is derived from the username and a
+    /// secret the connection-managers share, so every attempt on every one of them sees the same
+    /// salt, and the exchange fails only at client-final.
     /// Called out of order, it returns an empty message and the exchange is over.
-    pub fn server_first(&mut self, keys: Option<ScramKeys>) -> Vec<u8> {
+    pub fn server_first(&mut self, keys: Option<ScramKeys>, decoys: Decoys<'_>) -> Vec<u8> {
         let State::AwaitingServerFirst(initiated) =
             std::mem::replace(&mut self.state, State::Finished)
         else {
@@ -153,7 +152,7 @@ impl ScramServer {
         };
         let (keys, known_user) = match keys {
             Some(keys) if keys.hash == initiated.hash => (keys, true),
-            _ => (decoy_keys(initiated.hash, &initiated.username), false),
+            _ => (decoys.keys(initiated.hash, &initiated.username), false),
         };
         let nonce = format!("{}{}", initiated.client_nonce, self.server_nonce);
         let server_first = format!(
@@ -346,32 +345,6 @@ fn random_nonce() -> String {
     let mut bytes = [0u8; SERVER_NONCE_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     BASE64.encode(bytes)
-}
-
-/// Keys for a user that does not exist: a stable salt that looks random to anyone without the
-/// process secret, and key material no proof can match.
-///
-/// Iterations are [`DEFAULT_ITERATIONS`]; accounts created with another count are therefore
-/// distinguishable from missing ones, which is why the count should stay the default.
-fn decoy_keys(hash: ScramHash, username: &str) -> ScramKeys {
-    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
-    let secret = SECRET.get_or_init(|| {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        secret
-    });
-    // The mechanism name is mixed in because real accounts have one salt per hash.
-    let input = format!("{}\0{username}", hash.mechanism_name());
-    let mut salt = ScramHash::Sha256.hmac(secret, input.as_bytes());
-    salt.truncate(DECOY_SALT_LEN);
-    let key_len = hash.digest(b"").len();
-    ScramKeys {
-        hash,
-        salt,
-        iterations: DEFAULT_ITERATIONS,
-        stored_key: vec![0; key_len],
-        server_key: vec![0; key_len],
-    }
 }
 
 #[cfg(test)]

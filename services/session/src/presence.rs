@@ -83,6 +83,14 @@ pub async fn inbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Resu
     };
     let current = core.store.roster_item(user, contact).await?;
     let transition = subscription::inbound(request, contact, current.as_ref());
+    if roster::adds_request(current.as_ref(), transition.item.as_ref())
+        && roster::requests_full(core, user).await?
+    {
+        // The requests already waiting stay; the requester learns that this
+        // one was not kept, rather than waiting for an answer that cannot come.
+        refuse(envelope, StanzaErrorCondition::PolicyViolation, out);
+        return Ok(());
+    }
     apply(core, user, contact, current.as_ref(), &transition, out).await?;
     // §3.3.3: a subscriber who leaves stops seeing the user online, which
     // only the user's side can say for each of its resources.
@@ -135,6 +143,12 @@ async fn subscription_outbound(
     }
     let current = core.store.roster_item(user, contact).await?;
     let transition = subscription::outbound(request, contact, current.as_ref());
+    if roster::adds_contact(current.as_ref(), transition.item.as_ref())
+        && roster::contacts_full(core, user).await?
+    {
+        refuse(envelope, StanzaErrorCondition::NotAllowed, out);
+        return Ok(());
+    }
     apply(core, user, contact, current.as_ref(), &transition, out).await?;
     if !transition.forward {
         return Ok(());

@@ -33,9 +33,9 @@ const STREAM_BUFFER: usize = 4096;
 /// further calls wait on its stream.
 const LOGIN_CALLS_IN_FLIGHT: usize = 1024;
 
-/// What a replica needs from the configuration. A reload may replace
-/// `registration`, `scram_iterations` and `max_offline_messages`
-/// ([`SessionService::reload`]); the rest stays as started.
+/// What a replica needs from the configuration. A reload replaces all but
+/// `domain` and `node_id` ([`SessionService::reload`]); what is not
+/// reloadable keeps its running value in the configuration itself.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub domain: String,
@@ -51,6 +51,11 @@ pub struct Settings {
     pub max_resources_per_account: u32,
     /// Entities one resource may send directed presence to (0 = unlimited).
     pub max_directed_presences: u32,
+    /// Contacts one roster may hold (0 = unlimited).
+    pub max_roster_items: u32,
+    /// Subscription requests one account may have waiting for its answer
+    /// (0 = unlimited).
+    pub max_pending_subscriptions: u32,
     /// The chat service (XEP-0045) the replica runs for the rooms it owns.
     pub muc: crate::muc::MucSettings,
 }
@@ -537,6 +542,8 @@ mod tests {
             max_offline_messages: 100,
             max_resources_per_account: 0,
             max_directed_presences: 0,
+            max_roster_items: 0,
+            max_pending_subscriptions: 0,
             muc: Default::default(),
         }
     }

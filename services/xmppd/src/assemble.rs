@@ -13,7 +13,7 @@ use xmppd_connection_manager::listener;
 use xmppd_connection_manager::metrics::EdgeMetrics;
 use xmppd_connection_manager::tcp::{self, Security};
 use xmppd_connection_manager::websocket::{self, Scheme, WebSocketSettings};
-use xmppd_connection_manager::{Cluster, Edge, EdgeSettings};
+use xmppd_connection_manager::{Cluster, Edge, EdgeSettings, load_decoy_secret};
 use xmppd_grpc::{Node, Role};
 use xmppd_protocol::jid::Jid;
 use xmppd_registry::{Caching, RedisTls, SharedRegistry, membership};
@@ -272,6 +272,8 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
         max_offline_messages: config.limits.max_offline_messages,
         max_resources_per_account: config.limits.max_resources_per_account,
         max_directed_presences: config.limits.max_directed_presences,
+        max_roster_items: config.limits.max_roster_items,
+        max_pending_subscriptions: config.limits.max_pending_subscriptions,
         muc: xmppd_session::muc::MucSettings {
             domains: config.muc.service_domains(&config.server.domain),
             config: config.muc.clone(),
@@ -381,10 +383,12 @@ pub async fn edge(
     let edge_metrics = EdgeMetrics::default();
     edge_metrics.register(metrics);
     EdgeMetrics::register_scraped(metrics, &cluster);
+    let decoy_secret = load_decoy_secret(config.auth.decoy_secret_file.as_deref())?;
     let edge = Edge::new(
         EdgeSettings::from_config(config),
         cluster,
         tls,
+        decoy_secret,
         edge_metrics,
         shutdown.clone(),
     );

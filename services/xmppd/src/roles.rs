@@ -189,6 +189,11 @@ pub async fn connection_manager(config: Config, reloads: Reloads) -> anyhow::Res
     let registry = assemble::registry(&config, "connection-manager", Caching::Off).await?;
     registry.register_metrics(&mut metrics);
     let cluster = start_cluster(&config, id, registry, connector(tls), &shutdown);
+    if config.auth.decoy_secret_file.is_none() {
+        tracing::warn!(
+            "auth.decoy_secret_file unset: an unknown account's SCRAM salt differs between connection-managers, which tells it from a known one"
+        );
+    }
     let (edge, listening) =
         assemble::edge(&config, cluster.clone(), &mut metrics, &shutdown).await?;
     let reloaded = edge.clone();

@@ -58,6 +58,75 @@ async fn a_replica_serves_a_renewed_certificate_without_restarting() {
     with_cluster(TEST_LIMIT, renewal).await;
 }
 
+/// An unknown account's SCRAM challenge is the same on every
+/// connection-manager that shares the decoy secret, as a known account's
+/// is: the same salt and iteration count for the same username, another
+/// salt for another username. A connection-manager without the secret
+/// answers differently, and says so at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_account_gets_the_same_salt_from_every_connection_manager() {
+    with_cluster(TEST_LIMIT, decoys).await;
+}
+
+/// The salt and iteration count a connection-manager at `c2s` challenges
+/// `user` with.
+async fn salt_and_iterations(c2s: SocketAddr, user: &str) -> (String, String) {
+    let mut client = RawClient::connect(c2s).await;
+    client.open_stream().await;
+    let server_first = client
+        .scram_server_first(&format!("n,,n={user},r=decoy-test-nonce"))
+        .await;
+    let attribute = |name: &str| {
+        server_first
+            .split(',')
+            .find_map(|part| part.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {server_first}"))
+            .to_string()
+    };
+    (attribute("s="), attribute("i="))
+}
+
+async fn decoys(nodes: Nodes) {
+    let session = nodes.session(1);
+    session.ready().await;
+    session.add_user("alice", "alice-secret");
+    let router = nodes.router(None);
+    router.ready().await;
+    let secret = nodes.dir.join("decoy-secret");
+    std::fs::write(&secret, "a secret every connection-manager shares\n").unwrap();
+    let shared = format!(
+        "[auth]\nrequire_tls = false\ndecoy_secret_file = \"{}\"\n",
+        secret.display()
+    );
+    let cm1 = nodes.start("connection-manager", "cm-1", &shared, None);
+    let cm2 = nodes.start("connection-manager", "cm-2", &shared, None);
+    let alone = nodes.connection_manager(3);
+    for cm in [&cm1, &cm2, &alone] {
+        cm.ready().await;
+    }
+
+    let nobody = salt_and_iterations(cm1.c2s, "nobody").await;
+    assert_eq!(salt_and_iterations(cm2.c2s, "nobody").await, nobody);
+    assert_eq!(salt_and_iterations(cm1.c2s, "nobody").await, nobody);
+    let somebody = salt_and_iterations(cm2.c2s, "somebody").await;
+    assert_ne!(somebody.0, nobody.0);
+    assert_eq!(salt_and_iterations(cm1.c2s, "somebody").await, somebody);
+    // A known account looks the same: its stored salt everywhere, with the
+    // count that decoys name.
+    let alice = salt_and_iterations(cm1.c2s, "alice").await;
+    assert_eq!(salt_and_iterations(cm2.c2s, "alice").await, alice);
+    assert_eq!(alice.1, nobody.1);
+    assert_ne!(alice.0, nobody.0);
+
+    assert_ne!(salt_and_iterations(alone.c2s, "nobody").await.0, nobody.0);
+    assert!(
+        alone.log().contains("auth.decoy_secret_file unset"),
+        "{}",
+        alone.log()
+    );
+    assert!(!cm1.log().contains("auth.decoy_secret_file unset"));
+}
+
 /// The calls of the cluster's API, each made as a real caller would.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Rpc {

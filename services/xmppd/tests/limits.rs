@@ -686,4 +686,141 @@ async fn a_client_that_stops_reading_is_closed_and_what_it_was_sent_is_stored() 
     }
     let expected: Vec<String> = (0..MESSAGES).map(|n| format!("m{n}")).collect();
     assert_eq!(ids, expected);
+
+/// Waits for the answer to the IQ `id` and asserts that it is a result.
+async fn expect_result(client: &mut RawClient, id: &str) {
+    loop {
+        let Some(stanza) = client.next_stanza(Duration::from_secs(10)).await else {
+            panic!("no answer to {id}; got so far: {}", client.pending());
+        };
+        if support::attribute(&stanza, "id").as_deref() == Some(id) {
+            assert_eq!(
+                support::attribute(&stanza, "type").as_deref(),
+                Some("result"),
+                "{stanza}"
+            );
+            return;
+        }
+    }
+}
+
+fn roster_set(id: &str, item: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'>{item}</query></iq>")
+}
+
+/// RFC 6121 §2.3.3: past `max_roster_items`, a roster set that adds a
+/// contact is refused `<not-allowed/>`, and so is a subscription request
+/// that would add one; editing a contact is not, and a request waiting for
+/// the user's answer takes no room.
+#[tokio::test]
+async fn roster_size_is_limited_with_not_allowed() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_roster_items = 2\n").await;
+    let mut mallory = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "roster").await;
+    mallory.available().await;
+    for (id, contact) in [("r1", "one@localhost"), ("r2", "two@localhost")] {
+        mallory
+            .send(&roster_set(id, &format!("<item jid='{contact}'/>")))
+            .await;
+        expect_result(&mut mallory, id).await;
+    }
+    mallory
+        .send(&roster_set("r3", "<item jid='three@localhost'/>"))
+        .await;
+    mallory
+        .expect_stanza_error(Some("r3"), "cancel", "not-allowed")
+        .await;
+    mallory
+        .send("<presence to='alice@localhost' type='subscribe' id='s1'/>")
+        .await;
+    let refused = mallory
+        .expect_stanza_error(Some("s1"), "cancel", "not-allowed")
+        .await;
+    assert!(refused.starts_with("<presence"), "{refused}");
+    // A contact already there may still be edited.
+    mallory
+        .send(&roster_set("r4", "<item jid='one@localhost' name='One'/>"))
+        .await;
+    expect_result(&mut mallory, "r4").await;
+    // Bob's request to Mallory waits for her answer without a place in her
+    // roster, so it reaches her; approving it would add a third contact.
+    others
+        .bob
+        .send("<presence to='mallory@localhost' type='subscribe'/>")
+        .await;
+    let request = mallory.expect("type='subscribe'/>").await;
+    assert!(request.contains("from='bob@localhost'"), "{request}");
+    mallory
+        .send("<presence to='bob@localhost' type='subscribed' id='s2'/>")
+        .await;
+    mallory
+        .expect_stanza_error(Some("s2"), "cancel", "not-allowed")
+        .await;
+    // Room made, the roster takes a contact again.
+    mallory
+        .send(&roster_set(
+            "r5",
+            "<item jid='two@localhost' subscription='remove'/>",
+        ))
+        .await;
+    expect_result(&mut mallory, "r5").await;
+    mallory
+        .send(&roster_set("r6", "<item jid='three@localhost'/>"))
+        .await;
+    expect_result(&mut mallory, "r6").await;
+    let seen = others.still_chat().await;
+    assert!(
+        !seen.contains("type='subscribe'") && !seen.contains("type='subscribed'"),
+        "a refused request went out: {seen}"
+    );
+}
+
+/// RFC 6121 §3.1.3: past `max_pending_subscriptions` requests waiting for
+/// an account's answer, a request from one more contact is refused, the
+/// requester told with `<policy-violation/>`; the requests waiting are
+/// kept and handed out, and an answer makes room.
+#[tokio::test]
+async fn pending_subscription_requests_are_limited_with_policy_violation() {
+    let (_dir, server, mut others) =
+        start_with_bystanders("[limits]\nmax_pending_subscriptions = 1\n").await;
+    server.add_user("carol", "carol-secret");
+    let mut mallory = RawClient::login(server.c2s, "mallory", MALLORY_PASSWORD, "spam").await;
+    mallory.available().await;
+    // Carol is offline: Alice's request waits for her.
+    others
+        .alice
+        .send("<presence to='carol@localhost' type='subscribe'/>")
+        .await;
+    others.still_chat().await;
+    mallory
+        .send("<presence to='carol@localhost' type='subscribe'/>")
+        .await;
+    let refused = mallory
+        .expect_stanza_error(None, "modify", "policy-violation")
+        .await;
+    assert!(refused.contains("from='carol@localhost'"), "{refused}");
+    // Alice asking again is the same request, not one more.
+    others
+        .alice
+        .send("<presence to='carol@localhost' type='subscribe' id='again'/>")
+        .await;
+
+    let mut carol = RawClient::login(server.c2s, "carol", "carol-secret", "home").await;
+    carol.send("<presence/>").await;
+    carol.expect("from='alice@localhost'").await;
+    carol
+        .send("<presence to='alice@localhost' type='subscribed'/>")
+        .await;
+    others.alice.expect("type='subscribed'").await;
+    // Answered, Alice's request no longer takes the place.
+    mallory
+        .send("<presence to='carol@localhost' type='subscribe'/>")
+        .await;
+    carol.expect("from='mallory@localhost'").await;
+    others.still_chat().await;
+    assert!(
+        !others.alice.pending().contains("policy-violation"),
+        "{}",
+        others.alice.pending()
+    );
 }

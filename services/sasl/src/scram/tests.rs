@@ -4,10 +4,23 @@ use precis_core::profile::PrecisFastInvocation;
 use precis_profiles::OpaqueString;
 
 use super::*;
+use crate::decoy::DecoySecret;
 use crate::derive_keys;
 use crate::mechanism::ChannelBindingType;
 
 const EXPORTER: [u8; 32] = [7; 32];
+const DECOY_ITERATIONS: u32 = 10_000;
+
+/// What every connection-manager of one deployment answers unknown accounts with.
+fn decoys() -> Decoys<'static> {
+    static SECRET: std::sync::LazyLock<DecoySecret> = std::sync::LazyLock::new(|| {
+        DecoySecret::new(b"the deployment's decoy secret".to_vec()).unwrap()
+    });
+    Decoys {
+        secret: &SECRET,
+        iterations: DECOY_ITERATIONS,
+    }
+}
 
 fn keys(hash: ScramHash, salt_b64: &str) -> ScramKeys {
     derive_keys(hash, "pencil", &BASE64.decode(salt_b64).unwrap(), 4096).unwrap()
@@ -71,7 +84,7 @@ fn run(
 ) -> Result<Vec<u8>, SaslError> {
     let hash = server.mechanism.scram_hash().unwrap();
     server.client_first(client_first.as_bytes())?;
-    let server_first = server.server_first(keys);
+    let server_first = server.server_first(keys, decoys());
     let gs2_header_len = client_first.len() - client_first.splitn(3, ',').nth(2).unwrap().len();
     let mut cbind_input = client_first.as_bytes()[..gs2_header_len].to_vec();
     cbind_input.extend_from_slice(cbind_data);
@@ -93,7 +106,8 @@ fn rfc5802_scram_sha1_example() {
             authzid: None
         }
     );
-    let server_first = server.server_first(Some(keys(ScramHash::Sha1, "QSXCR+Q6sek8bf92")));
+    let server_first =
+        server.server_first(Some(keys(ScramHash::Sha1, "QSXCR+Q6sek8bf92")), decoys());
     assert_eq!(
         server_first,
         b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
@@ -118,7 +132,7 @@ fn rfc7677_scram_sha256_example() {
         .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
         .unwrap();
     assert_eq!(
-        server.server_first(Some(sha256_keys())),
+        server.server_first(Some(sha256_keys()), decoys()),
         b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     );
     let server_final = server
@@ -166,9 +180,9 @@ fn unknown_user_gets_a_stable_plausible_challenge_and_fails_at_the_end() {
         server
             .client_first(format!("n,,n={username},r=abc").as_bytes())
             .unwrap();
-        let server_first = String::from_utf8(server.server_first(None)).unwrap();
+        let server_first = String::from_utf8(server.server_first(None, decoys())).unwrap();
         let salt = server_first.split(',').nth(1).unwrap().to_owned();
-        assert!(server_first.ends_with(&format!(",i={DEFAULT_ITERATIONS}")));
+        assert!(server_first.ends_with(&format!(",i={DECOY_ITERATIONS}")));
         assert_eq!(
             BASE64
                 .decode(salt.strip_prefix("s=").unwrap())
@@ -301,7 +315,7 @@ fn tampered_nonce_is_not_authorized() {
     let mut server = ScramServer::new(Mechanism::ScramSha256, vec![], false);
     let client_first = "n,,n=user,r=abc";
     server.client_first(client_first.as_bytes()).unwrap();
-    let server_first = server.server_first(Some(sha256_keys()));
+    let server_first = server.server_first(Some(sha256_keys()), decoys());
     let tampered = String::from_utf8(server_first)
         .unwrap()
         .replacen("r=abc", "r=abd", 1);
@@ -366,7 +380,7 @@ fn malformed_client_final_is_rejected() {
     for case in cases {
         let mut server = ScramServer::new(Mechanism::ScramSha256, vec![], false);
         server.client_first(b"n,,n=user,r=abc").unwrap();
-        server.server_first(Some(sha256_keys()));
+        server.server_first(Some(sha256_keys()), decoys());
         assert!(
             server.client_final(case).is_err(),
             "accepted {:?}",
@@ -398,7 +412,7 @@ fn mangled_messages_never_panic() {
         let mut server =
             ScramServer::with_nonce(Mechanism::ScramSha256Plus, exporter_binding(), true, "xyz");
         server.client_first(client_first.as_bytes()).unwrap();
-        let server_first = server.server_first(Some(keys.clone()));
+        let server_first = server.server_first(Some(keys.clone()), decoys());
         (server, server_first)
     };
     let (_, server_first) = challenged();
@@ -431,7 +445,11 @@ fn mangled_messages_never_panic() {
 #[test]
 fn steps_out_of_order_abort_the_exchange() {
     let mut server = ScramServer::new(Mechanism::ScramSha256, vec![], false);
-    assert!(server.server_first(Some(sha256_keys())).is_empty());
+    assert!(
+        server
+            .server_first(Some(sha256_keys()), decoys())
+            .is_empty()
+    );
     assert_eq!(
         server.client_first(b"n,,n=user,r=abc"),
         Err(SaslError::Aborted)

@@ -97,11 +97,7 @@ async fn get(core: &Core, user: &str, query: &Element) -> anyhow::Result<IqReply
         return Ok(IqReply::Result(None));
     }
     let mut answer = Element::new("query", ns::ROSTER).attr("ver", version);
-    for item in roster
-        .items
-        .iter()
-        .filter(|item| !subscription::is_pending_only(item))
-    {
+    for item in roster.items.iter().filter(|item| is_contact(item)) {
         answer.push_child(item_element(item));
     }
     Ok(IqReply::with(answer))
@@ -130,9 +126,12 @@ async fn set(
     if item.get_attr("subscription") == Some("remove") {
         return remove(core, user, &contact, current, out).await;
     }
-    let Some(edited) = edited_item(item, &contact, current) else {
+    let Some(edited) = edited_item(item, &contact, current.as_ref()) else {
         return Ok(IqReply::error(StanzaErrorCondition::NotAcceptable));
     };
+    if adds_contact(current.as_ref(), Some(&edited)) && contacts_full(core, user).await? {
+        return Ok(IqReply::error(StanzaErrorCondition::NotAllowed));
+    }
     let version = core.store.put_roster_item(user, &edited).await?;
     push(core, user, item_element(&edited), version, out).await?;
     Ok(IqReply::Result(None))
@@ -140,7 +139,7 @@ async fn set(
 
 /// The item as the client edits it: name and groups change, the
 /// subscription state stays the server's.
-fn edited_item(item: &Element, contact: &str, current: Option<RosterItem>) -> Option<RosterItem> {
+fn edited_item(item: &Element, contact: &str, current: Option<&RosterItem>) -> Option<RosterItem> {
     let name = item
         .get_attr("name")
         .filter(|name| !name.is_empty())
@@ -163,7 +162,7 @@ fn edited_item(item: &Element, contact: &str, current: Option<RosterItem>) -> Op
     {
         return None;
     }
-    let base = current.unwrap_or(RosterItem {
+    let base = current.cloned().unwrap_or(RosterItem {
         contact: contact.to_string(),
         name: None,
         subscription: Subscription::None,
@@ -176,6 +175,54 @@ fn edited_item(item: &Element, contact: &str, current: Option<RosterItem>) -> Op
         groups,
         ..base
     })
+}
+
+/// Whether `item` is a contact of the roster a client sees, rather than
+/// only a request waiting for the user's answer (§3.1.3).
+fn is_contact(item: &RosterItem) -> bool {
+    !subscription::is_pending_only(item)
+}
+
+/// Whether a change of one item from `before` to `after` brings a contact
+/// into the roster, which `limits.max_roster_items` bounds.
+pub fn adds_contact(before: Option<&RosterItem>, after: Option<&RosterItem>) -> bool {
+    !before.is_some_and(is_contact) && after.is_some_and(is_contact)
+}
+
+/// Whether a change of one item from `before` to `after` is a new
+/// subscription request waiting for the user's answer, which
+/// `limits.max_pending_subscriptions` bounds.
+pub fn adds_request(before: Option<&RosterItem>, after: Option<&RosterItem>) -> bool {
+    !before.is_some_and(|item| item.pending_in) && after.is_some_and(|item| item.pending_in)
+}
+
+/// Whether `user`'s roster already holds `limits.max_roster_items` contacts.
+pub async fn contacts_full(core: &Core, user: &str) -> anyhow::Result<bool> {
+    holds_at_least(core, user, core.settings().max_roster_items, is_contact).await
+}
+
+/// Whether `user` already has `limits.max_pending_subscriptions` requests
+/// waiting for an answer.
+pub async fn requests_full(core: &Core, user: &str) -> anyhow::Result<bool> {
+    let max = core.settings().max_pending_subscriptions;
+    holds_at_least(core, user, max, |item| item.pending_in).await
+}
+
+/// Whether `user`'s roster has `max` items (0: no limit) that `counted` picks.
+/// The whole roster is read, as a roster get reads it: only changes that
+/// would grow it ask.
+async fn holds_at_least(
+    core: &Core,
+    user: &str,
+    max: u32,
+    counted: fn(&RosterItem) -> bool,
+) -> anyhow::Result<bool> {
+    if max == 0 {
+        return Ok(false);
+    }
+    let roster = core.store.roster(user).await?;
+    let count = roster.items.iter().filter(|item| counted(item)).count();
+    Ok(count >= usize::try_from(max).unwrap_or(usize::MAX))
 }
 
 /// §2.5: removing an item also cancels the subscriptions both ways.

@@ -597,6 +597,24 @@ impl RawClient {
         }
     }
 
+    /// Starts a SCRAM-SHA-256 `<auth/>` on an open stream with
+    /// `client_first` (`n,,n=<user>,r=<nonce>`) and returns the server's
+    /// first message (`r=…,s=<salt>,i=<iterations>`), decoded.
+    pub async fn scram_server_first(&mut self, client_first: &str) -> String {
+        let engine = base64::engine::general_purpose::STANDARD;
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            engine.encode(client_first)
+        ))
+        .await;
+        let challenge = self.next_stanza(READ_TIMEOUT).await.unwrap_or_default();
+        let encoded = challenge
+            .strip_prefix("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>")
+            .and_then(|rest| rest.strip_suffix("</challenge>"))
+            .unwrap_or_else(|| panic!("expected a SCRAM challenge, got {challenge:?}"));
+        String::from_utf8(engine.decode(encoded).unwrap()).unwrap()
+    }
+
     /// Asserts that the stream ends with the stream error `condition`
     /// (RFC 6120 §4.9.3): `<stream:error>` whose first child is the
     /// condition in its namespace, then `</stream:stream>`, then the server
