@@ -46,6 +46,6 @@ function showStatus(body, cluster) {
     h("h2", {}, title),
     table(columns, cluster[key], "none live"),
   ]);
-  body.replaceChildren(cards, tables.flat(),
+  body.replaceChildren(cards, ...tables.flat(),
     h("p", { class: "muted" }, `Updated ${new Date().toLocaleTimeString()}; refreshed every ${REFRESH_MS / 1000} s.`));
 }

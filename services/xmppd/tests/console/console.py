@@ -255,10 +255,10 @@ def announce(console, client, domain):
     Select(form.find_element(By.NAME, "audience")).select_by_value("online")
     form.find_element(By.NAME, "subject").send_keys("Maintenance")
     form.find_element(By.NAME, "body").send_keys(ANNOUNCEMENT)
+    console.screenshot("announcements")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     console.confirm("announcing")
-    console.outcome("Announcement sent", "announcing")
-    console.screenshot("announcements")
+    console.outcome("Announcement sent: 1 message", "announcing")
     try:
         while True:
             message = client.messages.get(timeout=TIMEOUT)
