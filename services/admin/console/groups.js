@@ -43,7 +43,7 @@ export function render(page) {
   h("button", { type: "submit" }, "Create group"));
 
   function editDescription(group) {
-    const description = window.prompt(`Description of ${group.name}:`, group.description);
+    const description = window.prompt(`Description of ${group.name}:`, group.description || "");
     if (description === null) return;
     act(status, {
       action: () => call("PUT", `/groups/${segment(group.name)}`, { description }),

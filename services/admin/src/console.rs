@@ -4,6 +4,7 @@
 //! page, no build step). Every answer of the listener, API or console,
 //! carries the security headers of [`security_headers`].
 
+use axum::extract::Path;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -52,7 +53,7 @@ pub async fn index() -> Response {
 }
 
 /// `GET /console/{file}`: the page's styles and scripts.
-pub async fn file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+pub async fn file(Path(name): Path<String>) -> Response {
     serve(&name)
 }
 
