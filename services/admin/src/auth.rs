@@ -3,8 +3,9 @@
 //! A token is `<id>.<secret>`: the id names it (in listings, revocations
 //! and the audit log), the secret proves it, and only the secret's SHA-256
 //! is stored. A password login gets a login token that expires after
-//! `admin.login_token_ttl_secs`; an administrator makes API tokens for
-//! automation, which expire when asked to and are revoked by id. Every
+//! `admin.login_token_ttl_secs` (the web console's login gets it as a
+//! cookie, with a CSRF value: `cookie.rs`); an administrator makes API
+//! tokens for automation, which expire when asked to and are revoked by id. Every
 //! request checks its token and that its holder still has the role, so a
 //! revoked role or token takes effect at the next request.
 
