@@ -253,6 +253,28 @@ class Manifests(unittest.TestCase):
         with self.assertRaisesRegex(Exception, r"registry\.url .* or existingSecret is required"):
             render({"storage": URLS["storage"]})
 
+    def test_the_admin_service_reaches_the_api_and_console_of_every_session_replica(self):
+        # Every replica serves the API (/api/v1/) and the web console (/console/) on one TLS
+        # listener (docs/architecture.md), so one Service port over all replicas serves both.
+        for port in (5285, 9443):
+            objects = render({**URLS, "session": {"admin": {"port": port}}})
+            session = deployment(objects, "session")["spec"]["template"]
+            container = session["spec"]["containers"][0]
+            env = {var["name"]: var.get("value") for var in container["env"]}
+            self.assertEqual(env["XMPPD_ADMIN__LISTEN"], f"0.0.0.0:{port}")
+            self.assertIn({"name": "admin", "containerPort": port}, container["ports"])
+            service = objects[("Service", "demo-xmppd-admin")]["spec"]
+            self.assertEqual(service["ports"], [{"name": "admin", "port": port, "targetPort": "admin", "appProtocol": "https"}])
+            selected = service["selector"].items()
+            self.assertLessEqual(selected, session["metadata"]["labels"].items())
+            for other in ("connection-manager", "router"):
+                labels = deployment(objects, other)["spec"]["template"]["metadata"]["labels"]
+                self.assertFalse(selected <= labels.items(), other)
+        objects = render({**URLS, "session": {"admin": {"enabled": False}}})
+        self.assertNotIn(("Service", "demo-xmppd-admin"), objects)
+        container = deployment(objects, "session")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual({var["name"]: var.get("value") for var in container["env"]}["XMPPD_ADMIN__LISTEN"], "")
+
     def test_websocket_is_off_unless_enabled(self):
         objects = render(URLS)
         container = connection_manager(objects)

@@ -3,8 +3,9 @@
 //! A token is `<id>.<secret>`: the id names it (in listings, revocations
 //! and the audit log), the secret proves it, and only the secret's SHA-256
 //! is stored. A password login gets a login token that expires after
-//! `admin.login_token_ttl_secs`; an administrator makes API tokens for
-//! automation, which expire when asked to and are revoked by id. Every
+//! `admin.login_token_ttl_secs` (the web console's login gets it as a
+//! cookie, with a CSRF value: `cookie.rs`); an administrator makes API
+//! tokens for automation, which expire when asked to and are revoked by id. Every
 //! request checks its token and that its holder still has the role, so a
 //! revoked role or token takes effect at the next request.
 
@@ -14,6 +15,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -26,6 +28,7 @@ use xmppd_sasl::ScramHash;
 use xmppd_session::clock::now_ms;
 use xmppd_session::service::Core;
 
+use crate::cookie;
 use crate::error::ApiError;
 use crate::store::{self, TokenRow};
 use crate::{AdminApi, Body, Limit, Page, Params, timestamp};
@@ -44,21 +47,36 @@ const MAX_TOKEN_NAME: usize = 200;
 pub struct Caller {
     pub jid: String,
     pub token_id: String,
+    /// The login's CSRF value, when the token came in the console's cookie.
+    pub csrf: Option<String>,
 }
 
 impl FromRequestParts<AdminApi> for Caller {
     type Rejection = ApiError;
 
+    /// A bearer token wins over a cookie; a cookie needs its CSRF value on
+    /// requests that change something ([`cookie`]).
     async fn from_request_parts(parts: &mut Parts, api: &AdminApi) -> Result<Self, ApiError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
-            })?;
-        api.authenticate(token.trim()).await
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if let Some(token) = bearer {
+            return api.authenticate(token.trim()).await;
+        }
+        let Some(token) = cookie::token(&parts.headers) else {
+            return Err(ApiError::unauthorized(
+                "missing_token",
+                "send Authorization: Bearer <token>, or log in to the console",
+            ));
+        };
+        let caller = api.authenticate(token).await?;
+        cookie::check_csrf(&parts.method, &parts.headers, token)?;
+        Ok(Caller {
+            csrf: Some(cookie::csrf_value(token)),
+            ..caller
+        })
     }
 }
 
@@ -99,6 +117,7 @@ impl AdminApi {
         Ok(Caller {
             jid: row.jid,
             token_id: row.id,
+            csrf: None,
         })
     }
 
@@ -191,7 +210,7 @@ fn secret_hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -242,6 +261,40 @@ pub async fn login(
     State(api): State<AdminApi>,
     Body(login): Body<Login>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let token = password_login(&api, login).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// What `POST /auth/console-login` answers: the login, without its token,
+/// which is in the cookie only.
+#[derive(Debug, Serialize)]
+pub struct ConsoleLogin {
+    pub jid: String,
+    pub id: String,
+    pub expires_at: Option<String>,
+    /// The value to echo in `X-CSRF-Token` on every request that is not a GET.
+    pub csrf: String,
+}
+
+/// `POST /auth/console-login`: a password for a login token, set as the
+/// console's cookie.
+pub async fn console_login(
+    State(api): State<AdminApi>,
+    Body(login): Body<Login>,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = password_login(&api, login).await?;
+    let cookie = cookie::set(&token.token, api.settings().login_token_ttl.as_secs());
+    let answer = ConsoleLogin {
+        csrf: cookie::csrf_value(&token.token),
+        jid: token.info.jid,
+        id: token.info.id,
+        expires_at: token.info.expires_at,
+    };
+    Ok((StatusCode::CREATED, cookie, Json(answer)))
+}
+
+/// Checks an administrator's password and issues a login token.
+async fn password_login(api: &AdminApi, login: Login) -> Result<NewToken, ApiError> {
     let jid = api.local_account(&login.jid)?;
     let credentials = api.core().store.credentials(jid.as_str()).await?;
     let keys = Credential::keys_for(ScramHash::Sha256, &credentials)
@@ -269,15 +322,40 @@ pub async fn login(
     let token = api.issue(jid.as_str(), "login", "login", Some(ttl)).await?;
     api.audit(jid.as_str(), "auth.login", &token.info.id, json!({}))
         .await?;
-    Ok((StatusCode::CREATED, Json(token)))
+    Ok(token)
 }
 
-/// `POST /auth/logout`: revokes the token the request carries.
-pub async fn logout(State(api): State<AdminApi>, caller: Caller) -> Result<StatusCode, ApiError> {
+/// `POST /auth/logout`: revokes the token the request carries, and has the
+/// browser forget the console's cookie.
+pub async fn logout(
+    State(api): State<AdminApi>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
     store::revoke_token(&api.core().store, &caller.token_id, now_ms()).await?;
     api.audit(&caller.jid, "auth.logout", &caller.token_id, json!({}))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, cookie::clear()))
+}
+
+/// What `GET /auth/me` answers.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub jid: String,
+    /// The id of the token the request carries.
+    pub token_id: String,
+    /// With the console's cookie: the value to echo in `X-CSRF-Token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<String>,
+}
+
+/// `GET /auth/me`: who the request's token belongs to. The console asks it
+/// when it opens, to learn whether its cookie still holds a login.
+pub async fn me(caller: Caller) -> Json<Me> {
+    Json(Me {
+        jid: caller.jid,
+        token_id: caller.token_id,
+        csrf: caller.csrf,
+    })
 }
 
 #[derive(Deserialize)]

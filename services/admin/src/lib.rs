@@ -13,7 +13,10 @@
 //! - [`AdminApi`]: the shared state and the routes ([`AdminApi::router`]);
 //!   [`serve`] runs them on a listener, over TLS or not ([`tls`]).
 //! - [`auth`]: the admin role, password logins, login and API tokens, the
-//!   [`auth::Caller`] every other route requires, and the audit log's routes.
+//!   [`auth::Caller`] every other route requires, and the audit log's routes;
+//!   [`cookie`]: the console's login cookie and its CSRF value.
+//! - [`console`]: the web console at `/console/`, its files built in, and
+//!   the security headers of every answer.
 //! - [`accounts`], [`sessions`], [`announce`], [`status`]: the resources.
 //! - [`commands`]: the same operations as XEP-0050 ad-hoc commands (the
 //!   XEP-0133 set), an account module of the replica.
@@ -26,6 +29,8 @@ pub mod accounts;
 pub mod announce;
 pub mod auth;
 pub mod commands;
+pub mod console;
+pub mod cookie;
 pub mod error;
 pub mod sessions;
 pub mod status;
@@ -93,12 +98,14 @@ impl AdminApi {
         &self.inner.settings
     }
 
-    /// Every route of `/api/v1`.
+    /// Every route of `/api/v1`, and the console at `/console/`.
     pub fn router(&self) -> Router {
         let api = Router::new()
             .route("/openapi.json", get(openapi))
             .route("/auth/login", post(auth::login))
+            .route("/auth/console-login", post(auth::console_login))
             .route("/auth/logout", post(auth::logout))
+            .route("/auth/me", get(auth::me))
             .route("/tokens", get(auth::list_tokens).post(auth::create_token))
             .route("/tokens/{id}", delete(auth::revoke_token))
             .route("/audit", get(auth::audit_log))
@@ -115,7 +122,14 @@ impl AdminApi {
             .route("/cluster", get(status::cluster))
             .fallback(not_found)
             .with_state(self.clone());
-        Router::new().nest("/api/v1", api).fallback(not_found)
+        Router::new()
+            .nest("/api/v1", api)
+            .route("/", get(console::to_console))
+            .route("/console", get(console::to_console))
+            .route(console::PATH, get(console::index))
+            .route("/console/{file}", get(console::file))
+            .fallback(not_found)
+            .layer(axum::middleware::map_response(console::security_headers))
     }
 
     /// The bare JID of an account of this server, or why `jid` is not one.

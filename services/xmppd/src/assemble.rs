@@ -281,8 +281,10 @@ pub fn session_settings(config: &Config, node_id: &str) -> Settings {
     }
 }
 
-/// The admin API over the replica `core`, on `admin.listen` unless that is
-/// empty; returns its base URL. Its tables are the admin commands' module's,
+/// The admin API and the web console over the replica `core`, on
+/// `admin.listen` unless that is empty; returns the listener's base URL
+/// (`https://127.0.0.1:5285/`: the API is under `api/v1/`, the console
+/// under `console/`). Its tables are the admin commands' module's,
 /// migrated with the modules.
 pub async fn admin_api(
     config: &Config,
@@ -324,7 +326,7 @@ pub async fn admin_api(
             tracing::error!(%error, "admin API failed");
         }
     });
-    Ok(Some(format!("{scheme}://{local}/api/v1/")))
+    Ok(Some(format!("{scheme}://{local}/")))
 }
 
 /// `admin.admins`, normalised.

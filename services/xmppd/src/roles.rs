@@ -382,7 +382,8 @@ fn print_banner(
         println!("  metrics:  http://{http}/metrics   health: http://{http}/healthz");
     }
     if let Some(admin) = admin {
-        println!("  admin:    {admin}   (OpenAPI: {admin}openapi.json)");
+        println!("  admin:    {admin}api/v1/   (OpenAPI: {admin}api/v1/openapi.json)");
+        println!("  console:  {admin}console/");
     }
     println!(
         "Add a user: {program} user add alice@{}",

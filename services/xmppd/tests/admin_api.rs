@@ -51,8 +51,8 @@ async fn every_documented_route_exists_and_wants_a_token() {
                 .await;
             match path.as_str() {
                 "/openapi.json" => assert_eq!(answer.status, 200),
-                // The login route wants a body, not a token.
-                "/auth/login" => answer.assert_error(422, "bad_request"),
+                // The login routes want a body, not a token.
+                "/auth/login" | "/auth/console-login" => answer.assert_error(422, "bad_request"),
                 _ => answer.assert_error(401, "missing_token"),
             }
         }

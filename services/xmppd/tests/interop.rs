@@ -7,27 +7,10 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
-use support::{DOMAIN, Server, ServerOptions};
-
-/// Debian's interpreter, where python3-slixmpp installs; not whatever
-/// `python3` comes first on PATH.
-const PYTHON: &str = "/usr/bin/python3";
+use support::{DOMAIN, Server, ServerOptions, python};
 
 fn require_slixmpp() {
-    let check = Command::new(PYTHON).args(["-c", "import slixmpp"]).output();
-    let available = check.as_ref().is_ok_and(|output| output.status.success());
-    assert!(
-        available,
-        "slixmpp is not importable by {PYTHON} ({}); run the README's test command, \
-         which installs python3-slixmpp (apt-get install python3-slixmpp)",
-        match &check {
-            Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            Err(error) => error.to_string(),
-        }
-    );
+    python::require("slixmpp", "python3-slixmpp");
 }
 
 #[tokio::test]
@@ -44,19 +27,13 @@ async fn slixmpp_logs_in_over_tls_subscribes_and_chats() {
     server.add_user("alice", "alice-interop-pw");
     server.add_user("bob", "bob-interop-pw");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/chat.py");
-    let mut chat = Command::new(PYTHON);
-    chat.arg(&script)
-        .arg("127.0.0.1")
+    let mut chat = python::script("interop/chat.py");
+    chat.arg("127.0.0.1")
         .arg(server.c2s.port().to_string())
         .arg(server.c2s_tls.port().to_string())
         .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
         .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
-    // The script bounds every wait itself, so it always ends.
-    let output = tokio::task::spawn_blocking(move || chat.output())
-        .await
-        .unwrap()
-        .expect("run chat.py");
+    let output = python::run(chat).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -87,19 +64,13 @@ async fn slixmpp_resumes_its_session_after_its_connection_is_cut() {
     server.add_user("alice", "alice-interop-pw");
     server.add_user("bob", "bob-interop-pw");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/resume.py");
-    let mut resume = Command::new(PYTHON);
+    let mut resume = python::script("interop/resume.py");
     resume
-        .arg(&script)
         .arg("127.0.0.1")
         .arg(server.c2s.port().to_string())
         .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
         .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
-    // The script bounds every wait itself, so it always ends.
-    let output = tokio::task::spawn_blocking(move || resume.output())
-        .await
-        .unwrap()
-        .expect("run resume.py");
+    let output = python::run(resume).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -126,17 +97,12 @@ async fn slixmpp_binding_to_tls_unique_is_told_the_type_is_unsupported_then_logs
     });
     server.ready().await;
     server.add_user("alice", "alice-interop-pw");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/login.py");
-    let mut login = Command::new(PYTHON);
+    let mut login = python::script("interop/login.py");
     login
-        .arg(&script)
         .arg("127.0.0.1")
         .arg(server.c2s.port().to_string())
         .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"]);
-    let output = tokio::task::spawn_blocking(move || login.output())
-        .await
-        .unwrap()
-        .expect("run login.py");
+    let output = python::run(login).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -173,19 +139,13 @@ async fn slixmpp_creates_a_room_and_chats_in_it() {
     server.ready().await;
     server.add_user("alice", "alice-interop-pw");
     server.add_user("bob", "bob-interop-pw");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/muc.py");
-    let mut muc = Command::new(PYTHON);
-    muc.arg(&script)
-        .arg("127.0.0.1")
+    let mut muc = python::script("interop/muc.py");
+    muc.arg("127.0.0.1")
         .arg(server.c2s.port().to_string())
         .arg(format!("lounge@conference.{DOMAIN}"))
         .args([&format!("alice@{DOMAIN}/slix"), "alice-interop-pw"])
         .args([&format!("bob@{DOMAIN}/slix"), "bob-interop-pw"]);
-    // The script bounds every wait itself, so it always ends.
-    let output = tokio::task::spawn_blocking(move || muc.output())
-        .await
-        .unwrap()
-        .expect("run muc.py");
+    let output = python::run(muc).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -20,6 +20,7 @@ pub mod features;
 pub mod muc;
 pub mod otlp;
 pub mod prometheus;
+pub mod python;
 
 pub const DOMAIN: &str = "localhost";
 
