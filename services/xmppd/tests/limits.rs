@@ -686,6 +686,7 @@ async fn a_client_that_stops_reading_is_closed_and_what_it_was_sent_is_stored() 
     }
     let expected: Vec<String> = (0..MESSAGES).map(|n| format!("m{n}")).collect();
     assert_eq!(ids, expected);
+}
 
 /// Waits for the answer to the IQ `id` and asserts that it is a result.
 async fn expect_result(client: &mut RawClient, id: &str) {
