@@ -14,7 +14,8 @@
 //!   [`serve`] runs them on a listener, over TLS or not ([`tls`]).
 //! - [`auth`]: the admin role, password logins, login and API tokens, the
 //!   [`auth::Caller`] every other route requires, and the audit log's routes.
-//! - [`accounts`], [`sessions`], [`announce`], [`status`]: the resources.
+//! - [`accounts`], [`sessions`], [`announce`], [`status`], [`rooms`]: the
+//!   resources.
 //! - [`commands`]: the same operations as XEP-0050 ad-hoc commands (the
 //!   XEP-0133 set), an account module of the replica.
 //! - [`store`]: the API's own tables (roles, tokens, audit log).
@@ -27,6 +28,7 @@ pub mod announce;
 pub mod auth;
 pub mod commands;
 pub mod error;
+pub mod rooms;
 pub mod sessions;
 pub mod status;
 pub mod store;
@@ -113,6 +115,8 @@ impl AdminApi {
             .route("/sessions/{jid}", delete(sessions::kick))
             .route("/announcements", post(announce::send))
             .route("/cluster", get(status::cluster))
+            .route("/rooms", get(rooms::list))
+            .route("/rooms/{jid}", get(rooms::show).delete(rooms::destroy))
             .fallback(not_found)
             .with_state(self.clone());
         Router::new().nest("/api/v1", api).fallback(not_found)
