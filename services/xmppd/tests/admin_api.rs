@@ -499,6 +499,70 @@ async fn a_kick_through_the_api_ends_a_session_on_another_connection_manager() {
     with_cluster(Duration::from_secs(90), kick_across_the_cluster).await;
 }
 
+#[tokio::test]
+async fn a_room_destroyed_through_one_replicas_api_is_destroyed_by_its_owner() {
+    with_cluster(Duration::from_secs(90), destroy_across_the_cluster).await;
+}
+
+async fn destroy_across_the_cluster(nodes: Nodes) {
+    let sessions = [nodes.session(1), nodes.session(2)];
+    for session in &sessions {
+        session.ready().await;
+    }
+    sessions[0].add_user("root", "rootpass");
+    set_admin(&sessions[0], "root", true);
+    for user in ["alice", "carol"] {
+        sessions[0].add_user(user, &muc::password(user));
+    }
+    let router = nodes.router(None);
+    router.ready().await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    // A room that `session-1` owns, destroyed through `session-2`'s API.
+    let replicas = ["session-1", "session-2"].map(|id| xmppd_grpc::Node {
+        id: id.to_string(),
+        ..Default::default()
+    });
+    let room = (0..)
+        .map(|n| muc::room(&format!("hall{n}")))
+        .find(|room| {
+            xmppd_registry::membership::owner(room, &replicas)
+                .unwrap()
+                .id
+                == "session-1"
+        })
+        .unwrap();
+    let mut alice = muc::login(cm1.c2s, "alice").await;
+    let mut carol = muc::login(cm2.c2s, "carol").await;
+    muc::create(&mut alice, &room, "Alice", &[]).await;
+    muc::join(&mut carol, &room, "Carol", Some("")).await;
+
+    let api = AdminApi::of(&sessions[1]);
+    api.wait_until_up().await;
+    let root = api.login("root", "rootpass").await;
+    let listed = root.get("/api/v1/rooms").await;
+    assert_eq!(jids(&listed.body), [room.as_str()]);
+    assert_eq!(listed.body["items"][0]["occupants"], 2);
+    let path = format!("/api/v1/rooms/{}", segment(&room));
+    assert_eq!(root.delete(&path).await.status, 204);
+    for (client, nick) in [(&mut alice, "Alice"), (&mut carol, "Carol")] {
+        let gone = client
+            .wait("the destruction", |s| {
+                muc::is_from(s, "presence", &format!("{room}/{nick}"))
+                    && s.get_attr("type") == Some("unavailable")
+            })
+            .await;
+        let told = muc::user_x(&gone).unwrap();
+        assert!(
+            told.get_child("destroy", xmppd_protocol::ns::MUC_USER)
+                .is_some()
+        );
+    }
+    root.get(&path).await.assert_error(404, "unknown_room");
+}
+
 async fn kick_across_the_cluster(nodes: Nodes) {
     let sessions = [nodes.session(1), nodes.session(2)];
     for session in &sessions {

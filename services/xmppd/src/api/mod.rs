@@ -57,6 +57,13 @@ enum ApiCommand {
     /// read from XMPPD_PASSWORD, or from the first line of standard input
     /// when that is not a terminal.
     Login { jid: String },
+    #[command(flatten)]
+    Authorized(AuthorizedCommand),
+}
+
+/// The commands that carry a token.
+#[derive(Subcommand)]
+enum AuthorizedCommand {
     /// Revoke the token in use, and remove the token file it came from.
     Logout,
     /// Accounts of the server's domain.
@@ -195,15 +202,15 @@ pub async fn run(config: &Config, args: ApiArgs) -> anyhow::Result<()> {
         Some(path) => Some(path.clone()),
         None => default_token_file(),
     };
-    if let ApiCommand::Login { jid } = &args.command {
-        return login(&client, jid, token_file.as_deref()).await;
-    }
+    let command = match args.command {
+        ApiCommand::Login { jid } => return login(&client, &jid, token_file.as_deref()).await,
+        ApiCommand::Authorized(command) => command,
+    };
     let (token, from_file) = token(token_file.as_deref())?;
     client.set_token(token);
     let api = &client;
-    match args.command {
-        ApiCommand::Login { .. } => unreachable!("handled above"),
-        ApiCommand::Logout => {
+    match command {
+        AuthorizedCommand::Logout => {
             api.post("/auth/logout", json!({})).await?;
             if let Some(file) = from_file {
                 std::fs::remove_file(&file)
@@ -211,18 +218,18 @@ pub async fn run(config: &Config, args: ApiArgs) -> anyhow::Result<()> {
             }
             println!("logged out");
         }
-        ApiCommand::Accounts(command) => accounts(api, command).await?,
-        ApiCommand::Sessions(command) => sessions(api, command).await?,
-        ApiCommand::Announce { to, subject, body } => {
+        AuthorizedCommand::Accounts(command) => accounts(api, command).await?,
+        AuthorizedCommand::Sessions(command) => sessions(api, command).await?,
+        AuthorizedCommand::Announce { to, subject, body } => {
             let request = json!({"to": to, "subject": subject, "body": body});
             let sent = api.post("/announcements", request).await?;
             println!("sent to {} recipients", sent["recipients"]);
         }
-        ApiCommand::Cluster => cluster(api).await?,
-        ApiCommand::Rooms(command) => rooms(api, command).await?,
-        ApiCommand::Groups(command) => groups(api, command).await?,
-        ApiCommand::Tokens(command) => tokens(api, command).await?,
-        ApiCommand::Audit { limit } => {
+        AuthorizedCommand::Cluster => cluster(api).await?,
+        AuthorizedCommand::Rooms(command) => rooms(api, command).await?,
+        AuthorizedCommand::Groups(command) => groups(api, command).await?,
+        AuthorizedCommand::Tokens(command) => tokens(api, command).await?,
+        AuthorizedCommand::Audit { limit } => {
             let page = api.get(&format!("/audit?limit={limit}")).await?;
             let mut table = Table::new(&[
                 ("ID", "id"),
