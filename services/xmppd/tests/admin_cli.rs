@@ -21,11 +21,18 @@ struct Setup {
 }
 
 async fn start() -> Setup {
+    let setup = start_with("").await;
+    AdminApi::of(&setup.server).wait_until_up().await;
+    setup
+}
+
+/// [`start`] with more of the `[admin]` section, not waiting for the API.
+async fn start_with(admin: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::all_in_one(dir.path(), "[admin]\nadmins = [\"root@localhost\"]\n");
+    let config = format!("[admin]\nadmins = [\"root@localhost\"]\n{admin}");
+    let server = Server::all_in_one(dir.path(), &config);
     server.ready().await;
     server.add_user("root", "rootpass");
-    AdminApi::of(&server).wait_until_up().await;
     Setup {
         token_file: dir.path().join("cli").join("admin-token"),
         server,
@@ -300,6 +307,28 @@ async fn only_the_servers_certificate_or_a_named_ca_is_trusted() {
     setup
         .api(&["cluster"], &[("XMPPD_ADMIN_URL", &closed)])
         .failed_with("cannot reach the admin API");
+}
+
+#[tokio::test]
+async fn an_api_served_without_tls_is_reached_over_http() {
+    let setup = start_with("tls = false\n").await;
+    // Up once a login answers; meanwhile the port may still be closed.
+    let password = [("XMPPD_PASSWORD", "rootpass")];
+    let mut login = setup.api(&["login", "root@localhost"], &password);
+    for _ in 0..300 {
+        if login.ok {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        login = setup.api(&["login", "root@localhost"], &password);
+    }
+    login.succeeded();
+    // No certificate is needed, not even one that cannot be read.
+    let missing = setup.token_file.with_file_name("none.pem");
+    let listed = setup
+        .api(&["--ca", path(&missing), "accounts", "list"], &[])
+        .succeeded();
+    assert_eq!(column(&listed, "JID"), ["root@localhost"]);
 }
 
 fn path(path: &Path) -> &str {

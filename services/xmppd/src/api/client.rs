@@ -49,13 +49,17 @@ impl std::error::Error for ApiError {}
 
 impl ApiClient {
     /// A client of the API at `url` (`https://host:port`, with or without
-    /// the `/api/v1` prefix), trusting what `tls` trusts.
-    pub fn new(url: &str, tls: Arc<ClientConfig>) -> anyhow::Result<ApiClient> {
+    /// the `/api/v1` prefix), trusting what `trust` does (asked for an
+    /// `https://` URL only).
+    pub fn new(
+        url: &str,
+        trust: impl FnOnce() -> anyhow::Result<Arc<ClientConfig>>,
+    ) -> anyhow::Result<ApiClient> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("the admin API's URL {url:?} is not a URL"))?;
         let tls = match uri.scheme_str() {
-            Some("https") => Some(tls),
+            Some("https") => Some(trust()?),
             Some("http") => None,
             _ => bail!("the admin API's URL {url:?} is not http:// or https://"),
         };
@@ -212,7 +216,7 @@ mod tests {
     use super::*;
 
     fn client(url: &str) -> anyhow::Result<ApiClient> {
-        ApiClient::new(url, xmppd_tls::insecure_client_config())
+        ApiClient::new(url, || Ok(xmppd_tls::insecure_client_config()))
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub async fn run(config: &Config, args: ApiArgs) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => configured_url(config)?,
     };
-    let mut client = ApiClient::new(&url, trust(config, args.ca.as_deref())?)?;
+    let mut client = ApiClient::new(&url, || trust(config, args.ca.as_deref()))?;
     let token_file = match &args.token_file {
         Some(path) => Some(path.clone()),
         None => default_token_file(),
