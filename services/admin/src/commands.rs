@@ -180,10 +180,37 @@ impl AccountModule for AdminCommands {
         Ok(Some(items.collect()))
     }
 
+    /// A command's identity and features (XEP-0050 §2.3), for those who may
+    /// run it; anyone else is forbidden.
+    async fn node_info(
+        &self,
+        core: &Core,
+        node: &str,
+        requester: &str,
+    ) -> anyhow::Result<Option<IqReply>> {
+        let Some(command) = command_at(node) else {
+            return Ok(None);
+        };
+        if !auth::is_admin(core, &self.admins, requester).await? {
+            return Ok(Some(IqReply::error(StanzaErrorCondition::Forbidden)));
+        }
+        let info = Element::new("query", ns::DISCO_INFO)
+            .attr("node", node)
+            .child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .attr("category", "automation")
+                    .attr("type", "command-node")
+                    .attr("name", command.name),
+            )
+            .child(Element::new("feature", ns::DISCO_INFO).attr("var", ns::COMMANDS))
+            .child(Element::new("feature", ns::DISCO_INFO).attr("var", ns::DATA_FORMS));
+        Ok(Some(IqReply::with(info)))
+    }
+
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
         let request = iq.payload;
         let node = request.get_attr("node").unwrap_or_default();
-        let Some(command) = COMMANDS.iter().find(|command| node_of(command) == node) else {
+        let Some(command) = command_at(node) else {
             return Ok(IqReply::error(StanzaErrorCondition::ItemNotFound));
         };
         let admin = iq.account();
@@ -214,6 +241,11 @@ impl AccountModule for AdminCommands {
 
 fn node_of(command: &Command) -> String {
     format!("{}#{}", ns::ADMIN, command.node)
+}
+
+/// The command whose node is `node`.
+fn command_at(node: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|command| node_of(command) == node)
 }
 
 /// The first step: the command's form.

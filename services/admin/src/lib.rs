@@ -17,7 +17,8 @@
 //!   [`cookie`]: the console's login cookie and its CSRF value.
 //! - [`console`]: the web console at `/console/`, its files built in, and
 //!   the security headers of every answer.
-//! - [`accounts`], [`sessions`], [`announce`], [`status`]: the resources.
+//! - [`accounts`], [`sessions`], [`announce`], [`status`], [`rooms`]: the
+//!   resources.
 //! - [`commands`]: the same operations as XEP-0050 ad-hoc commands (the
 //!   XEP-0133 set), an account module of the replica.
 //! - [`store`]: the API's own tables (roles, tokens, audit log).
@@ -32,6 +33,7 @@ pub mod commands;
 pub mod console;
 pub mod cookie;
 pub mod error;
+pub mod rooms;
 pub mod sessions;
 pub mod status;
 pub mod store;
@@ -120,6 +122,8 @@ impl AdminApi {
             .route("/sessions/{jid}", delete(sessions::kick))
             .route("/announcements", post(announce::send))
             .route("/cluster", get(status::cluster))
+            .route("/rooms", get(rooms::list))
+            .route("/rooms/{jid}", get(rooms::show).delete(rooms::destroy))
             .fallback(not_found)
             .with_state(self.clone());
         Router::new()

@@ -136,6 +136,19 @@ pub trait AccountModule: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The XEP-0030 info of `node` of the server's domain as `requester` (a
+    /// bare JID) may see it: the disco#info `<query/>`, or the error it
+    /// gets; `None` when the module has no such node.
+    async fn node_info(
+        &self,
+        core: &Core,
+        node: &str,
+        requester: &str,
+    ) -> anyhow::Result<Option<IqReply>> {
+        let _ = (core, node, requester);
+        Ok(None)
+    }
+
     /// A stanza addressed to the account has reached its replica: a message
     /// no resource took, presence for the account (subscriptions, probes),
     /// an IQ to its bare JID. Runs in the order of [`crate::modules::all`]

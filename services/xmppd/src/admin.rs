@@ -159,21 +159,27 @@ fn account(config: &Config, jid: &str) -> anyhow::Result<Jid> {
 }
 
 fn credentials(config: &Config) -> anyhow::Result<Vec<Credential>> {
-    let password = match std::env::var("XMPPD_PASSWORD") {
-        Ok(password) => password,
-        Err(_) => read_password()?,
-    };
-    if password.is_empty() {
-        bail!("the password must not be empty");
-    }
+    let password = password(true)?;
     let keys = xmppd_sasl::new_credentials(&password, config.auth.scram_iterations)
         .map_err(|error| anyhow::anyhow!("unusable password: {error}"))?;
     Ok(keys.into_iter().map(Credential::from).collect())
 }
 
-/// A password from the terminal, typed twice without echo; or the first
+/// A password from XMPPD_PASSWORD, or else from the terminal without echo
+/// (typed twice when `confirm`: a new password), or else from the first
 /// line of standard input when that is not a terminal (a pipe, a file).
-fn read_password() -> anyhow::Result<String> {
+pub fn password(confirm: bool) -> anyhow::Result<String> {
+    let password = match std::env::var("XMPPD_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => read_password(confirm)?,
+    };
+    if password.is_empty() {
+        bail!("the password must not be empty");
+    }
+    Ok(password)
+}
+
+fn read_password(confirm: bool) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     let Ok(terminal) = tcgetattr(stdin.as_fd()) else {
         let mut line = String::new();
@@ -190,7 +196,14 @@ fn read_password() -> anyhow::Result<String> {
         stdin.lock().read_line(&mut line)?;
         Ok(line.trim_end_matches(['\r', '\n']).to_string())
     };
-    let typed = read("password: ").and_then(|first| Ok((first, read("again: ")?)));
+    let typed = read("password: ").and_then(|first| {
+        let again = if confirm {
+            read("again: ")?
+        } else {
+            first.clone()
+        };
+        Ok((first, again))
+    });
     // Echo comes back whatever was read.
     tcsetattr(stdin.as_fd(), OptionalActions::Now, &terminal)?;
     let (first, again) = typed?;
@@ -302,7 +315,7 @@ pub fn sessions_token(config: &Config, create: bool) -> anyhow::Result<String> {
 }
 
 /// Writes `text` to a file that only its owner may read.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

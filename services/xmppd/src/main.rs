@@ -8,10 +8,12 @@
 //! xmppd migrate              apply the database migrations
 //! xmppd user add|remove|list|passwd, xmppd resources   administration
 //! xmppd admin grant|revoke    the admin role (the admin API)
+//! xmppd api ...               the admin API of a running server or cluster
 //! xmppd certs init            the cluster's certificates for local runs
 //! ```
 
 mod admin;
+mod api;
 mod assemble;
 mod certs;
 mod local;
@@ -52,6 +54,8 @@ enum Command {
     /// Grant or revoke the admin role.
     #[command(subcommand)]
     Admin(admin::RoleCommand),
+    /// Administer a running server or cluster through its HTTP admin API.
+    Api(api::ApiArgs),
     /// List the bound resources (`sessions`, its former name, still works).
     #[command(alias = "sessions")]
     Resources,
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate => admin::migrate(&config).await,
             Command::User(command) => admin::user(&config, command).await,
             Command::Admin(command) => admin::role(&config, command).await,
+            Command::Api(args) => api::run(&config, args).await,
             Command::Resources => admin::resources(&config).await,
             Command::Certs(command) => certs::run(&config, command),
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::admin::{AdminApi, segment, set_admin};
 use support::cluster::{Nodes, with_cluster};
+use support::muc;
 use support::{DOMAIN, RawClient, Server};
 
 /// A server whose `root` account holds the admin role by configuration.
@@ -498,6 +499,70 @@ async fn a_kick_through_the_api_ends_a_session_on_another_connection_manager() {
     with_cluster(Duration::from_secs(90), kick_across_the_cluster).await;
 }
 
+#[tokio::test]
+async fn a_room_destroyed_through_one_replicas_api_is_destroyed_by_its_owner() {
+    with_cluster(Duration::from_secs(90), destroy_across_the_cluster).await;
+}
+
+async fn destroy_across_the_cluster(nodes: Nodes) {
+    let sessions = [nodes.session(1), nodes.session(2)];
+    for session in &sessions {
+        session.ready().await;
+    }
+    sessions[0].add_user("root", "rootpass");
+    set_admin(&sessions[0], "root", true);
+    for user in ["alice", "carol"] {
+        sessions[0].add_user(user, &muc::password(user));
+    }
+    let router = nodes.router(None);
+    router.ready().await;
+    let cm1 = nodes.connection_manager(1);
+    let cm2 = nodes.connection_manager(2);
+    cm1.ready().await;
+    cm2.ready().await;
+    // A room that `session-1` owns, destroyed through `session-2`'s API.
+    let replicas = ["session-1", "session-2"].map(|id| xmppd_grpc::Node {
+        id: id.to_string(),
+        ..Default::default()
+    });
+    let room = (0..)
+        .map(|n| muc::room(&format!("hall{n}")))
+        .find(|room| {
+            xmppd_registry::membership::owner(room, &replicas)
+                .unwrap()
+                .id
+                == "session-1"
+        })
+        .unwrap();
+    let mut alice = muc::login(cm1.c2s, "alice").await;
+    let mut carol = muc::login(cm2.c2s, "carol").await;
+    muc::create(&mut alice, &room, "Alice", &[]).await;
+    muc::join(&mut carol, &room, "Carol", Some("")).await;
+
+    let api = AdminApi::of(&sessions[1]);
+    api.wait_until_up().await;
+    let root = api.login("root", "rootpass").await;
+    let listed = root.get("/api/v1/rooms").await;
+    assert_eq!(jids(&listed.body), [room.as_str()]);
+    assert_eq!(listed.body["items"][0]["occupants"], 2);
+    let path = format!("/api/v1/rooms/{}", segment(&room));
+    assert_eq!(root.delete(&path).await.status, 204);
+    for (client, nick) in [(&mut alice, "Alice"), (&mut carol, "Carol")] {
+        let gone = client
+            .wait("the destruction", |s| {
+                muc::is_from(s, "presence", &format!("{room}/{nick}"))
+                    && s.get_attr("type") == Some("unavailable")
+            })
+            .await;
+        let told = muc::user_x(&gone).unwrap();
+        assert!(
+            told.get_child("destroy", xmppd_protocol::ns::MUC_USER)
+                .is_some()
+        );
+    }
+    root.get(&path).await.assert_error(404, "unknown_room");
+}
+
 async fn kick_across_the_cluster(nodes: Nodes) {
     let sessions = [nodes.session(1), nodes.session(2)];
     for session in &sessions {
@@ -575,6 +640,179 @@ async fn kick_across_the_cluster(nodes: Nodes) {
     }
 }
 
+#[tokio::test]
+async fn rooms_are_listed_shown_and_destroyed_through_their_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, root) = start(dir.path()).await;
+    for user in ["alice", "bob"] {
+        server.add_user(user, &muc::password(user));
+    }
+    let mut alice = muc::login(server.c2s, "alice").await;
+    let mut bob = muc::login(server.c2s, "bob").await;
+    let (attic, bakery, cellar) = (muc::room("attic"), muc::room("bakery"), muc::room("cellar"));
+    let attic_config = [
+        ("muc#roomconfig_roomname", "The attic"),
+        ("muc#roomconfig_persistentroom", "1"),
+        ("muc#roomconfig_moderatedroom", "1"),
+        ("muc#roomconfig_passwordprotectedroom", "1"),
+        ("muc#roomconfig_roomsecret", "s3cret"),
+    ];
+    muc::create(&mut alice, &attic, "Alice", &attic_config).await;
+    muc::create(&mut alice, &bakery, "Alice", &[]).await;
+    let cellar_config = [
+        ("muc#roomconfig_membersonly", "1"),
+        ("muc#roomconfig_publicroom", "0"),
+    ];
+    muc::create(&mut alice, &cellar, "Alice", &cellar_config).await;
+    muc::join(&mut bob, &bakery, "Bob", Some("")).await;
+    alice
+        .send(&format!(
+            "<message to='{bakery}' type='groupchat'><subject>Fresh bread</subject></message>"
+        ))
+        .await;
+    bob.wait("the new subject", |s| {
+        s.get_child("subject", xmppd_protocol::ns::CLIENT)
+            .is_some_and(|subject| subject.text_content() == "Fresh bread")
+    })
+    .await;
+
+    // Listed by JID with their settings, a page at a time, to the end and
+    // past it.
+    let first = root.get("/api/v1/rooms?limit=2").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(jids(&first.body), [attic.as_str(), bakery.as_str()]);
+    assert_eq!(
+        first.body["items"][0],
+        json!({
+            "jid": attic, "name": "The attic", "occupants": 1, "persistent": true,
+            "public": true, "members_only": false, "password_protected": true,
+            "moderated": true,
+        })
+    );
+    assert_eq!(first.body["items"][1]["occupants"], 2);
+    let next = first.body["next"].as_str().unwrap();
+    let second = root
+        .get(&format!("/api/v1/rooms?limit=2&after={}", segment(next)))
+        .await;
+    assert_eq!(jids(&second.body), [cellar.as_str()]);
+    assert_eq!(second.body["next"], Value::Null);
+    assert_eq!(second.body["items"][0]["members_only"], true);
+    assert_eq!(second.body["items"][0]["public"], false);
+    let past = root
+        .get(&format!(
+            "/api/v1/rooms?after={}",
+            segment(&muc::room("zzz"))
+        ))
+        .await;
+    assert_eq!((past.status, jids(&past.body).len()), (200, 0));
+    assert_eq!(past.body["next"], Value::Null);
+    for bad in ["limit=0", "limit=501"] {
+        root.get(&format!("/api/v1/rooms?{bad}"))
+            .await
+            .assert_error(400, "bad_limit");
+    }
+
+    // One room, with its subject and who is in it.
+    let path = |room: &str| format!("/api/v1/rooms/{}", segment(room));
+    let shown = root.get(&path(&bakery)).await;
+    assert_eq!(shown.status, 200, "{:?}", shown.body);
+    assert_eq!(shown.body["subject"], "Fresh bread");
+    assert_eq!(shown.body["password_protected"], false);
+    assert_eq!(
+        shown.body["occupants"],
+        json!([
+            {"nick": "Alice", "jid": alice.jid, "role": "moderator", "affiliation": "owner"},
+            {"nick": "Bob", "jid": bob.jid, "role": "participant", "affiliation": "none"},
+        ])
+    );
+    root.get(&path(&muc::room("nowhere")))
+        .await
+        .assert_error(404, "unknown_room");
+    root.get(&path("bakery@elsewhere.example"))
+        .await
+        .assert_error(400, "not_local");
+    root.get(&path(&muc::service()))
+        .await
+        .assert_error(400, "malformed_jid");
+
+    // Bad destructions change nothing.
+    let destroy =
+        async |room: &str, body: Value| root.request("DELETE", &path(room), Some(body)).await;
+    let long = "x".repeat(xmppd_admin::rooms::MAX_REASON_BYTES + 1);
+    destroy(&bakery, json!({"reason": long}))
+        .await
+        .assert_error(400, "too_long");
+    destroy(&bakery, json!({"alternate": "@@"}))
+        .await
+        .assert_error(400, "malformed_jid");
+    destroy(&bakery, json!({"venue": "x"}))
+        .await
+        .assert_error(422, "bad_request");
+    destroy(&muc::room("nowhere"), json!({}))
+        .await
+        .assert_error(404, "unknown_room");
+
+    // An administrator who lost the role may neither look nor destroy.
+    set_admin(&server, "bob", true);
+    let former = AdminApi::of(&server)
+        .login("bob", &muc::password("bob"))
+        .await;
+    set_admin(&server, "bob", false);
+    former
+        .get("/api/v1/rooms")
+        .await
+        .assert_error(403, "not_admin");
+    former
+        .delete(&path(&bakery))
+        .await
+        .assert_error(403, "not_admin");
+
+    // A destruction tells every occupant, as an owner's does (§10.9).
+    let reason = "closing time";
+    let destroyed = destroy(&bakery, json!({"reason": reason, "alternate": attic})).await;
+    assert_eq!(destroyed.status, 204, "{:?}", destroyed.body);
+    for (client, nick) in [(&mut bob, "Bob"), (&mut alice, "Alice")] {
+        let gone = client
+            .wait("the destruction", |s| {
+                muc::is_from(s, "presence", &format!("{bakery}/{nick}"))
+                    && s.get_attr("type") == Some("unavailable")
+            })
+            .await;
+        assert_eq!(muc::codes(&gone), [110]);
+        let told = muc::user_x(&gone)
+            .unwrap()
+            .get_child("destroy", xmppd_protocol::ns::MUC_USER)
+            .unwrap();
+        assert_eq!(told.get_attr("jid"), Some(attic.as_str()));
+        let text = told
+            .get_child("reason", xmppd_protocol::ns::MUC_USER)
+            .unwrap()
+            .text_content();
+        assert_eq!(text, reason);
+    }
+    root.get(&path(&bakery))
+        .await
+        .assert_error(404, "unknown_room");
+    let left = root.get("/api/v1/rooms").await;
+    assert_eq!(jids(&left.body), [attic.as_str(), cellar.as_str()]);
+    // Without a body.
+    assert_eq!(root.delete(&path(&cellar)).await.status, 204);
+    root.delete(&path(&cellar))
+        .await
+        .assert_error(404, "unknown_room");
+
+    let audit = root.get("/api/v1/audit").await;
+    let destroyed: Vec<&Value> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "room.destroy")
+        .collect();
+    assert_eq!(destroyed.len(), 2, "{:?}", audit.body);
+    assert_eq!(destroyed[1]["target"], bakery.as_str());
+    assert_eq!(destroyed[1]["actor"], "root@localhost");
+}
+
 /// Sends an IQ whose id is `id` and returns its answer (up to `</iq>`).
 async fn iq(client: &mut RawClient, id: &str, xml: &str) -> String {
     client.send(xml).await;
@@ -645,6 +883,33 @@ async fn administrators_run_the_service_administration_commands_and_others_are_f
         info.contains("var='http://jabber.org/protocol/commands'"),
         "{info}"
     );
+
+    // A command's own disco#info (XEP-0050 §2.3), for administrators only.
+    let node_info = |id: &str, node: &str| {
+        format!(
+            "<iq type='get' id='{id}' to='{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info' \
+             node='{node}'/></iq>"
+        )
+    };
+    let add_user = "http://jabber.org/protocol/admin#add-user";
+    let info = iq(&mut root, "i1", &node_info("i1", add_user)).await;
+    assert!(
+        info.contains("type='result'")
+            && info.contains(&format!("node='{add_user}'"))
+            && info.contains("category='automation'")
+            && info.contains("type='command-node'")
+            && info.contains("var='http://jabber.org/protocol/commands'")
+            && info.contains("var='jabber:x:data'"),
+        "{info}"
+    );
+    let refused = iq(&mut eve, "i2", &node_info("i2", add_user)).await;
+    assert!(
+        refused.contains("type='error'") && refused.contains("<forbidden"),
+        "{refused}"
+    );
+    let unknown = node_info("i3", "http://jabber.org/protocol/admin#no-such-command");
+    let unknown = iq(&mut root, "i3", &unknown).await;
+    assert!(unknown.contains("<item-not-found"), "{unknown}");
 
     // Others are refused.
     let refused = iq(&mut eve, "e1", &command("e1", "add-user", &[])).await;

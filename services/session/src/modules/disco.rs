@@ -49,7 +49,7 @@ impl AccountModule for ServiceDiscovery {
 
     async fn iq(&self, core: &Core, iq: &Iq<'_>, _: &mut Outbox) -> anyhow::Result<IqReply> {
         if let Some(node) = iq.payload.get_attr("node") {
-            return node_items(core, iq, node).await;
+            return of_node(core, iq, node).await;
         }
         if iq.payload.is("query", ns::DISCO_ITEMS) {
             return Ok(IqReply::with(items(core, iq.to)));
@@ -58,20 +58,26 @@ impl AccountModule for ServiceDiscovery {
     }
 }
 
-/// disco#items of a node of the server that a module serves (the ad-hoc
-/// commands' list). Accounts have no nodes, nor does disco#info here: a
-/// node the entity does not serve is an item-not-found (XEP-0030 §3.1,
-/// §4.1).
-async fn node_items(core: &Core, iq: &Iq<'_>, node: &str) -> anyhow::Result<IqReply> {
-    if iq.to == Addressee::Server && iq.payload.is("query", ns::DISCO_ITEMS) {
-        for module in core.modules.iter() {
-            if let Some(items) = module.node_items(core, node, iq.account()).await? {
-                let mut query = Element::new("query", ns::DISCO_ITEMS).attr("node", node);
-                for item in items {
-                    query.push_child(item);
-                }
-                return Ok(IqReply::with(query));
+/// disco#items and disco#info of a node of the server that a module
+/// serves (the ad-hoc commands' list and each command). Accounts have no
+/// nodes: a node the entity does not serve is an item-not-found (XEP-0030
+/// §3.1, §4.1).
+async fn of_node(core: &Core, iq: &Iq<'_>, node: &str) -> anyhow::Result<IqReply> {
+    if iq.to != Addressee::Server {
+        return Ok(IqReply::error(StanzaErrorCondition::ItemNotFound));
+    }
+    let requester = iq.account();
+    for module in core.modules.iter() {
+        if iq.payload.is("query", ns::DISCO_INFO) {
+            if let Some(reply) = module.node_info(core, node, requester).await? {
+                return Ok(reply);
             }
+        } else if let Some(items) = module.node_items(core, node, requester).await? {
+            let mut query = Element::new("query", ns::DISCO_ITEMS).attr("node", node);
+            for item in items {
+                query.push_child(item);
+            }
+            return Ok(IqReply::with(query));
         }
     }
     Ok(IqReply::error(StanzaErrorCondition::ItemNotFound))

@@ -162,8 +162,7 @@ async fn owner(
     set: bool,
     out: &mut Outbox,
 ) -> anyhow::Result<IqReply> {
-    let user = envelope.from_jid().bare().as_str();
-    if room.affiliation(user) != Affiliation::Owner && !core.settings().muc.is_admin(user) {
+    if !has_owner_rights(core, room, envelope.from_jid().bare().as_str()) {
         return Ok(error(StanzaErrorCondition::Forbidden));
     }
     if !set {
@@ -214,6 +213,17 @@ async fn owner(
         }
         _ => Ok(error(StanzaErrorCondition::BadRequest)),
     }
+}
+
+/// Whether `user` (a bare JID) may do what an owner of `room` does: an
+/// owner, a service administrator, or the server itself, which is how the
+/// admin API destroys a room (`super::destroy_request`). Only the cluster's
+/// own services send from the server's domain: the edge stamps the `from`
+/// of everything a client sends.
+fn has_owner_rights(core: &Core, room: &Room, user: &str) -> bool {
+    user == core.domain
+        || room.affiliation(user) == Affiliation::Owner
+        || core.settings().muc.is_admin(user)
 }
 
 /// §10.9: every occupant is told the room is gone (and where to go

@@ -92,6 +92,34 @@ pub async fn handle(core: &Core, envelope: &Envelope, out: &mut Outbox) -> anyho
     }
 }
 
+/// An owner's request to destroy `room` (XEP-0045 §10.9), from the server
+/// itself, with the `reason` and `alternate` venue occupants are told: the
+/// router hands it to the room's replica, which destroys the room as it
+/// does for an owner. The answer goes to the server's domain, where the
+/// router drops it.
+pub fn destroy_request(
+    core: &Core,
+    room: &str,
+    reason: &str,
+    alternate: Option<&str>,
+    out: &mut Outbox,
+) {
+    let mut destroy = Element::new("destroy", ns::MUC_OWNER);
+    if let Some(alternate) = alternate {
+        destroy.set_attr("jid", Some(alternate.to_string()));
+    }
+    if !reason.is_empty() {
+        destroy.push_child(Element::new("reason", ns::MUC_OWNER).text(reason));
+    }
+    let iq = Element::new("iq", ns::CLIENT)
+        .attr("type", "set")
+        .attr("id", format!("destroy-{:016x}", rand::random::<u64>()))
+        .attr("from", core.domain.clone())
+        .attr("to", room)
+        .child(Element::new("query", ns::MUC_OWNER).child(destroy));
+    out.inbound(room, &core.domain, Kind::Iq, "set", to_bytes(&iq));
+}
+
 /// Answers `envelope` with `condition` of the type XEP-0045 gives it.
 fn reject(core: &Core, envelope: &Envelope, condition: StanzaErrorCondition, out: &mut Outbox) {
     let mut error = StanzaError::new(condition);

@@ -199,7 +199,7 @@ pub async fn remove_occupant(store: &Store, room: &str, nick: &str) -> Result<()
 }
 
 /// Every room of the service `domain`, with its configuration, for the
-/// service's disco#items and the admin CLI.
+/// service's disco#items.
 pub async fn rooms(store: &Store, domain: &str) -> Result<Vec<(String, RoomConfig, bool)>> {
     let rows =
         sqlx::query("SELECT jid, config, locked FROM muc_rooms WHERE jid LIKE $1 ORDER BY jid")
@@ -217,6 +217,48 @@ pub async fn rooms(store: &Store, domain: &str) -> Result<Vec<(String, RoomConfi
         ));
     }
     Ok(rooms)
+}
+
+/// A room as an administrator's list shows it.
+pub struct RoomSummary {
+    pub jid: String,
+    pub config: RoomConfig,
+    pub occupants: i64,
+}
+
+/// The rooms of every service whose JID sorts after `after`, by JID, at
+/// most `limit`, with how many occupants each has.
+pub async fn rooms_page(store: &Store, after: &str, limit: u32) -> Result<Vec<RoomSummary>> {
+    let rows = sqlx::query(
+        "SELECT jid, config, \
+         (SELECT COUNT(*) FROM muc_occupants WHERE muc_occupants.room = muc_rooms.jid) AS occupants \
+         FROM muc_rooms WHERE jid > $1 ORDER BY jid LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let config: String = row.try_get("config")?;
+            Ok(RoomSummary {
+                jid: row.try_get("jid")?,
+                config: serde_json::from_str(&config).map_err(decode_error)?,
+                occupants: row.try_get("occupants")?,
+            })
+        })
+        .collect()
+}
+
+/// When the room was created (unix ms), or `None` if it does not exist: a
+/// room destroyed and created again under the same JID is told apart.
+pub async fn created_at(store: &Store, jid: &str) -> Result<Option<i64>> {
+    sqlx::query("SELECT created_at FROM muc_rooms WHERE jid = $1")
+        .bind(jid)
+        .fetch_optional(store.pool())
+        .await?
+        .map(|row| row.try_get("created_at"))
+        .transpose()
 }
 
 /// One groupchat message, as every occupant received it.
