@@ -1,5 +1,5 @@
-//! The HTTP admin API: accounts, sessions across the cluster, announcements
-//! and cluster status as JSON, for administrators holding a token.
+//! The HTTP admin API: accounts, sessions across the cluster, announcements,
+//! shared roster groups and cluster status as JSON, for administrators holding a token.
 //!
 //! It runs inside a session replica (and the all-in-one process), because a
 //! replica already has everything it needs: the store (accounts), the
@@ -14,7 +14,8 @@
 //!   [`serve`] runs them on a listener, over TLS or not ([`tls`]).
 //! - [`auth`]: the admin role, password logins, login and API tokens, the
 //!   [`auth::Caller`] every other route requires, and the audit log's routes.
-//! - [`accounts`], [`sessions`], [`announce`], [`status`]: the resources.
+//! - [`accounts`], [`sessions`], [`announce`], [`status`], [`groups`]: the
+//!   resources.
 //! - [`commands`]: the same operations as XEP-0050 ad-hoc commands (the
 //!   XEP-0133 set), an account module of the replica.
 //! - [`store`]: the API's own tables (roles, tokens, audit log).
@@ -27,6 +28,7 @@ pub mod announce;
 pub mod auth;
 pub mod commands;
 pub mod error;
+pub mod groups;
 pub mod sessions;
 pub mod status;
 pub mod store;
@@ -113,6 +115,18 @@ impl AdminApi {
             .route("/sessions/{jid}", delete(sessions::kick))
             .route("/announcements", post(announce::send))
             .route("/cluster", get(status::cluster))
+            .route("/groups", get(groups::list).post(groups::create))
+            .route(
+                "/groups/{name}",
+                get(groups::show)
+                    .put(groups::describe)
+                    .delete(groups::delete),
+            )
+            .route("/groups/{name}/members", get(groups::members))
+            .route(
+                "/groups/{name}/members/{jid}",
+                put(groups::add_member).delete(groups::remove_member),
+            )
             .fallback(not_found)
             .with_state(self.clone());
         Router::new().nest("/api/v1", api).fallback(not_found)

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use support::admin::{AdminApi, set_admin};
 use support::cluster::{NODE_TTL, Nodes, wait_metric, with_cluster};
 use support::otlp::Collector;
 use support::prometheus::{self, Prometheus};
@@ -172,9 +173,12 @@ async fn features(nodes: Nodes) {
     for session in &sessions {
         session.ready().await;
     }
-    for user in ["alice", "bob", "carol", "dave"] {
+    for user in [
+        "alice", "bob", "carol", "dave", "erin", "frank", "gina", "root",
+    ] {
         sessions[0].add_user(user, &format!("pw-{user}"));
     }
+    set_admin(&sessions[0], "root", true);
     let router = nodes.router(None);
     router.ready().await;
     wait_metric(&router, "xmppd_router_session_replicas", 2).await;
@@ -185,6 +189,13 @@ async fn features(nodes: Nodes) {
     wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
     support::features::blocking(cm1.c2s, cm2.c2s, "alice", "bob").await;
     support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
+    // Group changes made on the second replica's API reach members owned by
+    // either replica, on either connection-manager.
+    let api = AdminApi::of(&sessions[1]);
+    api.wait_until_up().await;
+    let root = api.login("root", "pw-root").await;
+    let users = ["erin", "frank", "gina"];
+    support::features::shared_groups(cm1.c2s, cm2.c2s, &root, users).await;
 }
 
 /// One node of each kind and a second connection-manager, ready, with
