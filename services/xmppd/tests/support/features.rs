@@ -335,8 +335,9 @@ fn roster_contacts(query: &Element) -> Vec<(String, String, Vec<String>)> {
 /// Shared roster groups, made through the admin `api` (an administrator's):
 /// `a` and `b`, members of one group, see each other in their rosters and
 /// get each other's presence without subscribing; `a` cannot remove `b`;
-/// `a`, online, gets roster pushes and presence as `c` joins and leaves,
-/// and `b` as the group is deleted. The three are strangers, `a` logs in at
+/// `a`, online, gets roster pushes and presence as `c` joins and leaves
+/// (when `c`'s presence still reaches it through a subscription made
+/// meanwhile), and `b` as the group is deleted. The three are strangers, `a` logs in at
 /// `c2s_a`, the others at `c2s_b`.
 pub async fn shared_groups(
     c2s_a: SocketAddr,
@@ -403,20 +404,48 @@ pub async fn shared_groups(
     assert_eq!(roster_contacts(&roster), [staff_item(b), staff_item(c)]);
     assert_ne!(roster.get_attr("ver"), Some(version.as_str()));
 
-    // Gone as it leaves, and its presence with it.
-    assert_eq!(api.delete(&member(c)).await.status, 204);
-    let pushed = alice.roster_push(&bare(c)).await;
-    assert_eq!(pushed.get_attr("subscription"), Some("remove"));
+    // A subscription between members is theirs, and shows no change.
     alice
-        .wait("the leaver's unavailable presence", |s| {
-            is_presence(s, &carol_full, "unavailable")
+        .send(&format!("<presence to='{}' type='subscribe'/>", bare(c)))
+        .await;
+    carol
+        .wait("the subscription request", |s| {
+            is_presence(s, &bare(a), "subscribe")
         })
         .await;
     carol
-        .wait("the members' unavailable presence", |s| {
-            is_presence(s, &alice_full, "unavailable")
+        .send(&format!("<presence to='{}' type='subscribed'/>", bare(a)))
+        .await;
+    alice
+        .wait("the approval", |s| is_presence(s, &bare(c), "subscribed"))
+        .await;
+
+    // As it leaves, only what the subscription carries stays: the group
+    // leaves the items, and alice's presence stops reaching carol.
+    assert_eq!(api.delete(&member(c)).await.status, 204);
+    let pushed = alice.roster_push(&bare(c)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("to"));
+    assert!(
+        pushed.get_child("group", ns::ROSTER).is_none(),
+        "{pushed:?}"
+    );
+    let pushed = carol.roster_push(&bare(a)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("from"));
+    carol
+        .wait(
+            "the unavailable presence of a mate it no longer sees",
+            |s| is_presence(s, &alice_full, "unavailable"),
+        )
+        .await;
+    carol
+        .send("<presence><status>still here</status></presence>")
+        .await;
+    alice
+        .wait("the subscribed contact's new presence", |s| {
+            is_presence(s, &carol_full, "") && s.get_child("status", ns::CLIENT).is_some()
         })
         .await;
+    assert!(!alice.received(|s| is_presence(s, &carol_full, "unavailable")));
 
     // The group's end ends the rest.
     assert_eq!(api.delete(staff).await.status, 204);
