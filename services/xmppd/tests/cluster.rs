@@ -292,7 +292,7 @@ async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
             r#"xmppd_redis_call_errors_total{node="session-1"} == 0"#,
             17,
         ),
-        ("xmppd_store_call_errors_total == 0", 16),
+        ("xmppd_store_call_errors_total == 0", 26),
         // What a dashboard asks: a quantile over a rate.
         (
             "histogram_quantile(0.99, sum by (le) (rate(xmppd_router_routing_seconds_bucket[1m]))) > 0",
