@@ -10,7 +10,9 @@ use xmppd_storage::{AccountEntry, Credential, StoreError};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::sessions::{self, SessionInfo};
+use xmppd_session::outbox::Outbox;
 use xmppd_session::service::Core;
+use xmppd_session::shared_groups;
 
 use crate::{AdminApi, Body, Limit, Page, Params, timestamp};
 
@@ -122,18 +124,14 @@ pub async fn show(
 }
 
 /// `DELETE /accounts/{jid}`: deletes an account and everything stored for
-/// it, and ends its sessions.
+/// it (its group memberships too), and ends its sessions.
 pub async fn delete(
     State(api): State<AdminApi>,
     caller: Caller,
     Path(jid): Path<String>,
 ) -> Result<Json<sessions::Ended>, ApiError> {
     let jid = api.local_account(&jid)?;
-    if !api.core().store.delete_account(jid.as_str()).await? {
-        return Err(unknown_account(jid.as_str()));
-    }
-    let resources = api.core().registry.resources(jid.as_str()).await?;
-    let ended = sessions::end(api.core(), &resources, "not-authorized", "account deleted").await?;
+    let ended = remove(api.core(), jid.as_str()).await?;
     api.audit(
         &caller.jid,
         "account.delete",
@@ -173,6 +171,23 @@ pub async fn set_password(
     api.audit(&caller.jid, "account.password", jid.as_str(), json!({}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the account `jid` and everything stored for it, tells its
+/// group-mates' clients it is gone, and ends its sessions.
+pub async fn remove(core: &Core, jid: &str) -> Result<sessions::Ended, ApiError> {
+    let mut out = Outbox::default();
+    let deleted = shared_groups::delete_account(core, jid, &mut out)
+        .await
+        .map_err(ApiError::unavailable)?;
+    if !deleted {
+        return Err(unknown_account(jid));
+    }
+    if !core.send_to_any_router(out.frames).await {
+        return Err(sessions::no_router());
+    }
+    let resources = core.registry.resources(jid).await?;
+    sessions::end(core, &resources, "not-authorized", "account deleted").await
 }
 
 /// The bare JID of an account that exists.

@@ -349,12 +349,7 @@ async fn execute(
         "delete-user" => {
             let jids = accounts_of(core, &values(form, "accountjids"))?;
             for jid in &jids {
-                if !core.store.delete_account(jid.as_str()).await? {
-                    return Err(accounts::unknown_account(jid.as_str()));
-                }
-                let resources = core.registry.resources(jid.as_str()).await?;
-                let ended =
-                    sessions::end(core, &resources, "not-authorized", "account deleted").await?;
+                let ended = accounts::remove(core, jid.as_str()).await?;
                 let detail = json!({"ended": ended.ended});
                 auth::audit(core, admin, "account.delete", jid.as_str(), detail).await?;
             }

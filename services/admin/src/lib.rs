@@ -1,5 +1,5 @@
-//! The HTTP admin API: accounts, sessions across the cluster, announcements
-//! and cluster status as JSON, for administrators holding a token.
+//! The HTTP admin API: accounts, sessions across the cluster, announcements,
+//! shared roster groups and cluster status as JSON, for administrators holding a token.
 //!
 //! It runs inside a session replica (and the all-in-one process), because a
 //! replica already has everything it needs: the store (accounts), the
@@ -17,7 +17,8 @@
 //!   [`cookie`]: the console's login cookie and its CSRF value.
 //! - [`console`]: the web console at `/console/`, its files built in, and
 //!   the security headers of every answer.
-//! - [`accounts`], [`sessions`], [`announce`], [`status`], [`rooms`]: the
+//! - [`accounts`], [`sessions`], [`announce`], [`status`], [`rooms`],
+//!   [`groups`]: the
 //!   resources.
 //! - [`commands`]: the same operations as XEP-0050 ad-hoc commands (the
 //!   XEP-0133 set), an account module of the replica.
@@ -33,6 +34,7 @@ pub mod commands;
 pub mod console;
 pub mod cookie;
 pub mod error;
+pub mod groups;
 pub mod rooms;
 pub mod sessions;
 pub mod status;
@@ -124,6 +126,18 @@ impl AdminApi {
             .route("/cluster", get(status::cluster))
             .route("/rooms", get(rooms::list))
             .route("/rooms/{jid}", get(rooms::show).delete(rooms::destroy))
+            .route("/groups", get(groups::list).post(groups::create))
+            .route(
+                "/groups/{name}",
+                get(groups::show)
+                    .put(groups::describe)
+                    .delete(groups::delete),
+            )
+            .route("/groups/{name}/members", get(groups::members))
+            .route(
+                "/groups/{name}/members/{jid}",
+                put(groups::add_member).delete(groups::remove_member),
+            )
             .fallback(not_found)
             .with_state(self.clone());
         Router::new()

@@ -11,6 +11,8 @@
 //! - [`shards`]: per-account serialisation and acknowledgements.
 //! - [`handler`]: dispatch of one frame to presence, IQs and the modules' hooks.
 //! - [`presence`], [`subscription`]: RFC 6121 §3-§4.
+//! - [`shared_groups`]: shared roster groups, merged into rosters and
+//!   presence, and what their changes tell the members' clients.
 //! - [`module`]: [`module::AccountModule`], the seam every account-side
 //!   feature plugs into; [`modules`]: the features (roster, disco, offline
 //!   storage, blocking, carbons…), one file or folder each.
@@ -32,6 +34,7 @@ pub mod presence;
 pub mod reaper;
 pub mod service;
 pub mod shards;
+pub mod shared_groups;
 pub mod subscription;
 
 pub use service::{SessionService, Settings};

@@ -1,5 +1,7 @@
 //! Presence (RFC 6121 §4): broadcast, probes, directed presence, and the
-//! subscription requests of §3 with their roster updates.
+//! subscription requests of §3 with their roster updates. Group-mates
+//! (`crate::shared_groups`) get each other's presence as if subscribed both
+//! ways: the rules below read rosters with them merged in.
 
 use bytes::Bytes;
 use xmppd_grpc::{BoundResource, Envelope, Kind, StreamEnded, session_up};
@@ -16,11 +18,13 @@ use crate::modules::roster;
 use crate::outbox::Outbox;
 use crate::service::Core;
 use crate::shards::Work;
+use crate::shared_groups;
 use crate::subscription::{self, Request, Transition};
 
 type Result = anyhow::Result<()>;
 
-fn receives_presence(item: &RosterItem) -> bool {
+/// Whether the contact of the user's `item` gets the user's presence.
+pub fn receives_presence(item: &RosterItem) -> bool {
     matches!(item.subscription, Subscription::From | Subscription::Both)
 }
 
@@ -42,6 +46,18 @@ fn presence(from: &str, to: &str, stanza_type: &str) -> Element {
 
 fn to_bytes(element: &Element) -> Bytes {
     Bytes::from(element.to_xml(ns::CLIENT))
+}
+
+/// Tells `contact` that the resource `full` is unavailable.
+pub fn unavailable_from(full: &str, contact: &str, out: &mut Outbox) {
+    let gone = presence(full, contact, "unavailable");
+    out.deliver(
+        contact,
+        full,
+        Kind::Presence,
+        "unavailable",
+        to_bytes(&gone),
+    );
 }
 
 /// Presence a client sent: outbound processing by the sender's replica.
@@ -93,17 +109,14 @@ pub async fn inbound(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Resu
     }
     apply(core, user, contact, current.as_ref(), &transition, out).await?;
     // §3.3.3: a subscriber who leaves stops seeing the user online, which
-    // only the user's side can say for each of its resources.
-    if request == Request::Unsubscribe && current.as_ref().is_some_and(receives_presence) {
+    // only the user's side can say for each of its resources; a group-mate
+    // keeps seeing it.
+    if request == Request::Unsubscribe
+        && current.as_ref().is_some_and(receives_presence)
+        && !shared_groups::shares_group(core, user, contact).await?
+    {
         for resource in available_resources(core, user).await? {
-            let gone = presence(&resource.full_jid, contact, "unavailable");
-            out.deliver(
-                contact,
-                &resource.full_jid,
-                Kind::Presence,
-                "unavailable",
-                to_bytes(&gone),
-            );
+            unavailable_from(&resource.full_jid, contact, out);
         }
     }
     if request == Request::Subscribe && !transition.forward {
@@ -176,16 +189,12 @@ async fn subscription_outbound(
                 );
             }
         }
+        // A group-mate keeps seeing the user.
         Request::Unsubscribed => {
-            for resource in &resources {
-                let gone = presence(&resource.full_jid, contact, "unavailable");
-                out.deliver(
-                    contact,
-                    &resource.full_jid,
-                    Kind::Presence,
-                    "unavailable",
-                    to_bytes(&gone),
-                );
+            if !shared_groups::shares_group(core, user, contact).await? {
+                for resource in &resources {
+                    unavailable_from(&resource.full_jid, contact, out);
+                }
             }
         }
         Request::Subscribe | Request::Unsubscribe => {}
@@ -193,7 +202,11 @@ async fn subscription_outbound(
     Ok(())
 }
 
-/// Stores a subscription transition and pushes it to the user's resources.
+/// Stores a subscription transition and pushes it to the user's resources
+/// if what their roster shows changed: not when only a pending inbound
+/// request did, which the item a client sees does not show (§3.1.3), nor
+/// for a group-mate, whom the group shows as `both` whatever the personal
+/// state.
 async fn apply(
     core: &Core,
     user: &str,
@@ -205,7 +218,6 @@ async fn apply(
     if !transition.changed {
         return Ok(());
     }
-    let visible_before = before.is_some_and(|item| !subscription::is_pending_only(item));
     let version = match &transition.item {
         Some(item) => core.store.put_roster_item(user, item).await?,
         None => match core.store.remove_roster_item(user, contact).await? {
@@ -213,28 +225,21 @@ async fn apply(
             None => return Ok(()),
         },
     };
-    match &transition.item {
-        // Only the pending inbound request changed, which the item a client
-        // sees does not show (§3.1.3): nothing to push.
-        Some(item)
-            if visible_before
-                && before.map(roster::item_element) == Some(roster::item_element(item)) =>
-        {
-            Ok(())
-        }
-        Some(item) if !subscription::is_pending_only(item) => {
-            roster::push(core, user, roster::item_element(item), version, out).await
-        }
-        _ if visible_before => {
-            roster::push(core, user, roster::removed_element(contact), version, out).await
-        }
-        _ => Ok(()),
+    let shared = core.store.shared_groups_between(user, contact).await?;
+    let seen = |item: Option<&RosterItem>| {
+        let item = shared_groups::merged(item.cloned(), contact, &shared);
+        shared_groups::shown(item.as_ref(), contact)
+    };
+    let (before, after) = (seen(before), seen(transition.item.as_ref()));
+    if before == after {
+        return Ok(());
     }
+    roster::push(core, user, after, version, out).await
 }
 
 /// §4.3.2: a contact asks for the user's current presence.
 async fn probe(core: &Core, user: &str, contact: &str, out: &mut Outbox) -> Result {
-    let item = core.store.roster_item(user, contact).await?;
+    let item = shared_groups::item(core, user, contact).await?;
     if !item.as_ref().is_some_and(receives_presence) {
         return Ok(());
     }
@@ -284,7 +289,10 @@ async fn available(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result
             envelope.payload.clone(),
         )
         .await?;
-    let roster = core.store.roster(user).await?;
+    // Read after the presence is stored: a group change made meanwhile
+    // either is in this roster or finds this resource available and sends
+    // its presence itself (`shared_groups::changed`).
+    let roster = shared_groups::roster(core, user).await?;
     for item in roster.items.iter().filter(|item| receives_presence(item)) {
         out.deliver(
             &item.contact,
@@ -440,7 +448,7 @@ async fn broadcast_unavailable(
     if !was_available {
         return Ok(());
     }
-    let roster = core.store.roster(user).await?;
+    let roster = shared_groups::roster(core, user).await?;
     for item in roster.items.iter().filter(|item| receives_presence(item)) {
         out.deliver(
             &item.contact,
@@ -490,13 +498,12 @@ fn refuse(envelope: &Envelope, condition: StanzaErrorCondition, out: &mut Outbox
 async fn directed(core: &Core, envelope: &Envelope, out: &mut Outbox) -> Result {
     let full = envelope.from.as_str();
     let to = envelope.to.as_str();
-    let item = core
-        .store
-        .roster_item(
-            JidRef::new(full).bare().as_str(),
-            JidRef::new(to).bare().as_str(),
-        )
-        .await?;
+    let item = shared_groups::item(
+        core,
+        JidRef::new(full).bare().as_str(),
+        JidRef::new(to).bare().as_str(),
+    )
+    .await?;
     // Contacts that get broadcasts need no tracking.
     if !item.as_ref().is_some_and(receives_presence) {
         if envelope.r#type.is_empty() {

@@ -53,7 +53,8 @@ fn with(to: bool, from: bool) -> Subscription {
     }
 }
 
-fn blank(contact: &str) -> RosterItem {
+/// An item for `contact` with no subscription, name or group.
+pub fn blank(contact: &str) -> RosterItem {
     RosterItem {
         contact: contact.to_string(),
         name: None,

@@ -148,13 +148,19 @@ impl Store {
             .await
     }
 
-    /// Removes the account and everything it owns (credentials, roster, offline messages,
-    /// last activity) at once. False if there was no such account.
+    /// Removes the account and everything it owns (credentials, roster, group memberships,
+    /// offline messages, last activity) at once. False if there was no such account.
     pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
         self.calls
             .call(SqlOperation::DeleteAccount, async {
                 let mut tx = self.pool.begin().await?;
-                // Credentials go by ON DELETE CASCADE, roster groups with their items.
+                // The rosters of its group-mates lose it: before its memberships go.
+                sqlx::query(crate::groups::BUMP_GROUP_MATES)
+                    .bind(jid)
+                    .execute(&mut *tx)
+                    .await?;
+                // Credentials and group memberships go by ON DELETE CASCADE, roster groups
+                // with their items.
                 let deleted = sqlx::query("DELETE FROM accounts WHERE jid = $1")
                     .bind(jid)
                     .execute(&mut *tx)

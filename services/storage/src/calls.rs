@@ -25,6 +25,16 @@ pub(crate) enum SqlOperation {
     RosterItem,
     PutRosterItem,
     RemoveRosterItem,
+    CreateGroup,
+    Group,
+    GroupsPage,
+    SetGroupDescription,
+    DeleteGroup,
+    GroupMembersPage,
+    AddGroupMember,
+    RemoveGroupMember,
+    SharedContacts,
+    SharedGroupsBetween,
 }
 
 impl Operation for SqlOperation {
@@ -45,6 +55,16 @@ impl Operation for SqlOperation {
         SqlOperation::RosterItem,
         SqlOperation::PutRosterItem,
         SqlOperation::RemoveRosterItem,
+        SqlOperation::CreateGroup,
+        SqlOperation::Group,
+        SqlOperation::GroupsPage,
+        SqlOperation::SetGroupDescription,
+        SqlOperation::DeleteGroup,
+        SqlOperation::GroupMembersPage,
+        SqlOperation::AddGroupMember,
+        SqlOperation::RemoveGroupMember,
+        SqlOperation::SharedContacts,
+        SqlOperation::SharedGroupsBetween,
     ];
 
     fn name(self) -> &'static str {
@@ -65,6 +85,16 @@ impl Operation for SqlOperation {
             SqlOperation::RosterItem => "roster_item",
             SqlOperation::PutRosterItem => "put_roster_item",
             SqlOperation::RemoveRosterItem => "remove_roster_item",
+            SqlOperation::CreateGroup => "create_group",
+            SqlOperation::Group => "group",
+            SqlOperation::GroupsPage => "groups_page",
+            SqlOperation::SetGroupDescription => "set_group_description",
+            SqlOperation::DeleteGroup => "delete_group",
+            SqlOperation::GroupMembersPage => "group_members_page",
+            SqlOperation::AddGroupMember => "add_group_member",
+            SqlOperation::RemoveGroupMember => "remove_group_member",
+            SqlOperation::SharedContacts => "shared_contacts",
+            SqlOperation::SharedGroupsBetween => "shared_groups_between",
         }
     }
 

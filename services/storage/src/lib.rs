@@ -1,5 +1,5 @@
-//! Persistent data of the XMPP server (accounts, SCRAM credentials, rosters, offline messages,
-//! last activity) over sqlx, with one code path for Postgres and SQLite.
+//! Persistent data of the XMPP server (accounts, SCRAM credentials, rosters, shared roster
+//! groups, offline messages, last activity) over sqlx, with one code path for Postgres and SQLite.
 //!
 //! # Layout
 //!
@@ -9,7 +9,7 @@
 //!   booleans as 0/1 integers.
 //! - `migrations.rs`: the SQL files of `migrations/postgres` and `migrations/sqlite`, embedded in
 //!   the binary. Both folders hold the same numbered files; only the DDL dialect differs.
-//! - `accounts.rs`, `roster.rs`, `offline.rs`: the queries, one module per concern.
+//! - `accounts.rs`, `roster.rs`, `groups.rs`, `offline.rs`: the queries, one module per concern.
 //! - [`Schema`], [`Store::migrate`], [`Store::pool`]: the seam for an account module's own
 //!   tables: the module declares its migrations (both dialects) beside its code, the store
 //!   applies them, and the module's queries use the pool. Its rows reference `accounts`
@@ -29,6 +29,7 @@
 mod accounts;
 mod calls;
 mod credential_cache;
+mod groups;
 mod migrations;
 mod offline;
 mod roster;
@@ -36,6 +37,7 @@ mod store;
 
 pub use accounts::{AccountEntry, Credential};
 pub use credential_cache::CredentialCaching;
+pub use groups::{SharedContact, SharedGroup};
 pub use migrations::{Embedded as Migration, Schema};
 pub use offline::{LastActivity, OfflineMessage};
 pub use roster::{InvalidSubscription, Roster, RosterItem, Subscription};

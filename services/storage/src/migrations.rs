@@ -53,6 +53,7 @@ pub(crate) const CORE: Schema = Schema {
     migrations: embed![
         1 => "0001_initial",
         2 => "0002_credential_notifications",
+        3 => "0003_shared_groups",
     ],
 };
 

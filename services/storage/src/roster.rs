@@ -228,7 +228,7 @@ async fn replace_groups(
     Ok(())
 }
 
-async fn bump_version(
+pub(crate) async fn bump_version(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     jid: &str,
 ) -> Result<i64, sqlx::Error> {

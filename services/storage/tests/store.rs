@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 use xmppd_storage::{
-    Backend, CacheStatistics, Credential, CredentialCaching, PoolSize, RosterItem, Store,
-    StoreError, Subscription,
+    Backend, CacheStatistics, Credential, CredentialCaching, PoolSize, RosterItem, SharedContact,
+    SharedGroup, Store, StoreError, Subscription,
 };
 
 const DEFAULT_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/postgres";
@@ -44,6 +44,9 @@ on_both_backends![
     credentials_upgrade_only_the_keys_it_checked,
     roster_put_remove_and_versions,
     roster_groups_round_trip,
+    shared_groups_are_created_listed_described_and_deleted,
+    shared_group_members_see_each_other_and_bump_versions,
+    deleting_an_account_takes_it_out_of_its_groups,
     offline_quota_order_and_take,
     last_activity_is_replaced,
     migrations_idempotent_on_reconnect,
@@ -427,6 +430,226 @@ async fn roster_groups_round_trip(url: String) {
         store.roster_item(jid, "romeo@example.net").await.unwrap(),
         Some(bare)
     );
+}
+
+fn group(name: &str, description: &str, members: u64) -> SharedGroup {
+    SharedGroup {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        members,
+    }
+}
+
+fn shared(contact: &str, groups: &[&str]) -> SharedContact {
+    SharedContact {
+        contact: contact.to_owned(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+/// A store with an account for each of `users` at example.com.
+async fn store_with_accounts(url: &str, users: &[&str]) -> Store {
+    let store = Store::connect(url, POOL).await.unwrap();
+    for user in users {
+        store
+            .create_account(&format!("{user}@example.com"), &[])
+            .await
+            .unwrap();
+    }
+    store
+}
+
+async fn shared_groups_are_created_listed_described_and_deleted(url: String) {
+    let store = store_with_accounts(&url, &["juliet"]).await;
+    for name in ["Staff", "Capulets", "Ünïcode ✓"] {
+        store.create_group(name, "").await.unwrap();
+    }
+    let again = store.create_group("Staff", "other").await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists)), "{again:?}");
+
+    // Byte order, a page at a time, and nothing past the end.
+    let names = |page: Vec<SharedGroup>| page.into_iter().map(|g| g.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.groups_page("", 2).await.unwrap()),
+        ["Capulets", "Staff"]
+    );
+    assert_eq!(
+        names(store.groups_page("Staff", 2).await.unwrap()),
+        ["Ünïcode ✓"]
+    );
+    assert!(store.groups_page("Ünïcode ✓", 2).await.unwrap().is_empty());
+
+    assert!(
+        store
+            .set_group_description("Capulets", "the house")
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_group_description("Montagues", "x").await.unwrap());
+    assert!(
+        store
+            .add_group_member("Capulets", "juliet@example.com")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.group("Capulets").await.unwrap(),
+        Some(group("Capulets", "the house", 1))
+    );
+    assert_eq!(store.group("Montagues").await.unwrap(), None);
+
+    assert_eq!(
+        store.delete_group("Capulets").await.unwrap(),
+        Some(vec!["juliet@example.com".to_owned()])
+    );
+    assert_eq!(store.delete_group("Capulets").await.unwrap(), None);
+    assert_eq!(store.group("Capulets").await.unwrap(), None);
+    assert!(
+        store
+            .shared_contacts("juliet@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A group made again under the same name starts empty.
+    store.create_group("Capulets", "").await.unwrap();
+    assert_eq!(
+        store.group("Capulets").await.unwrap(),
+        Some(group("Capulets", "", 0))
+    );
+}
+
+async fn shared_group_members_see_each_other_and_bump_versions(url: String) {
+    let users = ["juliet", "nurse", "tybalt", "romeo"];
+    let store = store_with_accounts(&url, &users).await;
+    let jid = |user: &str| format!("{user}@example.com");
+    let version = async |user: &str| store.roster_version(&jid(user)).await.unwrap();
+    store.create_group("Capulets", "").await.unwrap();
+    store.create_group("Household", "").await.unwrap();
+
+    let add = async |group: &str, user: &str| store.add_group_member(group, &jid(user)).await;
+    assert!(add("Capulets", "juliet").await.unwrap());
+    assert_eq!(version("juliet").await, 1);
+    assert!(add("Capulets", "tybalt").await.unwrap());
+    assert!(add("Capulets", "nurse").await.unwrap());
+    assert!(add("Household", "nurse").await.unwrap());
+    assert!(add("Household", "juliet").await.unwrap());
+    // Every member's roster changed with each arrival.
+    assert_eq!([version("juliet").await, version("tybalt").await], [4, 2]);
+    assert_eq!(version("romeo").await, 0);
+    // Again: nothing changes.
+    assert!(!add("Capulets", "juliet").await.unwrap());
+    assert_eq!(version("juliet").await, 4);
+    for (group, user) in [("Montagues", "juliet"), ("Capulets", "paris")] {
+        let missing = add(group, user).await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    }
+
+    assert_eq!(
+        store.shared_contacts(&jid("juliet")).await.unwrap(),
+        [
+            shared("nurse@example.com", &["Capulets", "Household"]),
+            shared("tybalt@example.com", &["Capulets"]),
+        ]
+    );
+    assert_eq!(
+        store
+            .shared_groups_between(&jid("nurse"), &jid("juliet"))
+            .await
+            .unwrap(),
+        ["Capulets", "Household"]
+    );
+    assert!(
+        store
+            .shared_groups_between(&jid("juliet"), &jid("juliet"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .shared_contacts(&jid("romeo"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.group_members_page("Capulets", "", 2).await.unwrap(),
+        [jid("juliet"), jid("nurse")]
+    );
+    assert_eq!(
+        store
+            .group_members_page("Capulets", &jid("nurse"), 2)
+            .await
+            .unwrap(),
+        [jid("tybalt")]
+    );
+    assert!(
+        store
+            .group_members_page("Capulets", &jid("tybalt"), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Leaving bumps the one who left and those who stay, no one else.
+    assert!(
+        store
+            .remove_group_member("Capulets", &jid("tybalt"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_group_member("Capulets", &jid("tybalt"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        [
+            version("juliet").await,
+            version("tybalt").await,
+            version("nurse").await
+        ],
+        [5, 3, 4]
+    );
+    assert_eq!(store.shared_contacts(&jid("tybalt")).await.unwrap(), []);
+    // A deleted group bumps its members.
+    store.delete_group("Household").await.unwrap();
+    assert_eq!([version("juliet").await, version("nurse").await], [6, 5]);
+    assert_eq!(
+        store.shared_contacts(&jid("nurse")).await.unwrap(),
+        [shared("juliet@example.com", &["Capulets"])]
+    );
+}
+
+async fn deleting_an_account_takes_it_out_of_its_groups(url: String) {
+    let store = store_with_accounts(&url, &["juliet", "nurse", "romeo"]).await;
+    store.create_group("Capulets", "").await.unwrap();
+    for user in ["juliet", "nurse"] {
+        store
+            .add_group_member("Capulets", &format!("{user}@example.com"))
+            .await
+            .unwrap();
+    }
+    let before = store.roster_version("nurse@example.com").await.unwrap();
+    assert!(store.delete_account("juliet@example.com").await.unwrap());
+    assert_eq!(
+        store.group("Capulets").await.unwrap(),
+        Some(group("Capulets", "", 1))
+    );
+    assert!(
+        store
+            .shared_contacts("nurse@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.roster_version("nurse@example.com").await.unwrap(),
+        before + 1
+    );
+    assert_eq!(store.roster_version("romeo@example.com").await.unwrap(), 0);
 }
 
 async fn offline_quota_order_and_take(url: String) {

@@ -44,7 +44,8 @@ async fn every_documented_route_exists_and_wants_a_token() {
     for (path, operations) in paths {
         let concrete = path
             .replace("{jid}", "someone%40localhost")
-            .replace("{id}", "0123");
+            .replace("{id}", "0123")
+            .replace("{name}", "Staff");
         for method in operations.as_object().unwrap().keys() {
             let method = method.to_uppercase();
             let answer = anonymous
@@ -309,6 +310,209 @@ async fn accounts_are_created_listed_searched_changed_and_deleted() {
         .assert_error(404, "unknown_account");
     let after = root.get(accounts).await;
     assert!(!jids(&after.body).contains(&"carol@localhost".to_string()));
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn shared_groups_are_created_listed_described_filled_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, root) = start(dir.path()).await;
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, "pw");
+    }
+    let groups = "/api/v1/groups";
+    let made = root
+        .post(groups, json!({"name": "Staff", "description": "everyone"}))
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(
+        made.body,
+        json!({"name": "Staff", "description": "everyone", "members": 0})
+    );
+    for name in ["Sales team", "Ünïcode ✓", "x".repeat(200).as_str()] {
+        let made = root.post(groups, json!({"name": name})).await;
+        assert_eq!(made.status, 201, "{:?}", made.body);
+        assert_eq!(made.body["description"], "");
+    }
+    root.post(groups, json!({"name": "Staff"}))
+        .await
+        .assert_error(409, "group_exists");
+    for bad in ["", "tab\there", "x".repeat(201).as_str()] {
+        root.post(groups, json!({"name": bad}))
+            .await
+            .assert_error(400, "bad_name");
+    }
+    root.post(groups, json!({"description": "no name"}))
+        .await
+        .assert_error(422, "bad_request");
+    root.post(groups, json!({"name": "Extra", "members": []}))
+        .await
+        .assert_error(422, "bad_request");
+
+    // Listed by name (byte order), two at a time, to the end and past it.
+    let first = root.get("/api/v1/groups?limit=2").await;
+    assert_eq!(names(&first.body), ["Sales team", "Staff"]);
+    let next = first.body["next"].as_str().unwrap();
+    let second = root
+        .get(&format!("/api/v1/groups?limit=2&after={}", segment(next)))
+        .await;
+    assert_eq!(names(&second.body), ["x".repeat(200), "Ünïcode ✓".into()]);
+    assert_eq!(second.body["next"], Value::Null);
+    let past = root.get("/api/v1/groups?after=%C3%BF").await;
+    assert_eq!(past.status, 200);
+    assert!(names(&past.body).is_empty());
+    assert_eq!(past.body["next"], Value::Null);
+    for bad in ["limit=0", "limit=501"] {
+        root.get(&format!("{groups}?{bad}"))
+            .await
+            .assert_error(400, "bad_limit");
+    }
+
+    // Shown and described.
+    let group = |name: &str| format!("/api/v1/groups/{}", segment(name));
+    let shown = root.get(&group("Sales team")).await;
+    assert_eq!(
+        shown.body,
+        json!({"name": "Sales team", "description": "", "members": 0})
+    );
+    root.get(&group("Nobody"))
+        .await
+        .assert_error(404, "unknown_group");
+    let described = root
+        .put(&group("Sales team"), json!({"description": "they sell"}))
+        .await;
+    assert_eq!(described.status, 200, "{:?}", described.body);
+    assert_eq!(described.body["description"], "they sell");
+    root.put(&group("Nobody"), json!({"description": "x"}))
+        .await
+        .assert_error(404, "unknown_group");
+    root.put(&group("Staff"), json!({}))
+        .await
+        .assert_error(422, "bad_request");
+
+    // Members: added (twice is once), listed, removed.
+    let member = |name: &str, jid: &str| format!("{}/members/{}", group(name), segment(jid));
+    for user in ["carol", "alice", "bob"] {
+        let added = root
+            .put(&member("Staff", &format!("{user}@localhost")), json!({}))
+            .await;
+        assert_eq!(added.status, 204, "{:?}", added.body);
+    }
+    let again = root
+        .put(&member("Staff", "alice@localhost"), json!({}))
+        .await;
+    assert_eq!(again.status, 204);
+    assert_eq!(root.get(&group("Staff")).await.body["members"], 3);
+    root.put(&member("Staff", "nobody@localhost"), json!({}))
+        .await
+        .assert_error(404, "unknown_account");
+    root.put(&member("Nobody", "alice@localhost"), json!({}))
+        .await
+        .assert_error(404, "unknown_group");
+    root.put(&member("Staff", "alice@localhost/phone"), json!({}))
+        .await
+        .assert_error(400, "malformed_jid");
+    root.put(&member("Staff", "alice@elsewhere.example"), json!({}))
+        .await
+        .assert_error(400, "not_local");
+    let members = |query: &str| format!("{}/members?{query}", group("Staff"));
+    let first = root.get(&members("limit=2")).await;
+    assert_eq!(jids(&first.body), ["alice@localhost", "bob@localhost"]);
+    let next = first.body["next"].as_str().unwrap();
+    let second = root
+        .get(&members(&format!("limit=2&after={}", segment(next))))
+        .await;
+    assert_eq!(jids(&second.body), ["carol@localhost"]);
+    assert_eq!(second.body["next"], Value::Null);
+    let past = root.get(&members("after=zzz%40localhost")).await;
+    assert!(jids(&past.body).is_empty());
+    assert_eq!(past.body["next"], Value::Null);
+    root.get(&members("limit=501"))
+        .await
+        .assert_error(400, "bad_limit");
+    root.get(&format!("{}/members", group("Nobody")))
+        .await
+        .assert_error(404, "unknown_group");
+    let removed = root.delete(&member("Staff", "carol@localhost")).await;
+    assert_eq!(removed.status, 204, "{:?}", removed.body);
+    root.delete(&member("Staff", "carol@localhost"))
+        .await
+        .assert_error(404, "unknown_member");
+    root.delete(&member("Nobody", "carol@localhost"))
+        .await
+        .assert_error(404, "unknown_group");
+
+    // A deleted account leaves its groups.
+    let deleted = root.delete("/api/v1/accounts/bob%40localhost").await;
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    let left = root.get(&members("")).await;
+    assert_eq!(jids(&left.body), ["alice@localhost"]);
+
+    // Deleted groups.
+    assert_eq!(root.delete(&group("Staff")).await.status, 204);
+    root.delete(&group("Staff"))
+        .await
+        .assert_error(404, "unknown_group");
+    root.get(&group("Staff"))
+        .await
+        .assert_error(404, "unknown_group");
+
+    // Administrators only.
+    set_admin(&server, "carol", false);
+    let anonymous = AdminApi::of(&server);
+    let answer = anonymous
+        .post(
+            "/api/v1/auth/login",
+            json!({"jid": "carol@localhost", "password": "pw"}),
+        )
+        .await;
+    answer.assert_error(403, "not_admin");
+    set_admin(&server, "carol", true);
+    let carol = anonymous.login("carol", "pw").await;
+    set_admin(&server, "carol", false);
+    carol.get(groups).await.assert_error(403, "not_admin");
+    carol
+        .post(groups, json!({"name": "Mine"}))
+        .await
+        .assert_error(403, "not_admin");
+    carol
+        .put(&member("Sales team", "carol@localhost"), json!({}))
+        .await
+        .assert_error(403, "not_admin");
+
+    // Every change is in the audit log.
+    let audit = root.get("/api/v1/audit?limit=100").await;
+    let entries: Vec<(String, String)> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let count = |action: &str, target: &str| {
+        entries
+            .iter()
+            .filter(|(a, t)| a == action && t == target)
+            .count()
+    };
+    assert_eq!(count("group.create", "Staff"), 1);
+    assert_eq!(count("group.update", "Sales team"), 1);
+    // Adding alice again recorded nothing.
+    assert_eq!(count("group.add_member", "Staff"), 3, "{entries:?}");
+    assert_eq!(count("group.remove_member", "Staff"), 1);
+    assert_eq!(count("group.delete", "Staff"), 1);
 }
 
 #[tokio::test]

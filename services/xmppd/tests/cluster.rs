@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use support::admin::{AdminApi, set_admin};
 use support::cluster::{NODE_TTL, Nodes, wait_metric, with_cluster};
 use support::otlp::Collector;
 use support::prometheus::{self, Prometheus};
@@ -182,9 +183,12 @@ async fn features(nodes: Nodes) {
     for session in &sessions {
         session.ready().await;
     }
-    for user in ["alice", "bob", "carol", "dave"] {
+    for user in [
+        "alice", "bob", "carol", "dave", "erin", "frank", "gina", "root",
+    ] {
         sessions[0].add_user(user, &format!("pw-{user}"));
     }
+    set_admin(&sessions[0], "root", true);
     let router = nodes.router(None);
     router.ready().await;
     wait_metric(&router, "xmppd_router_session_replicas", 2).await;
@@ -195,6 +199,13 @@ async fn features(nodes: Nodes) {
     wait_metric(&router, "xmppd_router_attached_connection_managers", 2).await;
     support::features::blocking(cm1.c2s, cm2.c2s, "alice", "bob").await;
     support::features::carbons(cm1.c2s, cm2.c2s, "carol", "dave").await;
+    // Group changes made on the second replica's API reach members owned by
+    // either replica, on either connection-manager.
+    let api = AdminApi::of(&sessions[1]);
+    api.wait_until_up().await;
+    let root = api.login("root", "pw-root").await;
+    let users = ["erin", "frank", "gina"];
+    support::features::shared_groups(cm1.c2s, cm2.c2s, &root, users).await;
 }
 
 /// One node of each kind and a second connection-manager, ready, with
@@ -336,7 +347,7 @@ async fn scraped(nodes: Nodes, tools: prometheus::Tools) {
             r#"xmppd_redis_call_errors_total{node="session-1"} == 0"#,
             17,
         ),
-        ("xmppd_store_call_errors_total == 0", 16),
+        ("xmppd_store_call_errors_total == 0", 26),
         // What a dashboard asks: a quantile over a rate.
         (
             "histogram_quantile(0.99, sum by (le) (rate(xmppd_router_routing_seconds_bucket[1m]))) > 0",

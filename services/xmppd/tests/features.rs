@@ -1,10 +1,12 @@
-//! Account features (XEP-0191 blocking, XEP-0280 carbons) end to end
+//! Account features (XEP-0191 blocking, XEP-0280 carbons, shared roster
+//! groups) end to end
 //! against a real all-in-one process; the same scenarios run against the
 //! cluster in `cluster.rs`.
 
 mod support;
 
 use support::Server;
+use support::admin::AdminApi;
 use support::client::start;
 
 async fn with_users(users: [&str; 2]) -> (tempfile::TempDir, Server) {
@@ -25,6 +27,19 @@ async fn blocking() {
 async fn carbons() {
     let (_dir, server) = with_users(["alice", "bob"]).await;
     support::features::carbons(server.c2s, server.c2s, "alice", "bob").await;
+}
+
+#[tokio::test]
+async fn shared_roster_groups() {
+    let (_dir, server) = start("[admin]\nadmins = [\"root@localhost\"]\n").await;
+    for user in ["root", "alice", "bob", "carol"] {
+        server.add_user(user, &format!("pw-{user}"));
+    }
+    let api = AdminApi::of(&server);
+    api.wait_until_up().await;
+    let root = api.login("root", "pw-root").await;
+    let users = ["alice", "bob", "carol"];
+    support::features::shared_groups(server.c2s, server.c2s, &root, users).await;
 }
 
 /// `[modules.blocking] max_items`: a block past it is refused and changes

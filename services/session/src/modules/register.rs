@@ -59,7 +59,7 @@ impl AccountModule for InBandRegistration {
 }
 
 async fn remove_account(core: &Core, user: &str, out: &mut Outbox) -> anyhow::Result<IqReply> {
-    core.store.delete_account(user).await?;
+    crate::shared_groups::delete_account(core, user, out).await?;
     tracing::info!(account = user, "account removed");
     // XEP-0077 §3.2: the account's streams end.
     for resource in core.registry.resources(user).await? {

@@ -1,6 +1,7 @@
 //! Roster management (RFC 6121 §2) with XEP-0237 versioning. Presence and
 //! subscriptions (`crate::presence`) change rosters too, and push through
-//! [`push`].
+//! [`push`]. A roster get shows the user's group-mates too
+//! (`crate::shared_groups`); a group-mate cannot be removed.
 
 use bytes::Bytes;
 use xmppd_grpc::Kind;
@@ -13,7 +14,7 @@ use xmppd_storage::{RosterItem, Subscription};
 use crate::module::{AccountModule, Addressee, Disco, GET_OR_SET, Iq, IqReply, IqRoute, Section};
 use crate::outbox::Outbox;
 use crate::service::Core;
-use crate::subscription;
+use crate::{shared_groups, subscription};
 
 pub struct Roster;
 
@@ -81,16 +82,33 @@ pub async fn push(
     version: i64,
     out: &mut Outbox,
 ) -> anyhow::Result<()> {
-    let query = Element::new("query", ns::ROSTER)
-        .attr("ver", version.to_string())
-        .child(item);
     let resources = core.registry.resources(user).await?;
-    out.push_iq(user, resources.iter().map(|r| r.full_jid.as_str()), &query);
+    push_to(
+        user,
+        resources.iter().map(|r| r.full_jid.as_str()),
+        item,
+        version,
+        out,
+    );
     Ok(())
 }
 
+/// Sends a roster push (§2.1.6) to `resources` of `user`.
+pub fn push_to<'r>(
+    user: &str,
+    resources: impl IntoIterator<Item = &'r str>,
+    item: Element,
+    version: i64,
+    out: &mut Outbox,
+) {
+    let query = Element::new("query", ns::ROSTER)
+        .attr("ver", version.to_string())
+        .child(item);
+    out.push_iq(user, resources, &query);
+}
+
 async fn get(core: &Core, user: &str, query: &Element) -> anyhow::Result<IqReply> {
-    let roster = core.store.roster(user).await?;
+    let roster = shared_groups::roster(core, user).await?;
     let version = roster.version.to_string();
     // XEP-0237: an up-to-date cache gets an empty result.
     if query.get_attr("ver") == Some(version.as_str()) {
@@ -123,17 +141,26 @@ async fn set(
         return Ok(IqReply::error(StanzaErrorCondition::NotAllowed));
     }
     let current = core.store.roster_item(user, &contact).await?;
+    let shared = core.store.shared_groups_between(user, &contact).await?;
     if item.get_attr("subscription") == Some("remove") {
+        // A group-mate stays as long as the group does (as in Openfire).
+        if !shared.is_empty() {
+            return Ok(IqReply::error(StanzaErrorCondition::NotAcceptable));
+        }
         return remove(core, user, &contact, current, out).await;
     }
-    let Some(edited) = edited_item(item, &contact, current.as_ref()) else {
+    let Some(mut edited) = edited_item(item, &contact, current.as_ref()) else {
         return Ok(IqReply::error(StanzaErrorCondition::NotAcceptable));
     };
+    // The shared groups come from the groups themselves: kept personally,
+    // they would outlast the membership.
+    edited.groups.retain(|group| !shared.contains(group));
     if adds_contact(current.as_ref(), Some(&edited)) && contacts_full(core, user).await? {
         return Ok(IqReply::error(StanzaErrorCondition::NotAllowed));
     }
     let version = core.store.put_roster_item(user, &edited).await?;
-    push(core, user, item_element(&edited), version, out).await?;
+    let seen = shared_groups::with_groups(edited, &shared);
+    push(core, user, item_element(&seen), version, out).await?;
     Ok(IqReply::Result(None))
 }
 

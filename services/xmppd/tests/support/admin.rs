@@ -155,7 +155,15 @@ pub fn set_admin(server: &Server, user: &str, grant: bool) {
     );
 }
 
-/// A JID as a path segment (`/` and `@` percent-encoded).
-pub fn segment(jid: &str) -> String {
-    jid.replace('@', "%40").replace('/', "%2F")
+/// A JID, group name or cursor as a path segment or query value: every
+/// byte but RFC 3986's unreserved characters percent-encoded.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }

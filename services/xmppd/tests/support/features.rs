@@ -1,15 +1,17 @@
 //! Account features end to end, written once and run against the
 //! all-in-one process (`tests/features.rs`) and against the cluster with
-//! the two users on different connection-managers (`tests/cluster.rs`).
-//! Each takes two users that exist with the password `pw-<user>` and are
+//! the users on different connection-managers (`tests/cluster.rs`).
+//! Each takes users that exist with the password `pw-<user>` and are
 //! strangers to each other, and the client port each logs in at.
 
 use std::net::SocketAddr;
 
+use serde_json::json;
 use xmppd_protocol::ns;
 use xmppd_protocol::xml::Element;
 
 use super::DOMAIN;
+use super::admin::AdminApi;
 use super::client::{Client, assert_result, befriend, error_condition, is_message, is_presence};
 
 async fn login(c2s: SocketAddr, user: &str, resource: &str) -> Client {
@@ -291,4 +293,168 @@ fn forwarded<'a>(copy: &'a Element, direction: &str) -> &'a Element {
         .and_then(|wrapper| wrapper.get_child("forwarded", ns::FORWARD))
         .and_then(|forwarded| forwarded.get_child("message", ns::CLIENT))
         .unwrap()
+}
+
+/// The roster a client gets (RFC 6121 §2.1.3), sent with `ver` when given
+/// (XEP-0237): its query, or `None` for an empty result (the cached
+/// version is current).
+async fn roster_get(client: &mut Client, ver: Option<&str>) -> Option<Element> {
+    let ver = ver.map(|ver| format!(" ver='{ver}'")).unwrap_or_default();
+    let answer = client
+        .iq(
+            "get",
+            None,
+            &format!("<query xmlns='jabber:iq:roster'{ver}/>"),
+        )
+        .await;
+    assert_result(&answer);
+    answer.get_child("query", ns::ROSTER).cloned()
+}
+
+/// The contacts of a roster query, with their subscription and groups.
+fn roster_contacts(query: &Element) -> Vec<(String, String, Vec<String>)> {
+    query
+        .children()
+        .filter(|item| item.is("item", ns::ROSTER))
+        .map(|item| {
+            assert_eq!(item.get_attr("ask"), None, "{item:?}");
+            let groups = item
+                .children()
+                .filter(|group| group.is("group", ns::ROSTER))
+                .map(Element::text_content)
+                .collect();
+            (
+                item.get_attr("jid").unwrap().to_string(),
+                item.get_attr("subscription").unwrap().to_string(),
+                groups,
+            )
+        })
+        .collect()
+}
+
+/// Shared roster groups, made through the admin `api` (an administrator's):
+/// `a` and `b`, members of one group, see each other in their rosters and
+/// get each other's presence without subscribing; `a` cannot remove `b`;
+/// `a`, online, gets roster pushes and presence as `c` joins and leaves
+/// (when `c`'s presence still reaches it through a subscription made
+/// meanwhile), and `b` as the group is deleted. The three are strangers, `a` logs in at
+/// `c2s_a`, the others at `c2s_b`.
+pub async fn shared_groups(
+    c2s_a: SocketAddr,
+    c2s_b: SocketAddr,
+    api: &AdminApi,
+    [a, b, c]: [&str; 3],
+) {
+    let bare = |user: &str| format!("{user}@{DOMAIN}");
+    let staff = "/api/v1/groups/Staff";
+    let member = |user: &str| format!("{staff}/members/{}", bare(user).replace('@', "%40"));
+    let made = api.post("/api/v1/groups", json!({"name": "Staff"})).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    for user in [a, b] {
+        assert_eq!(api.put(&member(user), json!({})).await.status, 204);
+    }
+    let staff_item = |user: &str| (bare(user), "both".to_string(), vec!["Staff".to_string()]);
+
+    // In each other's rosters, and each other's presence, unasked.
+    let mut alice = Client::login_at(c2s_a, a, &format!("pw-{a}"), "desk").await;
+    let roster = roster_get(&mut alice, None).await.unwrap();
+    assert_eq!(roster_contacts(&roster), [staff_item(b)]);
+    let version = roster.get_attr("ver").unwrap().to_string();
+    assert!(roster_get(&mut alice, Some(&version)).await.is_none());
+    alice.available("").await;
+    let mut bob = login(c2s_b, b, "laptop").await;
+    let (alice_full, bob_full) = (alice.jid.clone(), bob.jid.clone());
+    alice
+        .wait("the group-mate's presence", |s| {
+            is_presence(s, &bob_full, "")
+        })
+        .await;
+    bob.wait("the answer to its probe", |s| {
+        is_presence(s, &alice_full, "")
+    })
+    .await;
+
+    // A group-mate stays in the roster.
+    let remove = format!(
+        "<query xmlns='jabber:iq:roster'><item jid='{}' subscription='remove'/></query>",
+        bare(b)
+    );
+    let refused = alice.iq("set", None, &remove).await;
+    assert_eq!(error_condition(&refused), "not-acceptable");
+
+    // A newcomer appears at once, both ways, with its presence.
+    let mut carol = login(c2s_b, c, "phone").await;
+    let carol_full = carol.jid.clone();
+    assert_eq!(api.put(&member(c), json!({})).await.status, 204);
+    let pushed = alice.roster_push(&bare(c)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("both"));
+    for user in [a, b] {
+        carol.roster_push(&bare(user)).await;
+    }
+    alice
+        .wait("the newcomer's presence", |s| {
+            is_presence(s, &carol_full, "")
+        })
+        .await;
+    carol
+        .wait("the members' presence", |s| is_presence(s, &alice_full, ""))
+        .await;
+    // The cached roster is no longer current.
+    let roster = roster_get(&mut alice, Some(&version)).await.unwrap();
+    assert_eq!(roster_contacts(&roster), [staff_item(b), staff_item(c)]);
+    assert_ne!(roster.get_attr("ver"), Some(version.as_str()));
+
+    // A subscription between members is theirs, and shows no change.
+    alice
+        .send(&format!("<presence to='{}' type='subscribe'/>", bare(c)))
+        .await;
+    carol
+        .wait("the subscription request", |s| {
+            is_presence(s, &bare(a), "subscribe")
+        })
+        .await;
+    carol
+        .send(&format!("<presence to='{}' type='subscribed'/>", bare(a)))
+        .await;
+    alice
+        .wait("the approval", |s| is_presence(s, &bare(c), "subscribed"))
+        .await;
+
+    // As it leaves, only what the subscription carries stays: the group
+    // leaves the items, and alice's presence stops reaching carol.
+    assert_eq!(api.delete(&member(c)).await.status, 204);
+    let pushed = alice.roster_push(&bare(c)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("to"));
+    assert!(
+        pushed.get_child("group", ns::ROSTER).is_none(),
+        "{pushed:?}"
+    );
+    let pushed = carol.roster_push(&bare(a)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("from"));
+    carol
+        .wait(
+            "the unavailable presence of a mate it no longer sees",
+            |s| is_presence(s, &alice_full, "unavailable"),
+        )
+        .await;
+    carol
+        .send("<presence><status>still here</status></presence>")
+        .await;
+    alice
+        .wait("the subscribed contact's new presence", |s| {
+            is_presence(s, &carol_full, "") && s.get_child("status", ns::CLIENT).is_some()
+        })
+        .await;
+    assert!(!alice.received(|s| is_presence(s, &carol_full, "unavailable")));
+
+    // The group's end ends the rest.
+    assert_eq!(api.delete(staff).await.status, 204);
+    let pushed = bob.roster_push(&bare(a)).await;
+    assert_eq!(pushed.get_attr("subscription"), Some("remove"));
+    bob.wait("the unavailable presence of the last mate", |s| {
+        is_presence(s, &alice_full, "unavailable")
+    })
+    .await;
+    let roster = roster_get(&mut bob, None).await.unwrap();
+    assert_eq!(roster_contacts(&roster), []);
 }
