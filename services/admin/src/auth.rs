@@ -31,7 +31,7 @@ use xmppd_session::service::Core;
 use crate::cookie;
 use crate::error::ApiError;
 use crate::store::{self, TokenRow};
-use crate::{AdminApi, Body, Limit, Page, Params, timestamp};
+use crate::{AdminApi, AfterQuery, Body, Limit, Page, Params, timestamp};
 
 /// How long a failed password login waits before it answers, so that
 /// guessing is slow.
@@ -392,20 +392,11 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenQuery {
-    #[serde(default)]
-    after: String,
-    #[serde(default)]
-    limit: Limit,
-}
-
 /// `GET /tokens`: the API tokens (every administrator's), by id.
 pub async fn list_tokens(
     State(api): State<AdminApi>,
     _caller: Caller,
-    Params(query): Params<TokenQuery>,
+    Params(query): Params<AfterQuery>,
 ) -> Result<Json<Page<TokenInfo>>, ApiError> {
     let limit = query.limit.get()?;
     let rows = store::api_tokens_page(&api.core().store, &query.after, limit + 1).await?;

@@ -129,6 +129,8 @@ mod tests {
             max_offline_messages: 10,
             max_resources_per_account: 0,
             max_directed_presences: 0,
+            max_roster_items: 0,
+            max_pending_subscriptions: 0,
             muc: Default::default(),
         };
         let replica = SessionService::new(

@@ -21,7 +21,7 @@ use crate::accounts;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::sessions::no_router;
-use crate::{AdminApi, Body, Limit, Page, Params};
+use crate::{AdminApi, AfterQuery, Body, Page, Params};
 
 /// The longest group name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -45,21 +45,11 @@ impl From<SharedGroup> for GroupInfo {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// The `next` of the previous page.
-    #[serde(default)]
-    after: String,
-    #[serde(default)]
-    limit: Limit,
-}
-
 /// `GET /groups`: the groups by name.
 pub async fn list(
     State(api): State<AdminApi>,
     _caller: Caller,
-    Params(query): Params<PageQuery>,
+    Params(query): Params<AfterQuery>,
 ) -> Result<Json<Page<GroupInfo>>, ApiError> {
     let limit = query.limit.get()?;
     let rows = api
@@ -183,7 +173,7 @@ pub async fn members(
     State(api): State<AdminApi>,
     _caller: Caller,
     Path(name): Path<String>,
-    Params(query): Params<PageQuery>,
+    Params(query): Params<AfterQuery>,
 ) -> Result<Json<Page<MemberInfo>>, ApiError> {
     let limit = query.limit.get()?;
     existing(api.core(), &name).await?;

@@ -256,6 +256,17 @@ impl Limit {
     }
 }
 
+/// The query of a list paged by its items' keys: `?after=&limit=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterQuery {
+    /// The `next` of the previous page.
+    #[serde(default)]
+    pub after: String,
+    #[serde(default)]
+    pub limit: Limit,
+}
+
 /// A list's JSON: one page of items and where the next starts (`null`
 /// after the last page).
 #[derive(Debug, serde::Serialize)]

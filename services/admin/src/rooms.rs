@@ -26,7 +26,7 @@ use xmppd_session::service::Core;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::sessions::no_router;
-use crate::{AdminApi, Limit, Page, Params};
+use crate::{AdminApi, AfterQuery, Page, Params};
 
 /// The longest reason a destruction may give, in bytes: it goes into the
 /// presence every occupant gets.
@@ -117,21 +117,11 @@ impl From<&Room> for RoomDetail {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// The `next` of the previous page.
-    #[serde(default)]
-    after: String,
-    #[serde(default)]
-    limit: Limit,
-}
-
 /// `GET /rooms`: the rooms of every chat service, by JID.
 pub async fn list(
     State(api): State<AdminApi>,
     _caller: Caller,
-    Params(query): Params<ListQuery>,
+    Params(query): Params<AfterQuery>,
 ) -> Result<Json<Page<RoomInfo>>, ApiError> {
     let limit = query.limit.get()?;
     let rows = store::rooms_page(&api.core().store, &query.after, limit + 1).await?;
