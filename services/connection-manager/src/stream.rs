@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_rustls::TlsAcceptor;
 use xmppd_protocol::error::{StreamError, StreamErrorCondition};
@@ -29,14 +29,24 @@ pub enum StreamEnd {
     Error(StreamError),
 }
 
-/// A write the client did not make room for within `limits.write_timeout_secs`:
-/// a client that stopped reading holds the server's buffers and its
-/// deliveries until its connection is closed.
-pub fn write_timed_out() -> StreamEnd {
-    StreamEnd::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the client did not read what was written to it in time",
-    ))
+/// Awaits `write`, giving up after `limit` (`limits.write_timeout_secs`):
+/// a client that stopped reading would hold the server's buffers and its
+/// deliveries until its connection is closed. Most writes complete at once,
+/// so the timer is only set for one that has to wait.
+pub async fn within<F>(limit: Duration, write: F) -> Result<(), StreamEnd>
+where
+    F: Future<Output = Result<(), StreamEnd>>,
+{
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
+        return written;
+    }
+    tokio::time::timeout(limit, write).await.map_err(|_| {
+        StreamEnd::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read what was written to it in time",
+        ))
+    })?
 }
 
 /// One client's XML stream over some transport.

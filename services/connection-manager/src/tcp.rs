@@ -19,7 +19,7 @@ use xmppd_protocol::xml::escape_attr;
 use crate::edge::Edge;
 use crate::limits::Refused;
 use crate::listener;
-use crate::stream::{ClientStream, StreamEnd, write_timed_out};
+use crate::stream::{ClientStream, StreamEnd, within};
 
 /// A TCP connection before or after its TLS handshake.
 pub type Transport = xmppd_tls::MaybeTls<TlsStream<TcpStream>>;
@@ -129,12 +129,10 @@ impl TcpClientStream {
     async fn send(&mut self, data: &[u8]) -> Result<(), StreamEnd> {
         let write = async {
             self.transport.write_all(data).await?;
-            self.transport.flush().await
+            self.transport.flush().await?;
+            Ok(())
         };
-        tokio::time::timeout(self.write_timeout, write)
-            .await
-            .map_err(|_| write_timed_out())??;
-        Ok(())
+        within(self.write_timeout, write).await
     }
 }
 

@@ -24,7 +24,7 @@ use xmppd_protocol::stanza::{self, Stanza};
 use xmppd_protocol::stream::{Limits, StreamEvent, StreamHeader, StreamParser};
 use xmppd_protocol::xml::escape_attr;
 
-use crate::stream::{ClientStream, StreamEnd, write_timed_out};
+use crate::stream::{ClientStream, StreamEnd, within};
 use crate::tcp::Transport;
 
 pub use http::{Scheme, WebSocketSettings, serve};
@@ -111,9 +111,7 @@ impl WebSocketClientStream {
     /// Sends one element in a message of its own, after our `<open/>` if it
     /// is due, within the write timeout.
     async fn send(&mut self, element: &[u8]) -> Result<(), StreamEnd> {
-        tokio::time::timeout(self.write_timeout, self.send_message(element))
-            .await
-            .map_err(|_| write_timed_out())?
+        within(self.write_timeout, self.send_message(element)).await
     }
 
     async fn send_message(&mut self, element: &[u8]) -> Result<(), StreamEnd> {
