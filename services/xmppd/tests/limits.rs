@@ -640,7 +640,7 @@ async fn directed_presence_is_limited_with_policy_violation() {
 /// `write_timeout_secs` and its connection is closed; nothing it was sent is
 /// lost. With stream management it acknowledged none of it, so every message
 /// (written, or still waiting in its mailbox, or that did not fit there) goes
-/// to offline storage, and its next session gets them all, in order.
+/// to offline storage, and the client gets them all, in order, when it logs in again.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_what_it_was_sent_is_stored() {
     const MESSAGES: usize = 300;
